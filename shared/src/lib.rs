@@ -1,0 +1,38 @@
+//! The wire contract of the sharded Reddit engine, shared by the engine, the client
+//! library and anything else that speaks the protocol.
+//!
+//! - [`ids`]: newtype ids (UUID v7, so they sort by creation time).
+//! - [`names`]: validated [`Username`](names::Username) and
+//!   [`SubredditName`](names::SubredditName), parsed once at the edge.
+//! - [`protocol`]: one module per entity with its request and reply structs.
+//! - [`codec`]: MessagePack maps with named fields, and the error a decode gives.
+//! - [`subject`]: the only place NATS subjects are built.
+//! - [`routing`]: the FNV-1a shard hash.
+//! - [`error`]: the wire error codes and their NATS micro-service status numbers.
+//! - [`auth`]: the login challenge text and the token format.
+
+pub mod auth;
+pub mod codec;
+pub mod error;
+pub mod ids;
+pub mod names;
+pub mod protocol;
+pub mod routing;
+pub mod subject;
+
+/// Protocol version advertised in the service metadata (`protocol`).
+pub const PROTOCOL_VERSION: &str = "1";
+
+/// Name of the NATS micro service every shard process registers.
+pub const SERVICE_NAME: &str = "reddit-engine";
+
+/// Largest request payload a shard accepts, in bytes; larger ones get `413 too_large`.
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+
+/// Current time as milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}

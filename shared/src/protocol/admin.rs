@@ -1,0 +1,93 @@
+//! Operations for operators: `shard.stats` (one shard's counters) and `audit.run`
+//! (a cross-shard consistency check coordinated by the shard that receives it).
+
+use super::Validate;
+use serde::{Deserialize, Serialize};
+
+/// Reply to `shard.stats`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShardStats {
+    /// This shard's number.
+    pub shard: u32,
+    /// Number of shards in the cluster.
+    pub shards: u32,
+    /// Accounts owned.
+    pub users: u64,
+    /// Subreddits owned.
+    pub subreddits: u64,
+    /// Posts in owned subreddits.
+    pub posts: u64,
+    /// Comments in owned subreddits.
+    pub comments: u64,
+    /// Votes held (one per user per item).
+    pub votes: u64,
+    /// DMs in owned inboxes.
+    pub dms: u64,
+    /// Requests received since start.
+    pub requests: u64,
+    /// Requests answered with an error since start.
+    pub errors: u64,
+    /// Requests waiting for the shard now.
+    pub queue_depth: u64,
+    /// Most requests that may wait before new ones get `503 unavailable`.
+    pub queue_capacity: u64,
+    /// Updates for other shards (memberships, karma) not yet acknowledged by them.
+    pub pending_sync: u64,
+    /// Milliseconds since the shard started.
+    pub uptime_ms: u64,
+}
+
+/// `audit.run`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AuditRequest {
+    /// Most violations to list (default 100); all are counted.
+    #[serde(default)]
+    pub max_violations: Option<u32>,
+}
+impl Validate for AuditRequest {}
+
+/// What the audit looked at.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditCounts {
+    /// Accounts.
+    pub users: u64,
+    /// Subreddits.
+    pub subreddits: u64,
+    /// Posts.
+    pub posts: u64,
+    /// Comments.
+    pub comments: u64,
+    /// Votes.
+    pub votes: u64,
+    /// (subreddit, member) pairs.
+    pub memberships: u64,
+    /// DMs.
+    pub dms: u64,
+}
+
+/// One broken invariant.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Violation {
+    /// Which invariant: `score`, `member_count`, `membership`, `karma`, `dm`.
+    pub kind: String,
+    /// What was found, naming the entities.
+    pub detail: String,
+}
+
+/// Reply to `audit.run`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditReport {
+    /// True when no invariant is broken.
+    pub ok: bool,
+    /// Shards that took part.
+    pub shards: u32,
+    /// What was checked.
+    pub checked: AuditCounts,
+    /// All violations found.
+    pub violation_count: u64,
+    /// The first `max_violations` of them.
+    pub violations: Vec<Violation>,
+    /// Cross-shard updates still in flight when the audit ran; a nonzero value means
+    /// the system was not quiescent and violations may be transient.
+    pub pending_sync: u64,
+}

@@ -1,0 +1,197 @@
+//! Engine-to-engine messages on `reddit.shard.<k>.internal.<op>`. Clients are not
+//! permitted to publish there (`nats.conf`); they are documented for operators.
+
+use super::admin::Violation;
+use super::dm::DmView;
+use super::post::{PostSort, PostView};
+use super::Validate;
+use crate::ids::DmId;
+use crate::names::{SubredditName, Username};
+use serde::{Deserialize, Serialize};
+
+/// Most items in one [`SyncBatch`].
+pub const MAX_SYNC_ITEMS: usize = 512;
+
+/// `internal.sync`: state the sender owns, copied to the shard of the user it is about.
+/// Every item carries a version; the receiver keeps the highest, so repeats and
+/// reordering are harmless.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SyncBatch {
+    /// The updates.
+    pub items: Vec<SyncItem>,
+}
+impl Validate for SyncBatch {}
+
+/// One update in a [`SyncBatch`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SyncItem {
+    /// `user`'s membership of `subreddit` (the subreddit's shard is authoritative).
+    Membership {
+        /// The member.
+        user: Username,
+        /// The subreddit.
+        subreddit: SubredditName,
+        /// Member now or not.
+        member: bool,
+        /// The subreddit's membership sequence number at this change.
+        version: u64,
+    },
+    /// The total scores of `user`'s posts and comments in `subreddit`.
+    Karma {
+        /// The author.
+        user: Username,
+        /// The subreddit.
+        subreddit: SubredditName,
+        /// Sum of the author's post scores there.
+        post_karma: i64,
+        /// Sum of the author's comment scores there.
+        comment_karma: i64,
+        /// The subreddit's vote sequence number at this total.
+        version: u64,
+    },
+}
+
+/// Reply to `internal.sync`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SyncAck {
+    /// Items that changed something (the rest were older than what is held).
+    pub applied: u32,
+}
+
+/// `internal.dm.deliver`: put a DM in the recipient's inbox. Replies with the stored
+/// [`DmView`], or `404 not_found` if the recipient does not exist.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeliverDm {
+    /// The message, id assigned by the sender's shard.
+    pub dm: DmView,
+}
+impl Validate for DeliverDm {}
+
+/// `internal.feed.candidates`: the best posts of some of this shard's subreddits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FeedCandidatesRequest {
+    /// Subreddits (owned by the receiving shard) to draw from.
+    pub subreddits: Vec<SubredditName>,
+    /// Order.
+    pub sort: PostSort,
+    /// At most this many posts.
+    pub limit: u32,
+    /// Only posts strictly after this cursor in `sort` order.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+impl Validate for FeedCandidatesRequest {}
+
+/// Reply to `internal.feed.candidates`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FeedCandidates {
+    /// Best first.
+    pub posts: Vec<PostView>,
+}
+
+/// `internal.audit.export`: one page of the facts the audit cross-checks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditExportRequest {
+    /// Records to skip.
+    pub offset: u64,
+    /// Most records to return.
+    pub limit: u32,
+}
+impl Validate for AuditExportRequest {}
+
+/// Reply to `internal.audit.export`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AuditExport {
+    /// The records of this page.
+    pub records: Vec<AuditRecord>,
+    /// True if there are no more records after these.
+    pub done: bool,
+    /// Sync items not yet acknowledged by their shard.
+    pub pending_sync: u64,
+}
+
+/// One fact, in lowercase keys.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuditRecord {
+    /// Totals of what one shard holds.
+    Counts {
+        /// Subreddits, users, posts, comments, votes, DMs owned.
+        counts: super::admin::AuditCounts,
+    },
+    /// A local invariant the shard found broken.
+    Violation {
+        /// What.
+        violation: Violation,
+    },
+    /// On the subreddit's shard: `user` is a member of `subreddit`.
+    Member {
+        /// Subreddit key.
+        subreddit: String,
+        /// User key.
+        user: String,
+    },
+    /// On the user's shard: `user`'s joined list holds `subreddit`.
+    Joined {
+        /// User key.
+        user: String,
+        /// Subreddit key.
+        subreddit: String,
+    },
+    /// On the subreddit's shard: the scores of `author`'s items there.
+    AuthorScore {
+        /// Subreddit key.
+        subreddit: String,
+        /// Author key.
+        author: String,
+        /// Sum of post scores.
+        post: i64,
+        /// Sum of comment scores.
+        comment: i64,
+    },
+    /// On the user's shard: the karma `user` holds from `subreddit`.
+    Karma {
+        /// User key.
+        user: String,
+        /// Subreddit key.
+        subreddit: String,
+        /// Post karma from there.
+        post: i64,
+        /// Comment karma from there.
+        comment: i64,
+    },
+    /// On the recipient's shard: a DM in an inbox.
+    Inbox {
+        /// The DM.
+        id: DmId,
+        /// Sender key.
+        from: String,
+        /// Recipient key.
+        to: String,
+    },
+    /// On the sender's shard: a DM in a sent folder.
+    Sent {
+        /// The DM.
+        id: DmId,
+        /// Sender key.
+        from: String,
+        /// Recipient key.
+        to: String,
+    },
+}
+
+/// Reply to `internal.hello`: who owns a shard, for start-up checks.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Hello {
+    /// The shard number.
+    pub shard: u32,
+    /// The cluster size it was started with.
+    pub shards: u32,
+    /// Protocol version.
+    pub protocol: String,
+    /// A fingerprint of the token secret, so shards can tell they share it.
+    pub secret_fingerprint: String,
+    /// The service instance id.
+    pub instance: String,
+}

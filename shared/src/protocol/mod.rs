@@ -1,0 +1,198 @@
+//! Request and reply messages, one module per entity, and the [`Op`] enum naming
+//! every operation. `docs/protocol.md` is the prose form of this module.
+
+pub mod admin;
+pub mod comment;
+pub mod dm;
+pub mod feed;
+pub mod internal;
+pub mod post;
+pub mod push;
+pub mod subreddit;
+pub mod user;
+pub mod vote;
+
+use crate::error::WireError;
+use serde::{Deserialize, Serialize};
+
+/// Longest post title, in characters.
+pub const MAX_TITLE_CHARS: usize = 300;
+/// Longest post, comment or DM body, in characters.
+pub const MAX_BODY_CHARS: usize = 40_000;
+/// Longest subreddit description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 500;
+/// Page size when a request gives none.
+pub const DEFAULT_PAGE: u32 = 25;
+/// Largest page size accepted.
+pub const MAX_PAGE: u32 = 100;
+
+/// Checks a request's values beyond what its types enforce.
+pub trait Validate {
+    /// `Ok` if the request may be acted on, else `400 invalid_request` naming the field.
+    fn validate(&self) -> Result<(), WireError> {
+        Ok(())
+    }
+}
+
+/// Checks a text field's length in characters.
+pub fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<(), WireError> {
+    let n = value.chars().count();
+    if n < min {
+        Err(WireError::invalid(format!("{field} must not be empty")))
+    } else if n > max {
+        Err(WireError::invalid(format!(
+            "{field} is {n} characters long; at most {max} are allowed"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a page size.
+pub fn check_limit(limit: Option<u32>, max: u32) -> Result<(), WireError> {
+    match limit {
+        Some(0) => Err(WireError::invalid("limit must be at least 1")),
+        Some(n) if n > max => Err(WireError::invalid(format!(
+            "limit is {n}; at most {max} are allowed"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+macro_rules! ops {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal),* $(,)?) => {
+        /// Every operation, by its subject suffix.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Op {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Op {
+            /// All operations.
+            pub const ALL: &'static [Op] = &[$(Op::$variant,)*];
+
+            /// The subject suffix, e.g. `post.create`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Op::$variant => $name,)*
+                }
+            }
+
+            /// The operation for a subject suffix.
+            pub fn parse(name: &str) -> Option<Op> {
+                match name {
+                    $($name => Some(Op::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+ops! {
+    /// [`user::RegisterRequest`] → [`user::UserView`].
+    UserRegister => "user.register",
+    /// [`user::ChallengeRequest`] → [`user::ChallengeReply`].
+    AuthChallenge => "auth.challenge",
+    /// [`user::LoginRequest`] → [`user::LoginReply`].
+    AuthLogin => "auth.login",
+    /// [`user::GetUserRequest`] → [`user::UserView`].
+    UserGet => "user.get",
+    /// [`subreddit::CreateSubredditRequest`] → [`subreddit::SubredditView`].
+    SubCreate => "sub.create",
+    /// [`subreddit::GetSubredditRequest`] → [`subreddit::SubredditView`].
+    SubGet => "sub.get",
+    /// [`subreddit::ListSubredditsRequest`] → [`subreddit::SubredditList`].
+    SubList => "sub.list",
+    /// [`subreddit::MembershipRequest`] → [`subreddit::MembershipReply`].
+    SubJoin => "sub.join",
+    /// [`subreddit::MembershipRequest`] → [`subreddit::MembershipReply`].
+    SubLeave => "sub.leave",
+    /// [`post::CreatePostRequest`] → [`post::PostView`].
+    PostCreate => "post.create",
+    /// [`post::GetPostRequest`] → [`post::PostView`].
+    PostGet => "post.get",
+    /// [`post::ListPostsRequest`] → [`post::PostPage`].
+    PostList => "post.list",
+    /// [`comment::CreateCommentRequest`] → [`comment::CommentView`].
+    CommentCreate => "comment.create",
+    /// [`comment::CommentTreeRequest`] → [`comment::CommentTree`].
+    CommentTree => "comment.tree",
+    /// [`vote::VoteRequest`] → [`vote::VoteReply`].
+    VoteCast => "vote.cast",
+    /// [`feed::FeedRequest`] → [`post::PostPage`].
+    FeedGet => "feed.get",
+    /// [`dm::SendDmRequest`] → [`dm::DmView`].
+    DmSend => "dm.send",
+    /// [`dm::ReplyDmRequest`] → [`dm::DmView`].
+    DmReply => "dm.reply",
+    /// [`dm::ListDmsRequest`] → [`dm::DmPage`].
+    DmList => "dm.list",
+    /// [`dm::MarkReadRequest`] → [`dm::MarkReadReply`].
+    DmRead => "dm.read",
+    /// empty → [`admin::ShardStats`].
+    ShardStats => "shard.stats",
+    /// [`admin::AuditRequest`] → [`admin::AuditReport`].
+    AuditRun => "audit.run",
+    /// Engine-to-engine: [`internal::SyncBatch`] → [`internal::SyncAck`].
+    InternalSync => "internal.sync",
+    /// Engine-to-engine: [`internal::DeliverDm`] → [`dm::DmView`].
+    InternalDmDeliver => "internal.dm.deliver",
+    /// Engine-to-engine: [`internal::FeedCandidatesRequest`] → [`internal::FeedCandidates`].
+    InternalFeedCandidates => "internal.feed.candidates",
+    /// Engine-to-engine: [`internal::AuditExportRequest`] → [`internal::AuditExport`].
+    InternalAuditExport => "internal.audit.export",
+    /// Engine-to-engine: empty → [`internal::Hello`].
+    InternalHello => "internal.hello",
+}
+
+impl Op {
+    /// True for engine-to-engine operations, which clients may not call.
+    pub fn is_internal(self) -> bool {
+        self.as_str().starts_with("internal.")
+    }
+}
+
+/// A reference to a post from anywhere: its subreddit (the routing key) and id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PostRef {
+    /// The subreddit holding the post.
+    pub subreddit: crate::names::SubredditName,
+    /// The post.
+    pub id: crate::ids::PostId,
+}
+
+/// An empty message, for operations that take or return nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+impl Validate for Empty {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_names_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for op in Op::ALL {
+            assert_eq!(Op::parse(op.as_str()), Some(*op));
+            assert!(seen.insert(op.as_str()));
+            assert!(op.as_str().bytes().all(|b| b.is_ascii_lowercase() || b == b'.'));
+        }
+        assert_eq!(Op::parse("nope"), None);
+        assert!(Op::InternalSync.is_internal());
+        assert!(!Op::PostCreate.is_internal());
+    }
+
+    #[test]
+    fn text_limits() {
+        assert!(check_text("title", "", 1, 3).is_err());
+        assert!(check_text("title", "abc", 1, 3).is_ok());
+        assert!(check_text("title", "ééé", 1, 3).is_ok());
+        assert!(check_text("title", "abcd", 1, 3).is_err());
+        assert!(check_limit(Some(0), 10).is_err());
+        assert!(check_limit(Some(11), 10).is_err());
+        assert!(check_limit(None, 10).is_ok());
+    }
+}

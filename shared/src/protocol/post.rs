@@ -1,0 +1,114 @@
+//! Posts: `post.create`, `post.get`, `post.list`. Routed by the subreddit name.
+
+use super::{check_limit, check_text, PostRef, Validate, MAX_BODY_CHARS, MAX_PAGE, MAX_TITLE_CHARS};
+use crate::error::WireError;
+use crate::ids::PostId;
+use crate::names::SubredditName;
+use serde::{Deserialize, Serialize};
+
+/// `post.create` (authenticated): a text post, optionally a repost of another post.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreatePostRequest {
+    /// Where to post.
+    pub subreddit: SubredditName,
+    /// 1–300 characters.
+    pub title: String,
+    /// Up to 40,000 characters; may be empty.
+    #[serde(default)]
+    pub body: String,
+    /// The original post, for a repost. It must exist, in any subreddit.
+    #[serde(default)]
+    pub repost_of: Option<PostRef>,
+}
+
+impl Validate for CreatePostRequest {
+    fn validate(&self) -> Result<(), WireError> {
+        check_text("title", &self.title, 1, MAX_TITLE_CHARS)?;
+        check_text("body", &self.body, 0, MAX_BODY_CHARS)
+    }
+}
+
+/// `post.get`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GetPostRequest {
+    /// The subreddit holding the post.
+    pub subreddit: SubredditName,
+    /// The post.
+    pub id: PostId,
+}
+impl Validate for GetPostRequest {}
+
+/// How to order posts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PostSort {
+    /// Reddit's hot: `sign(s)·log10(max(|s|,1)) + (t − 1134028003)/45000`.
+    #[default]
+    Hot,
+    /// Newest first.
+    New,
+    /// Highest score first.
+    Top,
+    /// `(ups+downs)^(min/max)`, highest first.
+    Controversial,
+}
+
+/// `post.list`: a subreddit's posts, one page.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ListPostsRequest {
+    /// Which subreddit.
+    pub subreddit: SubredditName,
+    /// Order (default `hot`).
+    #[serde(default)]
+    pub sort: PostSort,
+    /// Page size (default 25, at most 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page, to continue after it.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+impl Validate for ListPostsRequest {
+    fn validate(&self) -> Result<(), WireError> {
+        check_limit(self.limit, MAX_PAGE)
+    }
+}
+
+/// One page of posts (`post.list`, `feed.get`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct PostPage {
+    /// The posts, in the requested order.
+    pub posts: Vec<PostView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+/// A post as the engine shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PostView {
+    /// Where it lives.
+    pub subreddit: SubredditName,
+    /// Its id.
+    pub id: PostId,
+    /// Who wrote it.
+    pub author: String,
+    /// Title.
+    pub title: String,
+    /// Body text.
+    pub body: String,
+    /// The original, if this is a repost.
+    #[serde(default)]
+    pub repost_of: Option<PostRef>,
+    /// Upvotes minus downvotes.
+    pub score: i64,
+    /// Upvotes.
+    pub ups: u32,
+    /// Downvotes.
+    pub downs: u32,
+    /// Number of comments at any depth.
+    pub comments: u32,
+    /// Creation time (Unix milliseconds).
+    pub created_at: i64,
+}
