@@ -1,1 +1,11 @@
-//! placeholder
+//! Client side of the Reddit engine: the typed async [`RedditClient`] used by the
+//! CLI, the simulator and the tests, the key store the CLI uses, and errors.
+
+pub mod api;
+pub mod error;
+pub mod identity;
+
+pub use api::{ClientOptions, EventStream, RedditClient, Session};
+pub use error::{ClientError, ErrorKind};
+pub use identity::{Identity, KeyStore};
+pub use reddit_shared as protocol;

@@ -1,1 +1,244 @@
-//! placeholder
+//! A shard worker of the Reddit engine: owns shard `k` of `n` and serves it over NATS.
+//!
+//! - [`run`] connects, checks that no live process owns the shard and that the
+//!   running shards agree on the cluster size and secret, registers the NATS micro
+//!   service `reddit-engine`, and serves until `shutdown` resolves.
+//! - [`state`]: the shard state machine (no I/O).
+//! - [`server`]: the request loop and the actor that owns the state.
+//! - [`cross_shard`]: requests to other shards and the sync outbox.
+//! - [`auth`]: tokens and login challenges.
+
+pub mod auth;
+pub mod cross_shard;
+pub mod server;
+pub mod state;
+
+use cross_shard::Peers;
+use reddit_shared::protocol::internal::Hello;
+use reddit_shared::protocol::{Empty, Op};
+use reddit_shared::{subject, PROTOCOL_VERSION, SERVICE_NAME};
+use server::{Actor, Ctx, Metrics};
+use state::ShardState;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+
+/// How a shard process is configured.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// NATS server URL(s), comma-separated; credentials may be in the URL.
+    pub nats_url: String,
+    /// This shard's number, `0..shards`.
+    pub shard: u32,
+    /// Number of shards in the cluster.
+    pub shards: u32,
+    /// The cluster's shared token secret.
+    pub secret: String,
+    /// Requests that may wait for the shard before new ones get `503`.
+    pub queue_capacity: usize,
+    /// Sync items that may wait for other shards before writes get `503`.
+    pub outbox_capacity: usize,
+    /// Cross-shard tasks (feeds, DMs, reposts, joins) in flight at once.
+    pub max_cross_shard: usize,
+    /// Timeout of each request to another shard.
+    pub peer_timeout: Duration,
+    /// Lifetime of a login token.
+    pub token_ttl: Duration,
+}
+
+impl Config {
+    /// A configuration with default limits.
+    pub fn new(nats_url: impl Into<String>, shard: u32, shards: u32, secret: impl Into<String>) -> Self {
+        Self {
+            nats_url: nats_url.into(),
+            shard,
+            shards,
+            secret: secret.into(),
+            queue_capacity: 8192,
+            outbox_capacity: 65_536,
+            max_cross_shard: 4096,
+            peer_timeout: Duration::from_secs(2),
+            token_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Why a shard could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// NATS could not be reached.
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect {
+        /// The URL tried.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Another live process serves this shard.
+    #[error("shard {shard} is already served by a live process (service instance {instance}); refusing to start a second owner, which would split the shard's traffic")]
+    AlreadyOwned {
+        /// The shard.
+        shard: u32,
+        /// The other process's service instance id.
+        instance: String,
+    },
+    /// The running shards were started with a different cluster size.
+    #[error("shard {other_shard} is running with --shards {theirs}, but this process was started with --shards {ours}; all shards must agree")]
+    ShardCountMismatch {
+        /// The shard that disagrees.
+        other_shard: u32,
+        /// Its cluster size.
+        theirs: u32,
+        /// Ours.
+        ours: u32,
+    },
+    /// The running shards use a different token secret.
+    #[error("shard {other_shard} uses a different token secret; tokens would not verify across shards (set the same REDDIT_SECRET everywhere)")]
+    SecretMismatch {
+        /// The shard that disagrees.
+        other_shard: u32,
+    },
+    /// A NATS operation failed.
+    #[error("NATS error: {0}")]
+    Nats(String),
+}
+
+fn nats_err(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Nats(e.to_string())
+}
+
+/// Connects to NATS with the options the engine uses.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, EngineError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|e| EngineError::Connect {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// Refuses to start next to a live owner of the same shard, or next to shards that
+/// disagree about the cluster size or secret. Each probe is a request that either
+/// gets an answer or, with nobody subscribed, an immediate no-responders reply.
+async fn startup_checks(peers: &Peers, config: &Config, fingerprint: &str) -> Result<(), EngineError> {
+    for other in 0..=config.shards {
+        let hello: Result<Hello, _> = peers.call(other, Op::InternalHello, &Empty {}).await;
+        let Ok(hello) = hello else { continue };
+        if other == config.shard && hello.shards == config.shards {
+            return Err(EngineError::AlreadyOwned {
+                shard: other,
+                instance: hello.instance,
+            });
+        }
+        if hello.shards != config.shards {
+            return Err(EngineError::ShardCountMismatch {
+                other_shard: other,
+                theirs: hello.shards,
+                ours: config.shards,
+            });
+        }
+        if hello.secret_fingerprint != fingerprint {
+            return Err(EngineError::SecretMismatch { other_shard: other });
+        }
+    }
+    Ok(())
+}
+
+/// Serves shard `config.shard` until `shutdown` resolves, then stops taking requests,
+/// answers those already taken, delivers what it owes other shards (bounded in time)
+/// and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), EngineError> {
+    if config.shards == 0 || config.shard >= config.shards {
+        return Err(EngineError::Config(format!(
+            "--shard must be in 0..{} (got {})",
+            config.shards, config.shard
+        )));
+    }
+    if config.secret.is_empty() {
+        return Err(EngineError::Config("the token secret must not be empty".into()));
+    }
+    let name = format!("reddit-engine-{}", config.shard);
+    let client = connect(&config.nats_url, &name).await?;
+    let peers = Peers::new(client.clone(), config.peer_timeout);
+    let token_ttl_ms = i64::try_from(config.token_ttl.as_millis()).unwrap_or(i64::MAX);
+    let tokens = auth::TokenSigner::new(config.secret.as_bytes(), token_ttl_ms);
+    startup_checks(&peers, &config, &tokens.fingerprint()).await?;
+
+    let metrics = Arc::new(Metrics::new(config.queue_capacity));
+    let metadata = HashMap::from([
+        ("shard".to_owned(), config.shard.to_string()),
+        ("shards".to_owned(), config.shards.to_string()),
+        ("protocol".to_owned(), PROTOCOL_VERSION.to_owned()),
+    ]);
+    let stats_metrics = metrics.clone();
+    use async_nats::service::ServiceExt;
+    let service = client
+        .service_builder()
+        .description(format!("Reddit engine shard {} of {}", config.shard, config.shards))
+        .metadata(metadata)
+        .stats_handler(move |_, _| stats_metrics.to_json())
+        .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(nats_err)?;
+    let instance = service.info().await.id;
+    let endpoint = service
+        .endpoint_builder()
+        .name("requests")
+        .add(subject::shard_wildcard(config.shard))
+        .await
+        .map_err(nats_err)?;
+    client.flush().await.map_err(nats_err)?;
+
+    let (jobs_tx, jobs_rx) = mpsc::channel(config.queue_capacity);
+    let (sync_tx, sync_rx) = mpsc::channel(config.outbox_capacity);
+    let ctx = Ctx {
+        client: client.clone(),
+        peers: peers.clone(),
+        tokens,
+        metrics: metrics.clone(),
+        shard: config.shard,
+        shards: config.shards,
+        instance: instance.clone(),
+        sync_tx,
+        permits: Arc::new(Semaphore::new(config.max_cross_shard)),
+        peer_timeout: config.peer_timeout,
+    };
+    let syncer = tokio::spawn(cross_shard::run_syncer(
+        peers,
+        sync_rx,
+        metrics.pending_sync.clone(),
+        Duration::from_secs(5),
+    ));
+    let actor = Actor::new(ShardState::new(config.shard, config.shards), ctx, jobs_tx.downgrade());
+    let actor = tokio::spawn(actor.run(jobs_rx));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let reader = tokio::spawn(server::read_requests(
+        endpoint,
+        jobs_tx,
+        metrics,
+        config.shard,
+        stop_rx,
+    ));
+    tracing::info!(shard = config.shard, shards = config.shards, %instance, "serving");
+
+    shutdown.await;
+    tracing::info!(shard = config.shard, "shutting down: no new requests, answering the queued ones");
+    let _ = stop_tx.send(true);
+    let _ = reader.await;
+    let _ = actor.await;
+    let _ = syncer.await;
+    if let Err(e) = service.stop().await {
+        tracing::debug!(error = %e, "service stop");
+    }
+    client.flush().await.map_err(nats_err)?;
+    tracing::info!(shard = config.shard, "stopped");
+    Ok(())
+}

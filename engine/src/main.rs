@@ -1,1 +1,82 @@
-fn main() {}
+//! `reddit-engine`: runs one shard of the Reddit engine.
+
+use anyhow::Context;
+use clap::Parser;
+use std::time::Duration;
+
+/// One shard worker of the Reddit engine.
+#[derive(Parser, Debug)]
+#[command(name = "reddit-engine", version, about)]
+struct Args {
+    /// NATS server URL(s), comma-separated (credentials may be in the URL).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// This process's shard, in 0..shards.
+    #[arg(long, env = "REDDIT_SHARD")]
+    shard: u32,
+    /// Number of shards in the cluster; every shard must be started with the same.
+    #[arg(long, env = "REDDIT_SHARDS")]
+    shards: u32,
+    /// Shared secret that signs login tokens; every shard must use the same.
+    /// Without it a fixed development secret is used (and a warning printed).
+    #[arg(long, env = "REDDIT_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Requests that may queue for the shard before new ones get 503.
+    #[arg(long, env = "REDDIT_QUEUE_CAPACITY", default_value_t = 8192)]
+    queue_capacity: usize,
+    /// Timeout of each request to another shard, in milliseconds.
+    #[arg(long, env = "REDDIT_PEER_TIMEOUT_MS", default_value_t = 2000)]
+    peer_timeout_ms: u64,
+    /// Lifetime of login tokens, in seconds.
+    #[arg(long, env = "REDDIT_TOKEN_TTL_SECS", default_value_t = 86_400)]
+    token_ttl_secs: u64,
+}
+
+const DEV_SECRET: &str = "reddit-dev-secret-change-me";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let secret = match args.secret {
+        Some(s) if !s.is_empty() => s,
+        _ => {
+            tracing::warn!("REDDIT_SECRET is not set: using the development secret; tokens are forgeable by anyone who reads the source");
+            DEV_SECRET.to_owned()
+        }
+    };
+    let mut config = reddit_engine::Config::new(args.nats_url, args.shard, args.shards, secret);
+    config.queue_capacity = args.queue_capacity.max(1);
+    config.peer_timeout = Duration::from_millis(args.peer_timeout_ms.max(1));
+    config.token_ttl = Duration::from_secs(args.token_ttl_secs.max(1));
+    reddit_engine::run(config, shutdown_signal())
+        .await
+        .context("reddit-engine stopped with an error")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -23,6 +23,32 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     rmp_serde::from_slice(bytes).map_err(decode_error)
 }
 
+/// Decodes a reply. `error_status` is the `Nats-Service-Error-Code` header and
+/// `error_text` the `Nats-Service-Error` header, if present: then the body is a
+/// [`WireError`] (or, if it is not, one is made from the headers).
+pub fn decode_reply<T: DeserializeOwned>(
+    error_status: Option<&str>,
+    error_text: Option<&str>,
+    body: &[u8],
+) -> Result<T, WireError> {
+    if let Some(status) = error_status {
+        if let Ok(e) = rmp_serde::from_slice::<WireError>(body) {
+            return Err(e);
+        }
+        let code = status
+            .trim()
+            .parse::<u16>()
+            .map(ErrorCode::from_status)
+            .unwrap_or(ErrorCode::Internal);
+        return Err(WireError::new(
+            code,
+            error_text.unwrap_or("the service answered with an error").to_owned(),
+        ));
+    }
+    rmp_serde::from_slice(body)
+        .map_err(|e| WireError::internal(format!("could not decode the reply: {e}")))
+}
+
 fn decode_error(e: rmp_serde::decode::Error) -> WireError {
     use rmp_serde::decode::Error as E;
     match e {

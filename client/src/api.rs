@@ -1,0 +1,517 @@
+//! [`RedditClient`]: the typed async API over NATS. It discovers the shards through
+//! `$SRV.INFO.reddit-engine`, routes each request with the protocol's hash, bounds
+//! every request with a timeout, and turns error replies into [`ClientError`]s.
+
+use crate::error::{ClientError, ErrorKind};
+use crate::identity::Identity;
+use futures::StreamExt;
+use reddit_shared::auth::{bearer, AUTH_HEADER};
+use reddit_shared::codec::{decode, decode_reply, encode};
+use reddit_shared::error::{ERROR_CODE_HEADER, ERROR_HEADER};
+use reddit_shared::ids::{DmId, PostId};
+use reddit_shared::names::{SubredditName, Username};
+use reddit_shared::protocol::admin::{AuditReport, AuditRequest, ShardStats};
+use reddit_shared::protocol::comment::{CommentTree, CommentTreeRequest, CommentView, CreateCommentRequest};
+use reddit_shared::protocol::dm::{
+    DmPage, DmView, ListDmsRequest, MarkReadReply, MarkReadRequest, ReplyDmRequest, SendDmRequest,
+};
+use reddit_shared::protocol::feed::FeedRequest;
+use reddit_shared::protocol::post::{CreatePostRequest, GetPostRequest, ListPostsRequest, PostPage, PostView};
+use reddit_shared::protocol::push::PushEvent;
+use reddit_shared::protocol::subreddit::{
+    CreateSubredditRequest, GetSubredditRequest, ListSubredditsRequest, MembershipReply,
+    MembershipRequest, SubredditList, SubredditView,
+};
+use reddit_shared::protocol::user::{
+    ChallengeReply, ChallengeRequest, GetUserRequest, LoginReply, LoginRequest, RegisterRequest,
+    UserView,
+};
+use reddit_shared::protocol::vote::{VoteReply, VoteRequest};
+use reddit_shared::protocol::{Empty, Op, Validate};
+use reddit_shared::routing::shard_for;
+use reddit_shared::{subject, PROTOCOL_VERSION, SERVICE_NAME};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// Tunables of a [`RedditClient`].
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Timeout of each request.
+    pub request_timeout: Duration,
+    /// How long discovery waits for every shard to answer.
+    pub discovery_timeout: Duration,
+    /// NATS connection name.
+    pub name: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(5),
+            discovery_timeout: Duration::from_secs(3),
+            name: "reddit-client".to_owned(),
+        }
+    }
+}
+
+/// A logged-in user: the name requests are routed by and the bearer token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// Who.
+    pub username: Username,
+    /// The bearer token.
+    pub token: String,
+    /// When it expires (Unix ms).
+    pub expires_at: i64,
+}
+
+/// What one shard said about itself in `$SRV.INFO`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardInfo {
+    /// Shard number.
+    pub shard: u32,
+    /// Service instance id.
+    pub instance: String,
+    /// Engine version.
+    pub version: String,
+}
+
+#[derive(Deserialize)]
+struct InfoReply {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
+}
+
+/// The typed client. Cheap to clone; clones share the NATS connection.
+#[derive(Clone, Debug)]
+pub struct RedditClient {
+    nats: async_nats::Client,
+    shards: u32,
+    timeout: Duration,
+    info: Vec<ShardInfo>,
+}
+
+impl RedditClient {
+    /// Connects to NATS at `url` and discovers the shards.
+    pub async fn connect(url: &str, options: ClientOptions) -> Result<Self, ClientError> {
+        let nats = async_nats::ConnectOptions::new()
+            .name(&options.name)
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| ClientError::new(ErrorKind::Connect, format!("cannot connect to NATS at {url}: {e}")))?;
+        Self::discover(nats, options).await
+    }
+
+    /// Discovers the shards over an existing connection: asks `$SRV.INFO.reddit-engine`
+    /// and waits until every shard `0..shards` has answered, or fails naming the
+    /// missing ones.
+    pub async fn discover(nats: async_nats::Client, options: ClientOptions) -> Result<Self, ClientError> {
+        let inbox = nats.new_inbox();
+        let mut replies = nats
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| ClientError::new(ErrorKind::Connect, e.to_string()))?;
+        nats.publish_with_reply(subject::service_info(), inbox, Vec::new().into())
+            .await
+            .map_err(|e| ClientError::new(ErrorKind::Connect, e.to_string()))?;
+        nats.flush()
+            .await
+            .map_err(|e| ClientError::new(ErrorKind::Connect, e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + options.discovery_timeout;
+        let mut shards: Option<u32> = None;
+        let mut seen: BTreeMap<u32, ShardInfo> = BTreeMap::new();
+        loop {
+            if let Some(n) = shards {
+                if seen.len() as u32 >= n {
+                    break;
+                }
+            }
+            let msg = match tokio::time::timeout_at(deadline, replies.next()).await {
+                Ok(Some(msg)) => msg,
+                _ => break,
+            };
+            let Ok(info) = serde_json::from_slice::<InfoReply>(&msg.payload) else {
+                continue;
+            };
+            let meta = |k: &str| info.metadata.get(k).and_then(|v| v.parse::<u32>().ok());
+            let (Some(shard), Some(n)) = (meta("shard"), meta("shards")) else {
+                continue;
+            };
+            if info.metadata.get("protocol").map(String::as_str) != Some(PROTOCOL_VERSION) {
+                return Err(ClientError::new(
+                    ErrorKind::Discovery,
+                    format!("shard {shard} speaks protocol {:?}; this client speaks {PROTOCOL_VERSION}", info.metadata.get("protocol")),
+                ));
+            }
+            match shards {
+                None => shards = Some(n),
+                Some(m) if m != n => {
+                    return Err(ClientError::new(
+                        ErrorKind::Discovery,
+                        format!("the shards disagree about the cluster size ({m} and {n})"),
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(prev) = seen.get(&shard) {
+                if prev.instance != info.id {
+                    return Err(ClientError::new(
+                        ErrorKind::Discovery,
+                        format!("shard {shard} is served by two processes ({} and {})", prev.instance, info.id),
+                    ));
+                }
+            }
+            seen.insert(
+                shard,
+                ShardInfo {
+                    shard,
+                    instance: info.id,
+                    version: info.version,
+                },
+            );
+        }
+        let _ = replies.unsubscribe().await;
+        let Some(n) = shards else {
+            return Err(ClientError::new(
+                ErrorKind::Unavailable,
+                format!("no {SERVICE_NAME} shard answered within {:?}; is the engine running?", options.discovery_timeout),
+            ));
+        };
+        let missing: Vec<String> = (0..n).filter(|k| !seen.contains_key(k)).map(|k| k.to_string()).collect();
+        if !missing.is_empty() {
+            return Err(ClientError::new(
+                ErrorKind::Unavailable,
+                format!("shard(s) {} of {n} did not answer discovery within {:?}", missing.join(", "), options.discovery_timeout),
+            ));
+        }
+        Ok(Self {
+            nats,
+            shards: n,
+            timeout: options.request_timeout,
+            info: seen.into_values().collect(),
+        })
+    }
+
+    /// A client for a known cluster size, without discovery.
+    pub fn with_shards(nats: async_nats::Client, shards: u32, request_timeout: Duration) -> Self {
+        Self {
+            nats,
+            shards: shards.max(1),
+            timeout: request_timeout,
+            info: Vec::new(),
+        }
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    /// What discovery found.
+    pub fn shard_info(&self) -> &[ShardInfo] {
+        &self.info
+    }
+
+    /// The NATS connection.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    /// The shard owning `key`.
+    pub fn shard_of(&self, key: &str) -> u32 {
+        shard_for(key, self.shards)
+    }
+
+    /// Sends `req` to `op` on `shard`, with `token` if given, and decodes the reply.
+    pub async fn call_shard<Req: Serialize + Validate, Resp: DeserializeOwned>(
+        &self,
+        shard: u32,
+        op: Op,
+        token: Option<&str>,
+        req: &Req,
+    ) -> Result<Resp, ClientError> {
+        req.validate()?;
+        let payload = encode(req)?;
+        self.call_raw(shard, op.as_str(), token, payload).await
+    }
+
+    /// Sends raw bytes to `reddit.shard.<shard>.<op>` (for tests of bad input).
+    pub async fn call_raw<Resp: DeserializeOwned>(
+        &self,
+        shard: u32,
+        op: &str,
+        token: Option<&str>,
+        payload: Vec<u8>,
+    ) -> Result<Resp, ClientError> {
+        let mut request = async_nats::Request::new()
+            .payload(payload.into())
+            .timeout(Some(self.timeout));
+        if let Some(token) = token {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(AUTH_HEADER, bearer(token).as_str());
+            request = request.headers(headers);
+        }
+        let subject = format!("{}.{shard}.{op}", subject::REQUEST_PREFIX);
+        let msg = self.nats.send_request(subject, request).await.map_err(|e| {
+            use async_nats::RequestErrorKind as K;
+            match e.kind() {
+                K::NoResponders => ClientError::new(
+                    ErrorKind::Unavailable,
+                    format!("shard {shard} is not running (no responders for {op})"),
+                ),
+                K::TimedOut => ClientError::new(
+                    ErrorKind::TimedOut,
+                    format!("shard {shard} did not answer {op} within {:?}", self.timeout),
+                ),
+                _ => ClientError::new(ErrorKind::Unavailable, format!("{op} to shard {shard} failed: {e}")),
+            }
+        })?;
+        let header = |name: &str| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+        };
+        let status = header(ERROR_CODE_HEADER);
+        let text = header(ERROR_HEADER);
+        decode_reply(status.as_deref(), text.as_deref(), &msg.payload).map_err(ClientError::from)
+    }
+
+    async fn call<Req: Serialize + Validate, Resp: DeserializeOwned>(
+        &self,
+        key: &str,
+        op: Op,
+        token: Option<&str>,
+        req: &Req,
+    ) -> Result<Resp, ClientError> {
+        self.call_shard(self.shard_of(key), op, token, req).await
+    }
+
+    /// `user.register`.
+    pub async fn register(&self, username: &Username, identity: &Identity) -> Result<UserView, ClientError> {
+        let req = RegisterRequest {
+            username: username.clone(),
+            public_key: identity.public_key_hex(),
+        };
+        self.call(username.key(), Op::UserRegister, None, &req).await
+    }
+
+    /// Logs in by key: `auth.challenge`, sign, `auth.login`.
+    pub async fn login(&self, username: &Username, identity: &Identity) -> Result<Session, ClientError> {
+        let challenge: ChallengeReply = self
+            .call(
+                username.key(),
+                Op::AuthChallenge,
+                None,
+                &ChallengeRequest {
+                    username: username.clone(),
+                },
+            )
+            .await?;
+        let req = LoginRequest {
+            username: username.clone(),
+            signature: identity.sign_login(username, &challenge.challenge),
+            challenge: challenge.challenge,
+        };
+        let reply: LoginReply = self.call(username.key(), Op::AuthLogin, None, &req).await?;
+        let username = reply.username.parse::<Username>().unwrap_or_else(|_| username.clone());
+        Ok(Session {
+            username,
+            token: reply.token,
+            expires_at: reply.expires_at,
+        })
+    }
+
+    /// `user.get`.
+    pub async fn get_user(&self, username: &Username) -> Result<UserView, ClientError> {
+        let req = GetUserRequest {
+            username: username.clone(),
+        };
+        self.call(username.key(), Op::UserGet, None, &req).await
+    }
+
+    /// `sub.create`.
+    pub async fn create_subreddit(
+        &self,
+        session: &Session,
+        name: &SubredditName,
+        description: &str,
+    ) -> Result<SubredditView, ClientError> {
+        let req = CreateSubredditRequest {
+            name: name.clone(),
+            description: description.to_owned(),
+        };
+        self.call(name.key(), Op::SubCreate, Some(&session.token), &req).await
+    }
+
+    /// `sub.get`.
+    pub async fn get_subreddit(&self, name: &SubredditName) -> Result<SubredditView, ClientError> {
+        let req = GetSubredditRequest { name: name.clone() };
+        self.call(name.key(), Op::SubGet, None, &req).await
+    }
+
+    /// `sub.list` on every shard, merged: most members first.
+    pub async fn list_subreddits(&self, limit: u32) -> Result<Vec<SubredditView>, ClientError> {
+        let req = ListSubredditsRequest { limit: Some(limit) };
+        let calls = (0..self.shards).map(|k| self.call_shard::<_, SubredditList>(k, Op::SubList, None, &req));
+        let mut all = Vec::new();
+        for r in futures::future::join_all(calls).await {
+            all.extend(r?.subreddits);
+        }
+        all.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.name.key().cmp(b.name.key())));
+        all.truncate(limit as usize);
+        Ok(all)
+    }
+
+    /// `sub.join`.
+    pub async fn join(&self, session: &Session, name: &SubredditName) -> Result<MembershipReply, ClientError> {
+        let req = MembershipRequest { name: name.clone() };
+        self.call(name.key(), Op::SubJoin, Some(&session.token), &req).await
+    }
+
+    /// `sub.leave`.
+    pub async fn leave(&self, session: &Session, name: &SubredditName) -> Result<MembershipReply, ClientError> {
+        let req = MembershipRequest { name: name.clone() };
+        self.call(name.key(), Op::SubLeave, Some(&session.token), &req).await
+    }
+
+    /// `post.create`.
+    pub async fn create_post(&self, session: &Session, req: &CreatePostRequest) -> Result<PostView, ClientError> {
+        self.call(req.subreddit.key(), Op::PostCreate, Some(&session.token), req).await
+    }
+
+    /// `post.get`.
+    pub async fn get_post(&self, subreddit: &SubredditName, id: PostId) -> Result<PostView, ClientError> {
+        let req = GetPostRequest {
+            subreddit: subreddit.clone(),
+            id,
+        };
+        self.call(subreddit.key(), Op::PostGet, None, &req).await
+    }
+
+    /// `post.list`.
+    pub async fn list_posts(&self, req: &ListPostsRequest) -> Result<PostPage, ClientError> {
+        self.call(req.subreddit.key(), Op::PostList, None, req).await
+    }
+
+    /// `comment.create`.
+    pub async fn create_comment(
+        &self,
+        session: &Session,
+        req: &CreateCommentRequest,
+    ) -> Result<CommentView, ClientError> {
+        self.call(req.subreddit.key(), Op::CommentCreate, Some(&session.token), req).await
+    }
+
+    /// `comment.tree`.
+    pub async fn comment_tree(&self, req: &CommentTreeRequest) -> Result<CommentTree, ClientError> {
+        self.call(req.subreddit.key(), Op::CommentTree, None, req).await
+    }
+
+    /// `vote.cast`.
+    pub async fn vote(&self, session: &Session, req: &VoteRequest) -> Result<VoteReply, ClientError> {
+        self.call(req.subreddit.key(), Op::VoteCast, Some(&session.token), req).await
+    }
+
+    /// `feed.get`.
+    pub async fn feed(&self, session: &Session, req: &FeedRequest) -> Result<PostPage, ClientError> {
+        self.call(session.username.key(), Op::FeedGet, Some(&session.token), req).await
+    }
+
+    /// `dm.send`.
+    pub async fn send_dm(&self, session: &Session, to: &Username, body: &str) -> Result<DmView, ClientError> {
+        let req = SendDmRequest {
+            to: to.clone(),
+            body: body.to_owned(),
+        };
+        self.call(session.username.key(), Op::DmSend, Some(&session.token), &req).await
+    }
+
+    /// `dm.reply`.
+    pub async fn reply_dm(&self, session: &Session, dm_id: DmId, body: &str) -> Result<DmView, ClientError> {
+        let req = ReplyDmRequest {
+            dm_id,
+            body: body.to_owned(),
+        };
+        self.call(session.username.key(), Op::DmReply, Some(&session.token), &req).await
+    }
+
+    /// `dm.list`.
+    pub async fn list_dms(&self, session: &Session, req: &ListDmsRequest) -> Result<DmPage, ClientError> {
+        self.call(session.username.key(), Op::DmList, Some(&session.token), req).await
+    }
+
+    /// `dm.read`.
+    pub async fn mark_read(&self, session: &Session, ids: Vec<DmId>) -> Result<MarkReadReply, ClientError> {
+        let req = MarkReadRequest { ids };
+        self.call(session.username.key(), Op::DmRead, Some(&session.token), &req).await
+    }
+
+    /// `shard.stats` of one shard.
+    pub async fn shard_stats(&self, shard: u32) -> Result<ShardStats, ClientError> {
+        self.call_shard(shard, Op::ShardStats, None, &Empty {}).await
+    }
+
+    /// `shard.stats` of every shard.
+    pub async fn all_stats(&self) -> Result<Vec<ShardStats>, ClientError> {
+        let calls = (0..self.shards).map(|k| self.shard_stats(k));
+        futures::future::join_all(calls).await.into_iter().collect()
+    }
+
+    /// `audit.run`, coordinated by shard 0.
+    pub async fn audit(&self, max_violations: u32) -> Result<AuditReport, ClientError> {
+        let req = AuditRequest {
+            max_violations: Some(max_violations),
+        };
+        self.call_shard(0, Op::AuditRun, None, &req).await
+    }
+
+    /// Push events for `user` (`reddit.events.user.<username>`).
+    pub async fn user_events(&self, user: &Username) -> Result<EventStream, ClientError> {
+        self.events(subject::user_events(user.key())).await
+    }
+
+    /// Push events for a subreddit (`reddit.events.sub.<name>`).
+    pub async fn subreddit_events(&self, name: &SubredditName) -> Result<EventStream, ClientError> {
+        self.events(subject::subreddit_events(name.key())).await
+    }
+
+    async fn events(&self, subject: String) -> Result<EventStream, ClientError> {
+        let sub = self
+            .nats
+            .subscribe(subject)
+            .await
+            .map_err(|e| ClientError::new(ErrorKind::Connect, e.to_string()))?;
+        self.nats
+            .flush()
+            .await
+            .map_err(|e| ClientError::new(ErrorKind::Connect, e.to_string()))?;
+        Ok(EventStream { sub })
+    }
+}
+
+/// A live subscription to push events. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct EventStream {
+    sub: async_nats::Subscriber,
+}
+
+impl EventStream {
+    /// The next event; `None` when the connection closed. Undecodable messages are
+    /// skipped.
+    pub async fn next(&mut self) -> Option<PushEvent> {
+        while let Some(msg) = self.sub.next().await {
+            if let Ok(event) = decode::<PushEvent>(&msg.payload) {
+                return Some(event);
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,236 @@
+//! Test harness: a real `nats-server` on a free loopback port (killed on drop) and
+//! in-process engine shards served over it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use reddit_client::{ClientOptions, Identity, RedditClient, Session};
+use reddit_shared::names::Username;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Test secret shared by the in-process shards.
+pub const SECRET: &str = "test-secret";
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A nats-server binary: $NATS_SERVER_BIN, the project's install step's, or PATH.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("bash")
+        .arg(root().join("scripts/install-nats.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/install-nats.sh");
+    assert!(out.status.success(), "scripts/install-nats.sh failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Waits for `cond` up to `deadline`, polling.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A nats-server child process on a random loopback port.
+pub struct NatsServer {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts one with extra `args`.
+    pub fn start_with(args: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "reddit-test-nats-{}-{}",
+            std::process::id(),
+            uuid::Uuid::now_v7()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new(nats_server_bin())
+            .args(["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
+            .arg(&dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let pid = child.id();
+        let ports_file = std::fs::read_dir(&dir).ok();
+        drop(ports_file);
+        let start = Instant::now();
+        let port = loop {
+            let found = std::fs::read_dir(&dir).unwrap().filter_map(Result::ok).find(|e| {
+                e.file_name().to_string_lossy().ends_with(&format!("_{pid}.ports"))
+            });
+            if let Some(entry) = found {
+                if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                        let url = v["nats"][0].as_str().unwrap_or_default().to_owned();
+                        if let Some(port) = url.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                            break port;
+                        }
+                    }
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Self { child, port, dir }
+    }
+
+    /// Starts a plain one.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running shard in this process.
+pub struct ShardHandle {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), reddit_engine::EngineError>>,
+}
+
+impl ShardHandle {
+    /// Stops it gracefully and returns its result.
+    pub async fn stop(mut self) -> Result<(), reddit_engine::EngineError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await.unwrap()
+    }
+}
+
+/// Starts shard `shard` of `shards` in this process. Returns once it serves.
+pub async fn start_shard(url: &str, shard: u32, shards: u32) -> ShardHandle {
+    let handle = spawn_shard(reddit_engine::Config::new(url, shard, shards, SECRET));
+    wait_serving(url, shard).await;
+    handle
+}
+
+/// Spawns a shard with `config` without waiting.
+pub fn spawn_shard(config: reddit_engine::Config) -> ShardHandle {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(reddit_engine::run(config, async move {
+        let _ = rx.await;
+    }));
+    ShardHandle {
+        stop: Some(tx),
+        task,
+    }
+}
+
+/// Waits until shard `shard` answers `shard.stats`.
+pub async fn wait_serving(url: &str, shard: u32) {
+    let nats = async_nats::connect(url).await.unwrap();
+    let client = RedditClient::with_shards(nats, shard + 1, Duration::from_secs(2));
+    eventually("a shard to serve", Duration::from_secs(10), || {
+        let c = client.clone();
+        async move { c.shard_stats(shard).await.is_ok() }
+    })
+    .await;
+}
+
+/// NATS plus `n` shards and a discovered client.
+pub struct Cluster {
+    pub nats: NatsServer,
+    pub shards: Vec<Option<ShardHandle>>,
+    pub client: RedditClient,
+}
+
+impl Cluster {
+    /// Starts NATS and `n` shards.
+    pub async fn start(n: u32) -> Self {
+        let nats = NatsServer::start();
+        let mut shards = Vec::new();
+        for k in 0..n {
+            shards.push(Some(start_shard(&nats.url(), k, n).await));
+        }
+        let client = RedditClient::connect(&nats.url(), ClientOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(client.shards(), n);
+        Self {
+            nats,
+            shards,
+            client,
+        }
+    }
+
+    /// A fresh client connection to this cluster.
+    pub async fn new_client(&self) -> RedditClient {
+        RedditClient::connect(&self.nats.url(), ClientOptions::default())
+            .await
+            .unwrap()
+    }
+
+    /// Stops shard `k` gracefully.
+    pub async fn stop_shard(&mut self, k: usize) {
+        if let Some(h) = self.shards[k].take() {
+            h.stop().await.unwrap();
+        }
+    }
+
+    /// Stops every shard gracefully, asserting each exits cleanly.
+    pub async fn stop(mut self) {
+        for k in 0..self.shards.len() {
+            self.stop_shard(k).await;
+        }
+    }
+
+    /// Registers and logs in `name`.
+    pub async fn user(&self, name: &str) -> Session {
+        user(&self.client, name).await
+    }
+}
+
+/// Registers and logs in `name` with a fresh key.
+pub async fn user(client: &RedditClient, name: &str) -> Session {
+    let username: Username = name.parse().unwrap();
+    let id = Identity::generate();
+    client.register(&username, &id).await.unwrap();
+    client.login(&username, &id).await.unwrap()
+}
+
+/// Parses a name.
+pub fn un(name: &str) -> Username {
+    name.parse().unwrap()
+}
+
+/// Parses a subreddit name.
+pub fn sn(name: &str) -> reddit_shared::names::SubredditName {
+    name.parse().unwrap()
+}

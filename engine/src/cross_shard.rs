@@ -1,0 +1,261 @@
+//! Engine-to-engine traffic: typed requests to other shards ([`Peers::call`]) and
+//! the sync outbox ([`run_syncer`]) that carries memberships and karma totals to the
+//! users' shards.
+//!
+//! The outbox coalesces: it keeps only the newest version of each (user, subreddit)
+//! item, sends one batched `internal.sync` request per destination shard per round,
+//! and retries failed rounds with backoff until the destination acknowledges. Items
+//! carry versions, so a repeat or a reordering is harmless at the receiver.
+
+use reddit_shared::codec::{decode_reply, encode};
+use reddit_shared::error::{ErrorCode, WireError, ERROR_CODE_HEADER, ERROR_HEADER};
+use reddit_shared::protocol::internal::{SyncAck, SyncBatch, SyncItem, MAX_SYNC_ITEMS};
+use reddit_shared::protocol::Op;
+use reddit_shared::subject;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Makes typed requests to shards.
+#[derive(Clone, Debug)]
+pub struct Peers {
+    client: async_nats::Client,
+    timeout: Duration,
+}
+
+impl Peers {
+    /// Requests over `client`, each bounded by `timeout`.
+    pub fn new(client: async_nats::Client, timeout: Duration) -> Self {
+        Self { client, timeout }
+    }
+
+    /// Sends `req` to `op` on `shard` and decodes the reply. No responder or no
+    /// answer within the timeout is `503 unavailable`.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        shard: u32,
+        op: Op,
+        req: &Req,
+    ) -> Result<Resp, WireError> {
+        let payload = encode(req)?;
+        let request = async_nats::Request::new()
+            .payload(payload.into())
+            .timeout(Some(self.timeout));
+        let msg = self
+            .client
+            .send_request(subject::request(shard, op), request)
+            .await
+            .map_err(|e| request_error(shard, &e))?;
+        reply_of(&msg)
+    }
+}
+
+/// Decodes a NATS reply message into `T` or the wire error it carries.
+pub fn reply_of<T: DeserializeOwned>(msg: &async_nats::Message) -> Result<T, WireError> {
+    let header = |name: &str| {
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    let status = header(ERROR_CODE_HEADER);
+    let text = header(ERROR_HEADER);
+    decode_reply(status.as_deref(), text.as_deref(), &msg.payload)
+}
+
+/// The wire error for a failed NATS request to `shard`.
+pub fn request_error(shard: u32, e: &async_nats::RequestError) -> WireError {
+    use async_nats::RequestErrorKind as K;
+    match e.kind() {
+        K::NoResponders => WireError::unavailable(format!("shard {shard} is not running (no responders)")),
+        K::TimedOut => WireError::unavailable(format!("shard {shard} did not answer in time")),
+        K::MaxPayloadExceeded => WireError::new(ErrorCode::TooLarge, format!("request to shard {shard} exceeds the NATS max payload")),
+        _ => WireError::new(ErrorCode::Unavailable, format!("request to shard {shard} failed: {e}")),
+    }
+}
+
+/// One item for the outbox; `waiter` is told when the destination has it.
+#[derive(Debug)]
+pub struct SyncEnvelope {
+    /// Destination shard.
+    pub dest: u32,
+    /// The update.
+    pub item: SyncItem,
+    /// Told once the destination acknowledged this version (or a newer one).
+    pub waiter: Option<oneshot::Sender<()>>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ItemKey {
+    dest: u32,
+    karma: bool,
+    user: String,
+    subreddit: String,
+}
+
+fn key_and_version(dest: u32, item: &SyncItem) -> (ItemKey, u64) {
+    match item {
+        SyncItem::Membership {
+            user,
+            subreddit,
+            version,
+            ..
+        } => (
+            ItemKey {
+                dest,
+                karma: false,
+                user: user.key().to_owned(),
+                subreddit: subreddit.key().to_owned(),
+            },
+            *version,
+        ),
+        SyncItem::Karma {
+            user,
+            subreddit,
+            version,
+            ..
+        } => (
+            ItemKey {
+                dest,
+                karma: true,
+                user: user.key().to_owned(),
+                subreddit: subreddit.key().to_owned(),
+            },
+            *version,
+        ),
+    }
+}
+
+struct Pending {
+    item: SyncItem,
+    version: u64,
+    waiters: Vec<(u64, oneshot::Sender<()>)>,
+}
+
+/// Runs the outbox until `rx` is closed and everything in it is delivered (or,
+/// after close, `drain_deadline` passes). `gauge` shows how many items wait.
+pub async fn run_syncer(
+    peers: Peers,
+    mut rx: mpsc::Receiver<SyncEnvelope>,
+    gauge: Arc<AtomicU64>,
+    drain_deadline: Duration,
+) {
+    let mut pending: HashMap<ItemKey, Pending> = HashMap::new();
+    let mut closed = false;
+    let mut backoff = Duration::from_millis(10);
+    let mut closed_at: Option<tokio::time::Instant> = None;
+    loop {
+        if pending.is_empty() {
+            if closed {
+                break;
+            }
+            match rx.recv().await {
+                Some(env) => add(&mut pending, env),
+                None => closed = true,
+            }
+        }
+        while let Ok(env) = rx.try_recv() {
+            add(&mut pending, env);
+        }
+        if !closed && rx.is_closed() && rx.is_empty() {
+            closed = true;
+        }
+        if closed && closed_at.is_none() {
+            closed_at = Some(tokio::time::Instant::now());
+        }
+        gauge.store((pending.len() + rx.len()) as u64, Ordering::Relaxed);
+        if pending.is_empty() {
+            continue;
+        }
+        let ok = send_round(&peers, &mut pending).await;
+        gauge.store((pending.len() + rx.len()) as u64, Ordering::Relaxed);
+        if ok {
+            backoff = Duration::from_millis(10);
+        } else {
+            if closed_at.is_some_and(|t| t.elapsed() > drain_deadline) {
+                tracing::warn!(
+                    items = pending.len(),
+                    "giving up on undelivered sync items at shutdown"
+                );
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+    gauge.store(0, Ordering::Relaxed);
+}
+
+fn add(pending: &mut HashMap<ItemKey, Pending>, env: SyncEnvelope) {
+    let (key, version) = key_and_version(env.dest, &env.item);
+    let entry = pending.entry(key).or_insert_with(|| Pending {
+        item: env.item.clone(),
+        version,
+        waiters: Vec::new(),
+    });
+    if version >= entry.version {
+        entry.item = env.item;
+        entry.version = version;
+    }
+    if let Some(w) = env.waiter {
+        entry.waiters.push((version, w));
+    }
+}
+
+/// Sends every pending item once, batched per destination; returns whether all
+/// batches were acknowledged.
+async fn send_round(peers: &Peers, pending: &mut HashMap<ItemKey, Pending>) -> bool {
+    let mut by_dest: HashMap<u32, Vec<(ItemKey, u64, SyncItem)>> = HashMap::new();
+    for (key, p) in pending.iter() {
+        by_dest
+            .entry(key.dest)
+            .or_default()
+            .push((key.clone(), p.version, p.item.clone()));
+    }
+    let mut calls = Vec::new();
+    for (dest, items) in by_dest {
+        for chunk in items.chunks(MAX_SYNC_ITEMS) {
+            let sent: Vec<(ItemKey, u64)> = chunk.iter().map(|(k, v, _)| (k.clone(), *v)).collect();
+            let batch = SyncBatch {
+                items: chunk.iter().map(|(_, _, i)| i.clone()).collect(),
+            };
+            let peers = peers.clone();
+            calls.push(async move {
+                let result: Result<SyncAck, WireError> =
+                    peers.call(dest, Op::InternalSync, &batch).await;
+                (sent, result)
+            });
+        }
+    }
+    let mut all_ok = true;
+    for (sent, result) in futures::future::join_all(calls).await {
+        match result {
+            Ok(_) => {
+                for (key, version) in sent {
+                    if let Some(p) = pending.get_mut(&key) {
+                        let waiters = std::mem::take(&mut p.waiters);
+                        for (v, w) in waiters {
+                            if v <= version {
+                                let _ = w.send(());
+                            } else {
+                                p.waiters.push((v, w));
+                            }
+                        }
+                        if p.version <= version {
+                            pending.remove(&key);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                all_ok = false;
+                tracing::debug!(error = %e, "sync batch not acknowledged; will retry");
+            }
+        }
+    }
+    all_ok
+}

@@ -1,0 +1,785 @@
+//! The NATS side of a shard: a reader task takes requests from the service endpoint
+//! `reddit.shard.<k>.>` and queues them (bounded; a full queue answers `503`) for the
+//! actor, the one task that owns the [`ShardState`] and handles requests in order.
+//! Work that waits on other shards runs in spawned tasks (bounded by a semaphore);
+//! when it needs the state again it sends a continuation back to the actor.
+
+use crate::auth::{Challenges, TokenSigner};
+use crate::cross_shard::{Peers, SyncEnvelope};
+use crate::state::ranking::view_key;
+use crate::state::{audit, finish_page, Effects, PushTarget, ShardState};
+use async_nats::service::Request;
+use async_nats::HeaderMap;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use reddit_shared::auth::{parse_bearer, AUTH_HEADER};
+use reddit_shared::codec::{decode, encode};
+use reddit_shared::error::{ErrorCode, WireError, ERROR_CODE_HEADER, ERROR_HEADER};
+use reddit_shared::names::{SubredditName, Username};
+use reddit_shared::protocol::admin::{AuditReport, AuditRequest, ShardStats};
+use reddit_shared::protocol::comment::{CommentTreeRequest, CreateCommentRequest};
+use reddit_shared::protocol::dm::{DmView, ListDmsRequest, MarkReadRequest, ReplyDmRequest, SendDmRequest};
+use reddit_shared::protocol::feed::FeedRequest;
+use reddit_shared::protocol::internal::{
+    AuditExport, AuditExportRequest, DeliverDm, FeedCandidates, FeedCandidatesRequest, Hello,
+    SyncAck, SyncBatch,
+};
+use reddit_shared::protocol::post::{CreatePostRequest, GetPostRequest, ListPostsRequest, PostSort, PostView};
+use reddit_shared::protocol::subreddit::{
+    CreateSubredditRequest, GetSubredditRequest, ListSubredditsRequest, MembershipRequest,
+    SubredditList,
+};
+use reddit_shared::protocol::user::{
+    parse_public_key, ChallengeReply, ChallengeRequest, GetUserRequest, LoginReply, LoginRequest,
+    RegisterRequest,
+};
+use reddit_shared::protocol::vote::VoteRequest;
+use reddit_shared::protocol::{Empty, Op, Validate, DEFAULT_PAGE};
+use reddit_shared::{now_millis, subject, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+const OPS: usize = Op::ALL.len();
+const CODES: [ErrorCode; 11] = [
+    ErrorCode::Malformed,
+    ErrorCode::InvalidRequest,
+    ErrorCode::UnknownOperation,
+    ErrorCode::WrongShard,
+    ErrorCode::Unauthenticated,
+    ErrorCode::Forbidden,
+    ErrorCode::NotFound,
+    ErrorCode::Conflict,
+    ErrorCode::TooLarge,
+    ErrorCode::Unavailable,
+    ErrorCode::Internal,
+];
+/// Records per `internal.audit.export` page.
+const AUDIT_PAGE: u32 = 2_000;
+
+/// Counters shown by `shard.stats` and in `$SRV.STATS` (custom data).
+#[derive(Debug)]
+pub struct Metrics {
+    started: Instant,
+    requests: [AtomicU64; OPS],
+    unknown: AtomicU64,
+    errors: [AtomicU64; CODES.len()],
+    /// Sync items waiting in the outbox.
+    pub pending_sync: Arc<AtomicU64>,
+    /// Requests queued for the actor.
+    pub queue_depth: AtomicU64,
+    /// Capacity of that queue.
+    pub queue_capacity: u64,
+}
+
+impl Metrics {
+    /// Fresh counters for a queue of `queue_capacity`.
+    pub fn new(queue_capacity: usize) -> Self {
+        Self {
+            started: Instant::now(),
+            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            unknown: AtomicU64::new(0),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            pending_sync: Arc::new(AtomicU64::new(0)),
+            queue_depth: AtomicU64::new(0),
+            queue_capacity: queue_capacity as u64,
+        }
+    }
+
+    fn count(&self, op: Option<Op>) {
+        match op.and_then(|op| Op::ALL.iter().position(|o| *o == op)) {
+            Some(i) => self.requests[i].fetch_add(1, Ordering::Relaxed),
+            None => self.unknown.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    fn error(&self, code: ErrorCode) {
+        if let Some(i) = CODES.iter().position(|c| *c == code) {
+            self.errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Total requests received.
+    pub fn total_requests(&self) -> u64 {
+        self.requests.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>()
+            + self.unknown.load(Ordering::Relaxed)
+    }
+
+    /// Total error replies.
+    pub fn total_errors(&self) -> u64 {
+        self.errors.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Per-operation and per-error counts as JSON (for `$SRV.STATS`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let ops: BTreeMap<&str, u64> = Op::ALL
+            .iter()
+            .zip(&self.requests)
+            .map(|(op, c)| (op.as_str(), c.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let errors: BTreeMap<&str, u64> = CODES
+            .iter()
+            .zip(&self.errors)
+            .map(|(code, c)| (code.as_str(), c.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        serde_json::json!({
+            "requests": self.total_requests(),
+            "errors": self.total_errors(),
+            "requests_by_op": ops,
+            "errors_by_code": errors,
+            "queue_depth": self.queue_depth.load(Ordering::Relaxed),
+            "queue_capacity": self.queue_capacity,
+            "pending_sync": self.pending_sync.load(Ordering::Relaxed),
+            "uptime_ms": self.started.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+/// A closure the actor runs against its state on behalf of a spawned task.
+pub type StateFn = Box<dyn FnOnce(&mut ShardState, &mut Effects) + Send>;
+
+/// Work for the actor. Requests travel unboxed: they are nearly every job, and
+/// boxing would allocate once per request.
+#[allow(clippy::large_enum_variant)]
+pub enum Job {
+    /// A request from NATS.
+    Request(Request),
+    /// A continuation from a spawned task: runs against the state; its effects are
+    /// carried out by the actor.
+    Run(StateFn),
+}
+
+/// What the actor shares with spawned tasks.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The shard's NATS connection.
+    pub client: async_nats::Client,
+    /// Requests to other shards.
+    pub peers: Peers,
+    /// Token signer.
+    pub tokens: TokenSigner,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// This shard.
+    pub shard: u32,
+    /// Cluster size.
+    pub shards: u32,
+    /// The service instance id.
+    pub instance: String,
+    /// Outbox for other shards.
+    pub sync_tx: mpsc::Sender<SyncEnvelope>,
+    /// Bounds spawned cross-shard tasks.
+    pub permits: Arc<Semaphore>,
+    /// How long a join waits for the user's shard.
+    pub peer_timeout: Duration,
+}
+
+enum Handled {
+    Reply(Vec<u8>),
+    Later(BoxFuture<'static, Result<Vec<u8>, WireError>>),
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Handled, WireError> {
+    encode(value).map(Handled::Reply)
+}
+
+fn parse<T: DeserializeOwned + Validate>(payload: &[u8]) -> Result<T, WireError> {
+    let value: T = decode(payload)?;
+    value.validate()?;
+    Ok(value)
+}
+
+/// Answers `request` with `result`: the body, or the error headers and body.
+pub async fn respond(metrics: &Metrics, request: &Request, result: Result<Vec<u8>, WireError>) {
+    let outcome = match result {
+        Ok(body) => request.respond(Ok(body.into())).await,
+        Err(e) => {
+            metrics.error(e.code);
+            let mut headers = HeaderMap::new();
+            headers.insert(ERROR_CODE_HEADER, e.code.status().to_string().as_str());
+            headers.insert(ERROR_HEADER, e.message.as_str());
+            let body = encode(&e).unwrap_or_default();
+            request.respond_with_headers(Ok(body.into()), headers).await
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::debug!(error = %e, "could not send a reply");
+    }
+}
+
+/// Reads requests from `endpoint` into the actor's queue until it ends.
+pub async fn read_requests(
+    mut endpoint: async_nats::service::endpoint::Endpoint,
+    jobs: mpsc::Sender<Job>,
+    metrics: Arc<Metrics>,
+    shard: u32,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    let mut stopping = false;
+    loop {
+        let next = if stopping {
+            // Unsubscribed: take what the connection already delivered, then finish.
+            tokio::time::timeout(Duration::from_millis(200), endpoint.next())
+                .await
+                .unwrap_or_default()
+        } else {
+            tokio::select! {
+                next = endpoint.next() => next,
+                _ = stop.changed() => {
+                    stopping = true;
+                    if let Err(e) = endpoint.stop().await {
+                        tracing::warn!(error = %e, "could not unsubscribe");
+                    }
+                    continue;
+                }
+            }
+        };
+        let Some(request) = next else { break };
+        match jobs.try_send(Job::Request(request)) {
+            Ok(()) => {
+                metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(Job::Request(request))) => {
+                metrics.count(subject::op_of(&request.message.subject, shard).and_then(Op::parse));
+                respond(
+                    &metrics,
+                    &request,
+                    Err(WireError::unavailable("the shard is overloaded (request queue full); retry later")),
+                )
+                .await;
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+/// The actor: owns the state and handles jobs in order until every sender is gone.
+pub struct Actor {
+    state: ShardState,
+    challenges: Challenges,
+    ctx: Ctx,
+    jobs: mpsc::WeakSender<Job>,
+}
+
+impl Actor {
+    /// An actor for `state`; `jobs` is its own queue (held weakly, so the actor ends
+    /// when the reader and all spawned tasks are done).
+    pub fn new(state: ShardState, ctx: Ctx, jobs: mpsc::WeakSender<Job>) -> Self {
+        Self {
+            state,
+            challenges: Challenges::default(),
+            ctx,
+            jobs,
+        }
+    }
+
+    /// Handles jobs until the queue closes.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(job) = rx.recv().await {
+            match job {
+                Job::Request(request) => {
+                    self.ctx.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                    self.handle(request).await;
+                }
+                Job::Run(f) => {
+                    let mut fx = Effects::default();
+                    f(&mut self.state, &mut fx);
+                    self.carry_out(fx).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, request: Request) {
+        let op = subject::op_of(&request.message.subject, self.ctx.shard).and_then(Op::parse);
+        self.ctx.metrics.count(op);
+        let mut fx = Effects::default();
+        let result = match op {
+            None => Err(WireError::new(
+                ErrorCode::UnknownOperation,
+                format!(
+                    "{:?} names no operation of this engine",
+                    request.message.subject.as_str()
+                ),
+            )),
+            Some(_) if request.message.payload.len() > MAX_REQUEST_BYTES => Err(WireError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the payload is {} bytes; at most {MAX_REQUEST_BYTES} are accepted",
+                    request.message.payload.len()
+                ),
+            )),
+            Some(op) => self.dispatch(op, &request, &mut fx),
+        };
+        self.carry_out(fx).await;
+        match result {
+            Ok(Handled::Reply(body)) => respond(&self.ctx.metrics, &request, Ok(body)).await,
+            Err(e) => respond(&self.ctx.metrics, &request, Err(e)).await,
+            Ok(Handled::Later(work)) => match self.ctx.permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let metrics = self.ctx.metrics.clone();
+                    tokio::spawn(async move {
+                        let result = work.await;
+                        respond(&metrics, &request, result).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    respond(
+                        &self.ctx.metrics,
+                        &request,
+                        Err(WireError::unavailable("too many cross-shard requests in flight; retry later")),
+                    )
+                    .await
+                }
+            },
+        }
+    }
+
+    /// Publishes pushes and queues sync items.
+    async fn carry_out(&mut self, fx: Effects) {
+        for (dest, item) in fx.sync {
+            if let Err(e) = self.ctx.sync_tx.try_send(SyncEnvelope {
+                dest,
+                item,
+                waiter: None,
+            }) {
+                tracing::error!(error = %e, "sync outbox full; an update for shard {dest} is dropped");
+            }
+        }
+        for (target, event) in fx.push {
+            let subject = match &target {
+                PushTarget::User(key) => subject::user_events(key),
+                PushTarget::Subreddit(key) => subject::subreddit_events(key),
+            };
+            match encode(&event) {
+                Ok(body) => {
+                    if let Err(e) = self.ctx.client.publish(subject, body.into()).await {
+                        tracing::debug!(error = %e, "could not publish a push event");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "could not encode a push event"),
+            }
+        }
+    }
+
+    fn caller(&self, request: &Request, now: i64) -> Result<Username, WireError> {
+        let value = request
+            .message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(AUTH_HEADER))
+            .map(|v| v.as_str().to_owned())
+            .ok_or_else(|| {
+                WireError::unauthenticated(
+                    "this operation needs the header `Authorization: Bearer <token>`; log in with auth.challenge and auth.login",
+                )
+            })?;
+        let token = parse_bearer(&value).ok_or_else(|| {
+            WireError::unauthenticated("the Authorization header must be `Bearer <token>`")
+        })?;
+        self.ctx.tokens.verify(token, now)
+    }
+
+    /// Refuses writes that would produce sync items when the outbox is full.
+    fn need_sync_room(&self) -> Result<(), WireError> {
+        if self.ctx.sync_tx.capacity() > 0 {
+            Ok(())
+        } else {
+            Err(WireError::unavailable("the shard's outbox to other shards is full; retry later"))
+        }
+    }
+
+    /// Runs `f` on the actor later, from a spawned task.
+    fn continuation(&self) -> Result<Continuation, WireError> {
+        self.jobs
+            .upgrade()
+            .map(Continuation)
+            .ok_or_else(|| WireError::unavailable("the shard is shutting down"))
+    }
+
+    fn dispatch(&mut self, op: Op, request: &Request, fx: &mut Effects) -> Result<Handled, WireError> {
+        let p: &[u8] = &request.message.payload;
+        let now = now_millis();
+        match op {
+            Op::UserRegister => {
+                let r: RegisterRequest = parse(p)?;
+                let key = parse_public_key(&r.public_key)?;
+                reply(&self.state.register(&r.username, key, now)?)
+            }
+            Op::AuthChallenge => {
+                let r: ChallengeRequest = parse(p)?;
+                let (_, name) = self.state.public_key(&r.username)?;
+                let (challenge, expires_at) = self.challenges.issue(name.key(), now);
+                reply(&ChallengeReply {
+                    challenge,
+                    expires_at,
+                })
+            }
+            Op::AuthLogin => {
+                let r: LoginRequest = parse(p)?;
+                let (key, name) = self.state.public_key(&r.username)?;
+                self.challenges
+                    .verify(&name, &r.challenge, &r.signature, &key, now)?;
+                let (token, expires_at) = self.ctx.tokens.issue(&name, now);
+                reply(&LoginReply {
+                    username: name.to_string(),
+                    token,
+                    expires_at,
+                })
+            }
+            Op::UserGet => {
+                let r: GetUserRequest = parse(p)?;
+                reply(&self.state.get_user(&r.username)?)
+            }
+            Op::SubCreate => {
+                let who = self.caller(request, now)?;
+                let r: CreateSubredditRequest = parse(p)?;
+                reply(&self.state.create_subreddit(&who, &r.name, r.description, now)?)
+            }
+            Op::SubGet => {
+                let r: GetSubredditRequest = parse(p)?;
+                reply(&self.state.get_subreddit(&r.name)?)
+            }
+            Op::SubList => {
+                let r: ListSubredditsRequest = parse(p)?;
+                let limit = r.limit.unwrap_or(DEFAULT_PAGE) as usize;
+                reply(&SubredditList {
+                    subreddits: self.state.list_subreddits(limit),
+                })
+            }
+            Op::SubJoin | Op::SubLeave => {
+                let who = self.caller(request, now)?;
+                let r: MembershipRequest = parse(p)?;
+                self.need_sync_room()?;
+                let result = self
+                    .state
+                    .set_membership(&who, &r.name, op == Op::SubJoin, fx)?;
+                let Some((dest, item)) = fx.sync.pop() else {
+                    return reply(&result);
+                };
+                let (tx, rx) = oneshot::channel();
+                self.ctx
+                    .sync_tx
+                    .try_send(SyncEnvelope {
+                        dest,
+                        item,
+                        waiter: Some(tx),
+                    })
+                    .map_err(|_| WireError::unavailable("the shard's outbox is full; retry"))?;
+                let body = encode(&result)?;
+                let wait = self.ctx.peer_timeout * 2;
+                Ok(Handled::Later(
+                    async move {
+                        match tokio::time::timeout(wait, rx).await {
+                            Ok(Ok(())) => Ok(body),
+                            _ => Err(WireError::unavailable(format!(
+                                "the membership is recorded, but shard {dest} (the user's) has not confirmed it yet; it will be retried, and repeating the request is safe"
+                            ))),
+                        }
+                    }
+                    .boxed(),
+                ))
+            }
+            Op::PostCreate => {
+                let who = self.caller(request, now)?;
+                let r: CreatePostRequest = parse(p)?;
+                self.state.get_subreddit(&r.subreddit)?;
+                match r.repost_of.clone() {
+                    Some(orig) if self.state.owner(orig.subreddit.key()) != self.ctx.shard => {
+                        let peers = self.ctx.peers.clone();
+                        let dest = self.state.owner(orig.subreddit.key());
+                        let cont = self.continuation()?;
+                        Ok(Handled::Later(
+                            async move {
+                                let get = GetPostRequest {
+                                    subreddit: orig.subreddit.clone(),
+                                    id: orig.id,
+                                };
+                                let _: PostView = peers
+                                    .call(dest, Op::PostGet, &get)
+                                    .await
+                                    .map_err(|e| original_missing(e, &orig.subreddit))?;
+                                cont.run(move |state, fx| {
+                                    state.create_post(
+                                        &who, &r.subreddit, r.title, r.body, r.repost_of, now_millis(), fx,
+                                    )
+                                })
+                                .await
+                            }
+                            .boxed(),
+                        ))
+                    }
+                    repost_of => {
+                        if let Some(orig) = &repost_of {
+                            self.state
+                                .post_exists(orig)
+                                .map_err(|e| original_missing(e, &orig.subreddit))?;
+                        }
+                        reply(&self.state.create_post(
+                            &who, &r.subreddit, r.title, r.body, repost_of, now, fx,
+                        )?)
+                    }
+                }
+            }
+            Op::PostGet => {
+                let r: GetPostRequest = parse(p)?;
+                reply(&self.state.get_post(&r.subreddit, r.id)?)
+            }
+            Op::PostList => {
+                let r: ListPostsRequest = parse(p)?;
+                reply(&self.state.list_posts(&r.subreddit, r.sort, r.limit, r.cursor.as_ref())?)
+            }
+            Op::CommentCreate => {
+                let who = self.caller(request, now)?;
+                let r: CreateCommentRequest = parse(p)?;
+                reply(&self.state.create_comment(&who, r, now, fx)?)
+            }
+            Op::CommentTree => {
+                let r: CommentTreeRequest = parse(p)?;
+                reply(&self.state.comment_tree(&r)?)
+            }
+            Op::VoteCast => {
+                let who = self.caller(request, now)?;
+                let r: VoteRequest = parse(p)?;
+                self.need_sync_room()?;
+                reply(&self.state.vote(&who, &r.subreddit, r.target, r.id, r.value, fx)?)
+            }
+            Op::FeedGet => {
+                let who = self.caller(request, now)?;
+                let r: FeedRequest = parse(p)?;
+                self.feed(&who, r)
+            }
+            Op::DmSend => {
+                let who = self.caller(request, now)?;
+                let r: SendDmRequest = parse(p)?;
+                let dm = self.state.prepare_dm(&who, &r.to, r.body, None, now)?;
+                self.send_dm(dm, fx)
+            }
+            Op::DmReply => {
+                let who = self.caller(request, now)?;
+                let r: ReplyDmRequest = parse(p)?;
+                let to = self.state.reply_target(&who, r.dm_id)?;
+                let dm = self.state.prepare_dm(&who, &to, r.body, Some(r.dm_id), now)?;
+                self.send_dm(dm, fx)
+            }
+            Op::DmList => {
+                let who = self.caller(request, now)?;
+                let r: ListDmsRequest = parse(p)?;
+                reply(&self.state.list_dms(&who, &r)?)
+            }
+            Op::DmRead => {
+                let who = self.caller(request, now)?;
+                let r: MarkReadRequest = parse(p)?;
+                reply(&self.state.mark_read(&who, r.ids)?)
+            }
+            Op::ShardStats => {
+                let _: Empty = parse(p)?;
+                reply(&self.stats())
+            }
+            Op::AuditRun => {
+                let r: AuditRequest = parse(p)?;
+                let peers = self.ctx.peers.clone();
+                let shards = self.ctx.shards;
+                let max = r.max_violations.unwrap_or(100) as usize;
+                Ok(Handled::Later(
+                    async move { encode(&run_audit(peers, shards, max).await?) }.boxed(),
+                ))
+            }
+            Op::InternalSync => {
+                let r: SyncBatch = parse(p)?;
+                let mut applied = 0;
+                for item in r.items {
+                    if self.state.apply_sync_checked(item)? {
+                        applied += 1;
+                    }
+                }
+                reply(&SyncAck { applied })
+            }
+            Op::InternalDmDeliver => {
+                let r: DeliverDm = parse(p)?;
+                reply(&self.state.deliver_dm(r.dm, fx)?)
+            }
+            Op::InternalFeedCandidates => {
+                let r: FeedCandidatesRequest = parse(p)?;
+                let posts = self.state.feed_candidates(
+                    &r.subreddits,
+                    r.sort,
+                    r.limit as usize,
+                    r.cursor.as_ref(),
+                )?;
+                reply(&FeedCandidates { posts })
+            }
+            Op::InternalAuditExport => {
+                let r: AuditExportRequest = parse(p)?;
+                let limit = r.limit.clamp(1, 10 * AUDIT_PAGE) as usize;
+                let offset = usize::try_from(r.offset).unwrap_or(usize::MAX);
+                let mut records: Vec<_> = self.state.audit_records().skip(offset).take(limit + 1).collect();
+                let done = records.len() <= limit;
+                records.truncate(limit);
+                reply(&AuditExport {
+                    records,
+                    done,
+                    pending_sync: self.ctx.metrics.pending_sync.load(Ordering::Relaxed),
+                })
+            }
+            Op::InternalHello => reply(&Hello {
+                shard: self.ctx.shard,
+                shards: self.ctx.shards,
+                protocol: PROTOCOL_VERSION.to_owned(),
+                secret_fingerprint: self.ctx.tokens.fingerprint(),
+                instance: self.ctx.instance.clone(),
+            }),
+        }
+    }
+
+    fn stats(&self) -> ShardStats {
+        let t = self.state.totals();
+        let m = &self.ctx.metrics;
+        ShardStats {
+            shard: self.ctx.shard,
+            shards: self.ctx.shards,
+            users: self.state.user_count(),
+            subreddits: self.state.subreddit_count(),
+            posts: t.posts,
+            comments: t.comments,
+            votes: t.votes,
+            dms: t.dms,
+            requests: m.total_requests(),
+            errors: m.total_errors(),
+            queue_depth: m.queue_depth.load(Ordering::Relaxed),
+            queue_capacity: m.queue_capacity,
+            pending_sync: m.pending_sync.load(Ordering::Relaxed),
+            uptime_ms: u64::try_from(m.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    fn feed(&mut self, who: &Username, r: FeedRequest) -> Result<Handled, WireError> {
+        let joined = self.state.joined(who)?;
+        let limit = r.limit.unwrap_or(DEFAULT_PAGE) as usize;
+        let mut by_shard: BTreeMap<u32, Vec<SubredditName>> = BTreeMap::new();
+        for name in joined {
+            by_shard.entry(self.state.owner(name.key())).or_default().push(name);
+        }
+        let local = by_shard.remove(&self.ctx.shard).unwrap_or_default();
+        let mut posts =
+            self.state
+                .feed_candidates(&local, r.sort, limit + 1, r.cursor.as_ref())?;
+        if by_shard.is_empty() {
+            return reply(&merge_feed(posts, r.sort, limit));
+        }
+        let peers = self.ctx.peers.clone();
+        Ok(Handled::Later(
+            async move {
+                let calls = by_shard.into_iter().map(|(shard, subreddits)| {
+                    let req = FeedCandidatesRequest {
+                        subreddits,
+                        sort: r.sort,
+                        limit: u32::try_from(limit + 1).unwrap_or(u32::MAX),
+                        cursor: r.cursor.clone(),
+                    };
+                    let peers = peers.clone();
+                    async move { peers.call::<_, FeedCandidates>(shard, Op::InternalFeedCandidates, &req).await }
+                });
+                for result in futures::future::join_all(calls).await {
+                    posts.extend(result?.posts);
+                }
+                encode(&merge_feed(posts, r.sort, limit))
+            }
+            .boxed(),
+        ))
+    }
+
+    fn send_dm(&mut self, dm: DmView, fx: &mut Effects) -> Result<Handled, WireError> {
+        let dest = self.state.owner(&dm.to.to_ascii_lowercase());
+        if dest == self.ctx.shard {
+            let delivered = self.state.deliver_dm(dm, fx)?;
+            return reply(&self.state.record_sent(delivered));
+        }
+        let peers = self.ctx.peers.clone();
+        let cont = self.continuation()?;
+        Ok(Handled::Later(
+            async move {
+                let delivered: DmView = peers
+                    .call(dest, Op::InternalDmDeliver, &DeliverDm { dm })
+                    .await?;
+                cont.run(move |state, _| Ok(state.record_sent(delivered))).await
+            }
+            .boxed(),
+        ))
+    }
+}
+
+/// A handle for running a closure on the actor from a spawned task.
+struct Continuation(mpsc::Sender<Job>);
+
+impl Continuation {
+    async fn run<T: Serialize + Send + 'static>(
+        self,
+        f: impl FnOnce(&mut ShardState, &mut Effects) -> Result<T, WireError> + Send + 'static,
+    ) -> Result<Vec<u8>, WireError> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job::Run(Box::new(move |state, fx| {
+            let _ = tx.send(f(state, fx).and_then(|v| encode(&v)));
+        }));
+        self.0
+            .send(job)
+            .await
+            .map_err(|_| WireError::unavailable("the shard is shutting down"))?;
+        rx.await
+            .map_err(|_| WireError::internal("the shard dropped a continuation"))?
+    }
+}
+
+fn original_missing(e: WireError, sub: &SubredditName) -> WireError {
+    if e.code == ErrorCode::NotFound {
+        WireError::not_found(format!("the original post does not exist in r/{sub}: {}", e.message))
+    } else {
+        e
+    }
+}
+
+fn merge_feed(
+    mut posts: Vec<PostView>,
+    sort: PostSort,
+    limit: usize,
+) -> reddit_shared::protocol::post::PostPage {
+    posts.sort_by_cached_key(|p| std::cmp::Reverse(view_key(sort, p)));
+    posts.truncate(limit + 1);
+    finish_page(&mut posts, sort, limit)
+}
+
+/// Pulls every shard's audit records page by page and checks them together.
+async fn run_audit(peers: Peers, shards: u32, max: usize) -> Result<AuditReport, WireError> {
+    let mut records = Vec::new();
+    let mut pending = 0;
+    for shard in 0..shards {
+        let mut offset = 0u64;
+        loop {
+            let page: AuditExport = peers
+                .call(
+                    shard,
+                    Op::InternalAuditExport,
+                    &AuditExportRequest {
+                        offset,
+                        limit: AUDIT_PAGE,
+                    },
+                )
+                .await?;
+            offset += page.records.len() as u64;
+            pending += page.pending_sync;
+            records.extend(page.records);
+            if page.done {
+                break;
+            }
+        }
+    }
+    Ok(audit::check(shards, records, pending, max))
+}

@@ -1,0 +1,510 @@
+//! The shard state machine: everything one shard owns, changed only by applying
+//! [`Event`]s. A command (a method such as [`ShardState::vote`]) validates a request
+//! against the state, turns it into events and applies them; [`ShardState::apply`] is
+//! deterministic and does no I/O, so a log of events can rebuild the state.
+//!
+//! This module knows nothing about NATS. What a command needs done elsewhere comes
+//! back as [`Effects`]: updates for other shards and push events.
+
+pub mod audit;
+pub mod ranking;
+mod subs;
+mod users;
+
+use reddit_shared::error::WireError;
+use reddit_shared::ids::{CommentId, DmId, PostId};
+use reddit_shared::names::{SubredditName, Username};
+use reddit_shared::protocol::dm::{DmFolder, DmView};
+use reddit_shared::protocol::internal::SyncItem;
+use reddit_shared::protocol::push::PushEvent;
+use reddit_shared::protocol::vote::VoteTarget;
+use reddit_shared::protocol::PostRef;
+use reddit_shared::routing::shard_for;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use uuid::Uuid;
+
+pub use subs::{finish_page, Post, Subreddit};
+pub use users::User;
+
+/// A change to the state. Events are facts: applying one never fails.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A user registered.
+    UserRegistered {
+        /// Name.
+        username: Username,
+        /// Ed25519 public key.
+        public_key: [u8; 32],
+        /// Unix ms.
+        at: i64,
+    },
+    /// A subreddit was created.
+    SubredditCreated {
+        /// Name.
+        name: SubredditName,
+        /// Description.
+        description: String,
+        /// Creator.
+        creator: Username,
+        /// Unix ms.
+        at: i64,
+    },
+    /// A user joined or left a subreddit owned here.
+    MembershipChanged {
+        /// Subreddit key.
+        subreddit: String,
+        /// The member.
+        user: Username,
+        /// Joined (true) or left.
+        member: bool,
+    },
+    /// A post was created in a subreddit owned here.
+    PostCreated {
+        /// Subreddit key.
+        subreddit: String,
+        /// Id.
+        id: PostId,
+        /// Author.
+        author: Username,
+        /// Title.
+        title: String,
+        /// Body.
+        body: String,
+        /// Original, for a repost.
+        repost_of: Option<PostRef>,
+        /// Unix ms.
+        at: i64,
+    },
+    /// A comment was created in a subreddit owned here.
+    CommentCreated {
+        /// Subreddit key.
+        subreddit: String,
+        /// Post.
+        post_id: PostId,
+        /// Id.
+        id: CommentId,
+        /// Parent comment.
+        parent_id: Option<CommentId>,
+        /// Author.
+        author: Username,
+        /// Body.
+        body: String,
+        /// Unix ms.
+        at: i64,
+    },
+    /// A user's vote on an item in a subreddit owned here became `value`.
+    VoteCast {
+        /// Subreddit key.
+        subreddit: String,
+        /// Post or comment.
+        target: VoteTarget,
+        /// Item id.
+        id: Uuid,
+        /// Voter key.
+        voter: String,
+        /// -1, 0 or 1.
+        value: i8,
+    },
+    /// The subreddit's shard reported a membership of a user owned here.
+    MembershipSynced {
+        /// User key.
+        user: String,
+        /// Subreddit.
+        subreddit: SubredditName,
+        /// Member or not.
+        member: bool,
+        /// Version at the subreddit's shard.
+        version: u64,
+    },
+    /// The subreddit's shard reported the karma a user owned here earned there.
+    KarmaSynced {
+        /// User key.
+        user: String,
+        /// Subreddit.
+        subreddit: SubredditName,
+        /// Post karma from there.
+        post_karma: i64,
+        /// Comment karma from there.
+        comment_karma: i64,
+        /// Version at the subreddit's shard.
+        version: u64,
+    },
+    /// A DM was stored in a folder of a user owned here (inbox of `to`, sent of `from`).
+    DmStored {
+        /// Which folder.
+        folder: DmFolder,
+        /// The message.
+        dm: DmView,
+    },
+    /// Inbox messages were marked read.
+    DmsRead {
+        /// User key.
+        user: String,
+        /// The messages.
+        ids: Vec<DmId>,
+    },
+}
+
+/// Whom a push event is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushTarget {
+    /// A user, by key.
+    User(String),
+    /// A subreddit's followers, by key.
+    Subreddit(String),
+}
+
+/// What a command needs done outside the state.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Updates for other shards: (shard, item).
+    pub sync: Vec<(u32, SyncItem)>,
+    /// Push events to publish.
+    pub push: Vec<(PushTarget, PushEvent)>,
+}
+
+/// Totals kept for stats.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Totals {
+    /// Posts.
+    pub posts: u64,
+    /// Comments.
+    pub comments: u64,
+    /// Votes (nonzero).
+    pub votes: u64,
+    /// DMs in inboxes.
+    pub dms: u64,
+}
+
+/// Everything one shard owns.
+#[derive(Debug)]
+pub struct ShardState {
+    shard: u32,
+    shards: u32,
+    users: HashMap<String, User>,
+    subs: HashMap<String, Subreddit>,
+    totals: Totals,
+    record: bool,
+    recorded: Vec<Event>,
+}
+
+impl ShardState {
+    /// An empty shard `shard` of `shards`.
+    pub fn new(shard: u32, shards: u32) -> Self {
+        Self {
+            shard,
+            shards: shards.max(1),
+            users: HashMap::new(),
+            subs: HashMap::new(),
+            totals: Totals::default(),
+            record: false,
+            recorded: Vec::new(),
+        }
+    }
+
+    /// Keep every applied event for [`take_events`](Self::take_events) (for a log).
+    pub fn set_recording(&mut self, on: bool) {
+        self.record = on;
+        if !on {
+            self.recorded.clear();
+        }
+    }
+
+    /// Events applied since the last call (only while recording).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.recorded)
+    }
+
+    /// This shard's number.
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    /// Accounts owned.
+    pub fn user_count(&self) -> u64 {
+        self.users.len() as u64
+    }
+
+    /// Subreddits owned.
+    pub fn subreddit_count(&self) -> u64 {
+        self.subs.len() as u64
+    }
+
+    /// Post, comment, vote and DM totals.
+    pub fn totals(&self) -> Totals {
+        self.totals
+    }
+
+    /// The shard that owns `key`.
+    pub fn owner(&self, key: &str) -> u32 {
+        shard_for(key, self.shards)
+    }
+
+    /// `Ok` if this shard owns `key`, else `400 wrong_shard`.
+    pub fn check_owner(&self, what: &str, key: &str) -> Result<(), WireError> {
+        let owner = self.owner(key);
+        if owner == self.shard {
+            Ok(())
+        } else {
+            Err(WireError::new(
+                reddit_shared::error::ErrorCode::WrongShard,
+                format!(
+                    "{what} {key:?} belongs to shard {owner} of {}, not shard {}",
+                    self.shards, self.shard
+                ),
+            ))
+        }
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.apply(&event);
+        if self.record {
+            self.recorded.push(event);
+        }
+    }
+
+    /// Applies one event. Deterministic, no I/O; an event naming something that does
+    /// not exist changes nothing.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::UserRegistered {
+                username,
+                public_key,
+                at,
+            } => {
+                self.users
+                    .entry(username.key().to_owned())
+                    .or_insert_with(|| User::new(username.clone(), *public_key, *at));
+            }
+            Event::SubredditCreated {
+                name,
+                description,
+                creator,
+                at,
+            } => {
+                self.subs.entry(name.key().to_owned()).or_insert_with(|| {
+                    Subreddit::new(name.clone(), description.clone(), creator.clone(), *at)
+                });
+            }
+            Event::MembershipChanged {
+                subreddit,
+                user,
+                member,
+            } => {
+                if let Some(sub) = self.subs.get_mut(subreddit) {
+                    sub.set_member(user, *member);
+                }
+            }
+            Event::PostCreated {
+                subreddit,
+                id,
+                author,
+                title,
+                body,
+                repost_of,
+                at,
+            } => {
+                if let Some(sub) = self.subs.get_mut(subreddit) {
+                    if sub.add_post(*id, author, title, body, repost_of.clone(), *at) {
+                        self.totals.posts += 1;
+                    }
+                }
+            }
+            Event::CommentCreated {
+                subreddit,
+                post_id,
+                id,
+                parent_id,
+                author,
+                body,
+                at,
+            } => {
+                if let Some(sub) = self.subs.get_mut(subreddit) {
+                    if sub.add_comment(*post_id, *id, *parent_id, author, body, *at) {
+                        self.totals.comments += 1;
+                    }
+                }
+            }
+            Event::VoteCast {
+                subreddit,
+                target,
+                id,
+                voter,
+                value,
+            } => {
+                if let Some(sub) = self.subs.get_mut(subreddit) {
+                    if let Some(old) = sub.set_vote(*target, *id, voter, *value) {
+                        let was = u64::from(old != 0);
+                        let now = u64::from(*value != 0);
+                        self.totals.votes = self.totals.votes + now - was;
+                    }
+                }
+            }
+            Event::MembershipSynced {
+                user,
+                subreddit,
+                member,
+                version,
+            } => {
+                if let Some(u) = self.users.get_mut(user) {
+                    u.sync_membership(subreddit, *member, *version);
+                }
+            }
+            Event::KarmaSynced {
+                user,
+                subreddit,
+                post_karma,
+                comment_karma,
+                version,
+            } => {
+                if let Some(u) = self.users.get_mut(user) {
+                    u.sync_karma(subreddit, *post_karma, *comment_karma, *version);
+                }
+            }
+            Event::DmStored { folder, dm } => {
+                let owner = match folder {
+                    DmFolder::Inbox => &dm.to,
+                    DmFolder::Sent => &dm.from,
+                };
+                if let Some(u) = self.users.get_mut(&owner.to_ascii_lowercase()) {
+                    if u.store_dm(*folder, dm.clone()) && *folder == DmFolder::Inbox {
+                        self.totals.dms += 1;
+                    }
+                }
+            }
+            Event::DmsRead { user, ids } => {
+                if let Some(u) = self.users.get_mut(user) {
+                    u.mark_read(ids);
+                }
+            }
+        }
+    }
+
+    /// Routes a sync item: applied here if this shard owns the user, else queued for
+    /// the owner in `fx`.
+    fn sync(&mut self, item: SyncItem, fx: &mut Effects) {
+        let user_key = match &item {
+            SyncItem::Membership { user, .. } | SyncItem::Karma { user, .. } => user.key(),
+        };
+        let owner = self.owner(user_key);
+        if owner == self.shard {
+            self.apply_sync(item);
+        } else {
+            fx.sync.push((owner, item));
+        }
+    }
+
+    /// Applies an update from another shard (`internal.sync`). Returns whether it
+    /// changed anything; `wrong_shard` if the user is not owned here.
+    pub fn apply_sync_checked(&mut self, item: SyncItem) -> Result<bool, WireError> {
+        let user_key = match &item {
+            SyncItem::Membership { user, .. } | SyncItem::Karma { user, .. } => user.key(),
+        };
+        self.check_owner("user", user_key)?;
+        Ok(self.apply_sync(item))
+    }
+
+    fn apply_sync(&mut self, item: SyncItem) -> bool {
+        let event = match item {
+            SyncItem::Membership {
+                user,
+                subreddit,
+                member,
+                version,
+            } => {
+                let Some(u) = self.users.get(user.key()) else {
+                    return false;
+                };
+                if !u.membership_is_newer(subreddit.key(), version) {
+                    return false;
+                }
+                Event::MembershipSynced {
+                    user: user.key().to_owned(),
+                    subreddit,
+                    member,
+                    version,
+                }
+            }
+            SyncItem::Karma {
+                user,
+                subreddit,
+                post_karma,
+                comment_karma,
+                version,
+            } => {
+                let Some(u) = self.users.get(user.key()) else {
+                    return false;
+                };
+                if !u.karma_is_newer(subreddit.key(), version) {
+                    return false;
+                }
+                Event::KarmaSynced {
+                    user: user.key().to_owned(),
+                    subreddit,
+                    post_karma,
+                    comment_karma,
+                    version,
+                }
+            }
+        };
+        self.emit(event);
+        true
+    }
+}
+
+/// One user's vote tally on an item.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    /// Upvotes (kept in step with `votes`).
+    pub ups: u32,
+    /// Downvotes (kept in step with `votes`).
+    pub downs: u32,
+    /// Each voter's current nonzero vote, by user key.
+    pub votes: HashMap<String, i8>,
+}
+
+impl Tally {
+    /// Upvotes minus downvotes.
+    pub fn score(&self) -> i64 {
+        i64::from(self.ups) - i64::from(self.downs)
+    }
+
+    /// Records `voter`'s vote as `value`; returns the old vote.
+    fn set(&mut self, voter: &str, value: i8) -> i8 {
+        let old = if value == 0 {
+            self.votes.remove(voter).unwrap_or(0)
+        } else {
+            self.votes.insert(voter.to_owned(), value).unwrap_or(0)
+        };
+        match old {
+            1 => self.ups = self.ups.saturating_sub(1),
+            -1 => self.downs = self.downs.saturating_sub(1),
+            _ => {}
+        }
+        match value {
+            1 => self.ups += 1,
+            -1 => self.downs += 1,
+            _ => {}
+        }
+        old
+    }
+
+    /// The vote of `voter` (0 if none).
+    pub fn vote_of(&self, voter: &str) -> i8 {
+        self.votes.get(voter).copied().unwrap_or(0)
+    }
+}
+
+/// Used by submodules: a sorted, deduplicated list of subreddit names.
+pub(crate) fn sorted_names(names: impl Iterator<Item = SubredditName>) -> Vec<SubredditName> {
+    let set: BTreeMap<String, SubredditName> =
+        names.map(|n| (n.key().to_owned(), n)).collect();
+    set.into_values().collect()
+}

@@ -1,0 +1,830 @@
+//! What a shard owns per subreddit: members, posts with their indexes, comments,
+//! votes and each author's score totals; and the commands on them.
+
+use super::ranking::{decode_cursor, encode_cursor, post_rank, view_key, wilson, Rank, SortKey};
+use super::{Effects, Event, PushTarget, ShardState, Tally};
+use reddit_shared::error::WireError;
+use reddit_shared::ids::{CommentId, PostId};
+use reddit_shared::names::{SubredditName, Username};
+use reddit_shared::protocol::comment::{
+    CommentSort, CommentTree, CommentTreeRequest, CommentView, CreateCommentRequest,
+    DEFAULT_TREE_COMMENTS,
+};
+use reddit_shared::protocol::internal::SyncItem;
+use reddit_shared::protocol::post::{PostPage, PostSort, PostView};
+use reddit_shared::protocol::push::PushEvent;
+use reddit_shared::protocol::subreddit::{MembershipReply, SubredditView};
+use reddit_shared::protocol::vote::{VoteReply, VoteTarget};
+use reddit_shared::protocol::{PostRef, DEFAULT_PAGE};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use uuid::Uuid;
+
+/// Deepest nesting `comment.tree` returns in one reply (deeper threads are read by
+/// asking for the subtree under a comment).
+pub const MAX_TREE_DEPTH: u32 = 100;
+
+/// A post and its tally.
+#[derive(Debug)]
+pub struct Post {
+    id: PostId,
+    author: Username,
+    title: String,
+    body: String,
+    repost_of: Option<PostRef>,
+    created_at: i64,
+    tally: Tally,
+    comments: u32,
+    children: Vec<CommentId>,
+}
+
+/// A comment and its tally.
+#[derive(Debug)]
+struct Comment {
+    id: CommentId,
+    post_id: PostId,
+    parent_id: Option<CommentId>,
+    author: Username,
+    body: String,
+    created_at: i64,
+    depth: u32,
+    tally: Tally,
+    children: Vec<CommentId>,
+}
+
+/// Score totals of one author's items in one subreddit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct AuthorScore {
+    pub post: i64,
+    pub comment: i64,
+}
+
+/// One subreddit.
+#[derive(Debug)]
+pub struct Subreddit {
+    name: SubredditName,
+    description: String,
+    creator: Username,
+    created_at: i64,
+    members: HashSet<String>,
+    member_count: u64,
+    membership_seq: u64,
+    posts: HashMap<PostId, Post>,
+    comments: HashMap<CommentId, Comment>,
+    by_hot: BTreeSet<SortKey>,
+    by_new: BTreeSet<SortKey>,
+    by_top: BTreeSet<SortKey>,
+    by_controversial: BTreeSet<SortKey>,
+    authors: HashMap<String, (Username, AuthorScore)>,
+    vote_seq: u64,
+}
+
+const SORTS: [PostSort; 4] = [
+    PostSort::Hot,
+    PostSort::New,
+    PostSort::Top,
+    PostSort::Controversial,
+];
+
+impl Post {
+    fn key(&self, sort: PostSort) -> SortKey {
+        (
+            post_rank(
+                sort,
+                self.tally.score(),
+                self.tally.ups,
+                self.tally.downs,
+                self.created_at,
+            ),
+            self.id,
+        )
+    }
+
+    fn view(&self, sub: &SubredditName) -> PostView {
+        PostView {
+            subreddit: sub.clone(),
+            id: self.id,
+            author: self.author.to_string(),
+            title: self.title.clone(),
+            body: self.body.clone(),
+            repost_of: self.repost_of.clone(),
+            score: self.tally.score(),
+            ups: self.tally.ups,
+            downs: self.tally.downs,
+            comments: self.comments,
+            created_at: self.created_at,
+        }
+    }
+}
+
+impl Comment {
+    fn view(&self, sub: &SubredditName) -> CommentView {
+        CommentView {
+            subreddit: sub.clone(),
+            post_id: self.post_id,
+            id: self.id,
+            parent_id: self.parent_id,
+            author: self.author.to_string(),
+            body: self.body.clone(),
+            score: self.tally.score(),
+            ups: self.tally.ups,
+            downs: self.tally.downs,
+            depth: self.depth,
+            created_at: self.created_at,
+            replies: Vec::new(),
+        }
+    }
+}
+
+impl Subreddit {
+    pub(super) fn new(
+        name: SubredditName,
+        description: String,
+        creator: Username,
+        created_at: i64,
+    ) -> Self {
+        Self {
+            name,
+            description,
+            creator,
+            created_at,
+            members: HashSet::new(),
+            member_count: 0,
+            membership_seq: 0,
+            posts: HashMap::new(),
+            comments: HashMap::new(),
+            by_hot: BTreeSet::new(),
+            by_new: BTreeSet::new(),
+            by_top: BTreeSet::new(),
+            by_controversial: BTreeSet::new(),
+            authors: HashMap::new(),
+            vote_seq: 0,
+        }
+    }
+
+    /// The public view.
+    pub fn view(&self) -> SubredditView {
+        SubredditView {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            creator: self.creator.to_string(),
+            members: self.member_count,
+            posts: self.posts.len() as u64,
+            created_at: self.created_at,
+        }
+    }
+
+    fn index_mut(&mut self, sort: PostSort) -> &mut BTreeSet<SortKey> {
+        match sort {
+            PostSort::Hot => &mut self.by_hot,
+            PostSort::New => &mut self.by_new,
+            PostSort::Top => &mut self.by_top,
+            PostSort::Controversial => &mut self.by_controversial,
+        }
+    }
+
+    fn index(&self, sort: PostSort) -> &BTreeSet<SortKey> {
+        match sort {
+            PostSort::Hot => &self.by_hot,
+            PostSort::New => &self.by_new,
+            PostSort::Top => &self.by_top,
+            PostSort::Controversial => &self.by_controversial,
+        }
+    }
+
+    pub(super) fn set_member(&mut self, user: &Username, member: bool) {
+        let changed = if member {
+            self.members.insert(user.key().to_owned())
+        } else {
+            self.members.remove(user.key())
+        };
+        if changed {
+            if member {
+                self.member_count += 1;
+            } else {
+                self.member_count = self.member_count.saturating_sub(1);
+            }
+        }
+        self.membership_seq += 1;
+    }
+
+    pub(super) fn add_post(
+        &mut self,
+        id: PostId,
+        author: &Username,
+        title: &str,
+        body: &str,
+        repost_of: Option<PostRef>,
+        at: i64,
+    ) -> bool {
+        if self.posts.contains_key(&id) {
+            return false;
+        }
+        let post = Post {
+            id,
+            author: author.clone(),
+            title: title.to_owned(),
+            body: body.to_owned(),
+            repost_of,
+            created_at: at,
+            tally: Tally::default(),
+            comments: 0,
+            children: Vec::new(),
+        };
+        for sort in SORTS {
+            let key = post.key(sort);
+            self.index_mut(sort).insert(key);
+        }
+        self.authors
+            .entry(author.key().to_owned())
+            .or_insert_with(|| (author.clone(), AuthorScore::default()));
+        self.posts.insert(id, post);
+        true
+    }
+
+    pub(super) fn add_comment(
+        &mut self,
+        post_id: PostId,
+        id: CommentId,
+        parent_id: Option<CommentId>,
+        author: &Username,
+        body: &str,
+        at: i64,
+    ) -> bool {
+        if self.comments.contains_key(&id) || !self.posts.contains_key(&post_id) {
+            return false;
+        }
+        let depth = match parent_id {
+            None => 0,
+            Some(pid) => match self.comments.get_mut(&pid) {
+                Some(parent) if parent.post_id == post_id => {
+                    parent.children.push(id);
+                    parent.depth + 1
+                }
+                _ => return false,
+            },
+        };
+        if let Some(post) = self.posts.get_mut(&post_id) {
+            post.comments += 1;
+            if parent_id.is_none() {
+                post.children.push(id);
+            }
+        }
+        self.authors
+            .entry(author.key().to_owned())
+            .or_insert_with(|| (author.clone(), AuthorScore::default()));
+        self.comments.insert(
+            id,
+            Comment {
+                id,
+                post_id,
+                parent_id,
+                author: author.clone(),
+                body: body.to_owned(),
+                created_at: at,
+                depth,
+                tally: Tally::default(),
+                children: Vec::new(),
+            },
+        );
+        true
+    }
+
+    /// Sets a vote; returns the old vote, or None if the item does not exist.
+    pub(super) fn set_vote(
+        &mut self,
+        target: VoteTarget,
+        id: Uuid,
+        voter: &str,
+        value: i8,
+    ) -> Option<i8> {
+        let (old, author_key) = match target {
+            VoteTarget::Post => {
+                let id = PostId(id);
+                let post = self.posts.get_mut(&id)?;
+                let before: Vec<SortKey> = SORTS.iter().map(|s| post.key(*s)).collect();
+                let old = post.tally.set(voter, value);
+                let after: Vec<SortKey> = SORTS.iter().map(|s| post.key(*s)).collect();
+                let author_key = post.author.key().to_owned();
+                for ((sort, b), a) in SORTS.iter().zip(before).zip(after) {
+                    if b != a {
+                        let index = self.index_mut(*sort);
+                        index.remove(&b);
+                        index.insert(a);
+                    }
+                }
+                (old, author_key)
+            }
+            VoteTarget::Comment => {
+                let comment = self.comments.get_mut(&CommentId(id))?;
+                let old = comment.tally.set(voter, value);
+                (old, comment.author.key().to_owned())
+            }
+        };
+        let delta = i64::from(value) - i64::from(old);
+        if let Some((_, score)) = self.authors.get_mut(&author_key) {
+            match target {
+                VoteTarget::Post => score.post += delta,
+                VoteTarget::Comment => score.comment += delta,
+            }
+        }
+        self.vote_seq += 1;
+        Some(old)
+    }
+
+    fn karma_item(&self, author_key: &str) -> Option<SyncItem> {
+        let (author, score) = self.authors.get(author_key)?;
+        Some(SyncItem::Karma {
+            user: author.clone(),
+            subreddit: self.name.clone(),
+            post_karma: score.post,
+            comment_karma: score.comment,
+            version: self.vote_seq,
+        })
+    }
+
+    /// Up to `limit` posts strictly after `after` in `sort` order.
+    fn page(&self, sort: PostSort, after: Option<&SortKey>, limit: usize) -> Vec<&Post> {
+        let index = self.index(sort);
+        let keys: Box<dyn Iterator<Item = &SortKey>> = match after {
+            Some(k) => Box::new(index.range(..*k).rev()),
+            None => Box::new(index.iter().rev()),
+        };
+        keys.filter_map(|(_, id)| self.posts.get(id))
+            .take(limit)
+            .collect()
+    }
+
+    fn comment_key(&self, c: &Comment, sort: CommentSort) -> (Rank, CommentId) {
+        let rank = match sort {
+            CommentSort::Best => wilson(c.tally.ups, c.tally.downs),
+            CommentSort::Top => c.tally.score() as f64,
+            CommentSort::New => c.created_at as f64,
+        };
+        (Rank(rank), c.id)
+    }
+
+    fn sorted_children<'a>(&'a self, ids: &[CommentId], sort: CommentSort) -> Vec<&'a Comment> {
+        let mut children: Vec<&Comment> =
+            ids.iter().filter_map(|id| self.comments.get(id)).collect();
+        children.sort_by_cached_key(|c| std::cmp::Reverse(self.comment_key(c, sort)));
+        children
+    }
+
+    fn build_tree(
+        &self,
+        ids: &[CommentId],
+        sort: CommentSort,
+        depth_left: u32,
+        budget: &mut u32,
+        truncated: &mut bool,
+    ) -> Vec<CommentView> {
+        let mut out = Vec::new();
+        for c in self.sorted_children(ids, sort) {
+            if *budget == 0 {
+                *truncated = true;
+                break;
+            }
+            *budget -= 1;
+            let mut view = c.view(&self.name);
+            if !c.children.is_empty() {
+                if depth_left == 0 {
+                    *truncated = true;
+                } else {
+                    view.replies = self.build_tree(&c.children, sort, depth_left - 1, budget, truncated);
+                }
+            }
+            out.push(view);
+        }
+        out
+    }
+
+    /// (user key) members, for the audit.
+    pub(super) fn member_keys(&self) -> impl Iterator<Item = &str> {
+        self.members.iter().map(String::as_str)
+    }
+
+    /// Name.
+    pub fn name(&self) -> &SubredditName {
+        &self.name
+    }
+
+    /// Member set size.
+    pub(super) fn member_set_len(&self) -> u64 {
+        self.members.len() as u64
+    }
+
+    /// Author score totals, for the audit.
+    pub(super) fn author_scores(&self) -> impl Iterator<Item = (&str, AuthorScore)> {
+        self.authors.iter().map(|(k, (_, s))| (k.as_str(), *s))
+    }
+
+    /// Violations of the local invariants: tallies equal votes, author totals equal
+    /// item scores, comment counts equal comments.
+    pub(super) fn local_violations(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let check_tally = |what: String, t: &Tally, out: &mut Vec<(String, String)>| {
+            let ups = t.votes.values().filter(|v| **v == 1).count() as u64;
+            let downs = t.votes.values().filter(|v| **v == -1).count() as u64;
+            if ups != u64::from(t.ups) || downs != u64::from(t.downs) {
+                out.push((
+                    "score".to_owned(),
+                    format!(
+                        "{what}: tally says {}↑ {}↓ but the votes are {ups}↑ {downs}↓",
+                        t.ups, t.downs
+                    ),
+                ));
+            }
+        };
+        let mut sums: HashMap<&str, AuthorScore> = HashMap::new();
+        let mut comment_counts: HashMap<PostId, u32> = HashMap::new();
+        for post in self.posts.values() {
+            check_tally(format!("post {} in r/{}", post.id, self.name), &post.tally, &mut out);
+            sums.entry(post.author.key()).or_default().post += post.tally.score();
+        }
+        for c in self.comments.values() {
+            check_tally(format!("comment {} in r/{}", c.id, self.name), &c.tally, &mut out);
+            sums.entry(c.author.key()).or_default().comment += c.tally.score();
+            *comment_counts.entry(c.post_id).or_default() += 1;
+        }
+        for post in self.posts.values() {
+            let actual = comment_counts.get(&post.id).copied().unwrap_or(0);
+            if actual != post.comments {
+                out.push((
+                    "comment_count".to_owned(),
+                    format!(
+                        "post {} in r/{} counts {} comments but has {actual}",
+                        post.id, self.name, post.comments
+                    ),
+                ));
+            }
+        }
+        for (key, (_, kept)) in &self.authors {
+            let actual = sums.get(key.as_str()).copied().unwrap_or_default();
+            if actual != *kept {
+                out.push((
+                    "karma".to_owned(),
+                    format!(
+                        "r/{} keeps {key}'s scores as {}/{} (post/comment) but the items sum to {}/{}",
+                        self.name, kept.post, kept.comment, actual.post, actual.comment
+                    ),
+                ));
+            }
+        }
+        if self.member_count != self.members.len() as u64 {
+            out.push((
+                "member_count".to_owned(),
+                format!(
+                    "r/{} counts {} members but its member set has {}",
+                    self.name,
+                    self.member_count,
+                    self.members.len()
+                ),
+            ));
+        }
+        out
+    }
+
+    /// Votes held on posts and comments.
+    pub(super) fn vote_count(&self) -> u64 {
+        let p: usize = self.posts.values().map(|p| p.tally.votes.len()).sum();
+        let c: usize = self.comments.values().map(|c| c.tally.votes.len()).sum();
+        (p + c) as u64
+    }
+
+}
+
+fn parse_cursor(cursor: Option<&String>) -> Result<Option<SortKey>, WireError> {
+    match cursor {
+        None => Ok(None),
+        Some(c) => decode_cursor(c)
+            .map(Some)
+            .ok_or_else(|| WireError::invalid(format!("cursor {c:?} is not a cursor this engine returned"))),
+    }
+}
+
+impl ShardState {
+    fn sub(&self, name: &SubredditName) -> Result<&Subreddit, WireError> {
+        self.check_owner("subreddit", name.key())?;
+        self.subs
+            .get(name.key())
+            .ok_or_else(|| WireError::not_found(format!("there is no subreddit r/{name}")))
+    }
+
+    /// `sub.create`.
+    pub fn create_subreddit(
+        &mut self,
+        creator: &Username,
+        name: &SubredditName,
+        description: String,
+        now: i64,
+    ) -> Result<SubredditView, WireError> {
+        self.check_owner("subreddit", name.key())?;
+        if let Some(existing) = self.subs.get(name.key()) {
+            return Err(WireError::conflict(format!(
+                "r/{} already exists",
+                existing.name
+            )));
+        }
+        self.emit(Event::SubredditCreated {
+            name: name.clone(),
+            description,
+            creator: creator.clone(),
+            at: now,
+        });
+        self.sub(name).map(Subreddit::view)
+    }
+
+    /// `sub.get`.
+    pub fn get_subreddit(&self, name: &SubredditName) -> Result<SubredditView, WireError> {
+        self.sub(name).map(Subreddit::view)
+    }
+
+    /// `sub.list`: this shard's subreddits, most members first.
+    pub fn list_subreddits(&self, limit: usize) -> Vec<SubredditView> {
+        let mut subs: Vec<&Subreddit> = self.subs.values().collect();
+        subs.sort_by(|a, b| {
+            b.member_count
+                .cmp(&a.member_count)
+                .then_with(|| a.name.key().cmp(b.name.key()))
+        });
+        subs.into_iter().take(limit).map(Subreddit::view).collect()
+    }
+
+    /// `sub.join` / `sub.leave`. Idempotent: a repeated request changes nothing but
+    /// sends the membership to the user's shard again, which repairs a lost update.
+    /// The returned item (if any) must reach the user's shard before replying.
+    pub fn set_membership(
+        &mut self,
+        user: &Username,
+        name: &SubredditName,
+        member: bool,
+        fx: &mut Effects,
+    ) -> Result<MembershipReply, WireError> {
+        let sub = self.sub(name)?;
+        let changed = sub.members.contains(user.key()) != member;
+        if changed {
+            self.emit(Event::MembershipChanged {
+                subreddit: name.key().to_owned(),
+                user: user.clone(),
+                member,
+            });
+        }
+        let sub = self.sub(name)?;
+        let reply = MembershipReply {
+            subreddit: sub.name.clone(),
+            member,
+            changed,
+            members: sub.member_count,
+        };
+        let item = SyncItem::Membership {
+            user: user.clone(),
+            subreddit: sub.name.clone(),
+            member,
+            version: sub.membership_seq,
+        };
+        self.sync(item, fx);
+        Ok(reply)
+    }
+
+    /// Whether a post exists (for reposts of posts owned here).
+    pub fn post_exists(&self, post: &PostRef) -> Result<(), WireError> {
+        let sub = self.sub(&post.subreddit)?;
+        if sub.posts.contains_key(&post.id) {
+            Ok(())
+        } else {
+            Err(WireError::not_found(format!(
+                "there is no post {} in r/{}",
+                post.id, post.subreddit
+            )))
+        }
+    }
+
+    /// `post.create`; a repost's original must have been checked already.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_post(
+        &mut self,
+        author: &Username,
+        name: &SubredditName,
+        title: String,
+        body: String,
+        repost_of: Option<PostRef>,
+        now: i64,
+        fx: &mut Effects,
+    ) -> Result<PostView, WireError> {
+        let sub = self.sub(name)?;
+        let key = sub.name.key().to_owned();
+        let id = PostId::new();
+        self.emit(Event::PostCreated {
+            subreddit: key.clone(),
+            id,
+            author: author.clone(),
+            title,
+            body,
+            repost_of,
+            at: now,
+        });
+        let view = self.get_post(name, id)?;
+        fx.push.push((
+            PushTarget::Subreddit(key),
+            PushEvent::Post { post: view.clone() },
+        ));
+        Ok(view)
+    }
+
+    /// `post.get`.
+    pub fn get_post(&self, name: &SubredditName, id: PostId) -> Result<PostView, WireError> {
+        let sub = self.sub(name)?;
+        sub.posts
+            .get(&id)
+            .map(|p| p.view(&sub.name))
+            .ok_or_else(|| WireError::not_found(format!("there is no post {id} in r/{name}")))
+    }
+
+    /// `post.list`.
+    pub fn list_posts(
+        &self,
+        name: &SubredditName,
+        sort: PostSort,
+        limit: Option<u32>,
+        cursor: Option<&String>,
+    ) -> Result<PostPage, WireError> {
+        let sub = self.sub(name)?;
+        let after = parse_cursor(cursor)?;
+        let limit = limit.unwrap_or(DEFAULT_PAGE) as usize;
+        let mut posts: Vec<PostView> = sub
+            .page(sort, after.as_ref(), limit + 1)
+            .into_iter()
+            .map(|p| p.view(&sub.name))
+            .collect();
+        Ok(finish_page(&mut posts, sort, limit))
+    }
+
+    /// `internal.feed.candidates`: up to `limit` posts from these subreddits (those
+    /// owned here and existing) strictly after `cursor`, best first.
+    pub fn feed_candidates(
+        &self,
+        names: &[SubredditName],
+        sort: PostSort,
+        limit: usize,
+        cursor: Option<&String>,
+    ) -> Result<Vec<PostView>, WireError> {
+        let after = parse_cursor(cursor)?;
+        let mut all: Vec<(SortKey, PostView)> = Vec::new();
+        for name in names {
+            let Ok(sub) = self.sub(name) else { continue };
+            for p in sub.page(sort, after.as_ref(), limit) {
+                all.push((p.key(sort), p.view(&sub.name)));
+            }
+        }
+        all.sort_by_key(|(key, _)| std::cmp::Reverse(*key));
+        all.truncate(limit);
+        Ok(all.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// `comment.create`.
+    pub fn create_comment(
+        &mut self,
+        author: &Username,
+        req: CreateCommentRequest,
+        now: i64,
+        fx: &mut Effects,
+    ) -> Result<CommentView, WireError> {
+        let sub = self.sub(&req.subreddit)?;
+        let post = sub.posts.get(&req.post_id).ok_or_else(|| {
+            WireError::not_found(format!(
+                "there is no post {} in r/{}",
+                req.post_id, req.subreddit
+            ))
+        })?;
+        let parent_author = match req.parent_id {
+            None => post.author.clone(),
+            Some(pid) => match sub.comments.get(&pid) {
+                Some(parent) if parent.post_id == req.post_id => parent.author.clone(),
+                _ => {
+                    return Err(WireError::not_found(format!(
+                        "there is no comment {pid} on post {} in r/{}",
+                        req.post_id, req.subreddit
+                    )))
+                }
+            },
+        };
+        let key = sub.name.key().to_owned();
+        let id = CommentId::new();
+        self.emit(Event::CommentCreated {
+            subreddit: key.clone(),
+            post_id: req.post_id,
+            id,
+            parent_id: req.parent_id,
+            author: author.clone(),
+            body: req.body,
+            at: now,
+        });
+        let sub = self.sub(&req.subreddit)?;
+        let view = sub
+            .comments
+            .get(&id)
+            .map(|c| c.view(&sub.name))
+            .ok_or_else(|| WireError::internal("a created comment was not stored"))?;
+        if parent_author.key() != author.key() {
+            fx.push.push((
+                PushTarget::User(parent_author.key().to_owned()),
+                PushEvent::Reply {
+                    comment: view.clone(),
+                },
+            ));
+        }
+        Ok(view)
+    }
+
+    /// `comment.tree`.
+    pub fn comment_tree(
+        &self,
+        req: &CommentTreeRequest,
+    ) -> Result<CommentTree, WireError> {
+        let sub = self.sub(&req.subreddit)?;
+        let post = sub.posts.get(&req.post_id).ok_or_else(|| {
+            WireError::not_found(format!(
+                "there is no post {} in r/{}",
+                req.post_id, req.subreddit
+            ))
+        })?;
+        let mut budget = req.limit.unwrap_or(DEFAULT_TREE_COMMENTS);
+        let mut truncated = false;
+        let comments = sub.build_tree(&post.children, req.sort, MAX_TREE_DEPTH, &mut budget, &mut truncated);
+        Ok(CommentTree {
+            comments,
+            total: post.comments,
+            truncated,
+        })
+    }
+
+    /// `vote.cast`. The author's new score total goes to the author's shard.
+    pub fn vote(
+        &mut self,
+        voter: &Username,
+        name: &SubredditName,
+        target: VoteTarget,
+        id: Uuid,
+        value: i8,
+        fx: &mut Effects,
+    ) -> Result<VoteReply, WireError> {
+        let sub = self.sub(name)?;
+        let (old, author) = match target {
+            VoteTarget::Post => sub
+                .posts
+                .get(&PostId(id))
+                .map(|p| (p.tally.vote_of(voter.key()), p.author.key().to_owned())),
+            VoteTarget::Comment => sub
+                .comments
+                .get(&CommentId(id))
+                .map(|c| (c.tally.vote_of(voter.key()), c.author.key().to_owned())),
+        }
+        .ok_or_else(|| {
+            let what = match target {
+                VoteTarget::Post => "post",
+                VoteTarget::Comment => "comment",
+            };
+            WireError::not_found(format!("there is no {what} {id} in r/{name}"))
+        })?;
+        let key = sub.name.key().to_owned();
+        if old != value {
+            self.emit(Event::VoteCast {
+                subreddit: key.clone(),
+                target,
+                id,
+                voter: voter.key().to_owned(),
+                value,
+            });
+            let item = self.subs.get(&key).and_then(|s| s.karma_item(&author));
+            if let Some(item) = item {
+                self.sync(item, fx);
+            }
+        }
+        let sub = self.sub(name)?;
+        let tally = match target {
+            VoteTarget::Post => sub.posts.get(&PostId(id)).map(|p| &p.tally),
+            VoteTarget::Comment => sub.comments.get(&CommentId(id)).map(|c| &c.tally),
+        }
+        .ok_or_else(|| WireError::internal("a voted item vanished"))?;
+        Ok(VoteReply {
+            score: tally.score(),
+            ups: tally.ups,
+            downs: tally.downs,
+            value,
+        })
+    }
+}
+
+/// Cuts a list fetched with one extra item to `limit` and sets the cursor.
+pub fn finish_page(posts: &mut Vec<PostView>, sort: PostSort, limit: usize) -> PostPage {
+    let next_cursor = if posts.len() > limit {
+        posts.truncate(limit);
+        posts.last().map(|p| encode_cursor(&view_key(sort, p)))
+    } else {
+        None
+    };
+    PostPage {
+        posts: std::mem::take(posts),
+        next_cursor,
+    }
+}
