@@ -11,12 +11,16 @@ use reddit_shared::error::{ERROR_CODE_HEADER, ERROR_HEADER};
 use reddit_shared::ids::{DmId, PostId};
 use reddit_shared::names::{SubredditName, Username};
 use reddit_shared::protocol::admin::{AuditReport, AuditRequest, ShardStats};
-use reddit_shared::protocol::comment::{CommentTree, CommentTreeRequest, CommentView, CreateCommentRequest};
+use reddit_shared::protocol::comment::{
+    CommentTree, CommentTreeRequest, CommentView, CreateCommentRequest,
+};
 use reddit_shared::protocol::dm::{
     DmPage, DmView, ListDmsRequest, MarkReadReply, MarkReadRequest, ReplyDmRequest, SendDmRequest,
 };
 use reddit_shared::protocol::feed::FeedRequest;
-use reddit_shared::protocol::post::{CreatePostRequest, GetPostRequest, ListPostsRequest, PostPage, PostView};
+use reddit_shared::protocol::post::{
+    CreatePostRequest, GetPostRequest, ListPostsRequest, PostPage, PostView,
+};
 use reddit_shared::protocol::push::PushEvent;
 use reddit_shared::protocol::subreddit::{
     CreateSubredditRequest, GetSubredditRequest, ListSubredditsRequest, MembershipReply,
@@ -105,14 +109,22 @@ impl RedditClient {
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|e| ClientError::new(ErrorKind::Connect, format!("cannot connect to NATS at {url}: {e}")))?;
+            .map_err(|e| {
+                ClientError::new(
+                    ErrorKind::Connect,
+                    format!("cannot connect to NATS at {url}: {e}"),
+                )
+            })?;
         Self::discover(nats, options).await
     }
 
     /// Discovers the shards over an existing connection: asks `$SRV.INFO.reddit-engine`
     /// and waits until every shard `0..shards` has answered, or fails naming the
     /// missing ones.
-    pub async fn discover(nats: async_nats::Client, options: ClientOptions) -> Result<Self, ClientError> {
+    pub async fn discover(
+        nats: async_nats::Client,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
         let inbox = nats.new_inbox();
         let mut replies = nats
             .subscribe(inbox.clone())
@@ -147,7 +159,10 @@ impl RedditClient {
             if info.metadata.get("protocol").map(String::as_str) != Some(PROTOCOL_VERSION) {
                 return Err(ClientError::new(
                     ErrorKind::Discovery,
-                    format!("shard {shard} speaks protocol {:?}; this client speaks {PROTOCOL_VERSION}", info.metadata.get("protocol")),
+                    format!(
+                        "shard {shard} speaks protocol {:?}; this client speaks {PROTOCOL_VERSION}",
+                        info.metadata.get("protocol")
+                    ),
                 ));
             }
             match shards {
@@ -164,7 +179,10 @@ impl RedditClient {
                 if prev.instance != info.id {
                     return Err(ClientError::new(
                         ErrorKind::Discovery,
-                        format!("shard {shard} is served by two processes ({} and {})", prev.instance, info.id),
+                        format!(
+                            "shard {shard} is served by two processes ({} and {})",
+                            prev.instance, info.id
+                        ),
                     ));
                 }
             }
@@ -181,14 +199,24 @@ impl RedditClient {
         let Some(n) = shards else {
             return Err(ClientError::new(
                 ErrorKind::Unavailable,
-                format!("no {SERVICE_NAME} shard answered within {:?}; is the engine running?", options.discovery_timeout),
+                format!(
+                    "no {SERVICE_NAME} shard answered within {:?}; is the engine running?",
+                    options.discovery_timeout
+                ),
             ));
         };
-        let missing: Vec<String> = (0..n).filter(|k| !seen.contains_key(k)).map(|k| k.to_string()).collect();
+        let missing: Vec<String> = (0..n)
+            .filter(|k| !seen.contains_key(k))
+            .map(|k| k.to_string())
+            .collect();
         if !missing.is_empty() {
             return Err(ClientError::new(
                 ErrorKind::Unavailable,
-                format!("shard(s) {} of {n} did not answer discovery within {:?}", missing.join(", "), options.discovery_timeout),
+                format!(
+                    "shard(s) {} of {n} did not answer discovery within {:?}",
+                    missing.join(", "),
+                    options.discovery_timeout
+                ),
             ));
         }
         Ok(Self {
@@ -259,20 +287,30 @@ impl RedditClient {
             request = request.headers(headers);
         }
         let subject = format!("{}.{shard}.{op}", subject::REQUEST_PREFIX);
-        let msg = self.nats.send_request(subject, request).await.map_err(|e| {
-            use async_nats::RequestErrorKind as K;
-            match e.kind() {
-                K::NoResponders => ClientError::new(
-                    ErrorKind::Unavailable,
-                    format!("shard {shard} is not running (no responders for {op})"),
-                ),
-                K::TimedOut => ClientError::new(
-                    ErrorKind::TimedOut,
-                    format!("shard {shard} did not answer {op} within {:?}", self.timeout),
-                ),
-                _ => ClientError::new(ErrorKind::Unavailable, format!("{op} to shard {shard} failed: {e}")),
-            }
-        })?;
+        let msg = self
+            .nats
+            .send_request(subject, request)
+            .await
+            .map_err(|e| {
+                use async_nats::RequestErrorKind as K;
+                match e.kind() {
+                    K::NoResponders => ClientError::new(
+                        ErrorKind::Unavailable,
+                        format!("shard {shard} is not running (no responders for {op})"),
+                    ),
+                    K::TimedOut => ClientError::new(
+                        ErrorKind::TimedOut,
+                        format!(
+                            "shard {shard} did not answer {op} within {:?}",
+                            self.timeout
+                        ),
+                    ),
+                    _ => ClientError::new(
+                        ErrorKind::Unavailable,
+                        format!("{op} to shard {shard} failed: {e}"),
+                    ),
+                }
+            })?;
         let header = |name: &str| {
             msg.headers
                 .as_ref()
@@ -295,16 +333,25 @@ impl RedditClient {
     }
 
     /// `user.register`.
-    pub async fn register(&self, username: &Username, identity: &Identity) -> Result<UserView, ClientError> {
+    pub async fn register(
+        &self,
+        username: &Username,
+        identity: &Identity,
+    ) -> Result<UserView, ClientError> {
         let req = RegisterRequest {
             username: username.clone(),
             public_key: identity.public_key_hex(),
         };
-        self.call(username.key(), Op::UserRegister, None, &req).await
+        self.call(username.key(), Op::UserRegister, None, &req)
+            .await
     }
 
     /// Logs in by key: `auth.challenge`, sign, `auth.login`.
-    pub async fn login(&self, username: &Username, identity: &Identity) -> Result<Session, ClientError> {
+    pub async fn login(
+        &self,
+        username: &Username,
+        identity: &Identity,
+    ) -> Result<Session, ClientError> {
         let challenge: ChallengeReply = self
             .call(
                 username.key(),
@@ -321,7 +368,10 @@ impl RedditClient {
             challenge: challenge.challenge,
         };
         let reply: LoginReply = self.call(username.key(), Op::AuthLogin, None, &req).await?;
-        let username = reply.username.parse::<Username>().unwrap_or_else(|_| username.clone());
+        let username = reply
+            .username
+            .parse::<Username>()
+            .unwrap_or_else(|_| username.clone());
         Ok(Session {
             username,
             token: reply.token,
@@ -348,7 +398,8 @@ impl RedditClient {
             name: name.clone(),
             description: description.to_owned(),
         };
-        self.call(name.key(), Op::SubCreate, Some(&session.token), &req).await
+        self.call(name.key(), Op::SubCreate, Some(&session.token), &req)
+            .await
     }
 
     /// `sub.get`.
@@ -360,35 +411,64 @@ impl RedditClient {
     /// `sub.list` on every shard, merged: most members first.
     pub async fn list_subreddits(&self, limit: u32) -> Result<Vec<SubredditView>, ClientError> {
         let req = ListSubredditsRequest { limit: Some(limit) };
-        let calls = (0..self.shards).map(|k| self.call_shard::<_, SubredditList>(k, Op::SubList, None, &req));
+        let calls = (0..self.shards)
+            .map(|k| self.call_shard::<_, SubredditList>(k, Op::SubList, None, &req));
         let mut all = Vec::new();
         for r in futures::future::join_all(calls).await {
             all.extend(r?.subreddits);
         }
-        all.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.name.key().cmp(b.name.key())));
+        all.sort_by(|a, b| {
+            b.members
+                .cmp(&a.members)
+                .then_with(|| a.name.key().cmp(b.name.key()))
+        });
         all.truncate(limit as usize);
         Ok(all)
     }
 
     /// `sub.join`.
-    pub async fn join(&self, session: &Session, name: &SubredditName) -> Result<MembershipReply, ClientError> {
+    pub async fn join(
+        &self,
+        session: &Session,
+        name: &SubredditName,
+    ) -> Result<MembershipReply, ClientError> {
         let req = MembershipRequest { name: name.clone() };
-        self.call(name.key(), Op::SubJoin, Some(&session.token), &req).await
+        self.call(name.key(), Op::SubJoin, Some(&session.token), &req)
+            .await
     }
 
     /// `sub.leave`.
-    pub async fn leave(&self, session: &Session, name: &SubredditName) -> Result<MembershipReply, ClientError> {
+    pub async fn leave(
+        &self,
+        session: &Session,
+        name: &SubredditName,
+    ) -> Result<MembershipReply, ClientError> {
         let req = MembershipRequest { name: name.clone() };
-        self.call(name.key(), Op::SubLeave, Some(&session.token), &req).await
+        self.call(name.key(), Op::SubLeave, Some(&session.token), &req)
+            .await
     }
 
     /// `post.create`.
-    pub async fn create_post(&self, session: &Session, req: &CreatePostRequest) -> Result<PostView, ClientError> {
-        self.call(req.subreddit.key(), Op::PostCreate, Some(&session.token), req).await
+    pub async fn create_post(
+        &self,
+        session: &Session,
+        req: &CreatePostRequest,
+    ) -> Result<PostView, ClientError> {
+        self.call(
+            req.subreddit.key(),
+            Op::PostCreate,
+            Some(&session.token),
+            req,
+        )
+        .await
     }
 
     /// `post.get`.
-    pub async fn get_post(&self, subreddit: &SubredditName, id: PostId) -> Result<PostView, ClientError> {
+    pub async fn get_post(
+        &self,
+        subreddit: &SubredditName,
+        id: PostId,
+    ) -> Result<PostView, ClientError> {
         let req = GetPostRequest {
             subreddit: subreddit.clone(),
             id,
@@ -398,7 +478,8 @@ impl RedditClient {
 
     /// `post.list`.
     pub async fn list_posts(&self, req: &ListPostsRequest) -> Result<PostPage, ClientError> {
-        self.call(req.subreddit.key(), Op::PostList, None, req).await
+        self.call(req.subreddit.key(), Op::PostList, None, req)
+            .await
     }
 
     /// `comment.create`.
@@ -407,56 +488,121 @@ impl RedditClient {
         session: &Session,
         req: &CreateCommentRequest,
     ) -> Result<CommentView, ClientError> {
-        self.call(req.subreddit.key(), Op::CommentCreate, Some(&session.token), req).await
+        self.call(
+            req.subreddit.key(),
+            Op::CommentCreate,
+            Some(&session.token),
+            req,
+        )
+        .await
     }
 
     /// `comment.tree`.
     pub async fn comment_tree(&self, req: &CommentTreeRequest) -> Result<CommentTree, ClientError> {
-        self.call(req.subreddit.key(), Op::CommentTree, None, req).await
+        self.call(req.subreddit.key(), Op::CommentTree, None, req)
+            .await
     }
 
     /// `vote.cast`.
-    pub async fn vote(&self, session: &Session, req: &VoteRequest) -> Result<VoteReply, ClientError> {
-        self.call(req.subreddit.key(), Op::VoteCast, Some(&session.token), req).await
+    pub async fn vote(
+        &self,
+        session: &Session,
+        req: &VoteRequest,
+    ) -> Result<VoteReply, ClientError> {
+        self.call(req.subreddit.key(), Op::VoteCast, Some(&session.token), req)
+            .await
     }
 
     /// `feed.get`.
-    pub async fn feed(&self, session: &Session, req: &FeedRequest) -> Result<PostPage, ClientError> {
-        self.call(session.username.key(), Op::FeedGet, Some(&session.token), req).await
+    pub async fn feed(
+        &self,
+        session: &Session,
+        req: &FeedRequest,
+    ) -> Result<PostPage, ClientError> {
+        self.call(
+            session.username.key(),
+            Op::FeedGet,
+            Some(&session.token),
+            req,
+        )
+        .await
     }
 
     /// `dm.send`.
-    pub async fn send_dm(&self, session: &Session, to: &Username, body: &str) -> Result<DmView, ClientError> {
+    pub async fn send_dm(
+        &self,
+        session: &Session,
+        to: &Username,
+        body: &str,
+    ) -> Result<DmView, ClientError> {
         let req = SendDmRequest {
             to: to.clone(),
             body: body.to_owned(),
         };
-        self.call(session.username.key(), Op::DmSend, Some(&session.token), &req).await
+        self.call(
+            session.username.key(),
+            Op::DmSend,
+            Some(&session.token),
+            &req,
+        )
+        .await
     }
 
     /// `dm.reply`.
-    pub async fn reply_dm(&self, session: &Session, dm_id: DmId, body: &str) -> Result<DmView, ClientError> {
+    pub async fn reply_dm(
+        &self,
+        session: &Session,
+        dm_id: DmId,
+        body: &str,
+    ) -> Result<DmView, ClientError> {
         let req = ReplyDmRequest {
             dm_id,
             body: body.to_owned(),
         };
-        self.call(session.username.key(), Op::DmReply, Some(&session.token), &req).await
+        self.call(
+            session.username.key(),
+            Op::DmReply,
+            Some(&session.token),
+            &req,
+        )
+        .await
     }
 
     /// `dm.list`.
-    pub async fn list_dms(&self, session: &Session, req: &ListDmsRequest) -> Result<DmPage, ClientError> {
-        self.call(session.username.key(), Op::DmList, Some(&session.token), req).await
+    pub async fn list_dms(
+        &self,
+        session: &Session,
+        req: &ListDmsRequest,
+    ) -> Result<DmPage, ClientError> {
+        self.call(
+            session.username.key(),
+            Op::DmList,
+            Some(&session.token),
+            req,
+        )
+        .await
     }
 
     /// `dm.read`.
-    pub async fn mark_read(&self, session: &Session, ids: Vec<DmId>) -> Result<MarkReadReply, ClientError> {
+    pub async fn mark_read(
+        &self,
+        session: &Session,
+        ids: Vec<DmId>,
+    ) -> Result<MarkReadReply, ClientError> {
         let req = MarkReadRequest { ids };
-        self.call(session.username.key(), Op::DmRead, Some(&session.token), &req).await
+        self.call(
+            session.username.key(),
+            Op::DmRead,
+            Some(&session.token),
+            &req,
+        )
+        .await
     }
 
     /// `shard.stats` of one shard.
     pub async fn shard_stats(&self, shard: u32) -> Result<ShardStats, ClientError> {
-        self.call_shard(shard, Op::ShardStats, None, &Empty {}).await
+        self.call_shard(shard, Op::ShardStats, None, &Empty {})
+            .await
     }
 
     /// `shard.stats` of every shard.

@@ -45,7 +45,11 @@ impl Identity {
 
     /// The signature of a login challenge, as 128 hex digits.
     pub fn sign_login(&self, username: &Username, challenge: &str) -> String {
-        hex::encode(self.key.sign(&login_message(username.key(), challenge)).to_bytes())
+        hex::encode(
+            self.key
+                .sign(&login_message(username.key(), challenge))
+                .to_bytes(),
+        )
     }
 
     /// The secret as hex.
@@ -56,7 +60,9 @@ impl Identity {
     /// Parses a secret written by [`secret_hex`](Self::secret_hex).
     pub fn from_secret_hex(text: &str) -> Option<Self> {
         let bytes = hex::decode(text.trim()).ok()?;
-        Some(Self::from_secret(<[u8; 32]>::try_from(bytes.as_slice()).ok()?))
+        Some(Self::from_secret(
+            <[u8; 32]>::try_from(bytes.as_slice()).ok()?,
+        ))
     }
 }
 
@@ -175,7 +181,13 @@ mod tests {
         let back = store.load_key(&alice).unwrap().unwrap();
         assert_eq!(back.public_key_hex(), id.public_key_hex());
         store
-            .save_token(&alice, &CachedToken { token: "t".into(), expires_at: 5 })
+            .save_token(
+                &alice,
+                &CachedToken {
+                    token: "t".into(),
+                    expires_at: 5,
+                },
+            )
             .unwrap();
         assert_eq!(store.load_token(&alice).unwrap().token, "t");
         store.clear_token(&alice);

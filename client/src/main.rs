@@ -1,1 +1,753 @@
-fn main() {}
+//! `reddit-client`: a subcommand per engine operation, for a person at a terminal.
+//!
+//! `reddit-client register alice` creates alice's key pair in the per-user config
+//! directory and registers her; later commands with `--user alice` log in by
+//! themselves (challenge + signature) and cache the token. Output is readable by
+//! default; `--json` prints the replies as JSON for scripts.
+
+mod output;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use reddit_client::{
+    ClientError, ClientOptions, ErrorKind, Identity, KeyStore, RedditClient, Session,
+};
+use reddit_shared::ids::{CommentId, DmId, PostId};
+use reddit_shared::names::{SubredditName, Username};
+use reddit_shared::protocol::comment::{CommentSort, CommentTreeRequest, CreateCommentRequest};
+use reddit_shared::protocol::dm::{DmFolder, ListDmsRequest};
+use reddit_shared::protocol::feed::FeedRequest;
+use reddit_shared::protocol::post::{CreatePostRequest, ListPostsRequest, PostSort};
+use reddit_shared::protocol::push::PushEvent;
+use reddit_shared::protocol::vote::{VoteRequest, VoteTarget};
+use reddit_shared::protocol::PostRef;
+use serde::Serialize;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Command-line client of the sharded Reddit engine.
+#[derive(Parser, Debug)]
+#[command(name = "reddit-client", version, about, long_about = None)]
+struct Cli {
+    /// NATS server URL (the only address a client needs).
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    nats_url: String,
+    /// Act as this user (their key must be in the config directory).
+    #[arg(long, short, global = true, env = "REDDIT_USER")]
+    user: Option<String>,
+    /// Print replies as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Where keys and tokens are kept [default: $REDDIT_CLIENT_DIR or the platform config dir].
+    #[arg(long, global = true)]
+    config_dir: Option<PathBuf>,
+    /// Timeout of each request, in milliseconds.
+    #[arg(long, global = true, default_value_t = 5000)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a key pair for USERNAME, store it, and register the account.
+    Register {
+        /// The new user's name (3–20 of A-Z a-z 0-9 _ -).
+        username: String,
+    },
+    /// Log in as --user now (commands log in by themselves when needed).
+    Login,
+    /// Show a user's profile (default: --user).
+    User {
+        /// Whose.
+        username: Option<String>,
+    },
+    /// Subreddits.
+    #[command(subcommand)]
+    Sub(SubCommand),
+    /// Posts.
+    #[command(subcommand)]
+    Post(PostCommand),
+    /// Comment on a post, or reply to a comment with --parent.
+    Comment {
+        /// Subreddit of the post.
+        subreddit: String,
+        /// The post's id.
+        post_id: PostId,
+        /// Text.
+        body: String,
+        /// The comment to answer.
+        #[arg(long)]
+        parent: Option<CommentId>,
+    },
+    /// Show a post's comments as an indented tree.
+    Comments {
+        /// Subreddit of the post.
+        subreddit: String,
+        /// The post's id.
+        post_id: PostId,
+        /// Sibling order.
+        #[arg(long, value_enum, default_value_t = CommentSortArg::Best)]
+        sort: CommentSortArg,
+        /// At most this many comments.
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Vote on a post or comment.
+    Vote {
+        /// Subreddit of the item.
+        subreddit: String,
+        /// What to vote on.
+        #[arg(value_enum)]
+        target: TargetArg,
+        /// The post's or comment's id.
+        id: uuid::Uuid,
+        /// up, down or clear.
+        #[arg(value_enum)]
+        direction: DirectionArg,
+    },
+    /// Your feed: posts of the subreddits you joined.
+    Feed(PageArgs),
+    /// Direct messages.
+    #[command(subcommand)]
+    Dm(DmCommand),
+    /// Per-shard counters.
+    Stats,
+    /// Check cross-shard consistency; exits 1 if violations are found.
+    Audit {
+        /// List at most this many violations.
+        #[arg(long, default_value_t = 50)]
+        max: u32,
+    },
+    /// The shards discovery found.
+    Shards,
+    /// Print live push events for --user (and any --sub) until interrupted.
+    Watch {
+        /// Also watch new posts in this subreddit (repeatable).
+        #[arg(long = "sub")]
+        subs: Vec<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SubCommand {
+    /// Create a subreddit.
+    Create {
+        /// Name (3–21 of A-Z a-z 0-9 _).
+        name: String,
+        /// What it is about.
+        #[arg(long, short, default_value = "")]
+        description: String,
+    },
+    /// Show a subreddit.
+    Get {
+        /// Name.
+        name: String,
+    },
+    /// List subreddits, most members first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 25)]
+        limit: u32,
+    },
+    /// Join a subreddit.
+    Join {
+        /// Name.
+        name: String,
+    },
+    /// Leave a subreddit.
+    Leave {
+        /// Name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PostCommand {
+    /// Create a text post (or a repost with --repost-of SUB/ID).
+    Create {
+        /// Where.
+        subreddit: String,
+        /// Title.
+        title: String,
+        /// Body text.
+        #[arg(long, short, default_value = "")]
+        body: String,
+        /// The original post, as SUBREDDIT/ID.
+        #[arg(long)]
+        repost_of: Option<String>,
+    },
+    /// Show a post.
+    Get {
+        /// Subreddit.
+        subreddit: String,
+        /// Id.
+        id: PostId,
+    },
+    /// List a subreddit's posts.
+    List {
+        /// Subreddit.
+        subreddit: String,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DmCommand {
+    /// Send a DM.
+    Send {
+        /// Recipient.
+        to: String,
+        /// Text.
+        body: String,
+    },
+    /// Reply to a DM in your inbox.
+    Reply {
+        /// The DM's id.
+        dm_id: DmId,
+        /// Text.
+        body: String,
+    },
+    /// List your inbox (or --sent).
+    List {
+        /// The sent folder instead.
+        #[arg(long)]
+        sent: bool,
+        /// Unread only.
+        #[arg(long)]
+        unread: bool,
+        /// Page size.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Continue after this cursor.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Mark DMs read.
+    Read {
+        /// The DMs' ids.
+        #[arg(required = true)]
+        ids: Vec<DmId>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct PageArgs {
+    /// Order.
+    #[arg(long, value_enum, default_value_t = SortArg::Hot)]
+    sort: SortArg,
+    /// Page size.
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Continue after this cursor (printed with the previous page).
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum SortArg {
+    Hot,
+    New,
+    Top,
+    Controversial,
+}
+
+impl From<SortArg> for PostSort {
+    fn from(s: SortArg) -> Self {
+        match s {
+            SortArg::Hot => PostSort::Hot,
+            SortArg::New => PostSort::New,
+            SortArg::Top => PostSort::Top,
+            SortArg::Controversial => PostSort::Controversial,
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum CommentSortArg {
+    Best,
+    Top,
+    New,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum TargetArg {
+    Post,
+    Comment,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum DirectionArg {
+    Up,
+    Down,
+    Clear,
+}
+
+struct Ctx {
+    client: RedditClient,
+    store: KeyStore,
+    user: Option<String>,
+    json: bool,
+}
+
+impl Ctx {
+    fn username(&self) -> Result<Username> {
+        let name = self.user.as_deref().ok_or_else(|| {
+            anyhow!("this command acts as a user: pass --user NAME (or set REDDIT_USER)")
+        })?;
+        Ok(name.parse::<Username>()?)
+    }
+
+    /// A session for --user: the cached token if it is good for another minute,
+    /// else a fresh login (`fresh` forces one). Returns whether it was cached.
+    async fn session(&self, fresh: bool) -> Result<(Session, bool)> {
+        let user = self.username()?;
+        if !fresh {
+            if let Some(t) = self.store.load_token(&user) {
+                if t.expires_at > reddit_shared::now_millis() + 60_000 {
+                    let session = Session {
+                        username: user,
+                        token: t.token,
+                        expires_at: t.expires_at,
+                    };
+                    return Ok((session, true));
+                }
+            }
+        }
+        let id = self.store.load_key(&user)?.ok_or_else(|| {
+            anyhow!(
+                "no key for {user} in {}; run `reddit-client register {user}` first (or pass --config-dir)",
+                self.store.dir().display()
+            )
+        })?;
+        let session = self.client.login(&user, &id).await?;
+        self.store.save_token(
+            &user,
+            &reddit_client::identity::CachedToken {
+                token: session.token.clone(),
+                expires_at: session.expires_at,
+            },
+        )?;
+        Ok((session, false))
+    }
+
+    /// Runs `f` as --user, logging in again once if a cached token is refused.
+    async fn authed<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(Session) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let (session, cached) = self.session(false).await?;
+        match f(session).await {
+            Err(e) if e.kind() == ErrorKind::Unauthorized && cached => {
+                let (session, _) = self.session(true).await?;
+                Ok(f(session).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn print<T: Serialize>(&self, value: &T, human: impl FnOnce(&T) -> String) -> Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        } else {
+            println!("{}", human(value));
+        }
+        Ok(())
+    }
+}
+
+fn sub_name(s: &str) -> Result<SubredditName> {
+    Ok(s.trim_start_matches("r/").parse::<SubredditName>()?)
+}
+
+fn user_name(s: &str) -> Result<Username> {
+    Ok(s.trim_start_matches("u/").parse::<Username>()?)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let store = KeyStore::new(cli.config_dir.clone().unwrap_or_else(KeyStore::default_dir));
+    let options = ClientOptions {
+        request_timeout: Duration::from_millis(cli.timeout_ms.max(1)),
+        ..ClientOptions::default()
+    };
+    let client = RedditClient::connect(&cli.nats_url, options).await?;
+    let ctx = Ctx {
+        client,
+        store,
+        user: cli.user.clone(),
+        json: cli.json,
+    };
+    let c = &ctx.client;
+    match cli.command {
+        Command::Register { username } => {
+            let user = user_name(&username)?;
+            if ctx.store.load_key(&user)?.is_some() {
+                bail!(
+                    "a key for {user} already exists in {}; refusing to overwrite it",
+                    ctx.store.dir().display()
+                );
+            }
+            let id = Identity::generate();
+            let view = c.register(&user, &id).await?;
+            let path = ctx
+                .store
+                .save_key(&user, &id)
+                .context("could not store the key")?;
+            if !ctx.json {
+                eprintln!("registered; key stored in {}", path.display());
+            }
+            ctx.print(&view, output::user)?;
+        }
+        Command::Login => {
+            let (session, _) = ctx.session(true).await?;
+            if ctx.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"username": session.username.as_str(), "expires_at": session.expires_at})
+                );
+            } else {
+                println!(
+                    "logged in as {} until {}",
+                    session.username,
+                    output::time(session.expires_at)
+                );
+            }
+        }
+        Command::User { username } => {
+            let user = match username {
+                Some(u) => user_name(&u)?,
+                None => ctx.username()?,
+            };
+            ctx.print(&c.get_user(&user).await?, output::user)?;
+        }
+        Command::Sub(cmd) => match cmd {
+            SubCommand::Create { name, description } => {
+                let name = sub_name(&name)?;
+                let v = ctx
+                    .authed(|s| {
+                        let (c, name, d) = (c.clone(), name.clone(), description.clone());
+                        async move { c.create_subreddit(&s, &name, &d).await }
+                    })
+                    .await?;
+                ctx.print(&v, output::subreddit)?;
+            }
+            SubCommand::Get { name } => {
+                ctx.print(
+                    &c.get_subreddit(&sub_name(&name)?).await?,
+                    output::subreddit,
+                )?;
+            }
+            SubCommand::List { limit } => {
+                ctx.print(&c.list_subreddits(limit).await?, |l| output::subreddits(l))?;
+            }
+            SubCommand::Join { name } => {
+                let name = sub_name(&name)?;
+                let r = ctx
+                    .authed(|s| {
+                        let (c, name) = (c.clone(), name.clone());
+                        async move { c.join(&s, &name).await }
+                    })
+                    .await?;
+                ctx.print(&r, |r| {
+                    format!("joined r/{} ({})", r.subreddit, output::members(r.members))
+                })?;
+            }
+            SubCommand::Leave { name } => {
+                let name = sub_name(&name)?;
+                let r = ctx
+                    .authed(|s| {
+                        let (c, name) = (c.clone(), name.clone());
+                        async move { c.leave(&s, &name).await }
+                    })
+                    .await?;
+                ctx.print(&r, |r| {
+                    format!("left r/{} ({})", r.subreddit, output::members(r.members))
+                })?;
+            }
+        },
+        Command::Post(cmd) => match cmd {
+            PostCommand::Create {
+                subreddit,
+                title,
+                body,
+                repost_of,
+            } => {
+                let repost_of = match repost_of {
+                    None => None,
+                    Some(r) => {
+                        let (s, id) = r
+                            .trim_start_matches("r/")
+                            .split_once('/')
+                            .ok_or_else(|| anyhow!("--repost-of takes SUBREDDIT/POST_ID"))?;
+                        Some(PostRef {
+                            subreddit: sub_name(s)?,
+                            id: id
+                                .parse()
+                                .context("--repost-of: the post id is not a UUID")?,
+                        })
+                    }
+                };
+                let req = CreatePostRequest {
+                    subreddit: sub_name(&subreddit)?,
+                    title,
+                    body,
+                    repost_of,
+                };
+                let v = ctx
+                    .authed(|s| {
+                        let (c, req) = (c.clone(), req.clone());
+                        async move { c.create_post(&s, &req).await }
+                    })
+                    .await?;
+                ctx.print(&v, output::post)?;
+            }
+            PostCommand::Get { subreddit, id } => {
+                ctx.print(&c.get_post(&sub_name(&subreddit)?, id).await?, output::post)?;
+            }
+            PostCommand::List { subreddit, page } => {
+                let req = ListPostsRequest {
+                    subreddit: sub_name(&subreddit)?,
+                    sort: page.sort.into(),
+                    limit: page.limit,
+                    cursor: page.cursor,
+                };
+                ctx.print(&c.list_posts(&req).await?, output::posts)?;
+            }
+        },
+        Command::Comment {
+            subreddit,
+            post_id,
+            body,
+            parent,
+        } => {
+            let req = CreateCommentRequest {
+                subreddit: sub_name(&subreddit)?,
+                post_id,
+                parent_id: parent,
+                body,
+            };
+            let v = ctx
+                .authed(|s| {
+                    let (c, req) = (c.clone(), req.clone());
+                    async move { c.create_comment(&s, &req).await }
+                })
+                .await?;
+            ctx.print(&v, output::comment)?;
+        }
+        Command::Comments {
+            subreddit,
+            post_id,
+            sort,
+            limit,
+        } => {
+            let req = CommentTreeRequest {
+                subreddit: sub_name(&subreddit)?,
+                post_id,
+                sort: match sort {
+                    CommentSortArg::Best => CommentSort::Best,
+                    CommentSortArg::Top => CommentSort::Top,
+                    CommentSortArg::New => CommentSort::New,
+                },
+                limit,
+            };
+            ctx.print(&c.comment_tree(&req).await?, output::tree)?;
+        }
+        Command::Vote {
+            subreddit,
+            target,
+            id,
+            direction,
+        } => {
+            let req = VoteRequest {
+                subreddit: sub_name(&subreddit)?,
+                target: match target {
+                    TargetArg::Post => VoteTarget::Post,
+                    TargetArg::Comment => VoteTarget::Comment,
+                },
+                id,
+                value: match direction {
+                    DirectionArg::Up => 1,
+                    DirectionArg::Down => -1,
+                    DirectionArg::Clear => 0,
+                },
+            };
+            let v = ctx
+                .authed(|s| {
+                    let (c, req) = (c.clone(), req.clone());
+                    async move { c.vote(&s, &req).await }
+                })
+                .await?;
+            ctx.print(&v, |v| {
+                format!(
+                    "score {:+} (↑{} ↓{}), your vote {:+}",
+                    v.score, v.ups, v.downs, v.value
+                )
+            })?;
+        }
+        Command::Feed(page) => {
+            let req = FeedRequest {
+                sort: page.sort.into(),
+                limit: page.limit,
+                cursor: page.cursor,
+            };
+            let v = ctx
+                .authed(|s| {
+                    let (c, req) = (c.clone(), req.clone());
+                    async move { c.feed(&s, &req).await }
+                })
+                .await?;
+            ctx.print(&v, output::posts)?;
+        }
+        Command::Dm(cmd) => match cmd {
+            DmCommand::Send { to, body } => {
+                let to = user_name(&to)?;
+                let v = ctx
+                    .authed(|s| {
+                        let (c, to, body) = (c.clone(), to.clone(), body.clone());
+                        async move { c.send_dm(&s, &to, &body).await }
+                    })
+                    .await?;
+                ctx.print(&v, output::sent_dm)?;
+            }
+            DmCommand::Reply { dm_id, body } => {
+                let v = ctx
+                    .authed(|s| {
+                        let (c, body) = (c.clone(), body.clone());
+                        async move { c.reply_dm(&s, dm_id, &body).await }
+                    })
+                    .await?;
+                ctx.print(&v, output::sent_dm)?;
+            }
+            DmCommand::List {
+                sent,
+                unread,
+                limit,
+                cursor,
+            } => {
+                let req = ListDmsRequest {
+                    folder: if sent {
+                        DmFolder::Sent
+                    } else {
+                        DmFolder::Inbox
+                    },
+                    unread_only: unread,
+                    limit,
+                    cursor,
+                };
+                let v = ctx
+                    .authed(|s| {
+                        let (c, req) = (c.clone(), req.clone());
+                        async move { c.list_dms(&s, &req).await }
+                    })
+                    .await?;
+                ctx.print(&v, output::dms)?;
+            }
+            DmCommand::Read { ids } => {
+                let v = ctx
+                    .authed(|s| {
+                        let (c, ids) = (c.clone(), ids.clone());
+                        async move { c.mark_read(&s, ids).await }
+                    })
+                    .await?;
+                ctx.print(&v, |v| {
+                    format!("marked {} read; {} unread left", v.marked, v.unread)
+                })?;
+            }
+        },
+        Command::Stats => {
+            ctx.print(&c.all_stats().await?, |s| output::stats(s))?;
+        }
+        Command::Audit { max } => {
+            let report = c.audit(max).await?;
+            ctx.print(&report, output::audit)?;
+            if !report.ok {
+                std::process::exit(1);
+            }
+        }
+        Command::Shards => {
+            ctx.print(&c.shard_info().to_vec(), |info| {
+                info.iter()
+                    .map(|i| {
+                        format!(
+                            "shard {} of {}: instance {} (v{})",
+                            i.shard,
+                            c.shards(),
+                            i.instance,
+                            i.version
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
+        }
+        Command::Watch { subs, count } => watch(&ctx, subs, count).await?,
+    }
+    Ok(())
+}
+
+async fn watch(ctx: &Ctx, subs: Vec<String>, count: Option<usize>) -> Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<PushEvent>(256);
+    let mut streams = Vec::new();
+    if ctx.user.is_some() {
+        streams.push(ctx.client.user_events(&ctx.username()?).await?);
+    }
+    for s in &subs {
+        streams.push(ctx.client.subreddit_events(&sub_name(s)?).await?);
+    }
+    if streams.is_empty() {
+        bail!("nothing to watch: pass --user and/or --sub");
+    }
+    for mut stream in streams {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(e) = stream.next().await {
+                if tx.send(e).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+    if !ctx.json {
+        eprintln!("watching; Ctrl-C to stop");
+    }
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            e = rx.recv() => {
+                let Some(e) = e else { break };
+                ctx.print(&e, |e| match e {
+                    PushEvent::Dm { dm } => format!("DM {}", output::dm(dm)),
+                    PushEvent::Reply { comment } => format!("reply in r/{} on post {}:\n{}", comment.subreddit, comment.post_id, output::comment(comment)),
+                    PushEvent::Post { post } => format!("new post:\n{}", output::post(post)),
+                })?;
+                seen += 1;
+                if count.is_some_and(|n| seen >= n) {
+                    break;
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    Ok(())
+}

@@ -26,18 +26,35 @@ async fn every_operation(shards: u32) {
     assert_eq!(a.username, "Alice");
     assert_eq!(a.post_karma, 0);
     assert!(a.joined.is_empty());
-    assert_eq!(c.get_user(&un("nobody")).await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        c.get_user(&un("nobody")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 
     // sub.create / get / list
-    let rust = c.create_subreddit(&alice, &sn("Rust"), "The language").await.unwrap();
+    let rust = c
+        .create_subreddit(&alice, &sn("Rust"), "The language")
+        .await
+        .unwrap();
     assert_eq!(rust.name.as_str(), "Rust");
     assert_eq!(rust.creator, "Alice");
-    let err = c.create_subreddit(&bob, &sn("rust"), "again").await.unwrap_err();
+    let err = c
+        .create_subreddit(&bob, &sn("rust"), "again")
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     c.create_subreddit(&bob, &sn("cooking"), "").await.unwrap();
-    c.create_subreddit(&bob, &sn("gardening"), "").await.unwrap();
-    assert_eq!(c.get_subreddit(&sn("RUST")).await.unwrap().description, "The language");
-    assert_eq!(c.get_subreddit(&sn("nope")).await.unwrap_err().kind(), ErrorKind::NotFound);
+    c.create_subreddit(&bob, &sn("gardening"), "")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_subreddit(&sn("RUST")).await.unwrap().description,
+        "The language"
+    );
+    assert_eq!(
+        c.get_subreddit(&sn("nope")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 
     // sub.join / leave (idempotent), reflected in the user's joined list at once
     for s in [&alice, &bob, &carol] {
@@ -58,7 +75,10 @@ async fn every_operation(shards: u32) {
     assert_eq!(subs.len(), 3);
     assert_eq!(subs[0].name.as_str(), "Rust");
     assert_eq!(subs[0].members, 3);
-    assert_eq!(c.join(&bob, &sn("missing")).await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        c.join(&bob, &sn("missing")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 
     // push: subscribe before acting
     let mut alice_events = c.user_events(&un("alice")).await.unwrap();
@@ -79,7 +99,10 @@ async fn every_operation(shards: u32) {
         .unwrap();
     assert_eq!(post.author, "Alice");
     assert_eq!(post.score, 0);
-    match tokio::time::timeout(Duration::from_secs(5), rust_events.next()).await.unwrap() {
+    match tokio::time::timeout(Duration::from_secs(5), rust_events.next())
+        .await
+        .unwrap()
+    {
         Some(PushEvent::Post { post: p }) => assert_eq!(p.id, post.id),
         other => panic!("expected a post event, got {other:?}"),
     }
@@ -115,7 +138,10 @@ async fn every_operation(shards: u32) {
         .await
         .unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound);
-    assert_eq!(c.get_post(&sn("rust"), post.id).await.unwrap().title, "Hello");
+    assert_eq!(
+        c.get_post(&sn("rust"), post.id).await.unwrap().title,
+        "Hello"
+    );
     let second = c
         .create_post(
             &carol,
@@ -163,7 +189,10 @@ async fn every_operation(shards: u32) {
         )
         .await
         .unwrap();
-    match tokio::time::timeout(Duration::from_secs(5), alice_events.next()).await.unwrap() {
+    match tokio::time::timeout(Duration::from_secs(5), alice_events.next())
+        .await
+        .unwrap()
+    {
         Some(PushEvent::Reply { comment }) => assert_eq!(comment.id, c1.id),
         other => panic!("expected a reply event, got {other:?}"),
     }
@@ -223,20 +252,60 @@ async fn every_operation(shards: u32) {
         id,
         value,
     };
-    assert_eq!(c.vote(&bob, &vote(1, VoteTarget::Post, post.id.0)).await.unwrap().score, 1);
-    assert_eq!(c.vote(&bob, &vote(1, VoteTarget::Post, post.id.0)).await.unwrap().score, 1);
-    assert_eq!(c.vote(&carol, &vote(1, VoteTarget::Post, post.id.0)).await.unwrap().score, 2);
-    assert_eq!(c.vote(&carol, &vote(-1, VoteTarget::Post, post.id.0)).await.unwrap().score, 0);
-    let v = c.vote(&carol, &vote(0, VoteTarget::Post, post.id.0)).await.unwrap();
+    assert_eq!(
+        c.vote(&bob, &vote(1, VoteTarget::Post, post.id.0))
+            .await
+            .unwrap()
+            .score,
+        1
+    );
+    assert_eq!(
+        c.vote(&bob, &vote(1, VoteTarget::Post, post.id.0))
+            .await
+            .unwrap()
+            .score,
+        1
+    );
+    assert_eq!(
+        c.vote(&carol, &vote(1, VoteTarget::Post, post.id.0))
+            .await
+            .unwrap()
+            .score,
+        2
+    );
+    assert_eq!(
+        c.vote(&carol, &vote(-1, VoteTarget::Post, post.id.0))
+            .await
+            .unwrap()
+            .score,
+        0
+    );
+    let v = c
+        .vote(&carol, &vote(0, VoteTarget::Post, post.id.0))
+        .await
+        .unwrap();
     assert_eq!((v.score, v.ups, v.downs, v.value), (1, 1, 0, 0));
-    assert_eq!(c.vote(&alice, &vote(-1, VoteTarget::Comment, c1.id.0)).await.unwrap().score, -1);
-    let nothing = c.vote(&alice, &vote(1, VoteTarget::Comment, post.id.0)).await.unwrap_err();
+    assert_eq!(
+        c.vote(&alice, &vote(-1, VoteTarget::Comment, c1.id.0))
+            .await
+            .unwrap()
+            .score,
+        -1
+    );
+    let nothing = c
+        .vote(&alice, &vote(1, VoteTarget::Comment, post.id.0))
+        .await
+        .unwrap_err();
     assert_eq!(nothing.kind(), ErrorKind::NotFound);
-    eventually("karma to reach the authors' shards", Duration::from_secs(5), || async {
-        let a = c.get_user(&un("alice")).await.unwrap();
-        let b = c.get_user(&un("bob")).await.unwrap();
-        a.post_karma == 1 && b.comment_karma == -1
-    })
+    eventually(
+        "karma to reach the authors' shards",
+        Duration::from_secs(5),
+        || async {
+            let a = c.get_user(&un("alice")).await.unwrap();
+            let b = c.get_user(&un("bob")).await.unwrap();
+            a.post_karma == 1 && b.comment_karma == -1
+        },
+    )
     .await;
 
     // feed across joined subreddits
@@ -270,7 +339,10 @@ async fn every_operation(shards: u32) {
     // DMs: send, push, list, reply, read, sent folder
     let dm = c.send_dm(&bob, &un("ALICE"), "hi alice").await.unwrap();
     assert_eq!(dm.to, "Alice");
-    match tokio::time::timeout(Duration::from_secs(5), alice_events.next()).await.unwrap() {
+    match tokio::time::timeout(Duration::from_secs(5), alice_events.next())
+        .await
+        .unwrap()
+    {
         Some(PushEvent::Dm { dm: d }) => assert_eq!(d.id, dm.id),
         other => panic!("expected a DM event, got {other:?}"),
     }
@@ -316,7 +388,11 @@ async fn every_operation(shards: u32) {
     assert_eq!(stats.iter().map(|s| s.posts).sum::<u64>(), 3);
     assert_eq!(stats.iter().map(|s| s.comments).sum::<u64>(), 6);
     eventually("outboxes to drain", Duration::from_secs(5), || async {
-        c.all_stats().await.unwrap().iter().all(|s| s.pending_sync == 0)
+        c.all_stats()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.pending_sync == 0)
     })
     .await;
     let audit = c.audit(10).await.unwrap();

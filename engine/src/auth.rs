@@ -27,7 +27,9 @@ pub struct TokenSigner {
 
 impl std::fmt::Debug for TokenSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSigner").field("ttl_ms", &self.ttl_ms).finish_non_exhaustive()
+        f.debug_struct("TokenSigner")
+            .field("ttl_ms", &self.ttl_ms)
+            .finish_non_exhaustive()
     }
 }
 
@@ -61,7 +63,11 @@ impl TokenSigner {
 
     /// The user a token speaks for, if it is genuine and not expired at `now`.
     pub fn verify(&self, token: &str, now: i64) -> Result<Username, WireError> {
-        let forged = || WireError::unauthenticated("the token is not valid (malformed or not signed by this cluster)");
+        let forged = || {
+            WireError::unauthenticated(
+                "the token is not valid (malformed or not signed by this cluster)",
+            )
+        };
         let (body, mac) = token.rsplit_once('.').ok_or_else(forged)?;
         let mut parts = body.splitn(3, '.');
         let (Some("v1"), Some(name), Some(expires)) = (parts.next(), parts.next(), parts.next())
@@ -74,7 +80,9 @@ impl TokenSigner {
         }
         let expires: i64 = expires.parse().map_err(|_| forged())?;
         if expires <= now {
-            return Err(WireError::unauthenticated("the token has expired; log in again"));
+            return Err(WireError::unauthenticated(
+                "the token has expired; log in again",
+            ));
         }
         Username::parse(name).map_err(|_| forged())
     }
@@ -82,7 +90,10 @@ impl TokenSigner {
     /// A short fingerprint of the secret, so shards can check they share it without
     /// revealing it.
     pub fn fingerprint(&self) -> String {
-        self.mac("reddit-secret-fingerprint").chars().take(16).collect()
+        self.mac("reddit-secret-fingerprint")
+            .chars()
+            .take(16)
+            .collect()
     }
 }
 
@@ -106,7 +117,8 @@ impl Challenges {
         if self.open.len() > 4096 {
             self.open.retain(|_, (_, exp)| *exp > now);
         }
-        self.open.insert(user_key.to_owned(), (challenge.clone(), expires));
+        self.open
+            .insert(user_key.to_owned(), (challenge.clone(), expires));
         (challenge, expires)
     }
 
@@ -125,7 +137,9 @@ impl Challenges {
             .remove(user.key())
             .ok_or_else(|| fail("no open challenge for this user; ask auth.challenge first"))?;
         if expected != challenge {
-            return Err(fail("the challenge is not the one issued (each is accepted once)"));
+            return Err(fail(
+                "the challenge is not the one issued (each is accepted once)",
+            ));
         }
         if expires <= now {
             return Err(fail("the challenge has expired"));
@@ -134,7 +148,8 @@ impl Challenges {
             .ok()
             .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
             .ok_or_else(|| fail("the signature must be 128 hex digits"))?;
-        let key = VerifyingKey::from_bytes(public_key).map_err(|_| fail("the registered key is not a valid Ed25519 key"))?;
+        let key = VerifyingKey::from_bytes(public_key)
+            .map_err(|_| fail("the registered key is not a valid Ed25519 key"))?;
         key.verify(
             &login_message(user.key(), challenge),
             &Signature::from_bytes(&sig_bytes),
@@ -186,6 +201,8 @@ mod tests {
         // expired fails
         let (ch, _) = c.issue("bob", 0);
         let sig = hex::encode(key.sign(&login_message("bob", &ch)).to_bytes());
-        assert!(c.verify(&bob, &ch, &sig, &public, CHALLENGE_TTL_MS + 1).is_err());
+        assert!(c
+            .verify(&bob, &ch, &sig, &public, CHALLENGE_TTL_MS + 1)
+            .is_err());
     }
 }

@@ -71,10 +71,18 @@ pub fn reply_of<T: DeserializeOwned>(msg: &async_nats::Message) -> Result<T, Wir
 pub fn request_error(shard: u32, e: &async_nats::RequestError) -> WireError {
     use async_nats::RequestErrorKind as K;
     match e.kind() {
-        K::NoResponders => WireError::unavailable(format!("shard {shard} is not running (no responders)")),
+        K::NoResponders => {
+            WireError::unavailable(format!("shard {shard} is not running (no responders)"))
+        }
         K::TimedOut => WireError::unavailable(format!("shard {shard} did not answer in time")),
-        K::MaxPayloadExceeded => WireError::new(ErrorCode::TooLarge, format!("request to shard {shard} exceeds the NATS max payload")),
-        _ => WireError::new(ErrorCode::Unavailable, format!("request to shard {shard} failed: {e}")),
+        K::MaxPayloadExceeded => WireError::new(
+            ErrorCode::TooLarge,
+            format!("request to shard {shard} exceeds the NATS max payload"),
+        ),
+        _ => WireError::new(
+            ErrorCode::Unavailable,
+            format!("request to shard {shard} failed: {e}"),
+        ),
     }
 }
 

@@ -50,7 +50,12 @@ pub struct Config {
 
 impl Config {
     /// A configuration with default limits.
-    pub fn new(nats_url: impl Into<String>, shard: u32, shards: u32, secret: impl Into<String>) -> Self {
+    pub fn new(
+        nats_url: impl Into<String>,
+        shard: u32,
+        shards: u32,
+        secret: impl Into<String>,
+    ) -> Self {
         Self {
             nats_url: nats_url.into(),
             shard,
@@ -128,7 +133,11 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, Engine
 /// Refuses to start next to a live owner of the same shard, or next to shards that
 /// disagree about the cluster size or secret. Each probe is a request that either
 /// gets an answer or, with nobody subscribed, an immediate no-responders reply.
-async fn startup_checks(peers: &Peers, config: &Config, fingerprint: &str) -> Result<(), EngineError> {
+async fn startup_checks(
+    peers: &Peers,
+    config: &Config,
+    fingerprint: &str,
+) -> Result<(), EngineError> {
     for other in 0..=config.shards {
         let hello: Result<Hello, _> = peers.call(other, Op::InternalHello, &Empty {}).await;
         let Ok(hello) = hello else { continue };
@@ -155,7 +164,10 @@ async fn startup_checks(peers: &Peers, config: &Config, fingerprint: &str) -> Re
 /// Serves shard `config.shard` until `shutdown` resolves, then stops taking requests,
 /// answers those already taken, delivers what it owes other shards (bounded in time)
 /// and returns.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), EngineError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), EngineError> {
     if config.shards == 0 || config.shard >= config.shards {
         return Err(EngineError::Config(format!(
             "--shard must be in 0..{} (got {})",
@@ -163,7 +175,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         )));
     }
     if config.secret.is_empty() {
-        return Err(EngineError::Config("the token secret must not be empty".into()));
+        return Err(EngineError::Config(
+            "the token secret must not be empty".into(),
+        ));
     }
     let name = format!("reddit-engine-{}", config.shard);
     let client = connect(&config.nats_url, &name).await?;
@@ -182,7 +196,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     use async_nats::service::ServiceExt;
     let service = client
         .service_builder()
-        .description(format!("Reddit engine shard {} of {}", config.shard, config.shards))
+        .description(format!(
+            "Reddit engine shard {} of {}",
+            config.shard, config.shards
+        ))
         .metadata(metadata)
         .stats_handler(move |_, _| stats_metrics.to_json())
         .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
@@ -217,7 +234,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         metrics.pending_sync.clone(),
         Duration::from_secs(5),
     ));
-    let actor = Actor::new(ShardState::new(config.shard, config.shards), ctx, jobs_tx.downgrade());
+    let actor = Actor::new(
+        ShardState::new(config.shard, config.shards),
+        ctx,
+        jobs_tx.downgrade(),
+    );
     let actor = tokio::spawn(actor.run(jobs_rx));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let reader = tokio::spawn(server::read_requests(
@@ -230,7 +251,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     tracing::info!(shard = config.shard, shards = config.shards, %instance, "serving");
 
     shutdown.await;
-    tracing::info!(shard = config.shard, "shutting down: no new requests, answering the queued ones");
+    tracing::info!(
+        shard = config.shard,
+        "shutting down: no new requests, answering the queued ones"
+    );
     let _ = stop_tx.send(true);
     let _ = reader.await;
     let _ = actor.await;

@@ -18,13 +18,17 @@ use reddit_shared::error::{ErrorCode, WireError, ERROR_CODE_HEADER, ERROR_HEADER
 use reddit_shared::names::{SubredditName, Username};
 use reddit_shared::protocol::admin::{AuditReport, AuditRequest, ShardStats};
 use reddit_shared::protocol::comment::{CommentTreeRequest, CreateCommentRequest};
-use reddit_shared::protocol::dm::{DmView, ListDmsRequest, MarkReadRequest, ReplyDmRequest, SendDmRequest};
+use reddit_shared::protocol::dm::{
+    DmView, ListDmsRequest, MarkReadRequest, ReplyDmRequest, SendDmRequest,
+};
 use reddit_shared::protocol::feed::FeedRequest;
 use reddit_shared::protocol::internal::{
     AuditExport, AuditExportRequest, DeliverDm, FeedCandidates, FeedCandidatesRequest, Hello,
     SyncAck, SyncBatch,
 };
-use reddit_shared::protocol::post::{CreatePostRequest, GetPostRequest, ListPostsRequest, PostSort, PostView};
+use reddit_shared::protocol::post::{
+    CreatePostRequest, GetPostRequest, ListPostsRequest, PostSort, PostView,
+};
 use reddit_shared::protocol::subreddit::{
     CreateSubredditRequest, GetSubredditRequest, ListSubredditsRequest, MembershipRequest,
     SubredditList,
@@ -105,7 +109,10 @@ impl Metrics {
 
     /// Total requests received.
     pub fn total_requests(&self) -> u64 {
-        self.requests.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>()
+        self.requests
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
             + self.unknown.load(Ordering::Relaxed)
     }
 
@@ -251,7 +258,9 @@ pub async fn read_requests(
                 respond(
                     &metrics,
                     &request,
-                    Err(WireError::unavailable("the shard is overloaded (request queue full); retry later")),
+                    Err(WireError::unavailable(
+                        "the shard is overloaded (request queue full); retry later",
+                    )),
                 )
                 .await;
             }
@@ -335,7 +344,9 @@ impl Actor {
                     respond(
                         &self.ctx.metrics,
                         &request,
-                        Err(WireError::unavailable("too many cross-shard requests in flight; retry later")),
+                        Err(WireError::unavailable(
+                            "too many cross-shard requests in flight; retry later",
+                        )),
                     )
                     .await
                 }
@@ -393,7 +404,9 @@ impl Actor {
         if self.ctx.sync_tx.capacity() > 0 {
             Ok(())
         } else {
-            Err(WireError::unavailable("the shard's outbox to other shards is full; retry later"))
+            Err(WireError::unavailable(
+                "the shard's outbox to other shards is full; retry later",
+            ))
         }
     }
 
@@ -405,7 +418,12 @@ impl Actor {
             .ok_or_else(|| WireError::unavailable("the shard is shutting down"))
     }
 
-    fn dispatch(&mut self, op: Op, request: &Request, fx: &mut Effects) -> Result<Handled, WireError> {
+    fn dispatch(
+        &mut self,
+        op: Op,
+        request: &Request,
+        fx: &mut Effects,
+    ) -> Result<Handled, WireError> {
         let p: &[u8] = &request.message.payload;
         let now = now_millis();
         match op {
@@ -442,7 +460,11 @@ impl Actor {
             Op::SubCreate => {
                 let who = self.caller(request, now)?;
                 let r: CreateSubredditRequest = parse(p)?;
-                reply(&self.state.create_subreddit(&who, &r.name, r.description, now)?)
+                reply(
+                    &self
+                        .state
+                        .create_subreddit(&who, &r.name, r.description, now)?,
+                )
             }
             Op::SubGet => {
                 let r: GetSubredditRequest = parse(p)?;
@@ -509,7 +531,13 @@ impl Actor {
                                     .map_err(|e| original_missing(e, &orig.subreddit))?;
                                 cont.run(move |state, fx| {
                                     state.create_post(
-                                        &who, &r.subreddit, r.title, r.body, r.repost_of, now_millis(), fx,
+                                        &who,
+                                        &r.subreddit,
+                                        r.title,
+                                        r.body,
+                                        r.repost_of,
+                                        now_millis(),
+                                        fx,
                                     )
                                 })
                                 .await
@@ -524,7 +552,13 @@ impl Actor {
                                 .map_err(|e| original_missing(e, &orig.subreddit))?;
                         }
                         reply(&self.state.create_post(
-                            &who, &r.subreddit, r.title, r.body, repost_of, now, fx,
+                            &who,
+                            &r.subreddit,
+                            r.title,
+                            r.body,
+                            repost_of,
+                            now,
+                            fx,
                         )?)
                     }
                 }
@@ -535,7 +569,11 @@ impl Actor {
             }
             Op::PostList => {
                 let r: ListPostsRequest = parse(p)?;
-                reply(&self.state.list_posts(&r.subreddit, r.sort, r.limit, r.cursor.as_ref())?)
+                reply(
+                    &self
+                        .state
+                        .list_posts(&r.subreddit, r.sort, r.limit, r.cursor.as_ref())?,
+                )
             }
             Op::CommentCreate => {
                 let who = self.caller(request, now)?;
@@ -550,7 +588,11 @@ impl Actor {
                 let who = self.caller(request, now)?;
                 let r: VoteRequest = parse(p)?;
                 self.need_sync_room()?;
-                reply(&self.state.vote(&who, &r.subreddit, r.target, r.id, r.value, fx)?)
+                reply(
+                    &self
+                        .state
+                        .vote(&who, &r.subreddit, r.target, r.id, r.value, fx)?,
+                )
             }
             Op::FeedGet => {
                 let who = self.caller(request, now)?;
@@ -567,7 +609,9 @@ impl Actor {
                 let who = self.caller(request, now)?;
                 let r: ReplyDmRequest = parse(p)?;
                 let to = self.state.reply_target(&who, r.dm_id)?;
-                let dm = self.state.prepare_dm(&who, &to, r.body, Some(r.dm_id), now)?;
+                let dm = self
+                    .state
+                    .prepare_dm(&who, &to, r.body, Some(r.dm_id), now)?;
                 self.send_dm(dm, fx)
             }
             Op::DmList => {
@@ -621,7 +665,12 @@ impl Actor {
                 let r: AuditExportRequest = parse(p)?;
                 let limit = r.limit.clamp(1, 10 * AUDIT_PAGE) as usize;
                 let offset = usize::try_from(r.offset).unwrap_or(usize::MAX);
-                let mut records: Vec<_> = self.state.audit_records().skip(offset).take(limit + 1).collect();
+                let mut records: Vec<_> = self
+                    .state
+                    .audit_records()
+                    .skip(offset)
+                    .take(limit + 1)
+                    .collect();
                 let done = records.len() <= limit;
                 records.truncate(limit);
                 reply(&AuditExport {
@@ -666,12 +715,15 @@ impl Actor {
         let limit = r.limit.unwrap_or(DEFAULT_PAGE) as usize;
         let mut by_shard: BTreeMap<u32, Vec<SubredditName>> = BTreeMap::new();
         for name in joined {
-            by_shard.entry(self.state.owner(name.key())).or_default().push(name);
+            by_shard
+                .entry(self.state.owner(name.key()))
+                .or_default()
+                .push(name);
         }
         let local = by_shard.remove(&self.ctx.shard).unwrap_or_default();
-        let mut posts =
-            self.state
-                .feed_candidates(&local, r.sort, limit + 1, r.cursor.as_ref())?;
+        let mut posts = self
+            .state
+            .feed_candidates(&local, r.sort, limit + 1, r.cursor.as_ref())?;
         if by_shard.is_empty() {
             return reply(&merge_feed(posts, r.sort, limit));
         }
@@ -686,7 +738,11 @@ impl Actor {
                         cursor: r.cursor.clone(),
                     };
                     let peers = peers.clone();
-                    async move { peers.call::<_, FeedCandidates>(shard, Op::InternalFeedCandidates, &req).await }
+                    async move {
+                        peers
+                            .call::<_, FeedCandidates>(shard, Op::InternalFeedCandidates, &req)
+                            .await
+                    }
                 });
                 for result in futures::future::join_all(calls).await {
                     posts.extend(result?.posts);
@@ -710,7 +766,8 @@ impl Actor {
                 let delivered: DmView = peers
                     .call(dest, Op::InternalDmDeliver, &DeliverDm { dm })
                     .await?;
-                cont.run(move |state, _| Ok(state.record_sent(delivered))).await
+                cont.run(move |state, _| Ok(state.record_sent(delivered)))
+                    .await
             }
             .boxed(),
         ))
@@ -740,7 +797,10 @@ impl Continuation {
 
 fn original_missing(e: WireError, sub: &SubredditName) -> WireError {
     if e.code == ErrorCode::NotFound {
-        WireError::not_found(format!("the original post does not exist in r/{sub}: {}", e.message))
+        WireError::not_found(format!(
+            "the original post does not exist in r/{sub}: {}",
+            e.message
+        ))
     } else {
         e
     }

@@ -45,6 +45,9 @@ mod tests {
 
     #[test]
     fn message_is_stable() {
-        assert_eq!(login_message("bob", "00ff"), b"reddit-login-v1\nbob\n00ff".to_vec());
+        assert_eq!(
+            login_message("bob", "00ff"),
+            b"reddit-login-v1\nbob\n00ff".to_vec()
+        );
     }
 }

@@ -19,7 +19,11 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WireError> {
 /// valid MessagePack of the wrong shape (missing field, wrong type, invalid name)
 /// gives `invalid_request` naming the problem.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    let bytes = if bytes.is_empty() { &EMPTY_MAP[..] } else { bytes };
+    let bytes = if bytes.is_empty() {
+        &EMPTY_MAP[..]
+    } else {
+        bytes
+    };
     rmp_serde::from_slice(bytes).map_err(decode_error)
 }
 
@@ -42,7 +46,9 @@ pub fn decode_reply<T: DeserializeOwned>(
             .unwrap_or(ErrorCode::Internal);
         return Err(WireError::new(
             code,
-            error_text.unwrap_or("the service answered with an error").to_owned(),
+            error_text
+                .unwrap_or("the service answered with an error")
+                .to_owned(),
         ));
     }
     rmp_serde::from_slice(body)
@@ -82,7 +88,10 @@ mod tests {
 
     #[test]
     fn round_trip_uses_named_fields() {
-        let p = Probe { name: "bob".parse().unwrap(), n: 3 };
+        let p = Probe {
+            name: "bob".parse().unwrap(),
+            n: 3,
+        };
         let bytes = encode(&p).unwrap();
         // fixmap with 2 entries, first key "name"
         assert_eq!(bytes[0], 0x82);

@@ -140,7 +140,10 @@ mod tests {
         let a = Username::parse("Alice").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(a.key(), "alice");
         assert_eq!(a.as_str(), "Alice");
-        assert_eq!(a, Username::parse("ALICE").unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(
+            a,
+            Username::parse("ALICE").unwrap_or_else(|e| panic!("{e}"))
+        );
     }
 
     #[test]
@@ -154,7 +157,10 @@ mod tests {
 
     #[test]
     fn error_names_the_rule() {
-        let e = Username::parse("x").err().map(|e| e.to_string()).unwrap_or_default();
+        let e = Username::parse("x")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("username") && e.contains("3–20"), "{e}");
     }
 

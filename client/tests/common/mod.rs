@@ -75,9 +75,14 @@ impl NatsServer {
         drop(ports_file);
         let start = Instant::now();
         let port = loop {
-            let found = std::fs::read_dir(&dir).unwrap().filter_map(Result::ok).find(|e| {
-                e.file_name().to_string_lossy().ends_with(&format!("_{pid}.ports"))
-            });
+            let found = std::fs::read_dir(&dir)
+                .unwrap()
+                .filter_map(Result::ok)
+                .find(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .ends_with(&format!("_{pid}.ports"))
+                });
             if let Some(entry) = found {
                 if let Ok(text) = std::fs::read_to_string(entry.path()) {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
@@ -88,7 +93,10 @@ impl NatsServer {
                     }
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "nats-server did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nats-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(5));
         };
         Self { child, port, dir }
@@ -233,4 +241,44 @@ pub fn un(name: &str) -> Username {
 /// Parses a subreddit name.
 pub fn sn(name: &str) -> reddit_shared::names::SubredditName {
     name.parse().unwrap()
+}
+
+/// A name starting with `prefix` that hashes to `shard` of `shards`.
+pub fn name_on(prefix: &str, shard: u32, shards: u32) -> String {
+    (0..10_000)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|n| reddit_shared::routing::shard_for(n, shards) == shard)
+        .expect("some name hashes to every shard")
+}
+
+/// Waits until no shard has cross-shard updates in flight.
+pub async fn quiesce(client: &RedditClient) {
+    eventually(
+        "cross-shard updates to drain",
+        Duration::from_secs(10),
+        || async {
+            client
+                .all_stats()
+                .await
+                .map(|s| s.iter().all(|s| s.pending_sync == 0 && s.queue_depth == 0))
+                .unwrap_or(false)
+        },
+    )
+    .await;
+}
+
+/// Builds a binary of the workspace if needed and returns its path.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let path = dir.join(name);
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--bin", name])
+            .current_dir(root())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build --bin {name} failed");
+    }
+    path
 }

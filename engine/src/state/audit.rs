@@ -34,28 +34,31 @@ impl ShardState {
             dms: t.dms,
         };
         let head = std::iter::once(AuditRecord::Counts { counts });
-        let subs = sub_keys.into_iter().filter_map(|k| self.subs.get(k)).flat_map(|sub| {
-            let key = sub.name().key().to_owned();
-            let violations = sub.local_violations().into_iter().map(|(kind, detail)| {
-                AuditRecord::Violation {
-                    violation: Violation { kind, detail },
-                }
-            });
-            let k1 = key.clone();
-            let members = sub.member_keys().map(move |u| AuditRecord::Member {
-                subreddit: k1.clone(),
-                user: u.to_owned(),
-            });
-            let scores = sub
-                .author_scores()
-                .map(move |(a, s)| AuditRecord::AuthorScore {
-                    subreddit: key.clone(),
-                    author: a.to_owned(),
-                    post: s.post,
-                    comment: s.comment,
+        let subs = sub_keys
+            .into_iter()
+            .filter_map(|k| self.subs.get(k))
+            .flat_map(|sub| {
+                let key = sub.name().key().to_owned();
+                let violations = sub.local_violations().into_iter().map(|(kind, detail)| {
+                    AuditRecord::Violation {
+                        violation: Violation { kind, detail },
+                    }
                 });
-            violations.chain(members).chain(scores)
-        });
+                let k1 = key.clone();
+                let members = sub.member_keys().map(move |u| AuditRecord::Member {
+                    subreddit: k1.clone(),
+                    user: u.to_owned(),
+                });
+                let scores = sub
+                    .author_scores()
+                    .map(move |(a, s)| AuditRecord::AuthorScore {
+                        subreddit: key.clone(),
+                        author: a.to_owned(),
+                        post: s.post,
+                        comment: s.comment,
+                    });
+                violations.chain(members).chain(scores)
+            });
         let users = user_keys.into_iter().filter_map(|k| self.users.get(k)).flat_map(|u| {
             let key = u.name().key().to_owned();
             let (k1, k2) = (key.clone(), key.clone());
@@ -166,7 +169,9 @@ pub fn check(
     for (user, sub) in members.difference(&joined) {
         violations.push(Violation {
             kind: "membership".to_owned(),
-            detail: format!("{user} is a member of r/{sub} but r/{sub} is not in their joined list"),
+            detail: format!(
+                "{user} is a member of r/{sub} but r/{sub} is not in their joined list"
+            ),
         });
     }
     for (user, sub) in joined.difference(&members) {
@@ -194,11 +199,16 @@ pub fn check(
         match sent.get(id) {
             None => violations.push(Violation {
                 kind: "dm".to_owned(),
-                detail: format!("DM {id} from {from} is in {to}'s inbox but not in {from}'s sent folder"),
+                detail: format!(
+                    "DM {id} from {from} is in {to}'s inbox but not in {from}'s sent folder"
+                ),
             }),
             Some(s) if s != &(from.clone(), to.clone()) => violations.push(Violation {
                 kind: "dm".to_owned(),
-                detail: format!("DM {id} is {from}→{to} in the inbox but {}→{} in the sent folder", s.0, s.1),
+                detail: format!(
+                    "DM {id} is {from}→{to} in the inbox but {}→{} in the sent folder",
+                    s.0, s.1
+                ),
             }),
             Some(_) => {}
         }
@@ -207,7 +217,9 @@ pub fn check(
         if !inbox.contains_key(id) {
             violations.push(Violation {
                 kind: "dm".to_owned(),
-                detail: format!("DM {id} to {to} is in {from}'s sent folder but not in {to}'s inbox"),
+                detail: format!(
+                    "DM {id} to {to} is in {from}'s sent folder but not in {to}'s inbox"
+                ),
             });
         }
     }

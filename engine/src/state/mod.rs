@@ -504,7 +504,6 @@ impl Tally {
 
 /// Used by submodules: a sorted, deduplicated list of subreddit names.
 pub(crate) fn sorted_names(names: impl Iterator<Item = SubredditName>) -> Vec<SubredditName> {
-    let set: BTreeMap<String, SubredditName> =
-        names.map(|n| (n.key().to_owned(), n)).collect();
+    let set: BTreeMap<String, SubredditName> = names.map(|n| (n.key().to_owned(), n)).collect();
     set.into_values().collect()
 }

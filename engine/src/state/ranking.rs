@@ -141,7 +141,11 @@ mod tests {
         // 1 up, 0 down: 1/(1+z^2) = 0.37844...
         let z2 = WILSON_Z * WILSON_Z;
         assert!(close(wilson(1, 0), 1.0 / (1.0 + z2)));
-        assert!(close(wilson(1, 0), 0.378_447_503_225_206_15), "{}", wilson(1, 0));
+        assert!(
+            close(wilson(1, 0), 0.378_447_503_225_206_15),
+            "{}",
+            wilson(1, 0)
+        );
         // 10 up 0 down ranks above 1 up 0 down; 50/50 at n=100 is below 0.5.
         assert!(wilson(10, 0) > wilson(1, 0));
         assert!(wilson(50, 50) < 0.5 && wilson(50, 50) > 0.43);

@@ -390,7 +390,8 @@ impl Subreddit {
                 if depth_left == 0 {
                     *truncated = true;
                 } else {
-                    view.replies = self.build_tree(&c.children, sort, depth_left - 1, budget, truncated);
+                    view.replies =
+                        self.build_tree(&c.children, sort, depth_left - 1, budget, truncated);
                 }
             }
             out.push(view);
@@ -438,11 +439,19 @@ impl Subreddit {
         let mut sums: HashMap<&str, AuthorScore> = HashMap::new();
         let mut comment_counts: HashMap<PostId, u32> = HashMap::new();
         for post in self.posts.values() {
-            check_tally(format!("post {} in r/{}", post.id, self.name), &post.tally, &mut out);
+            check_tally(
+                format!("post {} in r/{}", post.id, self.name),
+                &post.tally,
+                &mut out,
+            );
             sums.entry(post.author.key()).or_default().post += post.tally.score();
         }
         for c in self.comments.values() {
-            check_tally(format!("comment {} in r/{}", c.id, self.name), &c.tally, &mut out);
+            check_tally(
+                format!("comment {} in r/{}", c.id, self.name),
+                &c.tally,
+                &mut out,
+            );
             sums.entry(c.author.key()).or_default().comment += c.tally.score();
             *comment_counts.entry(c.post_id).or_default() += 1;
         }
@@ -490,15 +499,14 @@ impl Subreddit {
         let c: usize = self.comments.values().map(|c| c.tally.votes.len()).sum();
         (p + c) as u64
     }
-
 }
 
 fn parse_cursor(cursor: Option<&String>) -> Result<Option<SortKey>, WireError> {
     match cursor {
         None => Ok(None),
-        Some(c) => decode_cursor(c)
-            .map(Some)
-            .ok_or_else(|| WireError::invalid(format!("cursor {c:?} is not a cursor this engine returned"))),
+        Some(c) => decode_cursor(c).map(Some).ok_or_else(|| {
+            WireError::invalid(format!("cursor {c:?} is not a cursor this engine returned"))
+        }),
     }
 }
 
@@ -737,10 +745,7 @@ impl ShardState {
     }
 
     /// `comment.tree`.
-    pub fn comment_tree(
-        &self,
-        req: &CommentTreeRequest,
-    ) -> Result<CommentTree, WireError> {
+    pub fn comment_tree(&self, req: &CommentTreeRequest) -> Result<CommentTree, WireError> {
         let sub = self.sub(&req.subreddit)?;
         let post = sub.posts.get(&req.post_id).ok_or_else(|| {
             WireError::not_found(format!(
@@ -750,7 +755,13 @@ impl ShardState {
         })?;
         let mut budget = req.limit.unwrap_or(DEFAULT_TREE_COMMENTS);
         let mut truncated = false;
-        let comments = sub.build_tree(&post.children, req.sort, MAX_TREE_DEPTH, &mut budget, &mut truncated);
+        let comments = sub.build_tree(
+            &post.children,
+            req.sort,
+            MAX_TREE_DEPTH,
+            &mut budget,
+            &mut truncated,
+        );
         Ok(CommentTree {
             comments,
             total: post.comments,

@@ -120,7 +120,13 @@ impl User {
         }
     }
 
-    pub(super) fn sync_karma(&mut self, sub: &SubredditName, post: i64, comment: i64, version: u64) {
+    pub(super) fn sync_karma(
+        &mut self,
+        sub: &SubredditName,
+        post: i64,
+        comment: i64,
+        version: u64,
+    ) {
         let entry = self.karma.entry(sub.key().to_owned()).or_default();
         if version < entry.version {
             return;
@@ -175,7 +181,9 @@ impl User {
 
     /// (subreddit key, post, comment) karma entries, for the audit.
     pub(super) fn karma_entries(&self) -> impl Iterator<Item = (&str, i64, i64)> {
-        self.karma.iter().map(|(k, e)| (k.as_str(), e.post, e.comment))
+        self.karma
+            .iter()
+            .map(|(k, e)| (k.as_str(), e.post, e.comment))
     }
 
     /// The karma totals, for the audit.
@@ -274,7 +282,9 @@ impl ShardState {
     pub fn reply_target(&self, who: &Username, dm_id: DmId) -> Result<Username, WireError> {
         let user = self.caller(who)?;
         let dm = user.inbox.get(&dm_id).ok_or_else(|| {
-            WireError::forbidden(format!("DM {dm_id} is not in your inbox; you can only reply to messages you received"))
+            WireError::forbidden(format!(
+                "DM {dm_id} is not in your inbox; you can only reply to messages you received"
+            ))
         })?;
         dm.from
             .parse::<Username>()
@@ -351,7 +361,11 @@ impl ShardState {
     }
 
     /// `dm.read`.
-    pub fn mark_read(&mut self, who: &Username, ids: Vec<DmId>) -> Result<MarkReadReply, WireError> {
+    pub fn mark_read(
+        &mut self,
+        who: &Username,
+        ids: Vec<DmId>,
+    ) -> Result<MarkReadReply, WireError> {
         let user = self.caller(who)?;
         let unread_ids: Vec<DmId> = ids
             .into_iter()

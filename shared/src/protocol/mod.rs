@@ -178,7 +178,10 @@ mod tests {
         for op in Op::ALL {
             assert_eq!(Op::parse(op.as_str()), Some(*op));
             assert!(seen.insert(op.as_str()));
-            assert!(op.as_str().bytes().all(|b| b.is_ascii_lowercase() || b == b'.'));
+            assert!(op
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'.'));
         }
         assert_eq!(Op::parse("nope"), None);
         assert!(Op::InternalSync.is_internal());

@@ -1,6 +1,8 @@
 //! Posts: `post.create`, `post.get`, `post.list`. Routed by the subreddit name.
 
-use super::{check_limit, check_text, PostRef, Validate, MAX_BODY_CHARS, MAX_PAGE, MAX_TITLE_CHARS};
+use super::{
+    check_limit, check_text, PostRef, Validate, MAX_BODY_CHARS, MAX_PAGE, MAX_TITLE_CHARS,
+};
 use crate::error::WireError;
 use crate::ids::PostId;
 use crate::names::SubredditName;

@@ -26,9 +26,8 @@ pub fn parse_public_key(hex_key: &str) -> Result<[u8; 32], WireError> {
     let bytes = hex::decode(hex_key).map_err(|_| {
         WireError::invalid("public_key must be 64 hex digits (a 32-byte Ed25519 key)")
     })?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-        WireError::invalid("public_key must be 64 hex digits (a 32-byte Ed25519 key)")
-    })
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| WireError::invalid("public_key must be 64 hex digits (a 32-byte Ed25519 key)"))
 }
 
 /// `auth.challenge`: ask for a one-time login challenge.
