@@ -18,13 +18,26 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WireError> {
 /// Decodes a request or reply. Bytes that are not MessagePack give `malformed`;
 /// valid MessagePack of the wrong shape (missing field, wrong type, invalid name)
 /// gives `invalid_request` naming the problem.
+///
+/// The top level must be a map: rmp_serde would also read a struct from an array
+/// by position, which is not part of the protocol.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     let bytes = if bytes.is_empty() {
         &EMPTY_MAP[..]
     } else {
         bytes
     };
-    rmp_serde::from_slice(bytes).map_err(decode_error)
+    match bytes[0] {
+        0x80..=0x8f | 0xde | 0xdf => rmp_serde::from_slice(bytes).map_err(decode_error),
+        0xc1 => Err(WireError::new(
+            ErrorCode::Malformed,
+            "the payload is not valid MessagePack (reserved marker 0xc1)",
+        )),
+        first => Err(WireError::invalid(format!(
+            "the payload must be a MessagePack map of named fields (found {:?})",
+            rmp::Marker::from_u8(first)
+        ))),
+    }
 }
 
 /// Decodes a reply. `error_status` is the `Nats-Service-Error-Code` header and
@@ -105,6 +118,13 @@ mod tests {
         assert_eq!(e.code, ErrorCode::Malformed);
         let e = decode::<Probe>(&[0x82, 0xa4]).unwrap_err();
         assert_eq!(e.code, ErrorCode::Malformed);
+    }
+
+    #[test]
+    fn arrays_are_not_structs() {
+        let e = decode::<Probe>(&encode(&("bob", 3u32)).unwrap()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("map"), "{}", e.message);
     }
 
     #[test]

@@ -1,0 +1,176 @@
+//! Start-up refusals, missing shards, and graceful shutdown of the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{
+    name_on, spawn_shard, start_shard, un, wait_serving, workspace_bin, Cluster, NatsServer, SECRET,
+};
+use reddit_client::{ClientOptions, ErrorKind, Identity, RedditClient};
+use reddit_engine::{Config, EngineError};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_shard_gives_a_quick_unavailable_error() {
+    let mut cluster = Cluster::start(2).await;
+    let c = cluster.client.clone();
+    let on_one = un(&name_on("gone", 1, 2));
+    let on_zero = un(&name_on("here", 0, 2));
+    c.register(&on_zero, &Identity::generate()).await.unwrap();
+    cluster.stop_shard(1).await;
+    // A long client timeout: the error must come from NATS' no-responders reply,
+    // not from waiting the timeout out.
+    let patient = RedditClient::with_shards(c.nats().clone(), 2, Duration::from_secs(600));
+    let e = tokio::time::timeout(Duration::from_secs(30), patient.get_user(&on_one))
+        .await
+        .expect("a request to a missing shard must not hang")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.to_string().contains("shard 1"), "{e}");
+    // The other shard still serves.
+    patient.get_user(&on_zero).await.unwrap();
+    // Discovery names the missing shard.
+    let options = ClientOptions {
+        discovery_timeout: Duration::from_millis(500),
+        ..ClientOptions::default()
+    };
+    let e = RedditClient::connect(&cluster.nats.url(), options)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert!(e.message().contains("shard(s) 1 of 2"), "{e}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_engine_at_all_is_reported_by_discovery() {
+    let nats = NatsServer::start();
+    let options = ClientOptions {
+        discovery_timeout: Duration::from_millis(300),
+        ..ClientOptions::default()
+    };
+    let e = RedditClient::connect(&nats.url(), options)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert!(e.message().contains("is the engine running"), "{e}");
+    let e = RedditClient::connect("nats://127.0.0.1:1", ClientOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Connect);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_owner_or_a_disagreeing_shard_is_refused() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let first = start_shard(&url, 0, 2).await;
+    let second = start_shard(&url, 1, 2).await;
+
+    let dup = spawn_shard(Config::new(&url, 0, 2, SECRET)).stop().await;
+    assert!(
+        matches!(dup, Err(EngineError::AlreadyOwned { shard: 0, .. })),
+        "{dup:?}"
+    );
+    let msg = dup.unwrap_err().to_string();
+    assert!(msg.contains("already served"), "{msg}");
+
+    let bigger = spawn_shard(Config::new(&url, 2, 3, SECRET));
+    let bigger = bigger.stop().await;
+    assert!(
+        matches!(
+            bigger,
+            Err(EngineError::ShardCountMismatch {
+                theirs: 2,
+                ours: 3,
+                ..
+            })
+        ),
+        "{bigger:?}"
+    );
+    let smaller = spawn_shard(Config::new(&url, 0, 1, SECRET)).stop().await;
+    assert!(
+        matches!(smaller, Err(EngineError::ShardCountMismatch { .. })),
+        "{smaller:?}"
+    );
+
+    // Stop shard 1 and restart it with another secret: refused.
+    second.stop().await.unwrap();
+    let other_secret = spawn_shard(Config::new(&url, 1, 2, "not-the-secret"))
+        .stop()
+        .await;
+    assert!(
+        matches!(
+            other_secret,
+            Err(EngineError::SecretMismatch { other_shard: 0 })
+        ),
+        "{other_secret:?}"
+    );
+
+    let bad = spawn_shard(Config::new(&url, 5, 2, SECRET)).stop().await;
+    assert!(matches!(bad, Err(EngineError::Config(_))), "{bad:?}");
+
+    // The running shard was not disturbed.
+    let again = start_shard(&url, 1, 2).await;
+    let client = RedditClient::connect(&url, ClientOptions::default())
+        .await
+        .unwrap();
+    client
+        .register(&un("still_fine"), &Identity::generate())
+        .await
+        .unwrap();
+    again.stop().await.unwrap();
+    first.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_binary_exits_cleanly_on_sigterm_answering_what_it_took() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let mut child = Command::new(workspace_bin("reddit-engine"))
+        .args(["--nats-url", &url, "--shard", "0", "--shards", "1"])
+        .env("REDDIT_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_serving(&url, 0).await;
+    let nats_client = async_nats::connect(&url).await.unwrap();
+    let client = RedditClient::with_shards(nats_client, 1, Duration::from_secs(30));
+    // A burst of registrations, then SIGTERM while they are in flight.
+    let burst: Vec<_> = (0..300)
+        .map(|i| {
+            let c = client.clone();
+            tokio::spawn(async move {
+                c.register(&un(&format!("burst{i}")), &Identity::generate())
+                    .await
+            })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    let mut answered = 0;
+    for t in burst {
+        match t.await.unwrap() {
+            Ok(_) => answered += 1,
+            // Not taken before the shard stopped listening: refused at once.
+            Err(e) => assert_eq!(
+                e.kind(),
+                ErrorKind::Unavailable,
+                "a taken request was dropped: {e}"
+            ),
+        }
+    }
+    eprintln!("{answered} of 300 answered before shutdown");
+}
