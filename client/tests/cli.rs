@@ -80,7 +80,7 @@ async fn a_person_uses_the_cli_against_three_shards() {
                 &["post", "create", "rust", "Hello shards", "-b", "first"],
             );
             let post_id = post["id"].as_str().unwrap().to_owned();
-            let recipe = cli.json(Some("bob"), &["post", "create", "cooking", "Bread"]);
+            cli.json(Some("bob"), &["post", "create", "cooking", "Bread"]);
             let c1 = cli.json(Some("bob"), &["comment", "rust", &post_id, "top level"]);
             let c1 = c1["id"].as_str().unwrap().to_owned();
             let c2 = cli.json(
@@ -125,7 +125,6 @@ async fn a_person_uses_the_cli_against_three_shards() {
                 .map(|p| p["title"].as_str().unwrap())
                 .collect();
             assert_eq!(titles, vec!["Bread", "Hello shards"]);
-            let _ = recipe;
             let feed_text = cli.ok(Some("bob"), &["feed", "--sort", "top"]);
             assert!(feed_text.contains("Hello shards"), "{feed_text}");
 
@@ -154,8 +153,7 @@ async fn a_person_uses_the_cli_against_three_shards() {
             assert_eq!(me["username"], "alice");
             cli.ok(Some("alice"), &["feed"]);
 
-            let audit = cli.ok(None, &["audit"]);
-            audit
+            cli.ok(None, &["audit"])
         }
     })
     .await

@@ -161,7 +161,7 @@ async fn feed_merges_subreddits_on_different_shards_in_order() {
         if by_score {
             v.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
         } else {
-            v.sort_by(|a, b| b.0.cmp(&a.0));
+            v.sort_by_key(|x| std::cmp::Reverse(x.0));
         }
         v.into_iter().map(|(id, _, _)| id).collect::<Vec<_>>()
     };
