@@ -104,17 +104,9 @@ pub struct RedditClient {
 impl RedditClient {
     /// Connects to NATS at `url` and discovers the shards.
     pub async fn connect(url: &str, options: ClientOptions) -> Result<Self, ClientError> {
-        let nats = async_nats::ConnectOptions::new()
-            .name(&options.name)
-            .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+        let nats = reddit_shared::connect::connect(url, &options.name)
             .await
-            .map_err(|e| {
-                ClientError::new(
-                    ErrorKind::Connect,
-                    format!("cannot connect to NATS at {url}: {e}"),
-                )
-            })?;
+            .map_err(|e| ClientError::new(ErrorKind::Connect, e.to_string()))?;
         Self::discover(nats, options).await
     }
 

@@ -72,7 +72,7 @@ pub fn subreddits(list: &[SubredditView]) -> String {
         return "no subreddits".to_owned();
     }
     list.iter()
-        .map(|s| format!("{:>6} members  r/{}", s.members, s.name))
+        .map(|s| format!("{:>14}  r/{}", members(s.members), s.name))
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -174,3 +174,53 @@ async fn the_engine_binary_exits_cleanly_on_sigterm_answering_what_it_took() {
     }
     eprintln!("{answered} of 300 answered before shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projects_nats_conf_keeps_clients_off_internal_subjects() {
+    let conf = common::root().join("nats.conf");
+    let store = std::env::temp_dir().join(format!("reddit-js-{}", uuid::Uuid::now_v7()));
+    let nats = NatsServer::start_with(&[
+        "-c",
+        conf.to_str().unwrap(),
+        "-m",
+        "-1",
+        "-sd",
+        store.to_str().unwrap(),
+    ]);
+    let engine_url = format!(
+        "nats://engine:engine-dev-password@127.0.0.1:{}",
+        nats.port()
+    );
+    let shard = start_shard(&engine_url, 0, 1).await;
+    // A client connects without credentials and gets the `client` permissions.
+    let client = RedditClient::connect(&nats.url(), ClientOptions::default())
+        .await
+        .unwrap();
+    client
+        .register(&un("permitted"), &Identity::generate())
+        .await
+        .unwrap();
+    let limited = RedditClient::with_shards(client.nats().clone(), 1, Duration::from_secs(1));
+    let e = limited
+        .call_raw::<serde::de::IgnoredAny>(0, "internal.hello", None, Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::TimedOut,
+        "the server must drop the publish: {e}"
+    );
+    // Wrong engine credentials are refused outright.
+    let bad = format!("nats://engine:wrong@127.0.0.1:{}", nats.port());
+    let refused = spawn_shard(Config::new(&bad, 0, 1, SECRET)).stop().await;
+    assert!(
+        matches!(refused, Err(EngineError::Connect { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        !refused.unwrap_err().to_string().contains("wrong"),
+        "the password is redacted"
+    );
+    shard.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(store);
+}

@@ -117,16 +117,13 @@ fn nats_err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Nats(e.to_string())
 }
 
-/// Connects to NATS with the options the engine uses.
+/// Connects to NATS (credentials may be in the URL).
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, EngineError> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+    reddit_shared::connect::connect(url, name)
         .await
         .map_err(|e| EngineError::Connect {
-            url: url.to_owned(),
-            reason: e.to_string(),
+            url: e.url,
+            reason: e.reason,
         })
 }
 

@@ -13,6 +13,8 @@
 
 pub mod auth;
 pub mod codec;
+#[cfg(feature = "nats")]
+pub mod connect;
 pub mod error;
 pub mod ids;
 pub mod names;

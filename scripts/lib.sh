@@ -1,0 +1,94 @@
+# Shared helpers for the scripts (sourced, not run).
+# shellcheck shell=bash
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ENGINE_USER="engine"
+ENGINE_PASSWORD="engine-dev-password"
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Waits until something listens on 127.0.0.1:$1, up to $2 seconds.
+wait_port() {
+  local port=$1 limit=${2:-10} i
+  for ((i = 0; i < limit * 20; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  return 1
+}
+
+# Builds the release binaries (progress shown by cargo).
+build_release() {
+  say "building release binaries (first build takes a few minutes) ..."
+  (cd "$ROOT" && cargo build --release --bin reddit-engine --bin reddit-client) >&2
+  BIN="$ROOT/target/release"
+}
+
+is_running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# Stops the process whose pid is in file $1: SIGTERM, then SIGKILL after $2 s.
+stop_pidfile() {
+  local file=$1 grace=${2:-10} pid i
+  [ -f "$file" ] || return 0
+  pid=$(cat "$file")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < grace * 20; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      say "  $(basename "$file" .pid) did not stop in ${grace}s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$file"
+}
+
+# Starts shard $1 of $2 in run dir $3 against NATS port $4.
+start_shard() {
+  local k=$1 n=$2 run=$3 port=$4
+  is_running "$run/shard-$k.pid" && die "shard $k is already running (pid $(cat "$run/shard-$k.pid"))"
+  touch "$run/shard-$k.log"
+  SHARD_LOG_OFFSET=$(($(wc -c <"$run/shard-$k.log") + 1))
+  REDDIT_SECRET="$(cat "$run/secret")" RUST_LOG="${RUST_LOG:-info}" \
+    nohup "$BIN/reddit-engine" \
+    --nats-url "nats://$ENGINE_USER:$ENGINE_PASSWORD@127.0.0.1:$port" \
+    --shard "$k" --shards "$n" >>"$run/shard-$k.log" 2>&1 &
+  echo $! >"$run/shard-$k.pid"
+}
+
+# Waits until discovery finds all shards, up to $2 seconds; $1 is the NATS URL.
+wait_discovery() {
+  local url=$1 limit=${2:-20} i
+  for ((i = 0; i < limit * 4; i++)); do
+    if "$BIN/reddit-client" --nats-url "$url" shards >/dev/null 2>&1; then return 0; fi
+    sleep 0.25
+  done
+  "$BIN/reddit-client" --nats-url "$url" shards >&2 || true
+  return 1
+}
+
+# Waits until the shard started last by start_shard (number $1, run dir $2) logs
+# that it serves; fails at once if the process exits, or after $3 seconds.
+wait_shard() {
+  local k=$1 run=$2 limit=${3:-15} pid i
+  pid=$(cat "$run/shard-$k.pid")
+  for ((i = 0; i < limit * 20; i++)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      rm -f "$run/shard-$k.pid"
+      say "shard $k exited:"
+      tail -c +"$SHARD_LOG_OFFSET" "$run/shard-$k.log" | tail -3 >&2
+      return 1
+    fi
+    if tail -c +"$SHARD_LOG_OFFSET" "$run/shard-$k.log" | grep -q "serving"; then return 0; fi
+    sleep 0.05
+  done
+  say "shard $k did not start serving within ${limit}s (see $run/shard-$k.log)"
+  return 1
+}

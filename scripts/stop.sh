@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Stops what scripts/start.sh (and spawn-shard.sh) started: shards first (SIGTERM,
+# so they answer what they took), then nats-server.
+#
+#   scripts/stop.sh [--run-dir DIR]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+run="$ROOT/run"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --run-dir) run=$2; shift 2 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    *) die "unknown option $1" ;;
+  esac
+done
+[ -d "$run" ] || { say "nothing to stop ($run does not exist)"; exit 0; }
+
+stopped=0
+for f in "$run"/shard-*.pid "$run"/client-*.pid; do
+  [ -e "$f" ] || continue
+  stop_pidfile "$f" 15
+  stopped=$((stopped + 1))
+done
+if [ -e "$run/nats.pid" ]; then
+  stop_pidfile "$run/nats.pid" 10
+  stopped=$((stopped + 1))
+fi
+say "stopped $stopped process(es) from $run"

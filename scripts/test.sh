@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, docker-compose.yml, and every test against
+# real nats-server processes (installed into .tools/ if none is on PATH).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+NATS_SERVER_BIN="$("$ROOT/scripts/install-nats.sh")"
+export NATS_SERVER_BIN
+say "== cargo fmt --check"
+cargo fmt --all -- --check
+say "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+say "== docker-compose.yml"
+scripts/check-compose.sh
+say "== cargo test (nats-server: $NATS_SERVER_BIN)"
+cargo test --workspace

@@ -1,0 +1,79 @@
+//! One way to connect to NATS for every program of the project (feature `nats`).
+//!
+//! A URL may carry credentials (`nats://engine:secret@host:4222`); async-nats does
+//! not send those by itself, so they are moved into the connect options here.
+//! Several servers may be given, comma-separated.
+
+use std::time::Duration;
+
+/// Why a connection failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to NATS at {url}: {reason}")]
+pub struct ConnectError {
+    /// The URL(s), credentials removed.
+    pub url: String,
+    /// What failed.
+    pub reason: String,
+}
+
+/// Connects to `urls` (comma-separated) as connection `name`.
+pub async fn connect(urls: &str, name: &str) -> Result<async_nats::Client, ConnectError> {
+    let fail = |reason: String| ConnectError {
+        url: redact(urls),
+        reason,
+    };
+    let mut servers: Vec<async_nats::ServerAddr> = Vec::new();
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5));
+    for raw in urls.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let addr: async_nats::ServerAddr = raw
+            .parse()
+            .map_err(|e| fail(format!("{raw:?} is not a NATS URL: {e}")))?;
+        if addr.has_user_pass() {
+            let user = addr.username().unwrap_or_default().to_owned();
+            let pass = addr.password().unwrap_or_default().to_owned();
+            options = options.user_and_password(user, pass);
+        }
+        servers.push(addr);
+    }
+    if servers.is_empty() {
+        return Err(fail("no server URL given".into()));
+    }
+    options
+        .connect(servers)
+        .await
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// `urls` with any password replaced by `***`, for messages.
+pub fn redact(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let creds = &u[scheme + 3..at];
+                match creds.split_once(':') {
+                    Some((user, _)) => format!("{}{user}:***{}", &u[..scheme + 3], &u[at..]),
+                    None => u.to_owned(),
+                }
+            }
+            _ => u.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            super::redact("nats://engine:pw@h:4222,nats://h2:4222"),
+            "nats://engine:***@h:4222,nats://h2:4222"
+        );
+        assert_eq!(
+            super::redact("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
+    }
+}
