@@ -98,6 +98,9 @@ enum Command {
         /// At most this many comments.
         #[arg(long)]
         limit: Option<u32>,
+        /// Only the thread under this comment (to read deeper than one reply shows).
+        #[arg(long)]
+        root: Option<CommentId>,
     },
     /// Vote on a post or comment.
     Vote {
@@ -559,6 +562,7 @@ async fn run(cli: Cli) -> Result<()> {
             post_id,
             sort,
             limit,
+            root,
         } => {
             let req = CommentTreeRequest {
                 subreddit: sub_name(&subreddit)?,
@@ -569,6 +573,7 @@ async fn run(cli: Cli) -> Result<()> {
                     CommentSortArg::New => CommentSort::New,
                 },
                 limit,
+                root,
             };
             ctx.print(&c.comment_tree(&req).await?, output::tree)?;
         }
@@ -728,9 +733,8 @@ async fn watch(ctx: &Ctx, subs: Vec<String>, count: Option<usize>) -> Result<()>
         });
     }
     drop(tx);
-    if !ctx.json {
-        eprintln!("watching; Ctrl-C to stop");
-    }
+    // Subscriptions are live (flushed) from here on; scripts may wait for this line.
+    eprintln!("watching; Ctrl-C to stop");
     let mut seen = 0;
     loop {
         tokio::select! {

@@ -168,3 +168,65 @@ async fn a_person_uses_the_cli_against_three_shards() {
     let _ = std::fs::remove_dir_all(&dir);
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_live_pushes() {
+    use std::io::BufRead;
+    let cluster = Cluster::start(2).await;
+    let dir = std::env::temp_dir().join(format!("reddit-cli-watch-{}", uuid::Uuid::now_v7()));
+    let cli = Cli {
+        url: cluster.nats.url(),
+        dir: &dir,
+    };
+    cli.ok(None, &["register", "watcher"]);
+    cli.ok(None, &["register", "sender"]);
+    cli.ok(Some("sender"), &["sub", "create", "news"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reddit-client"))
+        .args(["--nats-url", &cli.url, "--config-dir"])
+        .arg(&dir)
+        .args([
+            "--user", "watcher", "--json", "watch", "--sub", "news", "--count", "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let ready = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("watching"))
+    });
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(30), ready)
+            .await
+            .unwrap()
+            .unwrap()
+    );
+    let url = cli.url.clone();
+    let d = dir.clone();
+    tokio::task::spawn_blocking(move || {
+        let cli = Cli { url, dir: &d };
+        cli.ok(Some("sender"), &["dm", "send", "watcher", "psst"]);
+        cli.ok(Some("sender"), &["post", "create", "news", "Breaking"]);
+    })
+    .await
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"kind\": \"dm\"") && text.contains("psst"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"kind\": \"post\"") && text.contains("Breaking"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    cluster.stop().await;
+}

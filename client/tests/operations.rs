@@ -219,6 +219,7 @@ async fn every_operation(shards: u32) {
             post_id: post.id,
             sort: CommentSort::Best,
             limit: None,
+            root: None,
         })
         .await
         .unwrap();
@@ -395,6 +396,32 @@ async fn every_operation(shards: u32) {
             .all(|s| s.pending_sync == 0)
     })
     .await;
+    // $SRV.STATS carries the per-operation counters as endpoint data.
+    let inbox = c.nats().new_inbox();
+    let mut replies = c.nats().subscribe(inbox.clone()).await.unwrap();
+    c.nats()
+        .publish_with_reply(
+            reddit_shared::subject::service_stats(),
+            inbox,
+            Vec::new().into(),
+        )
+        .await
+        .unwrap();
+    let mut posts_created = 0;
+    for _ in 0..shards {
+        let msg = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures::StreamExt::next(&mut replies),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+        let data = &v["endpoints"][0]["data"];
+        assert!(data["requests"].as_u64().unwrap() > 0, "{v}");
+        posts_created += data["requests_by_op"]["post.create"].as_u64().unwrap_or(0);
+    }
+    assert_eq!(posts_created, 4, "3 posts and one refused repost");
     let audit = c.audit(10).await.unwrap();
     assert!(audit.ok, "{:?}", audit.violations);
     assert_eq!(audit.checked.users, 3);

@@ -507,3 +507,6 @@ pub(crate) fn sorted_names(names: impl Iterator<Item = SubredditName>) -> Vec<Su
     let set: BTreeMap<String, SubredditName> = names.map(|n| (n.key().to_owned(), n)).collect();
     set.into_values().collect()
 }
+
+#[cfg(test)]
+mod tests;

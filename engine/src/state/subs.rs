@@ -19,7 +19,7 @@ use reddit_shared::protocol::{PostRef, DEFAULT_PAGE};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
 
-/// Deepest nesting `comment.tree` returns in one reply (deeper threads are read by
+/// Levels of nesting `comment.tree` returns in one reply (deeper threads are read by
 /// asking for the subtree under a comment).
 pub const MAX_TREE_DEPTH: u32 = 100;
 
@@ -755,10 +755,22 @@ impl ShardState {
         })?;
         let mut budget = req.limit.unwrap_or(DEFAULT_TREE_COMMENTS);
         let mut truncated = false;
+        let roots = match req.root {
+            None => post.children.clone(),
+            Some(root) => match sub.comments.get(&root) {
+                Some(c) if c.post_id == req.post_id => vec![root],
+                _ => {
+                    return Err(WireError::not_found(format!(
+                        "there is no comment {root} on post {} in r/{}",
+                        req.post_id, req.subreddit
+                    )))
+                }
+            },
+        };
         let comments = sub.build_tree(
-            &post.children,
+            &roots,
             req.sort,
-            MAX_TREE_DEPTH,
+            MAX_TREE_DEPTH - 1,
             &mut budget,
             &mut truncated,
         );

@@ -147,13 +147,15 @@ impl User {
             DmFolder::Sent => &mut self.sent,
         };
         let unread = folder == DmFolder::Inbox && !dm.read;
-        if map.insert(dm.id, dm).is_none() {
-            if unread {
-                self.unread += 1;
+        match map.entry(dm.id) {
+            std::collections::btree_map::Entry::Occupied(_) => false,
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(dm);
+                if unread {
+                    self.unread += 1;
+                }
+                true
             }
-            true
-        } else {
-            false
         }
     }
 

@@ -57,6 +57,10 @@ pub struct CommentTreeRequest {
     /// At most this many comments, taken depth-first in order (default 500, at most 2,000).
     #[serde(default)]
     pub limit: Option<u32>,
+    /// Only the subtree under this comment (it is the one top-level entry): how to
+    /// read threads deeper than one reply shows.
+    #[serde(default)]
+    pub root: Option<CommentId>,
 }
 
 impl Validate for CommentTreeRequest {
