@@ -69,6 +69,8 @@ const AUDIT_PAGE: u32 = 2_000;
 #[derive(Debug)]
 pub struct Metrics {
     started: Instant,
+    /// Requests taken from NATS by the reader (answered or queued).
+    pub received: AtomicU64,
     requests: [AtomicU64; OPS],
     unknown: AtomicU64,
     errors: [AtomicU64; CODES.len()],
@@ -85,6 +87,7 @@ impl Metrics {
     pub fn new(queue_capacity: usize) -> Self {
         Self {
             started: Instant::now(),
+            received: AtomicU64::new(0),
             requests: std::array::from_fn(|_| AtomicU64::new(0)),
             unknown: AtomicU64::new(0),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -136,6 +139,7 @@ impl Metrics {
             .filter(|(_, n)| *n > 0)
             .collect();
         serde_json::json!({
+            "received": self.received.load(Ordering::Relaxed),
             "requests": self.total_requests(),
             "errors": self.total_errors(),
             "requests_by_op": ops,
@@ -232,10 +236,18 @@ pub async fn read_requests(
     let mut stopping = false;
     loop {
         let next = if stopping {
-            // Unsubscribed: take what the connection already delivered, then finish.
-            tokio::time::timeout(Duration::from_millis(200), endpoint.next())
-                .await
-                .unwrap_or_default()
+            // Unsubscribed: the stream yields what the connection already delivered
+            // and ends once the unsubscribe is processed. The cap only guards
+            // against a connection that never processes it.
+            match tokio::time::timeout(Duration::from_secs(10), endpoint.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    tracing::warn!(
+                        "the request subscription did not end within 10 s of unsubscribing"
+                    );
+                    None
+                }
+            }
         } else {
             tokio::select! {
                 next = endpoint.next() => next,
@@ -249,6 +261,7 @@ pub async fn read_requests(
             }
         };
         let Some(request) = next else { break };
+        metrics.received.fetch_add(1, Ordering::Relaxed);
         match jobs.try_send(Job::Request(request)) {
             Ok(()) => {
                 metrics.queue_depth.fetch_add(1, Ordering::Relaxed);

@@ -267,18 +267,16 @@ pub async fn quiesce(client: &RedditClient) {
     .await;
 }
 
-/// Builds a binary of the workspace if needed and returns its path.
+/// Builds a binary of the workspace (a no-op when it is fresh) and returns its path.
+/// `cargo test -p reddit-client` would not rebuild another package's binary.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let path = dir.join(name);
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--bin", name])
-            .current_dir(root())
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build --bin {name} failed");
-    }
-    path
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--bin", name])
+        .current_dir(root())
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo build --bin {name} failed");
+    dir.join(name)
 }
