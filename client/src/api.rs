@@ -603,6 +603,47 @@ impl RedditClient {
         futures::future::join_all(calls).await.into_iter().collect()
     }
 
+    /// Requests each shard has taken since it started, from `$SRV.STATS`
+    /// (answered by each shard's service task, not queued behind its requests).
+    /// Waits until every shard answered, or `timeout`.
+    pub async fn shard_requests(
+        &self,
+        timeout: Duration,
+    ) -> Result<BTreeMap<u32, u64>, ClientError> {
+        let err = |e: String| ClientError::new(ErrorKind::Connect, e);
+        let inbox = self.nats.new_inbox();
+        let mut replies = self
+            .nats
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        self.nats
+            .publish_with_reply(subject::service_stats(), inbox, Vec::new().into())
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = BTreeMap::new();
+        while (out.len() as u32) < self.shards {
+            let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies.next()).await else {
+                break;
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&msg.payload) else {
+                continue;
+            };
+            // STATS replies carry no metadata: match the instance id from discovery.
+            let id = v["id"].as_str().unwrap_or_default();
+            let shard = v["metadata"]["shard"]
+                .as_str()
+                .and_then(|s| s.parse::<u32>().ok())
+                .or_else(|| self.info.iter().find(|i| i.instance == id).map(|i| i.shard));
+            let received = v["endpoints"][0]["data"]["received"].as_u64();
+            if let (Some(shard), Some(received)) = (shard, received) {
+                out.insert(shard, received);
+            }
+        }
+        Ok(out)
+    }
+
     /// `audit.run`, coordinated by shard 0.
     pub async fn audit(&self, max_violations: u32) -> Result<AuditReport, ClientError> {
         let req = AuditRequest {

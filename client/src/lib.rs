@@ -4,6 +4,7 @@
 pub mod api;
 pub mod error;
 pub mod identity;
+pub mod sim;
 
 pub use api::{ClientOptions, EventStream, RedditClient, Session};
 pub use error::{ClientError, ErrorKind};

@@ -130,6 +130,19 @@ enum Command {
     },
     /// The shards discovery found.
     Shards,
+    /// Simulate many users from several client processes and report what the
+    /// engine did (see docs/simulator.md).
+    Simulate(Box<SimulateArgs>),
+    /// One simulation process (started by `simulate`).
+    #[command(hide = true)]
+    SimWorker {
+        /// The run's config.json.
+        #[arg(long)]
+        config: PathBuf,
+        /// Which part of the users.
+        #[arg(long)]
+        part: u32,
+    },
     /// Print live push events for --user (and any --sub) until interrupted.
     Watch {
         /// Also watch new posts in this subreddit (repeatable).
@@ -139,6 +152,70 @@ enum Command {
         #[arg(long)]
         count: Option<usize>,
     },
+}
+
+#[derive(Args, Debug)]
+struct SimulateArgs {
+    /// Simulated users in all processes.
+    #[arg(long, default_value_t = 10_000)]
+    users: u32,
+    /// Client processes (separate OS processes), each simulating a share of the users.
+    #[arg(long, default_value_t = 4)]
+    processes: u32,
+    /// Subreddits.
+    #[arg(long, default_value_t = 200)]
+    subreddits: u32,
+    /// Zipf exponent of subreddit popularity (membership).
+    #[arg(long, default_value_t = 1.0)]
+    zipf: f64,
+    /// Mean number of subreddits each user joins at setup.
+    #[arg(long, default_value_t = 4.0)]
+    joins_per_user: f64,
+    /// Action weights, e.g. post=5,comment=15,vote=40,dm=5,feed=30,join=3,leave=2.
+    #[arg(
+        long,
+        default_value = "post=5,comment=15,vote=40,dm=5,feed=30,join=3,leave=2"
+    )]
+    mix: String,
+    /// Share of posts that are reposts of posts the user has seen.
+    #[arg(long, default_value_t = 0.1)]
+    repost_share: f64,
+    /// Mean online session, in seconds (exponentially distributed).
+    #[arg(long, default_value_t = 20.0)]
+    online_mean: f64,
+    /// Mean offline session, in seconds (0: always online).
+    #[arg(long, default_value_t = 20.0)]
+    offline_mean: f64,
+    /// Open loop: each online user acts every this many ms on average.
+    #[arg(long, default_value_t = 1000.0)]
+    think_ms: f64,
+    /// Open loop at this many requests per second in all (overrides --think-ms).
+    #[arg(long, conflicts_with = "in_flight")]
+    rate: Option<f64>,
+    /// Closed loop: keep this many requests in flight per process instead.
+    #[arg(long)]
+    in_flight: Option<usize>,
+    /// Open loop: most requests in flight per process.
+    #[arg(long, default_value_t = 4096)]
+    max_in_flight: usize,
+    /// Length of the run in seconds (after setup).
+    #[arg(long, default_value_t = 60.0)]
+    duration: f64,
+    /// Seed of every random choice: the same seed and flags give the same intended actions.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output directory [default: run/sim-<tag>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Prefix making this run's user and subreddit names unique [default: random].
+    #[arg(long)]
+    tag: Option<String>,
+    /// Requests in flight per process during setup.
+    #[arg(long, default_value_t = 256)]
+    setup_in_flight: usize,
+    /// Exit with status 1 unless the audit and the ledger check pass.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -387,7 +464,67 @@ async fn main() {
     }
 }
 
+async fn simulate(nats_url: String, timeout_ms: u64, a: SimulateArgs) -> Result<()> {
+    use reddit_client::sim::{launcher, Load, Mix, SimConfig};
+    let tag = match a.tag {
+        Some(t) => t,
+        None => {
+            let n = rand::random::<u32>();
+            (0..4)
+                .map(|i| {
+                    char::from(b"abcdefghijkmnpqrstuvwxyz23456789"[((n >> (5 * i)) & 31) as usize])
+                })
+                .collect()
+        }
+    };
+    let load = match (a.in_flight, a.rate) {
+        (Some(in_flight), _) => Load::Closed { in_flight },
+        (None, rate) => Load::Open {
+            rate,
+            think_ms: a.think_ms,
+        },
+    };
+    let cfg = SimConfig {
+        nats_url,
+        out_dir: a
+            .out
+            .unwrap_or_else(|| PathBuf::from("run").join(format!("sim-{tag}"))),
+        tag,
+        users: a.users,
+        subreddits: a.subreddits,
+        zipf: a.zipf,
+        joins_per_user: a.joins_per_user,
+        mix: Mix::parse(&a.mix).map_err(|e| anyhow!("--mix: {e}"))?,
+        repost_share: a.repost_share,
+        online_mean_s: a.online_mean,
+        offline_mean_s: a.offline_mean,
+        load,
+        max_in_flight: a.max_in_flight,
+        duration_s: a.duration,
+        seed: a.seed,
+        processes: a.processes,
+        request_timeout_ms: timeout_ms,
+        setup_in_flight: a.setup_in_flight,
+    };
+    let exe = std::env::current_exe().context("locating the reddit-client binary")?;
+    let report = launcher::run(cfg, &exe).await?;
+    if a.check && !(report.audit.ok && report.ledger_ok) {
+        bail!("the audit or the ledger check failed (see the report)");
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Simulate(args) => return simulate(cli.nats_url, cli.timeout_ms, *args).await,
+        Command::SimWorker { config, part } => {
+            let text =
+                std::fs::read(&config).with_context(|| format!("reading {}", config.display()))?;
+            let cfg: reddit_client::sim::SimConfig = serde_json::from_slice(&text)?;
+            return reddit_client::sim::worker::run(cfg, part).await;
+        }
+        _ => {}
+    }
     let store = KeyStore::new(cli.config_dir.clone().unwrap_or_else(KeyStore::default_dir));
     let options = ClientOptions {
         request_timeout: Duration::from_millis(cli.timeout_ms.max(1)),
@@ -706,6 +843,7 @@ async fn run(cli: Cli) -> Result<()> {
             })?;
         }
         Command::Watch { subs, count } => watch(&ctx, subs, count).await?,
+        Command::Simulate(_) | Command::SimWorker { .. } => {}
     }
     Ok(())
 }
