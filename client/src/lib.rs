@@ -2,6 +2,7 @@
 //! CLI, the simulator and the tests, the key store the CLI uses, and errors.
 
 pub mod api;
+pub mod bench;
 pub mod error;
 pub mod identity;
 pub mod sim;

@@ -133,6 +133,19 @@ enum Command {
     /// Simulate many users from several client processes and report what the
     /// engine did (see docs/simulator.md).
     Simulate(Box<SimulateArgs>),
+    /// Benchmark the engine against the do-nothing responder `reddit-echo` (which
+    /// must be running) at several numbers of requests in flight.
+    Bench {
+        /// Requests in flight, comma-separated.
+        #[arg(long, default_value = "1,64,512", value_delimiter = ',')]
+        levels: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Also write the measurements as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// One simulation process (started by `simulate`).
     #[command(hide = true)]
     SimWorker {
@@ -844,6 +857,18 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Watch { subs, count } => watch(&ctx, subs, count).await?,
         Command::Simulate(_) | Command::SimWorker { .. } => {}
+        Command::Bench {
+            levels,
+            seconds,
+            out,
+        } => {
+            let timeout = Duration::from_millis(cli.timeout_ms.max(1));
+            let ms = reddit_client::bench::run(c, &levels, seconds, timeout).await?;
+            println!("{}", reddit_client::bench::table(&ms));
+            if let Some(path) = out {
+                std::fs::write(&path, serde_json::to_vec_pretty(&ms)?)?;
+            }
+        }
     }
     Ok(())
 }

@@ -181,17 +181,19 @@ async fn watch_prints_live_pushes() {
     cli.ok(None, &["register", "watcher"]);
     cli.ok(None, &["register", "sender"]);
     cli.ok(Some("sender"), &["sub", "create", "news"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_reddit-client"))
-        .args(["--nats-url", &cli.url, "--config-dir"])
-        .arg(&dir)
-        .args([
-            "--user", "watcher", "--json", "watch", "--sub", "news", "--count", "2",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut child = common::ChildGuard::new(
+        Command::new(env!("CARGO_BIN_EXE_reddit-client"))
+            .args(["--nats-url", &cli.url, "--config-dir"])
+            .arg(&dir)
+            .args([
+                "--user", "watcher", "--json", "watch", "--sub", "news", "--count", "2",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.as_mut().unwrap().stderr.take().unwrap();
     let ready = tokio::task::spawn_blocking(move || {
         std::io::BufReader::new(stderr)
             .lines()
@@ -213,7 +215,7 @@ async fn watch_prints_live_pushes() {
     })
     .await
     .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+    let out = tokio::task::spawn_blocking(move || child.into_inner().wait_with_output())
         .await
         .unwrap()
         .unwrap();

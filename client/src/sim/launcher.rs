@@ -181,6 +181,7 @@ pub async fn run(cfg: SimConfig, exe: &Path) -> anyhow::Result<Report> {
     let run_start = Instant::now();
     let mut last: Vec<(u64, u64, u64)> = vec![(0, 0, 0); cfg.processes as usize];
     let mut done = 0;
+    let mut finished = vec![false; cfg.processes as usize];
     let mut last_line = Instant::now();
     while done < cfg.processes {
         let Some((part, msg)) = rx.recv().await else {
@@ -208,7 +209,11 @@ pub async fn run(cfg: SimConfig, exe: &Path) -> anyhow::Result<Report> {
                     last_line = Instant::now();
                 }
             }
-            Some("done") => done += 1,
+            Some("done") => {
+                done += 1;
+                finished[part as usize] = true;
+            }
+            Some("eof") if finished[part as usize] => {}
             Some("eof") => bail!(
                 "worker {part} exited before finishing; see {}",
                 cfg.out_dir.join(format!("worker-{part}.log")).display()

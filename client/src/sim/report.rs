@@ -181,6 +181,8 @@ pub fn merge(cfg: &SimConfig, parts: &[PartReport]) -> Report {
         }
         sessions.add(&p.sessions);
     }
+    // Whole seconds only: the last, partial one (the drain) would look like a dip.
+    timeline.truncate((run_seconds.floor() as usize).max(1));
     let setup_seconds = parts.iter().map(|p| p.setup_seconds).fold(0.0, f64::max);
     let users: u64 = parts.iter().map(|p| p.users).sum();
     let max_rss = parts.iter().map(|p| p.rss_end).max().unwrap_or(0);

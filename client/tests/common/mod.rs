@@ -280,3 +280,33 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     assert!(status.success(), "cargo build --bin {name} failed");
     dir.join(name)
 }
+
+/// A child process that is killed when dropped, so a failing test leaves nothing
+/// running.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    /// Takes ownership of `child`.
+    pub fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// Hands the child back (the guard no longer kills it).
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("child present")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

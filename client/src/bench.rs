@@ -1,0 +1,281 @@
+//! `reddit-client bench`: the engine against a do-nothing responder (`reddit-echo`,
+//! the same service framework) through the same broker and the same harness.
+//!
+//! For each number of requests in flight it runs a closed loop of the engine's own
+//! request bytes (same headers) for reads (`post.get`) and votes (`vote.cast`),
+//! first to `reddit.echo.<reply size>` and then to the engine, and reports
+//! throughput and latency percentiles and the engine/echo ratios. Replies are not
+//! decoded in either case; an error header counts as an error.
+
+use crate::sim::metrics::new_histogram;
+use crate::{ClientError, ErrorKind, Identity, RedditClient};
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use reddit_shared::auth::{bearer, AUTH_HEADER};
+use reddit_shared::codec::encode;
+use reddit_shared::error::ERROR_CODE_HEADER;
+use reddit_shared::names::{SubredditName, Username};
+use reddit_shared::protocol::post::{CreatePostRequest, GetPostRequest};
+use reddit_shared::protocol::vote::{VoteRequest, VoteTarget};
+use reddit_shared::protocol::Op;
+use reddit_shared::subject;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// One closed-loop measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measurement {
+    /// `echo` or `engine`.
+    pub target: String,
+    /// `read` or `vote`.
+    pub op: String,
+    /// Requests in flight.
+    pub in_flight: usize,
+    /// Completed requests.
+    pub count: u64,
+    /// Of which errors.
+    pub errors: u64,
+    /// Completions per second.
+    pub throughput: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+}
+
+struct Workload {
+    op: &'static str,
+    engine_subject: String,
+    echo_subject: String,
+    headers: async_nats::HeaderMap,
+    payloads: Vec<Bytes>,
+}
+
+async fn closed_loop(
+    nats: &async_nats::Client,
+    subject: &str,
+    w: &Workload,
+    in_flight: usize,
+    duration: Duration,
+    timeout: Duration,
+) -> (u64, u64, hdrhistogram::Histogram<u64>, f64) {
+    let mut hist = new_histogram();
+    let (mut count, mut errors) = (0u64, 0u64);
+    let mut sent = 0usize;
+    let mut pending = FuturesUnordered::new();
+    let start = Instant::now();
+    let end = start + duration;
+    let send = |i: usize| {
+        let nats = nats.clone();
+        let request = async_nats::Request::new()
+            .payload(w.payloads[i % w.payloads.len()].clone())
+            .headers(w.headers.clone())
+            .timeout(Some(timeout));
+        let subject = subject.to_owned();
+        async move {
+            let t = Instant::now();
+            let r = nats.send_request(subject, request).await;
+            let failed = match &r {
+                Ok(msg) => msg
+                    .headers
+                    .as_ref()
+                    .is_some_and(|h| h.get(ERROR_CODE_HEADER).is_some()),
+                Err(_) => true,
+            };
+            (t.elapsed(), failed)
+        }
+    };
+    for _ in 0..in_flight {
+        pending.push(send(sent));
+        sent += 1;
+    }
+    while let Some((latency, failed)) = pending.next().await {
+        count += 1;
+        errors += u64::from(failed);
+        let _ = hist.record((latency.as_micros() as u64).max(1));
+        if Instant::now() < end {
+            pending.push(send(sent));
+            sent += 1;
+        }
+    }
+    (count, errors, hist, start.elapsed().as_secs_f64())
+}
+
+/// Runs the comparison at each of `levels` requests in flight, `seconds` each.
+pub async fn run(
+    client: &RedditClient,
+    levels: &[usize],
+    seconds: f64,
+    timeout: Duration,
+) -> Result<Vec<Measurement>, ClientError> {
+    let tag: String = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let user: Username =
+        format!("bench{tag}")
+            .parse()
+            .map_err(|e: reddit_shared::names::NameError| {
+                ClientError::new(ErrorKind::Invalid, e.to_string())
+            })?;
+    let sub: SubredditName =
+        format!("bench_{tag}")
+            .parse()
+            .map_err(|e: reddit_shared::names::NameError| {
+                ClientError::new(ErrorKind::Invalid, e.to_string())
+            })?;
+    let id = Identity::generate();
+    client.register(&user, &id).await?;
+    let session = client.login(&user, &id).await?;
+    client.create_subreddit(&session, &sub, "benchmark").await?;
+    let post = client
+        .create_post(
+            &session,
+            &CreatePostRequest {
+                subreddit: sub.clone(),
+                title: "benchmark post".into(),
+                body: "x".repeat(200),
+                repost_of: None,
+            },
+        )
+        .await?;
+    let shard = client.shard_of(sub.key());
+    let nats = client.nats().clone();
+    let reply_size = |subject: String, payload: Bytes, headers: async_nats::HeaderMap| {
+        let nats = nats.clone();
+        async move {
+            nats.send_request(
+                subject,
+                async_nats::Request::new().payload(payload).headers(headers),
+            )
+            .await
+            .map(|m| m.payload.len())
+            .map_err(|e| ClientError::new(ErrorKind::Unavailable, e.to_string()))
+        }
+    };
+    let mut auth = async_nats::HeaderMap::new();
+    auth.insert(AUTH_HEADER, bearer(&session.token).as_str());
+    let read = Bytes::from(encode(&GetPostRequest {
+        subreddit: sub.clone(),
+        id: post.id,
+    })?);
+    let votes: Vec<Bytes> = [1i8, -1]
+        .iter()
+        .map(|v| {
+            encode(&VoteRequest {
+                subreddit: sub.clone(),
+                target: VoteTarget::Post,
+                id: post.id.0,
+                value: *v,
+            })
+            .map(Bytes::from)
+        })
+        .collect::<Result<_, _>>()?;
+    let read_subject = subject::request(shard, Op::PostGet);
+    let vote_subject = subject::request(shard, Op::VoteCast);
+    let read_size = reply_size(
+        read_subject.clone(),
+        read.clone(),
+        async_nats::HeaderMap::new(),
+    )
+    .await?;
+    let vote_size = reply_size(vote_subject.clone(), votes[0].clone(), auth.clone()).await?;
+    let workloads = [
+        Workload {
+            op: "read",
+            engine_subject: read_subject,
+            echo_subject: format!("reddit.echo.{read_size}"),
+            headers: async_nats::HeaderMap::new(),
+            payloads: vec![read],
+        },
+        Workload {
+            op: "vote",
+            engine_subject: vote_subject,
+            echo_subject: format!("reddit.echo.{vote_size}"),
+            headers: auth,
+            payloads: votes,
+        },
+    ];
+    // Is the echo responder there?
+    nats.request(format!("reddit.echo.{read_size}"), Bytes::new())
+        .await
+        .map_err(|e| {
+            ClientError::new(
+                ErrorKind::Unavailable,
+                format!("reddit-echo is not running: {e}"),
+            )
+        })?;
+
+    let duration = Duration::from_secs_f64(seconds);
+    // Warm up both paths.
+    for w in &workloads {
+        closed_loop(
+            &nats,
+            &w.engine_subject,
+            w,
+            16,
+            Duration::from_millis(500),
+            timeout,
+        )
+        .await;
+        closed_loop(
+            &nats,
+            &w.echo_subject,
+            w,
+            16,
+            Duration::from_millis(500),
+            timeout,
+        )
+        .await;
+    }
+    let mut out = Vec::new();
+    for &level in levels {
+        for w in &workloads {
+            for (target, subject) in [("echo", &w.echo_subject), ("engine", &w.engine_subject)] {
+                let (count, errors, hist, secs) =
+                    closed_loop(&nats, subject, w, level, duration, timeout).await;
+                let m = Measurement {
+                    target: target.to_owned(),
+                    op: w.op.to_owned(),
+                    in_flight: level,
+                    count,
+                    errors,
+                    throughput: count as f64 / secs.max(1e-9),
+                    p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+                    p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+                };
+                eprintln!(
+                    "  {:>6} {:<4} in-flight {:>3}: {:>8.0} ops/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+                    m.target, m.op, m.in_flight, m.throughput, m.p50_ms, m.p99_ms, m.errors
+                );
+                out.push(m);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The comparison table: one row per (in flight, op) with engine/echo ratios.
+pub fn table(ms: &[Measurement]) -> String {
+    let mut lines = vec![format!(
+        "{:>9} {:<5} {:>11} {:>12} {:>6} {:>10} {:>11} {:>6}",
+        "in-flight", "op", "echo ops/s", "engine ops/s", "ratio", "echo p99", "engine p99", "ratio"
+    )];
+    for e in ms.iter().filter(|m| m.target == "echo") {
+        if let Some(g) = ms
+            .iter()
+            .find(|m| m.target == "engine" && m.op == e.op && m.in_flight == e.in_flight)
+        {
+            lines.push(format!(
+                "{:>9} {:<5} {:>11.0} {:>12.0} {:>6.2} {:>8.2}ms {:>9.2}ms {:>6.2}",
+                e.in_flight,
+                e.op,
+                e.throughput,
+                g.throughput,
+                g.throughput / e.throughput.max(1e-9),
+                e.p99_ms,
+                g.p99_ms,
+                g.p99_ms / e.p99_ms.max(1e-9)
+            ));
+        }
+    }
+    lines.join("\n")
+}

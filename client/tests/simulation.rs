@@ -1,0 +1,119 @@
+//! A small simulation with real worker processes: the audit passes, the ledger
+//! matches, every operation type occurs, and report.json has its fields.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::Cluster;
+use reddit_client::sim::{launcher, Load, Mix, SimConfig};
+use std::path::PathBuf;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_simulation_passes_its_checks() {
+    let cluster = Cluster::start(3).await;
+    let out = std::env::temp_dir().join(format!("reddit-sim-test-{}", uuid::Uuid::now_v7()));
+    let cfg = SimConfig {
+        nats_url: cluster.nats.url(),
+        tag: "ci".into(),
+        users: 300,
+        subreddits: 20,
+        zipf: 1.0,
+        joins_per_user: 3.0,
+        mix: Mix {
+            dm: 10.0,
+            ..Mix::default()
+        },
+        repost_share: 0.2,
+        online_mean_s: 1.0,
+        offline_mean_s: 1.0,
+        load: Load::Open {
+            rate: None,
+            think_ms: 150.0,
+        },
+        max_in_flight: 1024,
+        duration_s: 4.0,
+        seed: 7,
+        processes: 2,
+        out_dir: out.clone(),
+        request_timeout_ms: 10_000,
+        setup_in_flight: 64,
+    };
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_reddit-client"));
+    let report = launcher::run(cfg, &exe).await.unwrap();
+    assert!(report.audit.ok, "{:?}", report.audit.violations);
+    assert!(report.ledger_ok, "{:#?}", report.ledger);
+    assert_eq!(report.users, 300);
+    for op in [
+        "post.create",
+        "post.repost",
+        "comment.create",
+        "vote.cast",
+        "dm.send",
+        "dm.reply",
+        "feed.get",
+        "sub.join",
+        "sub.leave",
+        "dm.list",
+    ] {
+        let s = report
+            .ops
+            .get(op)
+            .unwrap_or_else(|| panic!("no {op} in {:?}", report.ops.keys()));
+        assert!(s.ok > 0, "{op} never succeeded: {s:?}");
+    }
+    assert!(report.sessions.logins > 0 && report.sessions.logouts > 0);
+    assert!(report.shard_load.len() == 3 && report.shard_load.iter().all(|s| s.requests > 0));
+    assert!(report.zipf.fitted.is_some());
+    assert!(report.total.count > 1000, "{}", report.total.count);
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    for field in [
+        "config",
+        "shards",
+        "users",
+        "setup_seconds",
+        "run_seconds",
+        "total",
+        "ops",
+        "timeline",
+        "shard_load",
+        "shard_skew",
+        "zipf",
+        "sessions",
+        "memory",
+        "ledger",
+        "ledger_ok",
+        "audit",
+        "plots",
+    ] {
+        assert!(json.get(field).is_some(), "report.json lacks {field}");
+    }
+    for field in [
+        "count",
+        "errors",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "p999_ms",
+        "max_ms",
+        "throughput",
+    ] {
+        assert!(
+            json["ops"]["vote.cast"].get(field).is_some(),
+            "op summary lacks {field}"
+        );
+    }
+    for plot in [
+        "throughput.svg",
+        "latency.svg",
+        "zipf.svg",
+        "shards.svg",
+        "online.svg",
+    ] {
+        let svg = std::fs::read_to_string(out.join(plot)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{plot}");
+    }
+    let _ = std::fs::remove_dir_all(out);
+    cluster.stop().await;
+}
