@@ -42,15 +42,19 @@ impl TokenSigner {
         }
     }
 
-    fn mac(&self, data: &str) -> String {
+    fn mac_bytes(&self, data: &str) -> [u8; 32] {
         // HMAC accepts keys of any length, so this cannot fail.
         match HmacSha256::new_from_slice(&self.secret) {
             Ok(mut mac) => {
                 mac.update(data.as_bytes());
-                hex::encode(mac.finalize().into_bytes())
+                mac.finalize().into_bytes().into()
             }
-            Err(_) => String::new(),
+            Err(_) => [0; 32],
         }
+    }
+
+    fn mac(&self, data: &str) -> String {
+        hex::encode(self.mac_bytes(data))
     }
 
     /// A token for `username` issued at `now` (ms), and its expiry.
@@ -74,8 +78,9 @@ impl TokenSigner {
         else {
             return Err(forged());
         };
-        let expected = self.mac(body);
-        if !constant_time_eq(expected.as_bytes(), mac.as_bytes()) {
+        let mut given = [0u8; 32];
+        hex::decode_to_slice(mac, &mut given).map_err(|_| forged())?;
+        if !constant_time_eq(&self.mac_bytes(body), &given) {
             return Err(forged());
         }
         let expires: i64 = expires.parse().map_err(|_| forged())?;

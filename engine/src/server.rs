@@ -6,8 +6,8 @@
 
 use crate::auth::{Challenges, TokenSigner};
 use crate::cross_shard::{Peers, SyncEnvelope};
-use crate::state::ranking::view_key;
-use crate::state::{audit, finish_page, Effects, PushTarget, ShardState};
+use crate::state::ranking::{encode_cursor, Rank};
+use crate::state::{audit, Effects, PushTarget, ShardState};
 use async_nats::service::Request;
 use async_nats::HeaderMap;
 use futures::future::BoxFuture;
@@ -23,11 +23,11 @@ use reddit_shared::protocol::dm::{
 };
 use reddit_shared::protocol::feed::FeedRequest;
 use reddit_shared::protocol::internal::{
-    AuditExport, AuditExportRequest, DeliverDm, FeedCandidates, FeedCandidatesRequest, Hello,
-    SyncAck, SyncBatch,
+    AuditExport, AuditExportRequest, DeliverDm, FeedCandidate, FeedCandidates,
+    FeedCandidatesRequest, Hello, SyncAck, SyncBatch,
 };
 use reddit_shared::protocol::post::{
-    CreatePostRequest, GetPostRequest, ListPostsRequest, PostSort, PostView,
+    CreatePostRequest, GetPostRequest, ListPostsRequest, PostView,
 };
 use reddit_shared::protocol::subreddit::{
     CreateSubredditRequest, GetSubredditRequest, ListSubredditsRequest, MembershipRequest,
@@ -738,7 +738,7 @@ impl Actor {
             .state
             .feed_candidates(&local, r.sort, limit + 1, r.cursor.as_ref())?;
         if by_shard.is_empty() {
-            return reply(&merge_feed(posts, r.sort, limit));
+            return merge_feed(posts, limit).map(Handled::Reply);
         }
         let peers = self.ctx.peers.clone();
         Ok(Handled::Later(
@@ -760,7 +760,7 @@ impl Actor {
                 for result in futures::future::join_all(calls).await {
                     posts.extend(result?.posts);
                 }
-                encode(&merge_feed(posts, r.sort, limit))
+                merge_feed(posts, limit)
             }
             .boxed(),
         ))
@@ -819,14 +819,36 @@ fn original_missing(e: WireError, sub: &SubredditName) -> WireError {
     }
 }
 
-fn merge_feed(
-    mut posts: Vec<PostView>,
-    sort: PostSort,
-    limit: usize,
-) -> reddit_shared::protocol::post::PostPage {
-    posts.sort_by_cached_key(|p| std::cmp::Reverse(view_key(sort, p)));
-    posts.truncate(limit + 1);
-    finish_page(&mut posts, sort, limit)
+/// Merges feed candidates from several shards by key and writes the `PostPage`
+/// reply (`{posts: [...], next_cursor}`) around the winners' encoded views.
+fn merge_feed(mut posts: Vec<FeedCandidate>, limit: usize) -> Result<Vec<u8>, WireError> {
+    let key = |c: &FeedCandidate| (Rank(c.rank), c.id);
+    posts.sort_unstable_by_key(|c| std::cmp::Reverse(key(c)));
+    let next_cursor = (posts.len() > limit)
+        .then(|| {
+            posts
+                .get(limit.wrapping_sub(1))
+                .map(|c| encode_cursor(&key(c)))
+        })
+        .flatten();
+    posts.truncate(limit);
+    let size: usize = posts.iter().map(|c| c.view.len()).sum();
+    let mut out = Vec::with_capacity(size + 64);
+    let io = |e: rmp::encode::ValueWriteError| {
+        WireError::internal(format!("could not encode a feed page: {e}"))
+    };
+    rmp::encode::write_map_len(&mut out, 2).map_err(io)?;
+    rmp::encode::write_str(&mut out, "posts").map_err(io)?;
+    rmp::encode::write_array_len(&mut out, posts.len() as u32).map_err(io)?;
+    for c in &posts {
+        out.extend_from_slice(&c.view);
+    }
+    rmp::encode::write_str(&mut out, "next_cursor").map_err(io)?;
+    match next_cursor {
+        Some(c) => rmp::encode::write_str(&mut out, &c).map_err(io)?,
+        None => rmp::encode::write_nil(&mut out).map_err(|e| WireError::internal(e.to_string()))?,
+    }
+    Ok(out)
 }
 
 /// Pulls every shard's audit records page by page and checks them together.

@@ -15,10 +15,12 @@ pub fn fnv1a_64(data: &[u8]) -> u64 {
 /// The shard that owns `key` (a username or subreddit name, any case) among `shards`.
 /// `shards` of 0 is treated as 1.
 pub fn shard_for(key: &str, shards: u32) -> u32 {
-    let lower = key.to_ascii_lowercase();
+    let hash = key.bytes().fold(FNV_OFFSET_BASIS, |hash, byte| {
+        (hash ^ u64::from(byte.to_ascii_lowercase())).wrapping_mul(FNV_PRIME)
+    });
     let n = u64::from(shards.max(1));
     // The remainder is < shards, which is a u32.
-    u32::try_from(fnv1a_64(lower.as_bytes()) % n).unwrap_or(0)
+    u32::try_from(hash % n).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -39,6 +41,14 @@ mod tests {
             assert_eq!(shard_for("Alice", n), shard_for("alice", n));
         }
         assert_eq!(shard_for("anything", 1), 0);
+        for key in ["alice", "Bob", "r_Rust_2", "ÄÖ-x"] {
+            let lower = key.to_ascii_lowercase();
+            assert_eq!(
+                shard_for(key, 7),
+                (fnv1a_64(lower.as_bytes()) % 7) as u32,
+                "{key}"
+            );
+        }
         assert_eq!(shard_for("anything", 0), 0);
     }
 }

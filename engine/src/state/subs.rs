@@ -3,6 +3,7 @@
 
 use super::ranking::{decode_cursor, encode_cursor, post_rank, view_key, wilson, Rank, SortKey};
 use super::{Effects, Event, PushTarget, ShardState, Tally};
+use reddit_shared::codec::encode;
 use reddit_shared::error::WireError;
 use reddit_shared::ids::{CommentId, PostId};
 use reddit_shared::names::{SubredditName, Username};
@@ -10,7 +11,7 @@ use reddit_shared::protocol::comment::{
     CommentSort, CommentTree, CommentTreeRequest, CommentView, CreateCommentRequest,
     DEFAULT_TREE_COMMENTS,
 };
-use reddit_shared::protocol::internal::SyncItem;
+use reddit_shared::protocol::internal::{FeedCandidate, SyncItem};
 use reddit_shared::protocol::post::{PostPage, PostSort, PostView};
 use reddit_shared::protocol::push::PushEvent;
 use reddit_shared::protocol::subreddit::{MembershipReply, SubredditView};
@@ -668,25 +669,41 @@ impl ShardState {
     }
 
     /// `internal.feed.candidates`: up to `limit` posts from these subreddits (those
-    /// owned here and existing) strictly after `cursor`, best first.
+    /// owned here and existing) strictly after `cursor`, best first, each with its
+    /// sort key and its encoded view.
     pub fn feed_candidates(
         &self,
         names: &[SubredditName],
         sort: PostSort,
         limit: usize,
         cursor: Option<&String>,
-    ) -> Result<Vec<PostView>, WireError> {
+    ) -> Result<Vec<FeedCandidate>, WireError> {
         let after = parse_cursor(cursor)?;
-        let mut all: Vec<(SortKey, PostView)> = Vec::new();
+        // Pick the winners by key first; build and encode views only for them.
+        let mut keys: Vec<(SortKey, &Subreddit)> = Vec::new();
         for name in names {
             let Ok(sub) = self.sub(name) else { continue };
-            for p in sub.page(sort, after.as_ref(), limit) {
-                all.push((p.key(sort), p.view(&sub.name)));
-            }
+            let index = sub.index(sort);
+            let range: Box<dyn Iterator<Item = &SortKey>> = match &after {
+                Some(k) => Box::new(index.range(..*k).rev()),
+                None => Box::new(index.iter().rev()),
+            };
+            keys.extend(range.take(limit).map(|k| (*k, sub)));
         }
-        all.sort_by_key(|(key, _)| std::cmp::Reverse(*key));
-        all.truncate(limit);
-        Ok(all.into_iter().map(|(_, v)| v).collect())
+        keys.sort_unstable_by_key(|(key, _)| std::cmp::Reverse(*key));
+        keys.truncate(limit);
+        keys.into_iter()
+            .filter_map(|((rank, id), sub)| {
+                sub.posts.get(&id).map(|p| (rank, id, p.view(&sub.name)))
+            })
+            .map(|(rank, id, view)| {
+                Ok(FeedCandidate {
+                    rank: rank.0,
+                    id,
+                    view: encode(&view)?,
+                })
+            })
+            .collect()
     }
 
     /// `comment.create`.

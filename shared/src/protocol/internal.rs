@@ -3,9 +3,9 @@
 
 use super::admin::Violation;
 use super::dm::DmView;
-use super::post::{PostSort, PostView};
+use super::post::PostSort;
 use super::Validate;
-use crate::ids::DmId;
+use crate::ids::{DmId, PostId};
 use crate::names::{SubredditName, Username};
 use serde::{Deserialize, Serialize};
 
@@ -87,7 +87,21 @@ impl Validate for FeedCandidatesRequest {}
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FeedCandidates {
     /// Best first.
-    pub posts: Vec<PostView>,
+    pub posts: Vec<FeedCandidate>,
+}
+
+/// One feed candidate: its sort key, and its [`PostView`](super::post::PostView) already encoded, so the
+/// user's shard merges by key and splices the winners' bytes into its reply
+/// without decoding and re-encoding every candidate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedCandidate {
+    /// The post's rank under the requested sort (larger first).
+    pub rank: f64,
+    /// The post (ties on rank go to the larger id).
+    pub id: PostId,
+    /// The MessagePack encoding of the post's [`PostView`](super::post::PostView).
+    #[serde(with = "serde_bytes")]
+    pub view: Vec<u8>,
 }
 
 /// `internal.audit.export`: one page of the facts the audit cross-checks.
