@@ -644,12 +644,18 @@ impl RedditClient {
         Ok(out)
     }
 
-    /// `audit.run`, coordinated by shard 0.
+    /// `audit.run`, coordinated by shard 0. An audit reads every shard's state, so it
+    /// may take longer than other requests: it waits at least 120 s (a missing shard
+    /// still fails at once).
     pub async fn audit(&self, max_violations: u32) -> Result<AuditReport, ClientError> {
         let req = AuditRequest {
             max_violations: Some(max_violations),
         };
-        self.call_shard(0, Op::AuditRun, None, &req).await
+        let patient = Self {
+            timeout: self.timeout.max(Duration::from_secs(120)),
+            ..self.clone()
+        };
+        patient.call_shard(0, Op::AuditRun, None, &req).await
     }
 
     /// Push events for `user` (`reddit.events.user.<username>`).

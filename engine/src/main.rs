@@ -32,6 +32,10 @@ struct Args {
     /// Timeout of each request to another shard, in milliseconds.
     #[arg(long, env = "REDDIT_PEER_TIMEOUT_MS", default_value_t = 2000)]
     peer_timeout_ms: u64,
+    /// Runtime threads: 1 (default) runs the shard on one thread, best when shards
+    /// share the cores; more lets one busy shard overlap network I/O and work.
+    #[arg(long, env = "REDDIT_THREADS", default_value_t = 1)]
+    threads: usize,
     /// Lifetime of login tokens, in seconds.
     #[arg(long, env = "REDDIT_TOKEN_TTL_SECS", default_value_t = 86_400)]
     token_ttl_secs: u64,
@@ -39,11 +43,26 @@ struct Args {
 
 const DEV_SECRET: &str = "reddit-dev-secret-change-me";
 
-/// One thread: a shard's state is one actor, and on a few cores several shard
-/// processes share them; a multi-threaded runtime only added cross-thread wake-ups
-/// between the connection, reader and actor tasks (see docs/performance.md).
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // One thread by default: a shard's state is one actor, and when several shard
+    // processes share a few cores a multi-threaded runtime mostly adds cross-thread
+    // wake-ups between the connection, reader and actor tasks (docs/performance.md).
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+    }
+    .context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -52,7 +71,6 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
     let secret = match args.secret {
         Some(s) if !s.is_empty() => s,
         _ => {

@@ -63,7 +63,7 @@ const CODES: [ErrorCode; 11] = [
     ErrorCode::Internal,
 ];
 /// Records per `internal.audit.export` page.
-const AUDIT_PAGE: u32 = 2_000;
+const AUDIT_PAGE: u32 = 4_000;
 
 /// Counters shown by `shard.stats` and in `$SRV.STATS` (custom data).
 #[derive(Debug)]
@@ -286,6 +286,8 @@ pub async fn read_requests(
 pub struct Actor {
     state: ShardState,
     challenges: Challenges,
+    /// The facts of the audit in progress (one at a time), by audit id.
+    audit_cache: Option<(u64, Vec<reddit_shared::protocol::internal::AuditRecord>)>,
     ctx: Ctx,
     jobs: mpsc::WeakSender<Job>,
 }
@@ -297,6 +299,7 @@ impl Actor {
         Self {
             state,
             challenges: Challenges::default(),
+            audit_cache: None,
             ctx,
             jobs,
         }
@@ -678,14 +681,25 @@ impl Actor {
                 let r: AuditExportRequest = parse(p)?;
                 let limit = r.limit.clamp(1, 10 * AUDIT_PAGE) as usize;
                 let offset = usize::try_from(r.offset).unwrap_or(usize::MAX);
-                let mut records: Vec<_> = self
-                    .state
-                    .audit_records()
-                    .skip(offset)
-                    .take(limit + 1)
-                    .collect();
-                let done = records.len() <= limit;
-                records.truncate(limit);
+                // One snapshot per audit, served page by page: linear, not quadratic.
+                if r.offset == 0
+                    || self
+                        .audit_cache
+                        .as_ref()
+                        .is_none_or(|(id, _)| *id != r.audit)
+                {
+                    self.audit_cache = Some((r.audit, self.state.audit_records().collect()));
+                }
+                let all = self
+                    .audit_cache
+                    .as_ref()
+                    .map_or(&[][..], |(_, v)| v.as_slice());
+                let end = offset.saturating_add(limit).min(all.len());
+                let records = all.get(offset..end).unwrap_or_default().to_vec();
+                let done = end >= all.len();
+                if done {
+                    self.audit_cache = None;
+                }
                 reply(&AuditExport {
                     records,
                     done,
@@ -855,6 +869,7 @@ fn merge_feed(mut posts: Vec<FeedCandidate>, limit: usize) -> Result<Vec<u8>, Wi
 async fn run_audit(peers: Peers, shards: u32, max: usize) -> Result<AuditReport, WireError> {
     let mut records = Vec::new();
     let mut pending = 0;
+    let audit = rand::random::<u64>();
     for shard in 0..shards {
         let mut offset = 0u64;
         loop {
@@ -863,6 +878,7 @@ async fn run_audit(peers: Peers, shards: u32, max: usize) -> Result<AuditReport,
                     shard,
                     Op::InternalAuditExport,
                     &AuditExportRequest {
+                        audit,
                         offset,
                         limit: AUDIT_PAGE,
                     },

@@ -107,6 +107,10 @@ pub struct FeedCandidate {
 /// `internal.audit.export`: one page of the facts the audit cross-checks.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditExportRequest {
+    /// Identifies one audit: a shard takes its snapshot of facts at offset 0 (or a new
+    /// id) and serves the following pages from it.
+    #[serde(default)]
+    pub audit: u64,
     /// Records to skip.
     pub offset: u64,
     /// Most records to return.
