@@ -33,7 +33,7 @@ use std::time::Duration;
 
 /// Command-line client of the sharded Reddit engine.
 #[derive(Parser, Debug)]
-#[command(name = "reddit-client", version, about, long_about = None)]
+#[command(name = "reddit-client", version, about, long_about = None, args_override_self = true)]
 struct Cli {
     /// NATS server URL (the only address a client needs).
     #[arg(
