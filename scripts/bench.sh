@@ -5,19 +5,24 @@
 # (4 shards, 4 client processes, closed loop). Starts and stops everything itself.
 #
 #   scripts/bench.sh [--seconds S] [--sim-seconds S] [--sim-in-flight N] [--users N]
+#                    [--memory-users N]
+#
+# Last, client memory: one worker process simulating --memory-users users (default
+# 100,000; 0 skips it).
 #
 # Results go to run/bench-<time>/ (bench.json, the simulation's report.json and plots).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-seconds=5 sim_seconds=30 sim_in_flight=64 users=10000 shards=4
+seconds=5 sim_seconds=30 sim_in_flight=64 users=10000 shards=4 memory_users=100000
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds=$2; shift 2 ;;
     --sim-seconds) sim_seconds=$2; shift 2 ;;
     --sim-in-flight) sim_in_flight=$2; shift 2 ;;
     --users) users=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --memory-users) memory_users=$2; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) die "unknown option $1" ;;
   esac
 done
@@ -25,21 +30,13 @@ done
 run="$ROOT/run/bench-run-$$"
 out="$ROOT/run/bench-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
-cleanup() {
-  stop_pidfile "$run/echo.pid" 5 2>/dev/null || true
-  "$ROOT/scripts/stop.sh" --run-dir "$run" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-port=$(free_port) mport=$(free_port)
-"$ROOT/scripts/start.sh" --shards "$shards" --port "$port" --monitor-port "$mport" --run-dir "$run" 2>&1 |
-  grep -vE '^\s+(export|/)|^stop with' >&2
-BIN="$ROOT/target/release"
+start_throwaway_system "$shards" "$run"
+port=$PORT
 # The benchmark publishes on reddit.echo.>, which nats.conf's client user may not:
 # both the echo responder and the harness use the engine's credentials.
 url="nats://$ENGINE_USER:$ENGINE_PASSWORD@127.0.0.1:$port"
 nohup "$BIN/reddit-echo" --nats-url "$url" >"$run/echo.log" 2>&1 &
-echo $! >"$run/echo.pid"
+echo $! >"$run/echo-0.pid" # stop.sh stops every *.pid in the run dir
 
 {
   echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
@@ -55,4 +52,11 @@ say "== mixed workload: $users users, 4 client processes, $sim_in_flight in flig
 "$BIN/reddit-client" --nats-url "nats://127.0.0.1:$port" simulate \
   --users "$users" --processes 4 --in-flight "$sim_in_flight" --duration "$sim_seconds" \
   --offline-mean 10 --online-mean 30 --out "$out/sim" | tee "$out/sim.txt"
+if [ "$memory_users" -gt 0 ]; then
+  say "== client memory: $memory_users users in one client process"
+  "$BIN/reddit-client" --nats-url "nats://127.0.0.1:$port" simulate \
+    --users "$memory_users" --processes 1 --duration 10 --subreddits 500 \
+    --setup-in-flight 512 --out "$out/memory" >"$out/memory.txt" 2>&1
+  grep -E "client memory|ledger|audit" "$out/memory.txt"
+fi
 echo "results in $out"

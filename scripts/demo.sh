@@ -18,14 +18,8 @@ while [ $# -gt 0 ]; do
 done
 
 run="$ROOT/run/demo-$$"
-cleanup() { "$ROOT/scripts/stop.sh" --run-dir "$run" >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-port=$(free_port) mport=$(free_port)
-"$ROOT/scripts/start.sh" --shards "$shards" --port "$port" --monitor-port "$mport" --run-dir "$run" 2>&1 |
-  grep -vE '^\s+(export|/)' >&2
-
-BIN="$ROOT/target/release"
+start_throwaway_system "$shards" "$run"
+port=$PORT
 export NATS_URL="nats://127.0.0.1:$port" REDDIT_CLIENT_DIR="$run/client"
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
 step() {
@@ -63,5 +57,5 @@ step sub list
 step stats
 step audit
 printf '\ndemo finished; stopping nats-server and %s shards\n' "$shards"
-cleanup
+"$ROOT/scripts/stop.sh" --run-dir "$run" >/dev/null 2>&1 || true
 rm -rf "$run"

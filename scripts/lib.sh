@@ -92,3 +92,19 @@ wait_shard() {
   say "shard $k did not start serving within ${limit}s (see $run/shard-$k.log)"
   return 1
 }
+
+# Starts nats-server and $1 shards on free ports in run dir $2, and stops them
+# (and anything whose pid file is in $2) when the calling script exits, also on
+# failure or Ctrl-C. Sets PORT and BIN.
+start_throwaway_system() {
+  local shards=$1
+  THROWAWAY_RUN=$2
+  trap '"$ROOT/scripts/stop.sh" --run-dir "$THROWAWAY_RUN" >/dev/null 2>&1 || true' EXIT
+  trap 'exit 130' INT TERM
+  PORT=$(free_port)
+  local mport
+  mport=$(free_port)
+  "$ROOT/scripts/start.sh" --shards "$shards" --port "$PORT" --monitor-port "$mport" --run-dir "$THROWAWAY_RUN" 2>&1 |
+    grep -vE '^\s+(export|/)|^stop with' >&2
+  BIN="$ROOT/target/release"
+}

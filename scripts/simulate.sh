@@ -16,13 +16,8 @@ if [ "${1:-}" = "--shards" ]; then shards=$2; shift 2; fi
 [ "${1:-}" = "--" ] && shift
 
 run="$ROOT/run/simulate-$$"
-cleanup() { "$ROOT/scripts/stop.sh" --run-dir "$run" >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-port=$(free_port) mport=$(free_port)
-"$ROOT/scripts/start.sh" --shards "$shards" --port "$port" --monitor-port "$mport" --run-dir "$run" 2>&1 |
-  grep -vE '^\s+(export|/)|^stop with' >&2
-BIN="$ROOT/target/release"
+start_throwaway_system "$shards" "$run"
+port=$PORT
 out="$ROOT/run/report-$(date +%Y%m%d-%H%M%S)"
 "$BIN/reddit-client" --nats-url "nats://127.0.0.1:$port" simulate \
   --users 10000 --processes 4 --duration 60 --out "$out" --check "$@"

@@ -17,7 +17,7 @@ done
 [ -d "$run" ] || { say "nothing to stop ($run does not exist)"; exit 0; }
 
 stopped=0
-for f in "$run"/shard-*.pid "$run"/client-*.pid; do
+for f in "$run"/shard-*.pid "$run"/echo-*.pid "$run"/client-*.pid; do
   [ -e "$f" ] || continue
   stop_pidfile "$f" 15
   stopped=$((stopped + 1))

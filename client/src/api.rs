@@ -6,8 +6,7 @@ use crate::error::{ClientError, ErrorKind};
 use crate::identity::Identity;
 use futures::StreamExt;
 use reddit_shared::auth::{bearer, AUTH_HEADER};
-use reddit_shared::codec::{decode, decode_reply, encode};
-use reddit_shared::error::{ERROR_CODE_HEADER, ERROR_HEADER};
+use reddit_shared::codec::{decode, encode};
 use reddit_shared::ids::{DmId, PostId};
 use reddit_shared::names::{SubredditName, Username};
 use reddit_shared::protocol::admin::{AuditReport, AuditRequest, ShardStats};
@@ -303,15 +302,7 @@ impl RedditClient {
                     ),
                 }
             })?;
-        let header = |name: &str| {
-            msg.headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_owned())
-        };
-        let status = header(ERROR_CODE_HEADER);
-        let text = header(ERROR_HEADER);
-        decode_reply(status.as_deref(), text.as_deref(), &msg.payload).map_err(ClientError::from)
+        reddit_shared::connect::decode_message(&msg).map_err(ClientError::from)
     }
 
     async fn call<Req: Serialize + Validate, Resp: DeserializeOwned>(

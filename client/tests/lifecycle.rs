@@ -241,3 +241,39 @@ async fn the_projects_nats_conf_keeps_clients_off_internal_subjects() {
     shard.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(store);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_exits_on_sigterm_even_when_nats_is_gone() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let mut child = common::ChildGuard::new(
+        Command::new(workspace_bin("reddit-engine"))
+            .args(["--nats-url", &url, "--shard", "0", "--shards", "1"])
+            .env("REDDIT_SECRET", SECRET)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_serving(&url, 0).await;
+    drop(nats);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Bounded by the shutdown grace period (15 s) plus the final steps (4 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(status) = child.0.as_mut().unwrap().try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the engine did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+}

@@ -7,8 +7,8 @@
 //! and retries failed rounds with backoff until the destination acknowledges. Items
 //! carry versions, so a repeat or a reordering is harmless at the receiver.
 
-use reddit_shared::codec::{decode_reply, encode};
-use reddit_shared::error::{ErrorCode, WireError, ERROR_CODE_HEADER, ERROR_HEADER};
+use reddit_shared::codec::encode;
+use reddit_shared::error::{ErrorCode, WireError};
 use reddit_shared::protocol::internal::{SyncAck, SyncBatch, SyncItem, MAX_SYNC_ITEMS};
 use reddit_shared::protocol::Op;
 use reddit_shared::subject;
@@ -56,15 +56,7 @@ impl Peers {
 
 /// Decodes a NATS reply message into `T` or the wire error it carries.
 pub fn reply_of<T: DeserializeOwned>(msg: &async_nats::Message) -> Result<T, WireError> {
-    let header = |name: &str| {
-        msg.headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
-    };
-    let status = header(ERROR_CODE_HEADER);
-    let text = header(ERROR_HEADER);
-    decode_reply(status.as_deref(), text.as_deref(), &msg.payload)
+    reddit_shared::connect::decode_message(msg)
 }
 
 /// The wire error for a failed NATS request to `shard`.

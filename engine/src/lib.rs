@@ -25,6 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 
+/// Longest a shard spends answering what it took and flushing its outbox after it
+/// is asked to stop.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
 /// How a shard process is configured.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -253,13 +257,30 @@ pub async fn run(
         "shutting down: no new requests, answering the queued ones"
     );
     let _ = stop_tx.send(true);
-    let _ = reader.await;
-    let _ = actor.await;
-    let _ = syncer.await;
-    if let Err(e) = service.stop().await {
-        tracing::debug!(error = %e, "service stop");
+    // Every step is bounded: with NATS gone, replies, flushes and the service's
+    // unregistering would otherwise wait for a reconnect that may never come.
+    let drain = async {
+        let _ = reader.await;
+        let _ = actor.await;
+        let _ = syncer.await;
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        tracing::warn!(
+            shard = config.shard,
+            "shutdown did not finish within {SHUTDOWN_GRACE:?} (is NATS reachable?); exiting anyway"
+        );
     }
-    client.flush().await.map_err(nats_err)?;
+    match tokio::time::timeout(Duration::from_secs(2), service.stop()).await {
+        Ok(Err(e)) => tracing::debug!(error = %e, "service stop"),
+        Err(_) => tracing::warn!("could not unregister the service (NATS unreachable?)"),
+        Ok(Ok(())) => {}
+    }
+    if tokio::time::timeout(Duration::from_secs(2), client.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("could not flush the last replies (NATS unreachable?)");
+    }
     tracing::info!(shard = config.shard, "stopped");
     Ok(())
 }

@@ -49,19 +49,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 const OPS: usize = Op::ALL.len();
-const CODES: [ErrorCode; 11] = [
-    ErrorCode::Malformed,
-    ErrorCode::InvalidRequest,
-    ErrorCode::UnknownOperation,
-    ErrorCode::WrongShard,
-    ErrorCode::Unauthenticated,
-    ErrorCode::Forbidden,
-    ErrorCode::NotFound,
-    ErrorCode::Conflict,
-    ErrorCode::TooLarge,
-    ErrorCode::Unavailable,
-    ErrorCode::Internal,
-];
+const CODES: [ErrorCode; 11] = ErrorCode::ALL;
 /// Records per `internal.audit.export` page.
 const AUDIT_PAGE: u32 = 4_000;
 

@@ -4,7 +4,24 @@
 //! not send those by itself, so they are moved into the connect options here.
 //! Several servers may be given, comma-separated.
 
+use crate::codec::decode_reply;
+use crate::error::{WireError, ERROR_CODE_HEADER, ERROR_HEADER};
+use serde::de::DeserializeOwned;
 use std::time::Duration;
+
+/// Decodes a reply message: the body as `T`, or the [`WireError`] its micro-service
+/// error headers and body carry.
+pub fn decode_message<T: DeserializeOwned>(msg: &async_nats::Message) -> Result<T, WireError> {
+    let header = |name: &str| {
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    let status = header(ERROR_CODE_HEADER);
+    let text = header(ERROR_HEADER);
+    decode_reply(status.as_deref(), text.as_deref(), &msg.payload)
+}
 
 /// Why a connection failed.
 #[derive(Debug, thiserror::Error)]

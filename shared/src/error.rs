@@ -40,6 +40,21 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code.
+    pub const ALL: [ErrorCode; 11] = [
+        Self::Malformed,
+        Self::InvalidRequest,
+        Self::UnknownOperation,
+        Self::WrongShard,
+        Self::Unauthenticated,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::Conflict,
+        Self::TooLarge,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
     /// The numeric status for `Nats-Service-Error-Code`.
     pub fn status(self) -> u16 {
         match self {
@@ -165,19 +180,7 @@ mod tests {
         let bytes = rmp_serde::to_vec_named(&e).unwrap();
         let v: std::collections::BTreeMap<String, String> = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(v["code"], "unknown_operation");
-        for code in [
-            ErrorCode::Malformed,
-            ErrorCode::InvalidRequest,
-            ErrorCode::UnknownOperation,
-            ErrorCode::WrongShard,
-            ErrorCode::Unauthenticated,
-            ErrorCode::Forbidden,
-            ErrorCode::NotFound,
-            ErrorCode::Conflict,
-            ErrorCode::TooLarge,
-            ErrorCode::Unavailable,
-            ErrorCode::Internal,
-        ] {
+        for code in ErrorCode::ALL {
             let bytes = rmp_serde::to_vec(&code).unwrap();
             let s: String = rmp_serde::from_slice(&bytes).unwrap();
             assert_eq!(s, code.as_str());
