@@ -98,36 +98,13 @@ struct ItemKey {
 }
 
 fn key_and_version(dest: u32, item: &SyncItem) -> (ItemKey, u64) {
-    match item {
-        SyncItem::Membership {
-            user,
-            subreddit,
-            version,
-            ..
-        } => (
-            ItemKey {
-                dest,
-                karma: false,
-                user: user.key().to_owned(),
-                subreddit: subreddit.key().to_owned(),
-            },
-            *version,
-        ),
-        SyncItem::Karma {
-            user,
-            subreddit,
-            version,
-            ..
-        } => (
-            ItemKey {
-                dest,
-                karma: true,
-                user: user.key().to_owned(),
-                subreddit: subreddit.key().to_owned(),
-            },
-            *version,
-        ),
-    }
+    let key = ItemKey {
+        dest,
+        karma: item.is_karma(),
+        user: item.user().key().to_owned(),
+        subreddit: item.subreddit().key().to_owned(),
+    };
+    (key, item.version())
 }
 
 struct Pending {

@@ -390,10 +390,7 @@ impl ShardState {
     /// Routes a sync item: applied here if this shard owns the user, else queued for
     /// the owner in `fx`.
     fn sync(&mut self, item: SyncItem, fx: &mut Effects) {
-        let user_key = match &item {
-            SyncItem::Membership { user, .. } | SyncItem::Karma { user, .. } => user.key(),
-        };
-        let owner = self.owner(user_key);
+        let owner = self.owner(item.user().key());
         if owner == self.shard {
             self.apply_sync(item);
         } else {
@@ -404,55 +401,49 @@ impl ShardState {
     /// Applies an update from another shard (`internal.sync`). Returns whether it
     /// changed anything; `wrong_shard` if the user is not owned here.
     pub fn apply_sync_checked(&mut self, item: SyncItem) -> Result<bool, WireError> {
-        let user_key = match &item {
-            SyncItem::Membership { user, .. } | SyncItem::Karma { user, .. } => user.key(),
-        };
-        self.check_owner("user", user_key)?;
+        self.check_owner("user", item.user().key())?;
         Ok(self.apply_sync(item))
     }
 
+    /// Applies an update if its user exists here and it is newer than what is held.
     fn apply_sync(&mut self, item: SyncItem) -> bool {
+        let Some(u) = self.users.get(item.user().key()) else {
+            return false;
+        };
+        let (sub, version) = (item.subreddit().key(), item.version());
+        let newer = if item.is_karma() {
+            u.karma_is_newer(sub, version)
+        } else {
+            u.membership_is_newer(sub, version)
+        };
+        if !newer {
+            return false;
+        }
         let event = match item {
             SyncItem::Membership {
                 user,
                 subreddit,
                 member,
                 version,
-            } => {
-                let Some(u) = self.users.get(user.key()) else {
-                    return false;
-                };
-                if !u.membership_is_newer(subreddit.key(), version) {
-                    return false;
-                }
-                Event::MembershipSynced {
-                    user: user.key().to_owned(),
-                    subreddit,
-                    member,
-                    version,
-                }
-            }
+            } => Event::MembershipSynced {
+                user: user.key().to_owned(),
+                subreddit,
+                member,
+                version,
+            },
             SyncItem::Karma {
                 user,
                 subreddit,
                 post_karma,
                 comment_karma,
                 version,
-            } => {
-                let Some(u) = self.users.get(user.key()) else {
-                    return false;
-                };
-                if !u.karma_is_newer(subreddit.key(), version) {
-                    return false;
-                }
-                Event::KarmaSynced {
-                    user: user.key().to_owned(),
-                    subreddit,
-                    post_karma,
-                    comment_karma,
-                    version,
-                }
-            }
+            } => Event::KarmaSynced {
+                user: user.key().to_owned(),
+                subreddit,
+                post_karma,
+                comment_karma,
+                version,
+            },
         };
         self.emit(event);
         true

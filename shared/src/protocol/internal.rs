@@ -52,6 +52,34 @@ pub enum SyncItem {
     },
 }
 
+impl SyncItem {
+    /// The user the item is about (its routing key).
+    pub fn user(&self) -> &Username {
+        match self {
+            Self::Membership { user, .. } | Self::Karma { user, .. } => user,
+        }
+    }
+
+    /// The subreddit the item comes from.
+    pub fn subreddit(&self) -> &SubredditName {
+        match self {
+            Self::Membership { subreddit, .. } | Self::Karma { subreddit, .. } => subreddit,
+        }
+    }
+
+    /// The item's version.
+    pub fn version(&self) -> u64 {
+        match self {
+            Self::Membership { version, .. } | Self::Karma { version, .. } => *version,
+        }
+    }
+
+    /// True for karma, false for membership.
+    pub fn is_karma(&self) -> bool {
+        matches!(self, Self::Karma { .. })
+    }
+}
+
 /// Reply to `internal.sync`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SyncAck {
