@@ -263,6 +263,19 @@ impl ShardState {
         }
     }
 
+    /// Refuses a command by a user this shard owns but does not hold (a token can
+    /// outlive an account that a restarted in-memory shard lost): acting for them
+    /// would record facts their own shard cannot mirror. Users of other shards are
+    /// vouched for by their token.
+    pub fn check_actor(&self, who: &Username) -> Result<(), WireError> {
+        if self.owner(who.key()) == self.shard && !self.users.contains_key(who.key()) {
+            return Err(WireError::unauthenticated(format!(
+                "user {who} does not exist; register again"
+            )));
+        }
+        Ok(())
+    }
+
     fn emit(&mut self, event: Event) {
         self.apply(&event);
         if self.record {

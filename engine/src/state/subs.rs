@@ -528,6 +528,7 @@ impl ShardState {
         now: i64,
     ) -> Result<SubredditView, WireError> {
         self.check_owner("subreddit", name.key())?;
+        self.check_actor(creator)?;
         if let Some(existing) = self.subs.get(name.key()) {
             return Err(WireError::conflict(format!(
                 "r/{} already exists",
@@ -569,6 +570,7 @@ impl ShardState {
         member: bool,
         fx: &mut Effects,
     ) -> Result<MembershipReply, WireError> {
+        self.check_actor(user)?;
         let sub = self.sub(name)?;
         let changed = sub.members.contains(user.key()) != member;
         if changed {
@@ -620,6 +622,7 @@ impl ShardState {
         now: i64,
         fx: &mut Effects,
     ) -> Result<PostView, WireError> {
+        self.check_actor(author)?;
         let sub = self.sub(name)?;
         let key = sub.name.key().to_owned();
         let id = PostId::new();
@@ -714,6 +717,7 @@ impl ShardState {
         now: i64,
         fx: &mut Effects,
     ) -> Result<CommentView, WireError> {
+        self.check_actor(author)?;
         let sub = self.sub(&req.subreddit)?;
         let post = sub.posts.get(&req.post_id).ok_or_else(|| {
             WireError::not_found(format!(
@@ -808,6 +812,7 @@ impl ShardState {
         value: i8,
         fx: &mut Effects,
     ) -> Result<VoteReply, WireError> {
+        self.check_actor(voter)?;
         let sub = self.sub(name)?;
         let (old, author) = match target {
             VoteTarget::Post => sub

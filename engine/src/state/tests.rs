@@ -2,6 +2,7 @@
 //! vote arithmetic.
 
 use super::*;
+use reddit_shared::error::WireError;
 use reddit_shared::protocol::comment::{CommentSort, CommentTreeRequest, CreateCommentRequest};
 use reddit_shared::protocol::dm::ListDmsRequest;
 use reddit_shared::protocol::post::PostSort;
@@ -328,4 +329,231 @@ fn keys_owned_elsewhere_are_refused() {
         .unwrap();
     let e = s.register(&un(&other), [1; 32], 0).unwrap_err();
     assert_eq!(e.code, reddit_shared::error::ErrorCode::WrongShard);
+}
+
+#[test]
+fn a_user_this_shard_does_not_hold_cannot_act() {
+    let mut s = busy_state();
+    let mut fx = Effects::default();
+    let ghost = un("ghost");
+    let code = |r: Result<_, WireError>| r.err().map(|e| e.code);
+    let unauth = Some(reddit_shared::error::ErrorCode::Unauthenticated);
+    assert_eq!(
+        code(
+            s.create_subreddit(&ghost, &sn("haunted"), String::new(), 0)
+                .map(|_| ())
+        ),
+        unauth
+    );
+    assert_eq!(
+        code(
+            s.set_membership(&ghost, &sn("rust"), true, &mut fx)
+                .map(|_| ())
+        ),
+        unauth
+    );
+    assert_eq!(
+        code(
+            s.create_post(
+                &ghost,
+                &sn("rust"),
+                "boo".into(),
+                String::new(),
+                None,
+                0,
+                &mut fx
+            )
+            .map(|_| ())
+        ),
+        unauth
+    );
+    let report = audit::check(1, s.audit_records(), 0, 10);
+    assert!(report.ok, "{:?}", report.violations);
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Cmd {
+        Register(u8),
+        CreateSub(u8, u8),
+        Member(u8, u8, bool),
+        Post(u8, u8, Option<u8>),
+        Comment(u8, u8, Option<u8>),
+        Vote(u8, bool, u8, i8),
+        Dm(u8, u8),
+        Reply(u8, u8),
+        Read(u8, u8),
+    }
+
+    fn cmd() -> impl Strategy<Value = Cmd> {
+        let u = 0u8..5;
+        let s = 0u8..3;
+        prop_oneof![
+            u.clone().prop_map(Cmd::Register),
+            (u.clone(), s.clone()).prop_map(|(a, b)| Cmd::CreateSub(a, b)),
+            (u.clone(), s.clone(), any::<bool>()).prop_map(|(a, b, c)| Cmd::Member(a, b, c)),
+            (u.clone(), s, proptest::option::of(any::<u8>()))
+                .prop_map(|(a, b, c)| Cmd::Post(a, b, c)),
+            (u.clone(), any::<u8>(), proptest::option::of(any::<u8>()))
+                .prop_map(|(a, b, c)| Cmd::Comment(a, b, c)),
+            (u.clone(), any::<bool>(), any::<u8>(), -1i8..=1)
+                .prop_map(|(a, b, c, d)| Cmd::Vote(a, b, c, d)),
+            (u.clone(), u.clone()).prop_map(|(a, b)| Cmd::Dm(a, b)),
+            (u.clone(), any::<u8>()).prop_map(|(a, b)| Cmd::Reply(a, b)),
+            (u, any::<u8>()).prop_map(|(a, b)| Cmd::Read(a, b)),
+        ]
+    }
+
+    const USERS: [&str; 5] = ["ann", "Bob", "cy_1", "dee-2", "eve"];
+    const SUBS: [&str; 3] = ["rust", "Cooking", "go_lang"];
+
+    /// Runs the commands; errors are expected and ignored.
+    fn run(cmds: &[Cmd]) -> ShardState {
+        let mut s = ShardState::new(0, 1);
+        s.set_recording(true);
+        let mut fx = Effects::default();
+        let mut posts: Vec<(SubredditName, PostId)> = Vec::new();
+        let mut comments: Vec<(SubredditName, PostId, CommentId)> = Vec::new();
+        let mut dms: Vec<(u8, DmId)> = Vec::new();
+        let pick = |n: usize, i: u8| (n > 0).then(|| i as usize % n);
+        for (t, c) in cmds.iter().enumerate() {
+            let t = t as i64;
+            match c {
+                Cmd::Register(u) => {
+                    let _ = s.register(&un(USERS[*u as usize]), [*u + 1; 32], t);
+                }
+                Cmd::CreateSub(u, k) => {
+                    let _ = s.create_subreddit(
+                        &un(USERS[*u as usize]),
+                        &sn(SUBS[*k as usize]),
+                        String::new(),
+                        t,
+                    );
+                }
+                Cmd::Member(u, k, m) => {
+                    let _ = s.set_membership(
+                        &un(USERS[*u as usize]),
+                        &sn(SUBS[*k as usize]),
+                        *m,
+                        &mut fx,
+                    );
+                }
+                Cmd::Post(u, k, repost) => {
+                    let repost_of = repost.and_then(|r| pick(posts.len(), r)).map(|i| PostRef {
+                        subreddit: posts[i].0.clone(),
+                        id: posts[i].1,
+                    });
+                    if let Ok(p) = s.create_post(
+                        &un(USERS[*u as usize]),
+                        &sn(SUBS[*k as usize]),
+                        "t".into(),
+                        String::new(),
+                        repost_of,
+                        t,
+                        &mut fx,
+                    ) {
+                        posts.push((p.subreddit, p.id));
+                    }
+                }
+                Cmd::Comment(u, p, parent) => {
+                    let Some(i) = pick(posts.len(), *p) else {
+                        continue;
+                    };
+                    let (sub, post) = posts[i].clone();
+                    let on: Vec<CommentId> = comments
+                        .iter()
+                        .filter(|c| c.1 == post)
+                        .map(|c| c.2)
+                        .collect();
+                    let parent_id = parent.and_then(|x| pick(on.len(), x)).map(|j| on[j]);
+                    let req = CreateCommentRequest {
+                        subreddit: sub.clone(),
+                        post_id: post,
+                        parent_id,
+                        body: "c".into(),
+                    };
+                    if let Ok(cv) = s.create_comment(&un(USERS[*u as usize]), req, t, &mut fx) {
+                        comments.push((sub, post, cv.id));
+                    }
+                }
+                Cmd::Vote(u, on_comment, i, v) => {
+                    let target = if *on_comment {
+                        pick(comments.len(), *i)
+                            .map(|j| (comments[j].0.clone(), VoteTarget::Comment, comments[j].2 .0))
+                    } else {
+                        pick(posts.len(), *i)
+                            .map(|j| (posts[j].0.clone(), VoteTarget::Post, posts[j].1 .0))
+                    };
+                    if let Some((sub, target, id)) = target {
+                        let _ = s.vote(&un(USERS[*u as usize]), &sub, target, id, *v, &mut fx);
+                    }
+                }
+                Cmd::Dm(a, b) => {
+                    if let Ok(dm) = s.prepare_dm(
+                        &un(USERS[*a as usize]),
+                        &un(USERS[*b as usize]),
+                        "m".into(),
+                        None,
+                        t,
+                    ) {
+                        if let Ok(dm) = s.deliver_dm(dm, &mut fx) {
+                            dms.push((*b, dm.id));
+                            s.record_sent(dm);
+                        }
+                    }
+                }
+                Cmd::Reply(u, i) => {
+                    let Some(j) = pick(dms.len(), *i) else {
+                        continue;
+                    };
+                    let me = un(USERS[*u as usize]);
+                    if let Ok(to) = s.reply_target(&me, dms[j].1) {
+                        if let Ok(dm) = s.prepare_dm(&me, &to, "r".into(), Some(dms[j].1), t) {
+                            if let Ok(dm) = s.deliver_dm(dm, &mut fx) {
+                                s.record_sent(dm);
+                            }
+                        }
+                    }
+                }
+                Cmd::Read(u, i) => {
+                    let ids = pick(dms.len(), *i)
+                        .map(|j| vec![dms[j].1])
+                        .unwrap_or_default();
+                    let _ = s.mark_read(&un(USERS[*u as usize]), ids);
+                }
+            }
+        }
+        assert!(fx.sync.is_empty(), "one shard keeps sync local");
+        s
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+
+        #[test]
+        fn any_command_sequence_keeps_the_invariants_and_replays(cmds in proptest::collection::vec(cmd(), 0..120)) {
+            let mut s = run(&cmds);
+            let report = audit::check(1, s.audit_records(), 0, 10);
+            prop_assert!(report.ok, "{:?}", report.violations);
+            let events = s.take_events();
+            let mut replica = ShardState::new(0, 1);
+            for e in &events {
+                let bytes = rmp_serde::to_vec_named(e).unwrap();
+                replica.apply(&rmp_serde::from_slice::<Event>(&bytes).unwrap());
+            }
+            prop_assert_eq!(fingerprint(&s), fingerprint(&replica));
+        }
+
+        #[test]
+        fn arbitrary_bytes_as_events_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut s = busy_state();
+            if let Ok(event) = rmp_serde::from_slice::<Event>(&bytes) {
+                s.apply(&event);
+                let _ = audit::check(1, s.audit_records(), 0, 10);
+            }
+        }
+    }
 }
