@@ -21,7 +21,8 @@ type HmacSha256 = Hmac<Sha256>;
 /// Issues and verifies tokens with the cluster secret.
 #[derive(Clone)]
 pub struct TokenSigner {
-    secret: Vec<u8>,
+    /// The HMAC keyed with the secret, cloned per use (keying costs two hash blocks).
+    keyed: Option<HmacSha256>,
     ttl_ms: i64,
 }
 
@@ -37,19 +38,19 @@ impl TokenSigner {
     /// A signer for `secret`; tokens live `ttl_ms` milliseconds.
     pub fn new(secret: &[u8], ttl_ms: i64) -> Self {
         Self {
-            secret: secret.to_vec(),
+            // HMAC accepts keys of any length, so this is always Some.
+            keyed: HmacSha256::new_from_slice(secret).ok(),
             ttl_ms,
         }
     }
 
     fn mac_bytes(&self, data: &str) -> [u8; 32] {
-        // HMAC accepts keys of any length, so this cannot fail.
-        match HmacSha256::new_from_slice(&self.secret) {
-            Ok(mut mac) => {
+        match self.keyed.clone() {
+            Some(mut mac) => {
                 mac.update(data.as_bytes());
                 mac.finalize().into_bytes().into()
             }
-            Err(_) => [0; 32],
+            None => [0; 32],
         }
     }
 
@@ -99,6 +100,47 @@ impl TokenSigner {
             .chars()
             .take(16)
             .collect()
+    }
+}
+
+/// Tokens verified recently, so a session's requests cost a hash lookup instead of
+/// an HMAC each. Bounded: cleared when full. Expiry is checked on every use.
+#[derive(Debug, Default)]
+pub struct VerifiedTokens {
+    seen: HashMap<String, (Username, i64)>,
+}
+
+/// Most tokens [`VerifiedTokens`] holds.
+pub const VERIFIED_TOKENS: usize = 65_536;
+
+impl VerifiedTokens {
+    /// The user `token` speaks for at `now`, verifying it with `signer` unless it was
+    /// verified before.
+    pub fn verify(
+        &mut self,
+        signer: &TokenSigner,
+        token: &str,
+        now: i64,
+    ) -> Result<Username, WireError> {
+        if let Some((user, expires)) = self.seen.get(token) {
+            if *expires > now {
+                return Ok(user.clone());
+            }
+            return Err(WireError::unauthenticated(
+                "the token has expired; log in again",
+            ));
+        }
+        let user = signer.verify(token, now)?;
+        let expires = token
+            .rsplit('.')
+            .nth(1)
+            .and_then(|e| e.parse::<i64>().ok())
+            .unwrap_or(now);
+        if self.seen.len() >= VERIFIED_TOKENS {
+            self.seen.clear();
+        }
+        self.seen.insert(token.to_owned(), (user.clone(), expires));
+        Ok(user)
     }
 }
 
@@ -185,6 +227,26 @@ mod tests {
         assert!(s.verify("garbage", 0).is_err());
         assert!(s.verify("", 0).is_err());
         assert_ne!(s.fingerprint(), other.fingerprint());
+    }
+
+    #[test]
+    fn the_verified_cache_still_checks_expiry_and_forgery() {
+        let s = TokenSigner::new(b"secret", 1000);
+        let alice: Username = "alice".parse().unwrap();
+        let (token, _) = s.issue(&alice, 5000);
+        let mut cache = VerifiedTokens::default();
+        assert_eq!(cache.verify(&s, &token, 5100).unwrap().as_str(), "alice");
+        assert_eq!(cache.verify(&s, &token, 5200).unwrap().as_str(), "alice");
+        assert!(
+            cache.verify(&s, &token, 6000).is_err(),
+            "expired, though cached"
+        );
+        let forged = token.replace("alice", "bob");
+        assert!(cache.verify(&s, &forged, 5100).is_err());
+        assert!(
+            cache.verify(&s, &forged, 5100).is_err(),
+            "failures are not cached"
+        );
     }
 
     #[test]

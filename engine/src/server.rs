@@ -4,7 +4,7 @@
 //! Work that waits on other shards runs in spawned tasks (bounded by a semaphore);
 //! when it needs the state again it sends a continuation back to the actor.
 
-use crate::auth::{Challenges, TokenSigner};
+use crate::auth::{Challenges, TokenSigner, VerifiedTokens};
 use crate::cross_shard::{Peers, SyncEnvelope};
 use crate::state::ranking::{encode_cursor, Rank};
 use crate::state::{audit, Effects, PushTarget, ShardState};
@@ -274,6 +274,7 @@ pub async fn read_requests(
 pub struct Actor {
     state: ShardState,
     challenges: Challenges,
+    verified: VerifiedTokens,
     /// The facts of the audit in progress (one at a time), by audit id.
     audit_cache: Option<(u64, Vec<reddit_shared::protocol::internal::AuditRecord>)>,
     ctx: Ctx,
@@ -287,6 +288,7 @@ impl Actor {
         Self {
             state,
             challenges: Challenges::default(),
+            verified: VerifiedTokens::default(),
             audit_cache: None,
             ctx,
             jobs,
@@ -385,7 +387,7 @@ impl Actor {
         }
     }
 
-    fn caller(&self, request: &Request, now: i64) -> Result<Username, WireError> {
+    fn caller(&mut self, request: &Request, now: i64) -> Result<Username, WireError> {
         let value = request
             .message
             .headers
@@ -400,7 +402,7 @@ impl Actor {
         let token = parse_bearer(&value).ok_or_else(|| {
             WireError::unauthenticated("the Authorization header must be `Bearer <token>`")
         })?;
-        self.ctx.tokens.verify(token, now)
+        self.verified.verify(&self.ctx.tokens, token, now)
     }
 
     /// Refuses writes that would produce sync items when the outbox is full.
