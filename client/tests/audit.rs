@@ -221,3 +221,51 @@ async fn audit_passes_after_a_concurrent_mixed_workload_and_reports_corruption()
         .any(|v| v.detail.contains("mixed1") && v.detail.contains("ghosttown")));
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_pages_through_a_shard_with_many_facts() {
+    // One shard; 2,100 members of one subreddit give over 4,200 membership facts
+    // (a member record and a joined record each): more than one 4,000-record page.
+    let cluster = Cluster::start(1).await;
+    let c = &cluster.client;
+    let owner = common::user(c, "bigowner").await;
+    c.create_subreddit(&owner, &sn("crowded"), "")
+        .await
+        .unwrap();
+    let n = 2_100;
+    // Bounded concurrency: one debug-build shard verifies the logins.
+    let joined: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
+        futures::stream::iter((0..n).map(|i| {
+            let c = c.clone();
+            async move {
+                let s = common::user(&c, &format!("crowd{i}")).await;
+                c.join(&s, &sn("crowded")).await.map(|r| r.changed)
+            }
+        })),
+        64,
+    ))
+    .await;
+    assert!(joined.iter().all(|r| matches!(r, Ok(true))));
+    let report = c.audit(10).await.unwrap();
+    assert!(report.ok, "{:?}", report.violations);
+    assert_eq!(report.checked.memberships, n);
+    assert_eq!(report.checked.users, n + 1);
+    // Forge one membership on the user side: it must be found though it sits on a
+    // later page than the subreddit's member records.
+    let victim = un("crowd2099");
+    let batch = SyncBatch {
+        items: vec![SyncItem::Membership {
+            user: victim,
+            subreddit: sn("elsewhere"),
+            member: true,
+            version: 1,
+        }],
+    };
+    let _: reddit_shared::protocol::internal::SyncAck = c
+        .call_raw(0, Op::InternalSync.as_str(), None, encode(&batch).unwrap())
+        .await
+        .unwrap();
+    let report = c.audit(10).await.unwrap();
+    assert_eq!(report.violation_count, 1, "{:?}", report.violations);
+    cluster.stop().await;
+}
