@@ -166,7 +166,7 @@ pub struct Effects {
 }
 
 /// Totals kept for stats.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Totals {
     /// Posts.
     pub posts: u64,
@@ -178,15 +178,18 @@ pub struct Totals {
     pub dms: u64,
 }
 
-/// Everything one shard owns.
-#[derive(Debug)]
+/// Everything one shard owns. It serializes whole (for snapshots); derived indexes
+/// are rebuilt by [`ShardState::after_load`].
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ShardState {
     shard: u32,
     shards: u32,
     users: HashMap<String, User>,
     subs: HashMap<String, Subreddit>,
     totals: Totals,
+    #[serde(skip)]
     record: bool,
+    #[serde(skip)]
     recorded: Vec<Event>,
 }
 
@@ -215,6 +218,27 @@ impl ShardState {
     /// Events applied since the last call (only while recording).
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.recorded)
+    }
+
+    /// Rebuilds what snapshots leave out (the post indexes); call after deserializing.
+    pub fn after_load(&mut self) {
+        for sub in self.subs.values_mut() {
+            sub.rebuild_indexes();
+        }
+    }
+
+    /// Queues every membership and karma total held here for the users' shards (or
+    /// applies it, for users owned here). After a restart this repeats whatever the
+    /// lost outbox still owed; receivers ignore versions they already hold.
+    pub fn resync_all(&mut self, fx: &mut Effects) {
+        let items: Vec<SyncItem> = self
+            .subs
+            .values()
+            .flat_map(Subreddit::all_sync_items)
+            .collect();
+        for item in items {
+            self.sync(item, fx);
+        }
     }
 
     /// This shard's number.
@@ -464,7 +488,7 @@ impl ShardState {
 }
 
 /// One user's vote tally on an item.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Tally {
     /// Upvotes (kept in step with `votes`).
     pub ups: u32,

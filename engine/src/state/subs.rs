@@ -17,6 +17,7 @@ use reddit_shared::protocol::push::PushEvent;
 use reddit_shared::protocol::subreddit::{MembershipReply, SubredditView};
 use reddit_shared::protocol::vote::{VoteReply, VoteTarget};
 use reddit_shared::protocol::{PostRef, DEFAULT_PAGE};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
 
@@ -25,7 +26,7 @@ use uuid::Uuid;
 pub const MAX_TREE_DEPTH: u32 = 100;
 
 /// A post and its tally.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Post {
     id: PostId,
     author: Username,
@@ -39,7 +40,7 @@ pub struct Post {
 }
 
 /// A comment and its tally.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Comment {
     id: CommentId,
     post_id: PostId,
@@ -53,27 +54,35 @@ struct Comment {
 }
 
 /// Score totals of one author's items in one subreddit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct AuthorScore {
     pub post: i64,
     pub comment: i64,
 }
 
-/// One subreddit.
-#[derive(Debug)]
+/// One subreddit. Serialized whole into snapshots; the post indexes are derived
+/// and rebuilt on load ([`Subreddit::rebuild_indexes`]).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Subreddit {
     name: SubredditName,
     description: String,
     creator: Username,
     created_at: i64,
     members: HashSet<String>,
+    /// Users who left and have not rejoined (so a resync can repeat the leave).
+    #[serde(default)]
+    left: HashMap<String, Username>,
     member_count: u64,
     membership_seq: u64,
     posts: HashMap<PostId, Post>,
     comments: HashMap<CommentId, Comment>,
+    #[serde(skip)]
     by_hot: BTreeSet<SortKey>,
+    #[serde(skip)]
     by_new: BTreeSet<SortKey>,
+    #[serde(skip)]
     by_top: BTreeSet<SortKey>,
+    #[serde(skip)]
     by_controversial: BTreeSet<SortKey>,
     authors: HashMap<String, (Username, AuthorScore)>,
     vote_seq: u64,
@@ -149,6 +158,7 @@ impl Subreddit {
             creator,
             created_at,
             members: HashSet::new(),
+            left: HashMap::new(),
             member_count: 0,
             membership_seq: 0,
             posts: HashMap::new(),
@@ -201,11 +211,42 @@ impl Subreddit {
         if changed {
             if member {
                 self.member_count += 1;
+                self.left.remove(user.key());
             } else {
                 self.member_count = self.member_count.saturating_sub(1);
+                self.left.insert(user.key().to_owned(), user.clone());
             }
         }
         self.membership_seq += 1;
+    }
+
+    /// Rebuilds the post indexes from the posts (after loading a snapshot).
+    pub(super) fn rebuild_indexes(&mut self) {
+        for sort in SORTS {
+            let keys: BTreeSet<SortKey> = self.posts.values().map(|p| p.key(sort)).collect();
+            *self.index_mut(sort) = keys;
+        }
+    }
+
+    /// Every membership and karma total this subreddit holds, as sync items at the
+    /// current versions: what the users' shards must have.
+    pub(super) fn all_sync_items(&self) -> impl Iterator<Item = SyncItem> + '_ {
+        let members = self.members.iter().filter_map(|key| {
+            Some(SyncItem::Membership {
+                user: Username::parse(key).ok()?,
+                subreddit: self.name.clone(),
+                member: true,
+                version: self.membership_seq,
+            })
+        });
+        let left = self.left.values().map(|user| SyncItem::Membership {
+            user: user.clone(),
+            subreddit: self.name.clone(),
+            member: false,
+            version: self.membership_seq,
+        });
+        let karma = self.authors.keys().filter_map(|a| self.karma_item(a));
+        members.chain(left).chain(karma)
     }
 
     pub(super) fn add_post(

@@ -216,6 +216,84 @@ fn replaying_the_events_rebuilds_the_same_state() {
 }
 
 #[test]
+fn a_snapshot_plus_the_events_after_it_rebuilds_the_same_state() {
+    let mut original = busy_state();
+    let events = original.take_events();
+    let (head, tail) = events.split_at(events.len() / 2);
+    let mut at_snapshot = ShardState::new(0, 1);
+    for e in head {
+        at_snapshot.apply(e);
+    }
+    let bytes = rmp_serde::to_vec_named(&at_snapshot).unwrap();
+    let mut replica: ShardState = rmp_serde::from_slice(&bytes).unwrap();
+    replica.after_load();
+    for e in tail {
+        replica.apply(e);
+    }
+    assert_eq!(fingerprint(&original), fingerprint(&replica));
+}
+
+#[test]
+fn a_resync_repeats_every_membership_leave_and_karma_total() {
+    let mut s = ShardState::new(0, 2);
+    let owner = |n: &str| reddit_shared::routing::shard_for(n, 2);
+    // A subreddit here, and two users owned by the other shard.
+    let sub = (0..)
+        .map(|i| format!("sub{i}"))
+        .find(|n| owner(n) == 0)
+        .unwrap();
+    let users: Vec<String> = (0..)
+        .map(|i| format!("user{i}"))
+        .filter(|n| owner(n) == 1)
+        .take(2)
+        .collect();
+    let (stay, go) = (un(&users[0]), un(&users[1]));
+    let mut fx = Effects::default();
+    let local = (0..)
+        .map(|i| format!("local{i}"))
+        .find(|n| owner(n) == 0)
+        .unwrap();
+    s.register(&un(&local), [1; 32], 1).unwrap();
+    s.create_subreddit(&un(&local), &sn(&sub), String::new(), 1)
+        .unwrap();
+    s.set_membership(&stay, &sn(&sub), true, &mut fx).unwrap();
+    s.set_membership(&go, &sn(&sub), true, &mut fx).unwrap();
+    s.set_membership(&go, &sn(&sub), false, &mut fx).unwrap();
+    let post = s
+        .create_post(
+            &stay,
+            &sn(&sub),
+            "t".into(),
+            String::new(),
+            None,
+            2,
+            &mut fx,
+        )
+        .unwrap();
+    s.vote(&go, &sn(&sub), VoteTarget::Post, post.id.0, 1, &mut fx)
+        .unwrap();
+    let mut again = Effects::default();
+    s.resync_all(&mut again);
+    let items: Vec<String> = again
+        .sync
+        .iter()
+        .map(|(d, i)| format!("{d} {i:?}"))
+        .collect();
+    assert_eq!(again.sync.len(), 3, "{items:?}");
+    assert!(again.sync.iter().all(|(dest, _)| *dest == 1));
+    let has = |f: &dyn Fn(&SyncItem) -> bool| again.sync.iter().any(|(_, i)| f(i));
+    assert!(has(
+        &|i| matches!(i, SyncItem::Membership { user, member: true, .. } if user.key() == stay.key())
+    ));
+    assert!(has(
+        &|i| matches!(i, SyncItem::Membership { user, member: false, .. } if user.key() == go.key())
+    ));
+    assert!(has(
+        &|i| matches!(i, SyncItem::Karma { user, post_karma: 1, .. } if user.key() == stay.key())
+    ));
+}
+
+#[test]
 fn votes_adjust_by_the_difference_and_karma_follows() {
     let mut s = busy_state();
     let mut fx = Effects::default();
@@ -545,6 +623,12 @@ mod properties {
                 replica.apply(&rmp_serde::from_slice::<Event>(&bytes).unwrap());
             }
             prop_assert_eq!(fingerprint(&s), fingerprint(&replica));
+            // A snapshot (the state serialized whole) loads to the same state.
+            let bytes = rmp_serde::to_vec_named(&s).unwrap();
+            let mut loaded: ShardState = rmp_serde::from_slice(&bytes).unwrap();
+            loaded.after_load();
+            prop_assert_eq!(fingerprint(&s), fingerprint(&loaded));
+            prop_assert_eq!(s.totals().votes, loaded.totals().votes);
         }
 
         #[test]

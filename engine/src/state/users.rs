@@ -9,10 +9,11 @@ use reddit_shared::protocol::dm::{DmFolder, DmPage, DmView, ListDmsRequest, Mark
 use reddit_shared::protocol::push::PushEvent;
 use reddit_shared::protocol::user::UserView;
 use reddit_shared::protocol::DEFAULT_PAGE;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 /// A membership as the user's shard last heard it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Membership {
     subreddit: SubredditName,
     member: bool,
@@ -20,7 +21,7 @@ struct Membership {
 }
 
 /// Karma from one subreddit as the user's shard last heard it.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct KarmaEntry {
     post: i64,
     comment: i64,
@@ -28,7 +29,7 @@ struct KarmaEntry {
 }
 
 /// One account.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct User {
     name: Username,
     public_key: [u8; 32],
