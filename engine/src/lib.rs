@@ -6,12 +6,16 @@
 //! - [`state`]: the shard state machine (no I/O).
 //! - [`server`]: the request loop and the actor that owns the state.
 //! - [`cross_shard`]: requests to other shards and the sync outbox.
+//! - [`wal`]: the write-ahead log in JetStream (group commit, replay, snapshots).
+//! - [`replies`]: the reply cache that answers retried writes.
 //! - [`auth`]: tokens and login challenges.
 
 pub mod auth;
 pub mod cross_shard;
+pub mod replies;
 pub mod server;
 pub mod state;
+pub mod wal;
 
 use cross_shard::Peers;
 use reddit_shared::protocol::internal::Hello;
@@ -29,9 +33,25 @@ use tokio::sync::{mpsc, Semaphore};
 /// is asked to stop.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
+/// Where a shard keeps its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Storage {
+    /// In memory, with every write appended to a JetStream stream before it is
+    /// answered; a restarted shard replays its snapshot and log.
+    Jetstream,
+    /// In memory only: a restarted shard starts empty (for pure-speed runs).
+    Memory,
+}
+
 /// How a shard process is configured.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Where the state is kept.
+    pub storage: Storage,
+    /// Events between snapshots (0: only at shutdown).
+    pub snapshot_every: u64,
+    /// Replies of idempotent writes remembered for retries.
+    pub reply_cache: usize,
     /// NATS server URL(s), comma-separated; credentials may be in the URL.
     pub nats_url: String,
     /// This shard's number, `0..shards`.
@@ -61,6 +81,9 @@ impl Config {
         secret: impl Into<String>,
     ) -> Self {
         Self {
+            storage: Storage::Jetstream,
+            snapshot_every: 1_000_000,
+            reply_cache: replies::DEFAULT_CAPACITY,
             nats_url: nats_url.into(),
             shard,
             shards,
@@ -115,6 +138,9 @@ pub enum EngineError {
     /// A NATS operation failed.
     #[error("NATS error: {0}")]
     Nats(String),
+    /// The write-ahead log could not be used.
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
 }
 
 fn nats_err(e: impl std::fmt::Display) -> EngineError {
@@ -187,6 +213,30 @@ pub async fn run(
     let tokens = auth::TokenSigner::new(config.secret.as_bytes(), token_ttl_ms);
     startup_checks(&peers, &config, &tokens.fingerprint()).await?;
 
+    let (state, replies, journal) = match config.storage {
+        Storage::Memory => (
+            ShardState::new(config.shard, config.shards),
+            replies::ReplyCache::new(config.reply_cache),
+            None,
+        ),
+        Storage::Jetstream => {
+            let log = wal::Log::open(&client, config.shard, config.shards).await?;
+            let r = log.recover(config.reply_cache).await?;
+            tracing::info!(
+                shard = config.shard,
+                snapshot_seq = r.snapshot_seq,
+                records = r.records,
+                events = r.events,
+                last_seq = r.last_seq,
+                replies = r.replies.len(),
+                elapsed_ms = r.elapsed.as_millis() as u64,
+                "state recovered from the log"
+            );
+            let journal = server::Journal::new(log, r.last_seq, config.snapshot_every);
+            (r.state, r.replies, Some(journal))
+        }
+    };
+
     let metrics = Arc::new(Metrics::new(config.queue_capacity));
     let metadata = HashMap::from([
         ("shard".to_owned(), config.shard.to_string()),
@@ -235,12 +285,11 @@ pub async fn run(
         metrics.pending_sync.clone(),
         Duration::from_secs(5),
     ));
-    let actor = Actor::new(
-        ShardState::new(config.shard, config.shards),
-        ctx,
-        jobs_tx.downgrade(),
-    );
-    let actor = tokio::spawn(actor.run(jobs_rx));
+    let mut actor = Actor::new(state, ctx, jobs_tx.downgrade()).with_replies(replies);
+    if let Some(journal) = journal {
+        actor = actor.with_journal(journal);
+    }
+    let mut actor = tokio::spawn(actor.run(jobs_rx));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let reader = tokio::spawn(server::read_requests(
         endpoint,
@@ -249,9 +298,27 @@ pub async fn run(
         config.shard,
         stop_rx,
     ));
-    tracing::info!(shard = config.shard, shards = config.shards, %instance, "serving");
+    tracing::info!(shard = config.shard, shards = config.shards, storage = ?config.storage, %instance, "serving");
 
-    shutdown.await;
+    // The actor ends early only if the log refuses this process (a second writer)
+    // or breaks for good: then stop serving at once.
+    let mut fatal: Option<EngineError> = None;
+    tokio::select! {
+        () = shutdown => {}
+        result = &mut actor => {
+            fatal = Some(match result {
+                Ok(Err(e)) => EngineError::Wal(e),
+                Ok(Ok(())) => EngineError::Nats("the request loop ended unexpectedly".into()),
+                Err(e) => EngineError::Nats(format!("the request loop failed: {e}")),
+            });
+        }
+    }
+    if let Some(e) = fatal {
+        tracing::error!(shard = config.shard, error = %e, "stopping");
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), service.stop()).await;
+        return Err(e);
+    }
     tracing::info!(
         shard = config.shard,
         "shutting down: no new requests, answering the queued ones"
@@ -261,7 +328,11 @@ pub async fn run(
     // unregistering would otherwise wait for a reconnect that may never come.
     let drain = async {
         let _ = reader.await;
-        let _ = actor.await;
+        match actor.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the log failed while stopping"),
+            Err(e) => tracing::error!(error = %e, "the request loop failed while stopping"),
+            Ok(Ok(())) => {}
+        }
         let _ = syncer.await;
     };
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {

@@ -36,6 +36,18 @@ struct Args {
     /// share the cores; more lets one busy shard overlap network I/O and work.
     #[arg(long, env = "REDDIT_THREADS", default_value_t = 1)]
     threads: usize,
+    /// Where the state is kept: `jetstream` logs every write to a JetStream stream
+    /// before answering it and replays the log on start (needs nats-server with
+    /// JetStream); `memory` keeps nothing across restarts.
+    #[arg(long, env = "REDDIT_STORAGE", value_enum, default_value = "jetstream")]
+    storage: reddit_engine::Storage,
+    /// Events logged between snapshots (0: snapshot only at shutdown). A restart
+    /// replays at most about this many events after the latest snapshot.
+    #[arg(long, env = "REDDIT_SNAPSHOT_EVERY", default_value_t = 1_000_000)]
+    snapshot_every: u64,
+    /// Replies of writes remembered for retries (by idempotency key).
+    #[arg(long, env = "REDDIT_REPLY_CACHE", default_value_t = 100_000)]
+    reply_cache: usize,
     /// Lifetime of login tokens, in seconds.
     #[arg(long, env = "REDDIT_TOKEN_TTL_SECS", default_value_t = 86_400)]
     token_ttl_secs: u64,
@@ -82,6 +94,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.queue_capacity = args.queue_capacity.max(1);
     config.peer_timeout = Duration::from_millis(args.peer_timeout_ms.max(1));
     config.token_ttl = Duration::from_secs(args.token_ttl_secs.max(1));
+    config.storage = args.storage;
+    config.snapshot_every = args.snapshot_every;
+    config.reply_cache = args.reply_cache.max(1);
     reddit_engine::run(config, shutdown_signal())
         .await
         .context("reddit-engine stopped with an error")

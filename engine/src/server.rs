@@ -6,8 +6,10 @@
 
 use crate::auth::{Challenges, TokenSigner, VerifiedTokens};
 use crate::cross_shard::{Peers, SyncEnvelope};
+use crate::replies::{payload_hash, Cached, Lookup, ReplyCache};
 use crate::state::ranking::{encode_cursor, Rank};
-use crate::state::{audit, Effects, PushTarget, ShardState};
+use crate::state::{audit, Effects, Event, PushTarget, ShardState};
+use crate::wal::{Entry, Log, RecordBuilder, WalError};
 use async_nats::service::Request;
 use async_nats::HeaderMap;
 use futures::future::BoxFuture;
@@ -15,6 +17,7 @@ use futures::FutureExt;
 use reddit_shared::auth::{parse_bearer, AUTH_HEADER};
 use reddit_shared::codec::{decode, encode};
 use reddit_shared::error::{ErrorCode, WireError, ERROR_CODE_HEADER, ERROR_HEADER};
+use reddit_shared::ids::DmId;
 use reddit_shared::names::{SubredditName, Username};
 use reddit_shared::protocol::admin::{AuditReport, AuditRequest, ShardStats};
 use reddit_shared::protocol::comment::{CommentTreeRequest, CreateCommentRequest};
@@ -39,10 +42,10 @@ use reddit_shared::protocol::user::{
 };
 use reddit_shared::protocol::vote::VoteRequest;
 use reddit_shared::protocol::{Empty, Op, Validate, DEFAULT_PAGE};
-use reddit_shared::{now_millis, subject, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
+use reddit_shared::{now_millis, subject, IDEMPOTENCY_HEADER, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,6 +71,14 @@ pub struct Metrics {
     pub queue_depth: AtomicU64,
     /// Capacity of that queue.
     pub queue_capacity: u64,
+    /// Log records appended (group commits).
+    pub wal_records: AtomicU64,
+    /// Writes (log entries) in those records.
+    pub wal_entries: AtomicU64,
+    /// Sequence of the last record appended.
+    pub wal_seq: AtomicU64,
+    /// Retries answered from the reply cache.
+    pub retries_answered: AtomicU64,
 }
 
 impl Metrics {
@@ -82,6 +93,10 @@ impl Metrics {
             pending_sync: Arc::new(AtomicU64::new(0)),
             queue_depth: AtomicU64::new(0),
             queue_capacity: queue_capacity as u64,
+            wal_records: AtomicU64::new(0),
+            wal_entries: AtomicU64::new(0),
+            wal_seq: AtomicU64::new(0),
+            retries_answered: AtomicU64::new(0),
         }
     }
 
@@ -135,13 +150,27 @@ impl Metrics {
             "queue_depth": self.queue_depth.load(Ordering::Relaxed),
             "queue_capacity": self.queue_capacity,
             "pending_sync": self.pending_sync.load(Ordering::Relaxed),
+            "wal_records": self.wal_records.load(Ordering::Relaxed),
+            "wal_entries": self.wal_entries.load(Ordering::Relaxed),
+            "wal_seq": self.wal_seq.load(Ordering::Relaxed),
+            "retries_answered": self.retries_answered.load(Ordering::Relaxed),
             "uptime_ms": self.started.elapsed().as_millis() as u64,
         })
     }
 }
 
-/// A closure the actor runs against its state on behalf of a spawned task.
-pub type StateFn = Box<dyn FnOnce(&mut ShardState, &mut Effects) + Send>;
+/// A closure the actor runs against its state on behalf of a spawned task; its
+/// result is the encoded reply.
+pub type StateFn =
+    Box<dyn FnOnce(&mut ShardState, &mut Effects) -> Result<Vec<u8>, WireError> + Send>;
+
+/// A continuation: the closure, the reply-cache key of the request it finishes, and
+/// where its result goes (once its events are durable).
+pub struct RunJob {
+    f: StateFn,
+    cache: Option<(String, u64)>,
+    done: oneshot::Sender<Result<Vec<u8>, WireError>>,
+}
 
 /// Work for the actor. Requests travel unboxed: they are nearly every job, and
 /// boxing would allocate once per request.
@@ -151,7 +180,7 @@ pub enum Job {
     Request(Request),
     /// A continuation from a spawned task: runs against the state; its effects are
     /// carried out by the actor.
-    Run(StateFn),
+    Run(RunJob),
 }
 
 /// What the actor shares with spawned tasks.
@@ -180,8 +209,90 @@ pub struct Ctx {
 }
 
 enum Handled {
+    /// The reply.
     Reply(Vec<u8>),
+    /// The reply comes from work in a spawned task.
     Later(BoxFuture<'static, Result<Vec<u8>, WireError>>),
+    /// The write is applied and `body` is its reply, sent once the user's shard
+    /// confirms `envelope` (or an error if `wait` fails).
+    Confirm {
+        body: Vec<u8>,
+        envelope: SyncEnvelope,
+        wait: BoxFuture<'static, Result<(), WireError>>,
+    },
+}
+
+/// How a handled job is answered.
+enum Pending {
+    Respond(Request, Result<Vec<u8>, WireError>),
+    Spawn(Request, BoxFuture<'static, Result<Vec<u8>, WireError>>),
+    Wake(
+        oneshot::Sender<Result<Vec<u8>, WireError>>,
+        Result<Vec<u8>, WireError>,
+    ),
+}
+
+/// Everything a handled job sends out; held until the job's writes are durable.
+struct Outcome {
+    fx: Effects,
+    envelope: Option<SyncEnvelope>,
+    reply: Option<Pending>,
+}
+
+/// The log side of the actor (jetstream storage): the record being filled, the
+/// append in flight, and the snapshot schedule.
+pub struct Journal {
+    log: Log,
+    open: RecordBuilder,
+    /// The append in flight: the last entry number it holds, and its future.
+    inflight: Option<(u64, BoxFuture<'static, Result<u64, WalError>>)>,
+    last_seq: u64,
+    msg_prefix: String,
+    appends: u64,
+    snapshot_every: u64,
+    since_snapshot: u64,
+    want_snapshot: bool,
+    snapshot_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Journal {
+    /// A journal appending to `log` after record `last_seq`; a snapshot every
+    /// `snapshot_every` events (0: never, except at shutdown).
+    pub fn new(log: Log, last_seq: u64, snapshot_every: u64) -> Self {
+        Self {
+            log,
+            open: RecordBuilder::default(),
+            inflight: None,
+            last_seq,
+            msg_prefix: uuid::Uuid::now_v7().simple().to_string(),
+            appends: 0,
+            snapshot_every,
+            since_snapshot: 0,
+            want_snapshot: false,
+            snapshot_task: None,
+        }
+    }
+}
+
+/// Waits for the journal's append in flight (forever if none).
+async fn next_ack(journal: &mut Option<Journal>) -> Result<(u64, u64), WalError> {
+    match journal.as_mut().and_then(|j| j.inflight.as_mut()) {
+        Some((upto, fut)) => {
+            let seq = fut.await?;
+            Ok((*upto, seq))
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// What the idempotency check decided.
+enum Idem {
+    /// No key (or not a client write): handle normally.
+    None,
+    /// Handle, and remember the reply under this key and payload hash.
+    Key(String, u64, uuid::Uuid),
+    /// A retry: answer with this reply.
+    Hit(Vec<u8>),
 }
 
 fn reply<T: Serialize>(value: &T) -> Result<Handled, WireError> {
@@ -279,12 +390,24 @@ pub struct Actor {
     audit_cache: Option<(u64, Vec<reddit_shared::protocol::internal::AuditRecord>)>,
     ctx: Ctx,
     jobs: mpsc::WeakSender<Job>,
+    replies: ReplyCache,
+    journal: Option<Journal>,
+    /// Log entries produced (writes handled).
+    written: u64,
+    /// Log entries known durable.
+    durable: u64,
+    /// Outcomes waiting for their entries to be durable: (entry number, outcome).
+    held: VecDeque<(u64, Outcome)>,
+    /// The idempotency key of the request being dispatched (for continuations).
+    current: Option<(String, u64, uuid::Uuid)>,
 }
 
 impl Actor {
     /// An actor for `state`; `jobs` is its own queue (held weakly, so the actor ends
     /// when the reader and all spawned tasks are done).
     pub fn new(state: ShardState, ctx: Ctx, jobs: mpsc::WeakSender<Job>) -> Self {
+        let mut state = state;
+        state.set_recording(true);
         Self {
             state,
             challenges: Challenges::default(),
@@ -292,23 +415,275 @@ impl Actor {
             audit_cache: None,
             ctx,
             jobs,
+            replies: ReplyCache::new(crate::replies::DEFAULT_CAPACITY),
+            journal: None,
+            written: 0,
+            durable: 0,
+            held: VecDeque::new(),
+            current: None,
         }
     }
 
-    /// Handles jobs until the queue closes.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        while let Some(job) = rx.recv().await {
-            match job {
-                Job::Request(request) => {
-                    self.ctx.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                    self.handle(request).await;
+    /// Uses `replies` (restored by recovery) as the reply cache.
+    pub fn with_replies(mut self, replies: ReplyCache) -> Self {
+        self.replies = replies;
+        self
+    }
+
+    /// Makes every write durable in `journal` before it is answered.
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Handles jobs until the queue closes, then makes everything durable and, with
+    /// a log, stores a snapshot. Fails only if the log refuses this process (another
+    /// writer) or breaks for good.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Job>) -> Result<(), WalError> {
+        if self.journal.is_some() {
+            // A restart lost whatever the outbox still owed: send it all again.
+            let mut fx = Effects::default();
+            self.state.resync_all(&mut fx);
+            let events = self.state.take_events();
+            self.record(events, None);
+            let tag = self.written;
+            self.finish(
+                tag,
+                Outcome {
+                    fx,
+                    envelope: None,
+                    reply: None,
+                },
+            )
+            .await;
+            self.kick();
+        }
+        loop {
+            let can_take = self
+                .journal
+                .as_ref()
+                .is_none_or(|j| !j.open.is_full() && !j.want_snapshot);
+            tokio::select! {
+                biased;
+                ack = next_ack(&mut self.journal) => {
+                    let (upto, seq) = ack?;
+                    self.appended(upto, seq).await;
                 }
-                Job::Run(f) => {
-                    let mut fx = Effects::default();
-                    f(&mut self.state, &mut fx);
-                    self.carry_out(fx).await;
+                job = rx.recv(), if can_take => match job {
+                    Some(job) => self.job(job).await,
+                    None => break,
+                },
+            }
+            self.kick();
+        }
+        // Drain: append what is open, wait for it, answer everything held.
+        while self
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.inflight.is_some() || !j.open.is_empty())
+        {
+            self.kick();
+            let (upto, seq) = next_ack(&mut self.journal).await?;
+            self.appended(upto, seq).await;
+        }
+        self.release().await;
+        if let Some(j) = self.journal.as_mut() {
+            if let Some(task) = j.snapshot_task.take() {
+                let _ = task.await;
+            }
+            if j.since_snapshot > 0 {
+                match crate::wal::encode_snapshot(&self.state, &self.replies, j.last_seq) {
+                    Ok(bytes) => j.log.save_snapshot(bytes, j.last_seq).await?,
+                    Err(e) => tracing::error!(error = %e, "could not encode a snapshot"),
                 }
             }
+        }
+        Ok(())
+    }
+
+    async fn job(&mut self, job: Job) {
+        match job {
+            Job::Request(request) => {
+                self.ctx.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                self.handle(request).await;
+            }
+            Job::Run(RunJob { f, cache, done }) => {
+                let mut fx = Effects::default();
+                let result = f(&mut self.state, &mut fx);
+                let events = self.state.take_events();
+                let cached = match (&result, cache) {
+                    (Ok(body), Some((key, hash))) if !events.is_empty() => Some(Cached {
+                        key,
+                        hash,
+                        reply: body.clone(),
+                    }),
+                    _ => None,
+                };
+                self.record(events, cached);
+                let tag = self.written;
+                self.finish(
+                    tag,
+                    Outcome {
+                        fx,
+                        envelope: None,
+                        reply: Some(Pending::Wake(done, result)),
+                    },
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Starts an append of the open record if none is in flight.
+    fn kick(&mut self) {
+        let upto = self.written;
+        let Some(j) = self.journal.as_mut() else {
+            // Memory storage: everything is as durable as it gets at once.
+            self.durable = self.written;
+            return;
+        };
+        if j.inflight.is_some() || j.open.is_empty() {
+            return;
+        }
+        let entries = u64::from(j.open.entries());
+        j.since_snapshot += j.open.events();
+        let record = j.open.seal();
+        j.appends += 1;
+        let msg_id = format!("{}.{}", j.msg_prefix, j.appends);
+        let expected = j.last_seq;
+        let log = j.log.clone();
+        self.ctx
+            .metrics
+            .wal_entries
+            .fetch_add(entries, Ordering::Relaxed);
+        j.inflight = Some((
+            upto,
+            async move { log.append(record, &msg_id, expected).await }.boxed(),
+        ));
+    }
+
+    /// An append finished: entries up to `upto` are durable as record `seq`.
+    async fn appended(&mut self, upto: u64, seq: u64) {
+        if let Some(j) = self.journal.as_mut() {
+            j.inflight = None;
+            j.last_seq = seq;
+            self.ctx.metrics.wal_records.fetch_add(1, Ordering::Relaxed);
+            self.ctx.metrics.wal_seq.store(seq, Ordering::Relaxed);
+            let due = j.snapshot_every > 0
+                && j.since_snapshot >= j.snapshot_every
+                && j.snapshot_task.as_ref().is_none_or(|t| t.is_finished());
+            if due && j.open.is_empty() {
+                j.want_snapshot = false;
+                j.since_snapshot = 0;
+                match crate::wal::encode_snapshot(&self.state, &self.replies, seq) {
+                    Ok(bytes) => {
+                        let log = j.log.clone();
+                        j.snapshot_task = Some(tokio::spawn(async move {
+                            if let Err(e) = log.save_snapshot(bytes, seq).await {
+                                tracing::warn!(error = %e, "snapshot failed; the log keeps every record until the next one");
+                            }
+                        }));
+                    }
+                    Err(e) => tracing::error!(error = %e, "could not encode a snapshot"),
+                }
+            } else if due {
+                // Stop taking jobs until the open record is appended: the snapshot
+                // must match a record boundary.
+                j.want_snapshot = true;
+            }
+        }
+        self.durable = upto;
+        self.release().await;
+    }
+
+    /// Carries out the held outcomes whose entries are durable.
+    async fn release(&mut self) {
+        while self
+            .held
+            .front()
+            .is_some_and(|(tag, _)| *tag <= self.durable)
+        {
+            if let Some((_, outcome)) = self.held.pop_front() {
+                self.carry_out(outcome).await;
+            }
+        }
+    }
+
+    /// Appends a write's events (and the reply to remember) to the open record.
+    fn record(&mut self, events: Vec<Event>, cached: Option<Cached>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Some(c) = &cached {
+            self.replies.insert(c.clone());
+        }
+        if let Some(j) = self.journal.as_mut() {
+            let entry = Entry {
+                reply: cached,
+                events,
+            };
+            if let Err(e) = j.open.push(&entry) {
+                tracing::error!(error = %e, "could not encode a log entry");
+            }
+            self.written += 1;
+        }
+    }
+
+    /// Sends `outcome` now if its entries (up to `tag`) are durable, else holds it.
+    async fn finish(&mut self, tag: u64, outcome: Outcome) {
+        if tag <= self.durable {
+            // Reads (tag 0) may overtake held writes; writes keep their order.
+            self.carry_out(outcome).await;
+        } else {
+            self.held.push_back((tag, outcome));
+        }
+    }
+
+    /// Checks the request's idempotency key: a retry of a remembered write is
+    /// answered from the cache.
+    fn idempotency(&mut self, op: Op, request: &Request, now: i64) -> Result<Idem, WireError> {
+        let Some(value) = request
+            .message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(IDEMPOTENCY_HEADER))
+        else {
+            return Ok(Idem::None);
+        };
+        // Engine-to-engine writes are idempotent by design (versions, message ids).
+        if !op.is_write() || matches!(op, Op::InternalSync | Op::InternalDmDeliver) {
+            return Ok(Idem::None);
+        }
+        let text = value.as_str();
+        let id = (text.len() <= 64)
+            .then(|| uuid::Uuid::parse_str(text).ok())
+            .flatten()
+            .ok_or_else(|| {
+                WireError::invalid(format!(
+                    "the {IDEMPOTENCY_HEADER} header must be a UUID (got {:?})",
+                    text.chars().take(64).collect::<String>()
+                ))
+            })?;
+        let caller = if op == Op::UserRegister {
+            String::new()
+        } else {
+            self.caller(request, now)?.key().to_owned()
+        };
+        let key = format!("{}\u{1f}{caller}\u{1f}{id}", op.as_str());
+        let hash = payload_hash(&request.message.payload);
+        match self.replies.lookup(&key, hash) {
+            Lookup::Miss => Ok(Idem::Key(key, hash, id)),
+            Lookup::Hit(reply) => {
+                self.ctx
+                    .metrics
+                    .retries_answered
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(Idem::Hit(reply.to_vec()))
+            }
+            Lookup::Mismatch => Err(WireError::conflict(format!(
+                "{IDEMPOTENCY_HEADER} {id} was already used for a different {} request; use a new key for a new request",
+                op.as_str()
+            ))),
         }
     }
 
@@ -316,6 +691,8 @@ impl Actor {
         let op = subject::op_of(&request.message.subject, self.ctx.shard).and_then(Op::parse);
         self.ctx.metrics.count(op);
         let mut fx = Effects::default();
+        let now = now_millis();
+        self.current = None;
         let result = match op {
             None => Err(WireError::new(
                 ErrorCode::UnknownOperation,
@@ -331,37 +708,107 @@ impl Actor {
                     request.message.payload.len()
                 ),
             )),
-            Some(op) => self.dispatch(op, &request, &mut fx),
-        };
-        self.carry_out(fx).await;
-        match result {
-            Ok(Handled::Reply(body)) => respond(&self.ctx.metrics, &request, Ok(body)).await,
-            Err(e) => respond(&self.ctx.metrics, &request, Err(e)).await,
-            Ok(Handled::Later(work)) => match self.ctx.permits.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let metrics = self.ctx.metrics.clone();
-                    tokio::spawn(async move {
-                        let result = work.await;
-                        respond(&metrics, &request, result).await;
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    respond(
-                        &self.ctx.metrics,
-                        &request,
-                        Err(WireError::unavailable(
-                            "too many cross-shard requests in flight; retry later",
-                        )),
-                    )
-                    .await
+            Some(op) => match self.idempotency(op, &request, now) {
+                Err(e) => Err(e),
+                Ok(Idem::Hit(body)) => Ok(Handled::Reply(body)),
+                Ok(Idem::None) => self.dispatch(op, &request, &mut fx),
+                Ok(Idem::Key(key, hash, id)) => {
+                    self.current = Some((key, hash, id));
+                    self.dispatch(op, &request, &mut fx)
                 }
             },
+        };
+        let events = self.state.take_events();
+        let cached = match (&result, self.current.take()) {
+            (Ok(Handled::Reply(body) | Handled::Confirm { body, .. }), Some((key, hash, _)))
+                if !events.is_empty() =>
+            {
+                Some(Cached {
+                    key,
+                    hash,
+                    reply: body.clone(),
+                })
+            }
+            _ => None,
+        };
+        self.record(events, cached);
+        let tag = if op.is_some_and(Op::is_write) {
+            self.written
+        } else {
+            0
+        };
+        let (reply, envelope) = match result {
+            Ok(Handled::Reply(body)) => (Pending::Respond(request, Ok(body)), None),
+            Err(e) => (Pending::Respond(request, Err(e)), None),
+            Ok(Handled::Later(work)) => (Pending::Spawn(request, work), None),
+            Ok(Handled::Confirm {
+                body,
+                envelope,
+                wait,
+            }) => (
+                Pending::Spawn(request, async move { wait.await.map(|()| body) }.boxed()),
+                Some(envelope),
+            ),
+        };
+        self.finish(
+            tag,
+            Outcome {
+                fx,
+                envelope,
+                reply: Some(reply),
+            },
+        )
+        .await;
+    }
+
+    /// Sends what a handled job produced: sync items, pushes, then the reply.
+    async fn carry_out(&mut self, outcome: Outcome) {
+        let Outcome {
+            fx,
+            envelope,
+            reply,
+        } = outcome;
+        if let Some(env) = envelope {
+            if let Err(e) = self.ctx.sync_tx.try_send(env) {
+                tracing::error!(error = %e, "sync outbox full; a membership update is dropped");
+            }
+        }
+        self.send_effects(fx).await;
+        match reply {
+            None => {}
+            Some(Pending::Respond(request, result)) => {
+                respond(&self.ctx.metrics, &request, result).await
+            }
+            Some(Pending::Wake(tx, result)) => {
+                let _ = tx.send(result);
+            }
+            Some(Pending::Spawn(request, work)) => {
+                match self.ctx.permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let metrics = self.ctx.metrics.clone();
+                        tokio::spawn(async move {
+                            let result = work.await;
+                            respond(&metrics, &request, result).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        respond(
+                            &self.ctx.metrics,
+                            &request,
+                            Err(WireError::unavailable(
+                                "too many cross-shard requests in flight; retry later",
+                            )),
+                        )
+                        .await
+                    }
+                }
+            }
         }
     }
 
     /// Publishes pushes and queues sync items.
-    async fn carry_out(&mut self, fx: Effects) {
+    async fn send_effects(&mut self, fx: Effects) {
         for (dest, item) in fx.sync {
             if let Err(e) = self.ctx.sync_tx.try_send(SyncEnvelope {
                 dest,
@@ -416,12 +863,23 @@ impl Actor {
         }
     }
 
-    /// Runs `f` on the actor later, from a spawned task.
+    /// Runs `f` on the actor later, from a spawned task (remembering its reply
+    /// under the current request's idempotency key).
     fn continuation(&self) -> Result<Continuation, WireError> {
+        let cache = self.current.as_ref().map(|(k, h, _)| (k.clone(), *h));
         self.jobs
             .upgrade()
-            .map(Continuation)
+            .map(|jobs| Continuation { jobs, cache })
             .ok_or_else(|| WireError::unavailable("the shard is shutting down"))
+    }
+
+    /// The id of a DM being sent: the request's idempotency key when it is a UUID
+    /// v7 (so a retried send is the same message everywhere), else a fresh one.
+    fn dm_id(&self) -> DmId {
+        match &self.current {
+            Some((_, _, id)) if id.get_version_num() == 7 => DmId(*id),
+            _ => DmId::new(),
+        }
     }
 
     fn dispatch(
@@ -494,27 +952,25 @@ impl Actor {
                     return reply(&result);
                 };
                 let (tx, rx) = oneshot::channel();
-                self.ctx
-                    .sync_tx
-                    .try_send(SyncEnvelope {
+                let body = encode(&result)?;
+                let wait = self.ctx.peer_timeout * 2;
+                Ok(Handled::Confirm {
+                    body,
+                    envelope: SyncEnvelope {
                         dest,
                         item,
                         waiter: Some(tx),
-                    })
-                    .map_err(|_| WireError::unavailable("the shard's outbox is full; retry"))?;
-                let body = encode(&result)?;
-                let wait = self.ctx.peer_timeout * 2;
-                Ok(Handled::Later(
-                    async move {
+                    },
+                    wait: async move {
                         match tokio::time::timeout(wait, rx).await {
-                            Ok(Ok(())) => Ok(body),
+                            Ok(Ok(())) => Ok(()),
                             _ => Err(WireError::unavailable(format!(
                                 "the membership is recorded, but shard {dest} (the user's) has not confirmed it yet; it will be retried, and repeating the request is safe"
                             ))),
                         }
                     }
                     .boxed(),
-                ))
+                })
             }
             Op::PostCreate => {
                 let who = self.caller(request, now)?;
@@ -608,16 +1064,18 @@ impl Actor {
             Op::DmSend => {
                 let who = self.caller(request, now)?;
                 let r: SendDmRequest = parse(p)?;
-                let dm = self.state.prepare_dm(&who, &r.to, r.body, None, now)?;
+                let dm = self
+                    .state
+                    .prepare_dm(self.dm_id(), &who, &r.to, r.body, None, now)?;
                 self.send_dm(dm, fx)
             }
             Op::DmReply => {
                 let who = self.caller(request, now)?;
                 let r: ReplyDmRequest = parse(p)?;
                 let to = self.state.reply_target(&who, r.dm_id)?;
-                let dm = self
-                    .state
-                    .prepare_dm(&who, &to, r.body, Some(r.dm_id), now)?;
+                let dm =
+                    self.state
+                        .prepare_dm(self.dm_id(), &who, &to, r.body, Some(r.dm_id), now)?;
                 self.send_dm(dm, fx)
             }
             Op::DmList => {
@@ -792,7 +1250,10 @@ impl Actor {
 }
 
 /// A handle for running a closure on the actor from a spawned task.
-struct Continuation(mpsc::Sender<Job>);
+struct Continuation {
+    jobs: mpsc::Sender<Job>,
+    cache: Option<(String, u64)>,
+}
 
 impl Continuation {
     async fn run<T: Serialize + Send + 'static>(
@@ -800,10 +1261,12 @@ impl Continuation {
         f: impl FnOnce(&mut ShardState, &mut Effects) -> Result<T, WireError> + Send + 'static,
     ) -> Result<Vec<u8>, WireError> {
         let (tx, rx) = oneshot::channel();
-        let job = Job::Run(Box::new(move |state, fx| {
-            let _ = tx.send(f(state, fx).and_then(|v| encode(&v)));
-        }));
-        self.0
+        let job = Job::Run(RunJob {
+            f: Box::new(move |state, fx| f(state, fx).and_then(|v| encode(&v))),
+            cache: self.cache,
+            done: tx,
+        });
+        self.jobs
             .send(job)
             .await
             .map_err(|_| WireError::unavailable("the shard is shutting down"))?;

@@ -31,6 +31,11 @@ pub const SERVICE_NAME: &str = "reddit-engine";
 /// Largest request payload a shard accepts, in bytes; larger ones get `413 too_large`.
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 
+/// Header naming a request's idempotency key: a UUID in canonical text form, the
+/// same on every retry of one logical request. A shard answers a retried write with
+/// the original reply instead of applying it again.
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
 /// Current time as milliseconds since the Unix epoch.
 pub fn now_millis() -> i64 {
     let now = std::time::SystemTime::now()

@@ -3,7 +3,8 @@
 //! - requests: `reddit.shard.<k>.<op>`; shard `k` subscribes to `reddit.shard.<k>.>`;
 //! - engine-to-engine: `reddit.shard.<k>.internal.<op>` (clients may not publish there);
 //! - push: `reddit.events.user.<username>` and `reddit.events.sub.<name>` (lowercase keys);
-//! - discovery: `$SRV.PING|INFO|STATS.reddit-engine`.
+//! - discovery: `$SRV.PING|INFO|STATS.reddit-engine`;
+//! - write-ahead log: `reddit.wal.<k>`, shard `k`'s JetStream stream (engines only).
 
 use crate::protocol::Op;
 
@@ -45,6 +46,11 @@ pub fn subreddit_events(subreddit_key: &str) -> String {
     format!("reddit.events.sub.{subreddit_key}")
 }
 
+/// `reddit.wal.<shard>`: the subject of shard `shard`'s write-ahead log stream.
+pub fn wal(shard: u32) -> String {
+    format!("reddit.wal.{shard}")
+}
+
 /// `$SRV.PING.reddit-engine`.
 pub fn service_ping() -> String {
     format!("$SRV.PING.{}", crate::SERVICE_NAME)
@@ -75,5 +81,6 @@ mod tests {
         assert_eq!(shard_wildcard(7), "reddit.shard.7.>");
         assert_eq!(user_events("alice"), "reddit.events.user.alice");
         assert_eq!(service_info(), "$SRV.INFO.reddit-engine");
+        assert_eq!(wal(2), "reddit.wal.2");
     }
 }

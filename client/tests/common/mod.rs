@@ -46,11 +46,12 @@ where
     }
 }
 
-/// A nats-server child process on a random loopback port.
+/// A nats-server child process with JetStream on a random loopback port.
 pub struct NatsServer {
     child: Child,
     port: u16,
     dir: PathBuf,
+    args: Vec<String>,
 }
 
 impl NatsServer {
@@ -62,9 +63,44 @@ impl NatsServer {
             uuid::Uuid::now_v7()
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, port) = Self::spawn(&dir, "-1", &args);
+        Self {
+            child,
+            port,
+            dir,
+            args,
+        }
+    }
+
+    /// Kills it (SIGKILL) and starts it again on the same port with the same
+    /// JetStream directory, as a crashed and restarted server.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for entry in std::fs::read_dir(&self.dir).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".ports") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let (child, port) = Self::spawn(&self.dir, &self.port.to_string(), &self.args);
+        assert_eq!(port, self.port);
+        self.child = child;
+    }
+
+    /// Kills it (SIGKILL) without restarting.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn spawn(dir: &Path, port: &str, args: &[String]) -> (Child, u16) {
         let child = Command::new(nats_server_bin())
-            .args(["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
-            .arg(&dir)
+            .args(["-a", "127.0.0.1", "-p", port, "--ports_file_dir"])
+            .arg(dir)
+            .arg("-js")
+            .arg("-sd")
+            .arg(dir.join("jetstream"))
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -99,7 +135,7 @@ impl NatsServer {
             );
             std::thread::sleep(Duration::from_millis(5));
         };
-        Self { child, port, dir }
+        (child, port)
     }
 
     /// Starts a plain one.

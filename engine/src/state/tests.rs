@@ -168,13 +168,27 @@ fn busy_state() -> ShardState {
     )
     .unwrap();
     let dm = s
-        .prepare_dm(&un("alice"), &un("bob"), "hi".into(), None, 5_000)
+        .prepare_dm(
+            DmId::new(),
+            &un("alice"),
+            &un("bob"),
+            "hi".into(),
+            None,
+            5_000,
+        )
         .unwrap();
     let dm = s.deliver_dm(dm, &mut fx).unwrap();
     s.record_sent(dm.clone());
     let reply_to = s.reply_target(&un("bob"), dm.id).unwrap();
     let re = s
-        .prepare_dm(&un("bob"), &reply_to, "yo".into(), Some(dm.id), 5_001)
+        .prepare_dm(
+            DmId::new(),
+            &un("bob"),
+            &reply_to,
+            "yo".into(),
+            Some(dm.id),
+            5_001,
+        )
         .unwrap();
     let re = s.deliver_dm(re, &mut fx).unwrap();
     s.record_sent(re);
@@ -571,6 +585,7 @@ mod properties {
                 }
                 Cmd::Dm(a, b) => {
                     if let Ok(dm) = s.prepare_dm(
+                        DmId::new(),
                         &un(USERS[*a as usize]),
                         &un(USERS[*b as usize]),
                         "m".into(),
@@ -589,7 +604,9 @@ mod properties {
                     };
                     let me = un(USERS[*u as usize]);
                     if let Ok(to) = s.reply_target(&me, dms[j].1) {
-                        if let Ok(dm) = s.prepare_dm(&me, &to, "r".into(), Some(dms[j].1), t) {
+                        if let Ok(dm) =
+                            s.prepare_dm(DmId::new(), &me, &to, "r".into(), Some(dms[j].1), t)
+                        {
                             if let Ok(dm) = s.deliver_dm(dm, &mut fx) {
                                 s.record_sent(dm);
                             }

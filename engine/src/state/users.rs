@@ -262,6 +262,7 @@ impl ShardState {
     /// [`reply_target`](Self::reply_target)). Nothing is stored yet.
     pub fn prepare_dm(
         &self,
+        id: DmId,
         from: &Username,
         to: &Username,
         body: String,
@@ -270,7 +271,7 @@ impl ShardState {
     ) -> Result<DmView, WireError> {
         let sender = self.caller(from)?;
         Ok(DmView {
-            id: DmId::new(),
+            id,
             from: sender.name().to_string(),
             to: to.to_string(),
             body,
@@ -303,12 +304,15 @@ impl ShardState {
             .users
             .get(&to_key)
             .ok_or_else(|| WireError::not_found(format!("no user named {:?}", dm.to)))?;
+        if let Some(stored) = recipient.inbox.get(&dm.id) {
+            // A retried delivery: the message is there already.
+            let mut stored = stored.clone();
+            stored.read = false;
+            return Ok(stored);
+        }
         let mut dm = dm;
         dm.to = recipient.name().to_string();
         dm.read = false;
-        if recipient.inbox.contains_key(&dm.id) {
-            return Ok(dm);
-        }
         self.emit(Event::DmStored {
             folder: DmFolder::Inbox,
             dm: dm.clone(),

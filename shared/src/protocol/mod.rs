@@ -86,6 +86,29 @@ macro_rules! ops {
                 }
             }
         }
+
+        impl Op {
+            /// Whether the operation changes state: a write is answered only once
+            /// it is durable, and a retry with the same idempotency key gets the
+            /// original reply.
+            pub fn is_write(self) -> bool {
+                matches!(
+                    self,
+                    Op::UserRegister
+                        | Op::SubCreate
+                        | Op::SubJoin
+                        | Op::SubLeave
+                        | Op::PostCreate
+                        | Op::CommentCreate
+                        | Op::VoteCast
+                        | Op::DmSend
+                        | Op::DmReply
+                        | Op::DmRead
+                        | Op::InternalSync
+                        | Op::InternalDmDeliver
+                )
+            }
+        }
     };
 }
 

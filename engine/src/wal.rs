@@ -1,0 +1,586 @@
+//! The write-ahead log in JetStream: shard `k` appends the events of its writes to
+//! the stream `REDDIT_WAL_<k>` (subject `reddit.wal.<k>`) before it answers them, and
+//! rebuilds its state on start from its latest snapshot plus the records after it.
+//!
+//! - A **record** (one JetStream message) is a MessagePack array of [`Entry`]s: the
+//!   writes the actor handled while the previous append was in flight (group
+//!   commit). Each entry holds one write's events and, if the request carried an
+//!   idempotency key, its reply, so replay restores the reply cache too.
+//! - **Fencing**: every append expects the stream's last sequence to be the one this
+//!   process last wrote (`Nats-Expected-Last-Sequence`). A second writer makes that
+//!   fail, and the loser stops ([`WalError::Fenced`]) instead of interleaving
+//!   records. A retried append carries the same `Nats-Msg-Id`, so an append whose
+//!   acknowledgement was lost is not stored twice.
+//! - **Snapshots** go to the object store `REDDIT_SNAPSHOTS` as `shard-<k>`: the whole
+//!   state and the reply cache as of a record sequence. Once one is stored, the
+//!   records it covers are purged.
+
+use crate::replies::{Cached, ReplyCache};
+use crate::state::{Event, ShardState};
+use async_nats::jetstream::{self, message::PublishMessage, object_store, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+
+/// Format tag in the stream metadata and in snapshots.
+pub const FORMAT: &str = "reddit-wal-1";
+/// Largest record (one JetStream message) the actor builds: under NATS's default
+/// 1 MiB max payload. The actor stops taking requests while a full record waits.
+pub const MAX_RECORD_BYTES: usize = 768 * 1024;
+/// Object store bucket of the snapshots.
+pub const SNAPSHOT_BUCKET: &str = "REDDIT_SNAPSHOTS";
+
+/// The stream holding shard `shard`'s log.
+pub fn stream_name(shard: u32) -> String {
+    format!("REDDIT_WAL_{shard}")
+}
+
+fn snapshot_name(shard: u32) -> String {
+    format!("shard-{shard}")
+}
+
+/// Why the log could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// JetStream is off or unreachable.
+    #[error("JetStream is not available ({0}); start nats-server with JetStream (-js), or run the engine with --storage memory")]
+    Unavailable(String),
+    /// The log belongs to a cluster of another size.
+    #[error("shard {shard}'s log was written by a cluster of {theirs} shards, but this process runs with --shards {ours}; keys would route elsewhere, so it refuses to start")]
+    ShardCount {
+        /// The shard.
+        shard: u32,
+        /// The size recorded in the log.
+        theirs: String,
+        /// Ours.
+        ours: u32,
+    },
+    /// Another process appended to this shard's log.
+    #[error("shard {shard}'s log was appended to by another process (this one expected record {expected} to be the last); a second writer is running for this shard, so this one stops")]
+    Fenced {
+        /// The shard.
+        shard: u32,
+        /// The sequence this process expected to be last.
+        expected: u64,
+    },
+    /// Records are missing and no snapshot covers them.
+    #[error("shard {shard}'s log starts at record {first}, but the latest snapshot only covers records up to {covered}; refusing to serve a partial state")]
+    Gap {
+        /// The shard.
+        shard: u32,
+        /// First record present.
+        first: u64,
+        /// Last record the snapshot covers.
+        covered: u64,
+    },
+    /// A record or snapshot does not decode.
+    #[error("shard {shard}: {what} does not decode: {reason}")]
+    Corrupt {
+        /// The shard.
+        shard: u32,
+        /// Which record or snapshot.
+        what: String,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// Any other JetStream failure.
+    #[error("JetStream error on shard {shard}'s log: {reason}")]
+    Nats {
+        /// The shard.
+        shard: u32,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// One handled write: its events and, if its request carried an idempotency key,
+/// the reply to repeat on a retry.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Entry {
+    /// The cached reply, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Cached>,
+    /// The events, in the order they were applied.
+    pub events: Vec<Event>,
+}
+
+/// Builds one record from entries encoded as they are handled.
+#[derive(Debug, Default)]
+pub struct RecordBuilder {
+    body: Vec<u8>,
+    entries: u32,
+    events: u64,
+}
+
+impl RecordBuilder {
+    /// Appends an entry.
+    pub fn push(&mut self, entry: &Entry) -> Result<(), rmp_serde::encode::Error> {
+        rmp_serde::encode::write_named(&mut self.body, entry)?;
+        self.entries += 1;
+        self.events += entry.events.len() as u64;
+        Ok(())
+    }
+
+    /// Whether no entry was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// Whether the record reached its size bound.
+    pub fn is_full(&self) -> bool {
+        self.body.len() >= MAX_RECORD_BYTES
+    }
+
+    /// Entries pushed.
+    pub fn entries(&self) -> u32 {
+        self.entries
+    }
+
+    /// Events pushed.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// The record's bytes (the entries as one MessagePack array); empties the builder.
+    pub fn seal(&mut self) -> Bytes {
+        let mut out = Vec::with_capacity(self.body.len() + 5);
+        // Writing to a Vec cannot fail.
+        let _ = rmp::encode::write_array_len(&mut out, self.entries);
+        out.extend_from_slice(&self.body);
+        self.body.clear();
+        self.entries = 0;
+        self.events = 0;
+        out.into()
+    }
+}
+
+/// Decodes a record.
+pub fn decode_record(bytes: &[u8]) -> Result<Vec<Entry>, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(bytes)
+}
+
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    format: &'static str,
+    shard: u32,
+    shards: u32,
+    seq: u64,
+    state: &'a ShardState,
+    replies: RepliesOut<'a>,
+}
+
+struct RepliesOut<'a>(&'a ReplyCache);
+
+impl Serialize for RepliesOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.entries())
+    }
+}
+
+#[derive(Deserialize)]
+struct SnapshotIn {
+    format: String,
+    shard: u32,
+    shards: u32,
+    seq: u64,
+    state: ShardState,
+    #[serde(default)]
+    replies: Vec<Cached>,
+}
+
+/// Encodes a snapshot of `state` and `replies` as of record `seq`.
+pub fn encode_snapshot(
+    state: &ShardState,
+    replies: &ReplyCache,
+    seq: u64,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    rmp_serde::to_vec_named(&SnapshotOut {
+        format: FORMAT,
+        shard: state.shard(),
+        shards: state.shards(),
+        seq,
+        state,
+        replies: RepliesOut(replies),
+    })
+}
+
+/// What recovery rebuilt.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The state.
+    pub state: ShardState,
+    /// The reply cache.
+    pub replies: ReplyCache,
+    /// The last record applied (the next append expects it to be last).
+    pub last_seq: u64,
+    /// Record the snapshot covered (0 without a snapshot).
+    pub snapshot_seq: u64,
+    /// Records replayed after the snapshot.
+    pub records: u64,
+    /// Events replayed after the snapshot.
+    pub events: u64,
+    /// How long recovery took.
+    pub elapsed: Duration,
+}
+
+/// Shard `shard`'s log.
+#[derive(Clone)]
+pub struct Log {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    store: object_store::ObjectStore,
+    subject: String,
+    shard: u32,
+    shards: u32,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("subject", &self.subject)
+            .finish()
+    }
+}
+
+impl Log {
+    /// Opens (creating if needed) shard `shard`'s stream and the snapshot bucket, and
+    /// checks that the log belongs to a cluster of `shards`.
+    pub async fn open(
+        client: &async_nats::Client,
+        shard: u32,
+        shards: u32,
+    ) -> Result<Self, WalError> {
+        let js = jetstream::new(client.clone());
+        let subject = reddit_shared::subject::wal(shard);
+        let config = stream::Config {
+            name: stream_name(shard),
+            description: Some(format!(
+                "write-ahead log of Reddit engine shard {shard} of {shards}"
+            )),
+            subjects: vec![subject.clone()],
+            storage: stream::StorageType::File,
+            // Nothing is ever dropped by a limit: records go only when a snapshot covers them.
+            discard: stream::DiscardPolicy::New,
+            duplicate_window: Duration::from_secs(120),
+            allow_direct: true,
+            metadata: HashMap::from([
+                ("format".to_owned(), FORMAT.to_owned()),
+                ("shard".to_owned(), shard.to_string()),
+                ("shards".to_owned(), shards.to_string()),
+            ]),
+            ..Default::default()
+        };
+        let mut stream = js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| WalError::Unavailable(e.to_string()))?;
+        let info = stream.info().await.map_err(|e| WalError::Nats {
+            shard,
+            reason: e.to_string(),
+        })?;
+        let theirs = info
+            .config
+            .metadata
+            .get("shards")
+            .cloned()
+            .unwrap_or_default();
+        if theirs != shards.to_string() {
+            return Err(WalError::ShardCount {
+                shard,
+                theirs,
+                ours: shards,
+            });
+        }
+        let store = match js.get_object_store(SNAPSHOT_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: SNAPSHOT_BUCKET.to_owned(),
+                    description: Some("snapshots of Reddit engine shards".to_owned()),
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| WalError::Nats {
+                    shard,
+                    reason: format!("cannot create the snapshot bucket: {e}"),
+                })?,
+        };
+        Ok(Self {
+            js,
+            stream,
+            store,
+            subject,
+            shard,
+            shards,
+        })
+    }
+
+    fn nats(&self, reason: impl std::fmt::Display) -> WalError {
+        WalError::Nats {
+            shard: self.shard,
+            reason: reason.to_string(),
+        }
+    }
+
+    fn corrupt(&self, what: impl Into<String>, reason: impl std::fmt::Display) -> WalError {
+        WalError::Corrupt {
+            shard: self.shard,
+            what: what.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    async fn load_snapshot(&self) -> Result<Option<SnapshotIn>, WalError> {
+        let mut object = match self.store.get(snapshot_name(self.shard)).await {
+            Ok(object) => object,
+            Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.nats(format!("cannot read the snapshot: {e}"))),
+        };
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| self.nats(format!("cannot read the snapshot: {e}")))?;
+        let snapshot: SnapshotIn =
+            rmp_serde::from_slice(&bytes).map_err(|e| self.corrupt("the snapshot", e))?;
+        if snapshot.format != FORMAT || snapshot.shard != self.shard {
+            return Err(self.corrupt(
+                "the snapshot",
+                format!("format {:?} of shard {}", snapshot.format, snapshot.shard),
+            ));
+        }
+        if snapshot.shards != self.shards {
+            return Err(WalError::ShardCount {
+                shard: self.shard,
+                theirs: snapshot.shards.to_string(),
+                ours: self.shards,
+            });
+        }
+        Ok(Some(snapshot))
+    }
+
+    /// Rebuilds the state: the latest snapshot, then every record after it.
+    pub async fn recover(&self, reply_capacity: usize) -> Result<Recovered, WalError> {
+        let started = Instant::now();
+        let (mut state, mut replies, snapshot_seq) = match self.load_snapshot().await? {
+            Some(s) => {
+                let mut state = s.state;
+                state.after_load();
+                let mut replies = ReplyCache::new(reply_capacity);
+                for r in s.replies {
+                    replies.insert(r);
+                }
+                (state, replies, s.seq)
+            }
+            None => (
+                ShardState::new(self.shard, self.shards),
+                ReplyCache::new(reply_capacity),
+                0,
+            ),
+        };
+        let info = self.stream.get_info().await.map_err(|e| self.nats(e))?;
+        let (first, last, messages) = (
+            info.state.first_sequence,
+            info.state.last_sequence,
+            info.state.messages,
+        );
+        let mut recovered = Recovered {
+            state: ShardState::new(self.shard, self.shards),
+            replies: ReplyCache::new(1),
+            last_seq: last.max(snapshot_seq),
+            snapshot_seq,
+            records: 0,
+            events: 0,
+            elapsed: Duration::ZERO,
+        };
+        if last > snapshot_seq {
+            if messages == 0 || first > snapshot_seq + 1 {
+                return Err(WalError::Gap {
+                    shard: self.shard,
+                    first,
+                    covered: snapshot_seq,
+                });
+            }
+            let consumer = self
+                .stream
+                .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                    deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: snapshot_seq + 1,
+                    },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| self.nats(format!("cannot read the log: {e}")))?;
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| self.nats(format!("cannot read the log: {e}")))?;
+            let mut seq = snapshot_seq;
+            while seq < last {
+                let msg = match tokio::time::timeout(Duration::from_secs(30), messages.next()).await
+                {
+                    Ok(Some(Ok(msg))) => msg,
+                    Ok(Some(Err(e))) => return Err(self.nats(format!("reading the log: {e}"))),
+                    Ok(None) => return Err(self.nats("the log ended early")),
+                    Err(_) => {
+                        return Err(self.nats(format!(
+                            "no log record arrived within 30 s (after record {seq} of {last})"
+                        )))
+                    }
+                };
+                seq = msg
+                    .info()
+                    .map_err(|e| self.nats(format!("a log message without metadata: {e}")))?
+                    .stream_sequence;
+                let entries = decode_record(&msg.payload)
+                    .map_err(|e| self.corrupt(format!("record {seq}"), e))?;
+                for entry in entries {
+                    for event in &entry.events {
+                        state.apply(event);
+                    }
+                    recovered.events += entry.events.len() as u64;
+                    if let Some(reply) = entry.reply {
+                        replies.insert(reply);
+                    }
+                }
+                recovered.records += 1;
+            }
+        }
+        recovered.state = state;
+        recovered.replies = replies;
+        recovered.elapsed = started.elapsed();
+        Ok(recovered)
+    }
+
+    /// Appends `record` expecting record `expected_last` to be the stream's last, and
+    /// returns the new record's sequence. Transient failures (NATS restarting, no
+    /// acknowledgement in time) are retried with backoff for as long as it takes,
+    /// with the same message id, so the record is stored once.
+    pub async fn append(
+        &self,
+        record: Bytes,
+        msg_id: &str,
+        expected_last: u64,
+    ) -> Result<u64, WalError> {
+        use jetstream::context::PublishErrorKind as K;
+        let mut backoff = Duration::from_millis(20);
+        let mut attempts = 0u32;
+        loop {
+            let publish = PublishMessage::build()
+                .payload(record.clone())
+                .message_id(msg_id)
+                .expected_last_sequence(expected_last);
+            let result = match self.js.send_publish(self.subject.clone(), publish).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            let e = match result {
+                Ok(ack) => return Ok(ack.sequence),
+                Err(e) => e,
+            };
+            match e.kind() {
+                K::WrongLastSequence => return self.confirm(expected_last, msg_id).await,
+                K::StreamNotFound => {
+                    return Err(self.nats(format!("the stream {} is gone", stream_name(self.shard))))
+                }
+                K::MaxPayloadExceeded => return Err(self.nats(e)),
+                _ => {
+                    attempts += 1;
+                    if attempts == 1 || attempts.is_multiple_of(20) {
+                        tracing::warn!(shard = self.shard, error = %e, attempts, "log append failed; retrying (replies wait)");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// After a wrong-last-sequence refusal: the record after `expected_last` is ours
+    /// if it carries our message id (a retry of an append whose ack was lost).
+    async fn confirm(&self, expected_last: u64, msg_id: &str) -> Result<u64, WalError> {
+        let next = expected_last + 1;
+        match self.stream.get_raw_message(next).await {
+            Ok(m)
+                if m.headers
+                    .get(async_nats::header::NATS_MESSAGE_ID)
+                    .map(|v| v.as_str())
+                    == Some(msg_id) =>
+            {
+                Ok(next)
+            }
+            _ => Err(WalError::Fenced {
+                shard: self.shard,
+                expected: expected_last,
+            }),
+        }
+    }
+
+    /// Stores a snapshot covering records up to `seq`, then purges those records.
+    pub async fn save_snapshot(&self, bytes: Vec<u8>, seq: u64) -> Result<(), WalError> {
+        let size = bytes.len();
+        let mut reader = std::io::Cursor::new(bytes);
+        self.store
+            .put(snapshot_name(self.shard).as_str(), &mut reader)
+            .await
+            .map_err(|e| self.nats(format!("cannot store a snapshot: {e}")))?;
+        self.stream
+            .purge()
+            .sequence(seq + 1)
+            .await
+            .map_err(|e| self.nats(format!("cannot purge the log up to the snapshot: {e}")))?;
+        tracing::info!(
+            shard = self.shard,
+            seq,
+            bytes = size,
+            "snapshot stored; older records purged"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reddit_shared::names::Username;
+
+    #[test]
+    fn records_round_trip() {
+        let mut b = RecordBuilder::default();
+        assert!(b.is_empty());
+        let user: Username = "alice".parse().unwrap();
+        b.push(&Entry {
+            reply: Some(Cached {
+                key: "k".into(),
+                hash: 7,
+                reply: vec![1, 2, 3],
+            }),
+            events: vec![Event::UserRegistered {
+                username: user,
+                public_key: [3; 32],
+                at: 5,
+            }],
+        })
+        .unwrap();
+        b.push(&Entry {
+            reply: None,
+            events: Vec::new(),
+        })
+        .unwrap();
+        assert_eq!((b.entries(), b.events()), (2, 1));
+        let bytes = b.seal();
+        assert!(b.is_empty());
+        let entries = decode_record(&bytes).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].reply.as_ref().unwrap().reply, vec![1, 2, 3]);
+        assert!(matches!(
+            entries[0].events[0],
+            Event::UserRegistered { at: 5, .. }
+        ));
+        assert!(entries[1].reply.is_none());
+    }
+}
