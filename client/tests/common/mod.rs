@@ -107,11 +107,9 @@ impl NatsServer {
             .spawn()
             .expect("start nats-server");
         let pid = child.id();
-        let ports_file = std::fs::read_dir(&dir).ok();
-        drop(ports_file);
         let start = Instant::now();
         let port = loop {
-            let found = std::fs::read_dir(&dir)
+            let found = std::fs::read_dir(dir)
                 .unwrap()
                 .filter_map(Result::ok)
                 .find(|e| {
