@@ -32,7 +32,7 @@ use reddit_shared::protocol::user::{
 use reddit_shared::protocol::vote::{VoteReply, VoteRequest};
 use reddit_shared::protocol::{Empty, Op, Validate};
 use reddit_shared::routing::shard_for;
-use reddit_shared::{subject, PROTOCOL_VERSION, SERVICE_NAME};
+use reddit_shared::{subject, IDEMPOTENCY_HEADER, PROTOCOL_VERSION, SERVICE_NAME};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -41,8 +41,12 @@ use std::time::Duration;
 /// Tunables of a [`RedditClient`].
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
-    /// Timeout of each request.
+    /// Timeout of each request attempt.
     pub request_timeout: Duration,
+    /// How long one call keeps retrying after timeouts, no-responders and `503`s
+    /// (with backoff and jitter, the same idempotency key on every attempt).
+    /// Zero: no retries.
+    pub retry_budget: Duration,
     /// How long discovery waits for every shard to answer.
     pub discovery_timeout: Duration,
     /// NATS connection name.
@@ -53,11 +57,21 @@ impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(5),
+            retry_budget: DEFAULT_RETRY_BUDGET,
             discovery_timeout: Duration::from_secs(3),
             name: "reddit-client".to_owned(),
         }
     }
 }
+
+/// Default of [`ClientOptions::retry_budget`]: long enough to ride out a shard
+/// restart or a NATS server restart.
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(30);
+
+/// First backoff between retries; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest backoff between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A logged-in user: the name requests are routed by and the bearer token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +111,7 @@ pub struct RedditClient {
     nats: async_nats::Client,
     shards: u32,
     timeout: Duration,
+    retry_budget: Duration,
     info: Vec<ShardInfo>,
 }
 
@@ -214,18 +229,27 @@ impl RedditClient {
             nats,
             shards: n,
             timeout: options.request_timeout,
+            retry_budget: options.retry_budget,
             info: seen.into_values().collect(),
         })
     }
 
-    /// A client for a known cluster size, without discovery.
+    /// A client for a known cluster size, without discovery (and without retries;
+    /// see [`with_retry_budget`](Self::with_retry_budget)).
     pub fn with_shards(nats: async_nats::Client, shards: u32, request_timeout: Duration) -> Self {
         Self {
             nats,
             shards: shards.max(1),
             timeout: request_timeout,
+            retry_budget: Duration::ZERO,
             info: Vec::new(),
         }
+    }
+
+    /// The same client with another retry budget (zero: no retries).
+    pub fn with_retry_budget(mut self, budget: Duration) -> Self {
+        self.retry_budget = budget;
+        self
     }
 
     /// Number of shards.
@@ -261,7 +285,9 @@ impl RedditClient {
         self.call_raw(shard, op.as_str(), token, payload).await
     }
 
-    /// Sends raw bytes to `reddit.shard.<shard>.<op>` (for tests of bad input).
+    /// Sends raw bytes to `reddit.shard.<shard>.<op>` (also for tests of bad input).
+    /// A write gets a fresh idempotency key; timeouts, no-responders and `503`s are
+    /// retried with the same key within the retry budget.
     pub async fn call_raw<Resp: DeserializeOwned>(
         &self,
         shard: u32,
@@ -269,12 +295,66 @@ impl RedditClient {
         token: Option<&str>,
         payload: Vec<u8>,
     ) -> Result<Resp, ClientError> {
+        let key = Op::parse(op)
+            .is_some_and(Op::is_write)
+            .then(|| uuid::Uuid::now_v7().hyphenated().to_string());
+        self.call_with_key(shard, op, token, payload, key.as_deref())
+            .await
+    }
+
+    /// Like [`call_raw`](Self::call_raw) with an explicit idempotency key (`None`:
+    /// none sent).
+    pub async fn call_with_key<Resp: DeserializeOwned>(
+        &self,
+        shard: u32,
+        op: &str,
+        token: Option<&str>,
+        payload: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Resp, ClientError> {
+        let payload = bytes::Bytes::from(payload);
+        let deadline = tokio::time::Instant::now() + self.retry_budget;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let result = self
+                .attempt(shard, op, token, payload.clone(), idempotency_key)
+                .await;
+            match result {
+                Err(e) if e.is_retryable() => {
+                    // Full jitter in [backoff/2, backoff]: clients that failed together
+                    // do not retry together.
+                    let half = backoff / 2;
+                    let pause = half + half.mul_f64(rand::random::<f64>());
+                    if tokio::time::Instant::now() + pause >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(pause).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn attempt<Resp: DeserializeOwned>(
+        &self,
+        shard: u32,
+        op: &str,
+        token: Option<&str>,
+        payload: bytes::Bytes,
+        idempotency_key: Option<&str>,
+    ) -> Result<Resp, ClientError> {
         let mut request = async_nats::Request::new()
-            .payload(payload.into())
+            .payload(payload)
             .timeout(Some(self.timeout));
-        if let Some(token) = token {
+        if token.is_some() || idempotency_key.is_some() {
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert(AUTH_HEADER, bearer(token).as_str());
+            if let Some(token) = token {
+                headers.insert(AUTH_HEADER, bearer(token).as_str());
+            }
+            if let Some(key) = idempotency_key {
+                headers.insert(IDEMPOTENCY_HEADER, key);
+            }
             request = request.headers(headers);
         }
         let subject = format!("{}.{shard}.{op}", subject::REQUEST_PREFIX);

@@ -63,6 +63,12 @@ impl ClientError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// Whether repeating the request (with the same idempotency key) may succeed:
+    /// timeouts, no responders, `503`s and lost connections.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, ErrorKind::TimedOut | ErrorKind::Unavailable)
+    }
 }
 
 impl From<WireError> for ClientError {

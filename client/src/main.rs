@@ -52,9 +52,13 @@ struct Cli {
     /// Where keys and tokens are kept [default: $REDDIT_CLIENT_DIR or the platform config dir].
     #[arg(long, global = true)]
     config_dir: Option<PathBuf>,
-    /// Timeout of each request, in milliseconds.
+    /// Timeout of each request attempt, in milliseconds.
     #[arg(long, global = true, default_value_t = 5000)]
     timeout_ms: u64,
+    /// How long a request keeps retrying after timeouts, no responders and 503s
+    /// (backoff with jitter, same idempotency key), in milliseconds; 0: no retries.
+    #[arg(long, global = true, env = "REDDIT_RETRY_MS", default_value_t = 30_000)]
+    retry_ms: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -482,7 +486,7 @@ async fn main() {
     }
 }
 
-async fn simulate(nats_url: String, timeout_ms: u64, a: SimulateArgs) -> Result<()> {
+async fn simulate(nats_url: String, timeout_ms: u64, retry_ms: u64, a: SimulateArgs) -> Result<()> {
     use reddit_client::sim::{launcher, Load, Mix, SimConfig};
     let tag = match a.tag {
         Some(t) => t,
@@ -522,6 +526,7 @@ async fn simulate(nats_url: String, timeout_ms: u64, a: SimulateArgs) -> Result<
         seed: a.seed,
         processes: a.processes,
         request_timeout_ms: timeout_ms,
+        retry_budget_ms: retry_ms,
         setup_in_flight: a.setup_in_flight,
     };
     let exe = std::env::current_exe().context("locating the reddit-client binary")?;
@@ -534,7 +539,9 @@ async fn simulate(nats_url: String, timeout_ms: u64, a: SimulateArgs) -> Result<
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Simulate(args) => return simulate(cli.nats_url, cli.timeout_ms, *args).await,
+        Command::Simulate(args) => {
+            return simulate(cli.nats_url, cli.timeout_ms, cli.retry_ms, *args).await
+        }
         Command::SimWorker { config, part } => {
             let text =
                 std::fs::read(&config).with_context(|| format!("reading {}", config.display()))?;
@@ -546,6 +553,7 @@ async fn run(cli: Cli) -> Result<()> {
     let store = KeyStore::new(cli.config_dir.clone().unwrap_or_else(KeyStore::default_dir));
     let options = ClientOptions {
         request_timeout: Duration::from_millis(cli.timeout_ms.max(1)),
+        retry_budget: Duration::from_millis(cli.retry_ms),
         ..ClientOptions::default()
     };
     let client = RedditClient::connect(&cli.nats_url, options).await?;

@@ -36,6 +36,7 @@ async fn a_small_simulation_passes_its_checks() {
         processes: 2,
         out_dir: out.clone(),
         request_timeout_ms: 10_000,
+        retry_budget_ms: 30_000,
         setup_in_flight: 64,
     };
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_reddit-client"));

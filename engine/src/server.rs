@@ -1182,6 +1182,16 @@ impl Actor {
             queue_capacity: m.queue_capacity,
             pending_sync: m.pending_sync.load(Ordering::Relaxed),
             uptime_ms: u64::try_from(m.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            storage: if self.journal.is_some() {
+                "jetstream"
+            } else {
+                "memory"
+            }
+            .to_owned(),
+            wal_records: m.wal_records.load(Ordering::Relaxed),
+            wal_entries: m.wal_entries.load(Ordering::Relaxed),
+            wal_seq: m.wal_seq.load(Ordering::Relaxed),
+            retries_answered: m.retries_answered.load(Ordering::Relaxed),
         }
     }
 

@@ -57,6 +57,7 @@ pub async fn run(cfg: SimConfig, exe: &Path) -> anyhow::Result<Report> {
     let tty = std::io::stderr().is_terminal();
     let options = ClientOptions {
         request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+        retry_budget: Duration::from_millis(cfg.retry_budget_ms),
         name: "reddit-sim-launcher".into(),
         ..ClientOptions::default()
     };

@@ -159,10 +159,18 @@ pub struct SimConfig {
     pub processes: u32,
     /// Where reports and plots go.
     pub out_dir: PathBuf,
-    /// Timeout of each request, in milliseconds.
+    /// Timeout of each request attempt, in milliseconds.
     pub request_timeout_ms: u64,
+    /// How long one operation keeps retrying (timeouts, no responders, 503), in
+    /// milliseconds; the same idempotency key is used on every attempt.
+    #[serde(default = "default_retry_ms")]
+    pub retry_budget_ms: u64,
     /// Requests in flight per process during setup.
     pub setup_in_flight: usize,
+}
+
+fn default_retry_ms() -> u64 {
+    crate::api::DEFAULT_RETRY_BUDGET.as_millis() as u64
 }
 
 impl SimConfig {

@@ -359,6 +359,7 @@ mod tests {
             processes: 2,
             out_dir: "/tmp".into(),
             request_timeout_ms: 1000,
+            retry_budget_ms: 0,
             setup_in_flight: 8,
         }
     }

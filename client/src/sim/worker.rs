@@ -589,6 +589,7 @@ pub async fn run(cfg: SimConfig, part: u32) -> anyhow::Result<()> {
     let rss_start = rss_bytes();
     let options = ClientOptions {
         request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+        retry_budget: Duration::from_millis(cfg.retry_budget_ms),
         name: format!("reddit-sim-{part}"),
         ..ClientOptions::default()
     };
@@ -837,7 +838,8 @@ pub async fn run(cfg: SimConfig, part: u32) -> anyhow::Result<()> {
         }
     }
     // Let what is in flight finish (each request is bounded by its timeout).
-    let drain_until = Instant::now() + Duration::from_millis(w.cfg.request_timeout_ms + 1000);
+    let drain_until = Instant::now()
+        + Duration::from_millis(w.cfg.request_timeout_ms + w.cfg.retry_budget_ms + 1000);
     while !in_flight.is_empty() {
         match tokio::time::timeout_at(drain_until.into(), in_flight.next()).await {
             Ok(Some(done)) => {

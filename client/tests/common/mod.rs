@@ -167,6 +167,15 @@ pub struct ShardHandle {
 }
 
 impl ShardHandle {
+    /// Waits for it to end by itself and returns its result.
+    pub async fn join(mut self) -> Result<(), reddit_engine::EngineError> {
+        self.stop.take();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the shard ends")
+            .unwrap()
+    }
+
     /// Stops it gracefully and returns its result.
     pub async fn stop(mut self) -> Result<(), reddit_engine::EngineError> {
         if let Some(s) = self.stop.take() {
@@ -313,6 +322,38 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         .unwrap();
     assert!(status.success(), "cargo build --bin {name} failed");
     dir.join(name)
+}
+
+/// Starts shard `shard` of `shards` as a `reddit-engine` process with `args`
+/// (killed with SIGKILL when the guard drops: a crash).
+pub fn shard_process(url: &str, shard: u32, shards: u32, args: &[&str]) -> ChildGuard {
+    let child = Command::new(workspace_bin("reddit-engine"))
+        .args(["--nats-url", url])
+        .args([
+            "--shard",
+            &shard.to_string(),
+            "--shards",
+            &shards.to_string(),
+        ])
+        .args(args)
+        .env("REDDIT_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start reddit-engine");
+    ChildGuard::new(child)
+}
+
+/// Deletes shard `shard`'s snapshot, if any (so a restart replays the whole log).
+pub async fn delete_snapshot(url: &str, shard: u32) {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    if let Ok(store) = js
+        .get_object_store(reddit_engine::wal::SNAPSHOT_BUCKET)
+        .await
+    {
+        let _ = store.delete(format!("shard-{shard}")).await;
+    }
 }
 
 /// A child process that is killed when dropped, so a failing test leaves nothing

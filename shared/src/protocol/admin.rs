@@ -35,6 +35,21 @@ pub struct ShardStats {
     pub pending_sync: u64,
     /// Milliseconds since the shard started.
     pub uptime_ms: u64,
+    /// Storage: `jetstream` or `memory`.
+    #[serde(default)]
+    pub storage: String,
+    /// Log records appended since start (each a group commit of several writes).
+    #[serde(default)]
+    pub wal_records: u64,
+    /// Writes in those records.
+    #[serde(default)]
+    pub wal_entries: u64,
+    /// Sequence of the last log record appended.
+    #[serde(default)]
+    pub wal_seq: u64,
+    /// Retried writes answered with their original reply since start.
+    #[serde(default)]
+    pub retries_answered: u64,
 }
 
 /// `audit.run`.

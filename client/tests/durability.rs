@@ -1,0 +1,344 @@
+//! Durability with `--storage jetstream` (the default): a restarted shard replays
+//! its snapshot and log, retried writes are answered from the reply cache, a second
+//! writer is fenced off, and a log from a cluster of another size is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{eventually, name_on, sn, spawn_shard, start_shard, un, user, Cluster, SECRET};
+use reddit_client::{ClientOptions, ErrorKind, RedditClient};
+use reddit_engine::wal::{self, WalError};
+use reddit_engine::{Config, EngineError};
+use reddit_shared::codec::encode;
+use reddit_shared::protocol::comment::{CommentTreeRequest, CreateCommentRequest};
+use reddit_shared::protocol::dm::{DmFolder, ListDmsRequest, SendDmRequest};
+use reddit_shared::protocol::post::{CreatePostRequest, ListPostsRequest, PostView};
+use reddit_shared::protocol::vote::{VoteRequest, VoteTarget};
+use reddit_shared::protocol::Op;
+use std::time::Duration;
+
+fn post_req(sub: &reddit_shared::names::SubredditName, title: &str) -> CreatePostRequest {
+    CreatePostRequest {
+        subreddit: sub.clone(),
+        title: title.into(),
+        body: String::new(),
+        repost_of: None,
+    }
+}
+
+fn config(url: &str, shard: u32, shards: u32) -> Config {
+    Config::new(url, shard, shards, SECRET)
+}
+
+async fn stream_state(url: &str, shard: u32) -> (u64, u64, u64) {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let mut stream = js.get_stream(wal::stream_name(shard)).await.unwrap();
+    let info = stream.info().await.unwrap();
+    (
+        info.state.first_sequence,
+        info.state.last_sequence,
+        info.state.messages,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_restarts_with_and_without_a_snapshot() {
+    let mut cluster = Cluster::start(2).await;
+    let url = cluster.nats.url();
+    let c = cluster.client.clone();
+    let alice = cluster.user(&name_on("alice", 0, 2)).await;
+    let bob = cluster.user(&name_on("bob", 1, 2)).await;
+    let sub = sn(&name_on("rust", 0, 2));
+    c.create_subreddit(&alice, &sub, "d").await.unwrap();
+    c.join(&bob, &sub).await.unwrap();
+    let post = c.create_post(&bob, &post_req(&sub, "t")).await.unwrap();
+    let comment = c
+        .create_comment(
+            &alice,
+            &CreateCommentRequest {
+                subreddit: sub.clone(),
+                post_id: post.id,
+                parent_id: None,
+                body: "nice".into(),
+            },
+        )
+        .await
+        .unwrap();
+    c.vote(
+        &alice,
+        &VoteRequest {
+            subreddit: sub.clone(),
+            target: VoteTarget::Post,
+            id: post.id.0,
+            value: 1,
+        },
+    )
+    .await
+    .unwrap();
+    c.send_dm(&bob, &alice.username, "hi").await.unwrap();
+    common::quiesce(&c).await;
+    let before = c.audit(10).await.unwrap();
+    assert!(before.ok, "{:?}", before.violations);
+
+    // A graceful stop stores a snapshot and purges the records it covers.
+    cluster.stop_shard(0).await;
+    let (first, last, messages) = stream_state(&url, 0).await;
+    assert_eq!((first, messages), (last + 1, 0), "records purged");
+    cluster.shards[0] = Some(start_shard(&url, 0, 2).await);
+    let got = c.get_post(&sub, post.id).await.unwrap();
+    assert_eq!((got.score, got.comments), (1, 1));
+    let inbox = c
+        .list_dms(&alice, &ListDmsRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(inbox.messages.len(), 1);
+    assert_eq!(inbox.messages[0].body, "hi");
+
+    // Shard 1 restarts too; the user's joined list and karma came back.
+    cluster.stop_shard(1).await;
+    cluster.shards[1] = Some(start_shard(&url, 1, 2).await);
+    let bob_view = c.get_user(&bob.username).await.unwrap();
+    assert_eq!(bob_view.post_karma, 1);
+    assert_eq!(bob_view.joined, vec![sub.clone()]);
+    // Tokens issued before the restart still work, and the thread is intact.
+    let tree = c
+        .comment_tree(&CommentTreeRequest {
+            subreddit: sub.clone(),
+            post_id: post.id,
+            sort: Default::default(),
+            limit: None,
+            root: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(tree.comments[0].id, comment.id);
+    common::quiesce(&c).await;
+    let after = c.audit(10).await.unwrap();
+    assert!(after.ok, "{:?}", after.violations);
+    assert_eq!(after.checked, before.checked);
+
+    // Records purged under a snapshot that then went missing: refused, not served
+    // half-empty.
+    cluster.stop_shard(1).await;
+    common::delete_snapshot(&url, 1).await;
+    let result = reddit_engine::run(config(&url, 1, 2), std::future::pending()).await;
+    assert!(
+        matches!(
+            result,
+            Err(EngineError::Wal(WalError::Gap { shard: 1, .. }))
+        ),
+        "{result:?}"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_taken_periodically_and_the_log_before_them_purged() {
+    let nats = common::NatsServer::start();
+    let url = nats.url();
+    let args = ["--snapshot-every", "20"];
+    let shard = common::shard_process(&url, 0, 1, &args);
+    common::wait_serving(&url, 0).await;
+    let c = RedditClient::connect(&url, ClientOptions::default())
+        .await
+        .unwrap();
+    let alice = user(&c, "alice").await;
+    let sub = sn("rust");
+    c.create_subreddit(&alice, &sub, "d").await.unwrap();
+    for i in 0..60 {
+        c.create_post(&alice, &post_req(&sub, &format!("p{i}")))
+            .await
+            .unwrap();
+    }
+    eventually("a purge after a snapshot", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { stream_state(&url, 0).await.0 > 20 }
+    })
+    .await;
+    // A crash: no shutdown snapshot; the periodic one plus the records after it.
+    drop(shard);
+    let _shard = common::shard_process(&url, 0, 1, &args);
+    common::wait_serving(&url, 0).await;
+    let page = c
+        .list_posts(&ListPostsRequest {
+            subreddit: sub.clone(),
+            sort: Default::default(),
+            limit: Some(100),
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.posts.len(), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_write_gets_the_original_reply_and_applies_once() {
+    let cluster = Cluster::start(2).await;
+    let c = cluster.client.clone();
+    let alice = cluster.user(&name_on("alice", 0, 2)).await;
+    let bob = cluster.user(&name_on("bob", 1, 2)).await;
+    let sub = sn(&name_on("rust", 1, 2));
+    c.create_subreddit(&alice, &sub, "d").await.unwrap();
+    let shard = c.shard_of(sub.key());
+    let req = CreatePostRequest {
+        subreddit: sub.clone(),
+        title: "once".into(),
+        body: String::new(),
+        repost_of: None,
+    };
+    let key = uuid::Uuid::now_v7().to_string();
+    let send = |req: &CreatePostRequest, key: &str| {
+        let (c, payload, key, token) = (
+            c.clone(),
+            encode(req).unwrap(),
+            key.to_owned(),
+            alice.token.clone(),
+        );
+        async move {
+            c.call_with_key::<PostView>(
+                shard,
+                Op::PostCreate.as_str(),
+                Some(&token),
+                payload,
+                Some(&key),
+            )
+            .await
+        }
+    };
+    let first = send(&req, &key).await.unwrap();
+    let again = send(&req, &key).await.unwrap();
+    assert_eq!(first.id, again.id);
+    let page = c
+        .list_posts(&ListPostsRequest {
+            subreddit: sub.clone(),
+            sort: Default::default(),
+            limit: None,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.posts.len(), 1);
+
+    // The same key for a different request is a conflict, not a silent replay.
+    let other = CreatePostRequest {
+        title: "other".into(),
+        ..req.clone()
+    };
+    let e = send(&other, &key).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    // A key that is not a UUID is refused.
+    let e = send(&req, "not-a-uuid").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
+    // Another user's key does not reach alice's reply.
+    let stolen = c
+        .call_with_key::<PostView>(
+            shard,
+            Op::PostCreate.as_str(),
+            Some(&bob.token),
+            encode(&req).unwrap(),
+            Some(&key),
+        )
+        .await
+        .unwrap();
+    assert_ne!(stolen.id, first.id);
+    assert_eq!(stolen.author, bob.username.as_str());
+
+    // A retried DM across shards is one message, with the key as its id.
+    let dm_key = uuid::Uuid::now_v7();
+    let dm = SendDmRequest {
+        to: bob.username.clone(),
+        body: "once".into(),
+    };
+    for _ in 0..2 {
+        let view: reddit_shared::protocol::dm::DmView = c
+            .call_with_key(
+                c.shard_of(alice.username.key()),
+                Op::DmSend.as_str(),
+                Some(&alice.token),
+                encode(&dm).unwrap(),
+                Some(&dm_key.to_string()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(view.id.0, dm_key);
+    }
+    let inbox = c.list_dms(&bob, &ListDmsRequest::default()).await.unwrap();
+    assert_eq!(inbox.messages.len(), 1);
+    let sent = c
+        .list_dms(
+            &alice,
+            &ListDmsRequest {
+                folder: DmFolder::Sent,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.messages.len(), 1);
+    let stats = c.all_stats().await.unwrap();
+    let answered: u64 = stats.iter().map(|s| s.retries_answered).sum();
+    assert!(answered >= 2, "{stats:?}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_is_fenced_off() {
+    let nats = common::NatsServer::start();
+    let url = nats.url();
+    let shard = start_shard(&url, 0, 1).await;
+    let c = RedditClient::connect(&url, ClientOptions::default())
+        .await
+        .unwrap()
+        .with_retry_budget(Duration::ZERO);
+    let alice = user(&c, "alice").await;
+    // Another process appends to shard 0's log behind its back.
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    js.publish(
+        reddit_shared::subject::wal(0),
+        rmp_serde::to_vec(&Vec::<u8>::new()).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    // The shard's next append is refused; it stops instead of answering.
+    let r = c.create_subreddit(&alice, &sn("rust"), "d").await;
+    assert!(r.is_err(), "{r:?}");
+    let result = shard.join().await;
+    assert!(
+        matches!(
+            result,
+            Err(EngineError::Wal(WalError::Fenced { shard: 0, .. }))
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_of_another_cluster_size_is_refused() {
+    let nats = common::NatsServer::start();
+    let url = nats.url();
+    let shard = start_shard(&url, 0, 1).await;
+    let c = RedditClient::connect(&url, ClientOptions::default())
+        .await
+        .unwrap();
+    user(&c, "alice").await;
+    shard.stop().await.unwrap();
+    let result = reddit_engine::run(config(&url, 0, 2), std::future::pending()).await;
+    assert!(
+        matches!(
+            result,
+            Err(EngineError::Wal(WalError::ShardCount { ours: 2, .. }))
+        ),
+        "{result:?}"
+    );
+    // Memory storage ignores the log.
+    let shard = spawn_shard(Config {
+        storage: reddit_engine::Storage::Memory,
+        ..config(&url, 0, 2)
+    });
+    common::wait_serving(&url, 0).await;
+    let e = c.get_user(&un("alice")).await;
+    assert!(e.is_err());
+    shard.stop().await.unwrap();
+}
