@@ -181,6 +181,9 @@ pub enum Job {
     /// A continuation from a spawned task: runs against the state; its effects are
     /// carried out by the actor.
     Run(RunJob),
+    /// A spawned write with this idempotency key finished (its continuation, if
+    /// any, has run): a retry may now be answered from the cache or handled anew.
+    Finished(String),
 }
 
 /// What the actor shares with spawned tasks.
@@ -225,7 +228,12 @@ enum Handled {
 /// How a handled job is answered.
 enum Pending {
     Respond(Request, Result<Vec<u8>, WireError>),
-    Spawn(Request, BoxFuture<'static, Result<Vec<u8>, WireError>>),
+    /// Work in a spawned task; the key is removed from `running` when it ends.
+    Spawn(
+        Request,
+        BoxFuture<'static, Result<Vec<u8>, WireError>>,
+        Option<String>,
+    ),
     Wake(
         oneshot::Sender<Result<Vec<u8>, WireError>>,
         Result<Vec<u8>, WireError>,
@@ -400,6 +408,9 @@ pub struct Actor {
     held: VecDeque<(u64, Outcome)>,
     /// The idempotency key of the request being dispatched (for continuations).
     current: Option<(String, u64, uuid::Uuid)>,
+    /// Keys of writes whose work runs in spawned tasks: a retry meanwhile is told
+    /// to come back, not handled twice.
+    running: std::collections::HashSet<String>,
 }
 
 impl Actor {
@@ -421,6 +432,7 @@ impl Actor {
             durable: 0,
             held: VecDeque::new(),
             current: None,
+            running: std::collections::HashSet::new(),
         }
     }
 
@@ -506,6 +518,9 @@ impl Actor {
             Job::Request(request) => {
                 self.ctx.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
                 self.handle(request).await;
+            }
+            Job::Finished(key) => {
+                self.running.remove(&key);
             }
             Job::Run(RunJob { f, cache, done }) => {
                 let mut fx = Effects::default();
@@ -712,6 +727,11 @@ impl Actor {
                 Err(e) => Err(e),
                 Ok(Idem::Hit(body)) => Ok(Handled::Reply(body)),
                 Ok(Idem::None) => self.dispatch(op, &request, &mut fx),
+                Ok(Idem::Key(key, ..)) if self.running.contains(&key) => {
+                    Err(WireError::unavailable(format!(
+                        "the request with this {IDEMPOTENCY_HEADER} is still in progress; retry shortly"
+                    )))
+                }
                 Ok(Idem::Key(key, hash, id)) => {
                     self.current = Some((key, hash, id));
                     self.dispatch(op, &request, &mut fx)
@@ -719,15 +739,25 @@ impl Actor {
             },
         };
         let events = self.state.take_events();
-        let cached = match (&result, self.current.take()) {
+        let current = self.current.take();
+        let cached = match (&result, &current) {
             (Ok(Handled::Reply(body) | Handled::Confirm { body, .. }), Some((key, hash, _)))
                 if !events.is_empty() =>
             {
                 Some(Cached {
-                    key,
-                    hash,
+                    key: key.clone(),
+                    hash: *hash,
                     reply: body.clone(),
                 })
+            }
+            _ => None,
+        };
+        // A keyed write finishing in a spawned task is "running" until that task
+        // reports back (after its continuation stored the reply).
+        let running = match (&result, current) {
+            (Ok(Handled::Later(_)), Some((key, _, _))) => {
+                self.running.insert(key.clone());
+                Some(key)
             }
             _ => None,
         };
@@ -740,13 +770,17 @@ impl Actor {
         let (reply, envelope) = match result {
             Ok(Handled::Reply(body)) => (Pending::Respond(request, Ok(body)), None),
             Err(e) => (Pending::Respond(request, Err(e)), None),
-            Ok(Handled::Later(work)) => (Pending::Spawn(request, work), None),
+            Ok(Handled::Later(work)) => (Pending::Spawn(request, work, running), None),
             Ok(Handled::Confirm {
                 body,
                 envelope,
                 wait,
             }) => (
-                Pending::Spawn(request, async move { wait.await.map(|()| body) }.boxed()),
+                Pending::Spawn(
+                    request,
+                    async move { wait.await.map(|()| body) }.boxed(),
+                    None,
+                ),
                 Some(envelope),
             ),
         };
@@ -782,17 +816,24 @@ impl Actor {
             Some(Pending::Wake(tx, result)) => {
                 let _ = tx.send(result);
             }
-            Some(Pending::Spawn(request, work)) => {
+            Some(Pending::Spawn(request, work, running)) => {
                 match self.ctx.permits.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let metrics = self.ctx.metrics.clone();
+                        let jobs = self.jobs.clone();
                         tokio::spawn(async move {
                             let result = work.await;
+                            if let (Some(key), Some(jobs)) = (running, jobs.upgrade()) {
+                                let _ = jobs.send(Job::Finished(key)).await;
+                            }
                             respond(&metrics, &request, result).await;
                             drop(permit);
                         });
                     }
                     Err(_) => {
+                        if let Some(key) = running {
+                            self.running.remove(&key);
+                        }
                         respond(
                             &self.ctx.metrics,
                             &request,

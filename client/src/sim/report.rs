@@ -101,6 +101,13 @@ pub struct LedgerCheck {
     /// engine ∈ [acknowledged, acknowledged + unknown] (votes and memberships can
     /// also be lower by `unknown`, as a lost clear or leave counts down).
     pub ok: bool,
+    /// Acknowledged writes the engine does not have (below the lower bound).
+    #[serde(default)]
+    pub lost: u64,
+    /// Writes the engine has beyond every acknowledged and unknown one (applied
+    /// twice).
+    #[serde(default)]
+    pub double_applied: u64,
 }
 
 /// Memory use.
@@ -233,12 +240,15 @@ pub fn check_ledger(
         } else {
             ack as i64
         };
+        let hi = (ack + unknown) as i64;
         LedgerCheck {
             what: what.to_owned(),
             acknowledged: ack,
             unknown,
             engine,
-            ok: engine >= lo && engine <= (ack + unknown) as i64,
+            ok: engine >= lo && engine <= hi,
+            lost: u64::try_from(lo - engine).unwrap_or(0),
+            double_applied: u64::try_from(engine - hi).unwrap_or(0),
         }
     };
     vec![

@@ -87,13 +87,18 @@ enum Effect {
     Nothing,
 }
 
+/// The `busy` key of subreddit `rank` (ranks and item ids share the set).
+fn rank_key(rank: u32) -> Uuid {
+    Uuid::from_u128(u128::from(rank))
+}
+
 /// What kind of write a request was, for the ledger when its outcome is unknown.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum WriteKind {
     Read,
     Create,
     Vote(Uuid),
-    Membership,
+    Membership(u32),
 }
 
 struct Done {
@@ -140,6 +145,11 @@ struct Worker {
     known: VecDeque<KnownPost>,
     known_ids: HashSet<PostId>,
     votes: HashMap<(u32, Uuid), i8>,
+    /// Votes and memberships in flight, by (user, item or subreddit rank): a user
+    /// never has two on the same thing at once, so the order the engine applied
+    /// them in is the order they were acknowledged in (retries can reorder
+    /// overlapping requests, and the ledger could not tell the final value).
+    busy: HashSet<(u32, Uuid)>,
     ops: BTreeMap<&'static str, OpStats>,
     ledger: Ledger,
     sessions: Sessions,
@@ -177,6 +187,15 @@ impl Worker {
     /// Applies a reply: knowledge, ledger.
     fn apply(&mut self, done: Done) -> Option<(u32, Vec<DmId>)> {
         let u = done.user;
+        match done.write {
+            WriteKind::Vote(item) => {
+                self.busy.remove(&(u, item));
+            }
+            WriteKind::Membership(rank) => {
+                self.busy.remove(&(u, rank_key(rank)));
+            }
+            WriteKind::Read | WriteKind::Create => {}
+        }
         let result = match done.result {
             Ok(effect) => effect,
             Err(e) => {
@@ -185,7 +204,7 @@ impl Worker {
                         WriteKind::Read => {}
                         WriteKind::Create => self.ledger.unknown_creates += 1,
                         WriteKind::Vote(_) => self.ledger.unknown_votes += 1,
-                        WriteKind::Membership => self.ledger.unknown_memberships += 1,
+                        WriteKind::Membership(_) => self.ledger.unknown_memberships += 1,
                     }
                 }
                 return None;
@@ -394,6 +413,9 @@ impl Worker {
                 } else {
                     (VoteTarget::Post, k.id.0)
                 };
+                if !self.busy.insert((u, id)) {
+                    return Some(self.feed(u, s, PostSort::Hot, false, started));
+                }
                 let req = VoteRequest {
                     subreddit: self.subs[k.rank as usize].clone(),
                     target,
@@ -465,6 +487,9 @@ impl Worker {
             }
             ActionKind::Feed { sort } => Some(self.feed(u, s, sort, false, started)),
             ActionKind::Join { rank } => {
+                if !self.busy.insert((u, rank_key(rank))) {
+                    return Some(self.feed(u, s, PostSort::New, false, started));
+                }
                 let name = self.subs[rank as usize].clone();
                 Some(
                     async move {
@@ -472,7 +497,7 @@ impl Worker {
                         Done {
                             user: u,
                             op: "sub.join",
-                            write: WriteKind::Membership,
+                            write: WriteKind::Membership(rank),
                             started,
                             result,
                         }
@@ -485,6 +510,9 @@ impl Worker {
                     return Some(self.feed(u, s, PostSort::New, false, started));
                 }
                 let rank = user.joined[(pick % user.joined.len() as u64) as usize];
+                if !self.busy.insert((u, rank_key(rank))) {
+                    return Some(self.feed(u, s, PostSort::New, false, started));
+                }
                 let name = self.subs[rank as usize].clone();
                 Some(
                     async move {
@@ -492,7 +520,7 @@ impl Worker {
                         Done {
                             user: u,
                             op: "sub.leave",
-                            write: WriteKind::Membership,
+                            write: WriteKind::Membership(rank),
                             started,
                             result,
                         }
@@ -606,6 +634,7 @@ pub async fn run(cfg: SimConfig, part: u32) -> anyhow::Result<()> {
         known: VecDeque::new(),
         known_ids: HashSet::new(),
         votes: HashMap::new(),
+        busy: HashSet::new(),
         ops: BTreeMap::new(),
         ledger: Ledger::default(),
         sessions: Sessions::default(),

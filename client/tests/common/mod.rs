@@ -371,6 +371,14 @@ impl ChildGuard {
         self.0.as_ref().map_or(0, Child::id)
     }
 
+    /// Kills it now (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Hands the child back (the guard no longer kills it).
     pub fn into_inner(mut self) -> Child {
         self.0.take().expect("child present")
