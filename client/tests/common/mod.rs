@@ -95,12 +95,26 @@ impl NatsServer {
     }
 
     fn spawn(dir: &Path, port: &str, args: &[String]) -> (Child, u16) {
+        // As in nats.conf: every JetStream write is synced before it is
+        // acknowledged, so a killed server keeps what it acknowledged.
+        let conf = dir.join("jetstream.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "jetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
+                dir.join("jetstream")
+            ),
+        )
+        .unwrap();
+        let conf_args: Vec<String> = if args.iter().any(|a| a == "-c") {
+            vec!["-js".into()]
+        } else {
+            vec!["-c".into(), conf.display().to_string()]
+        };
         let child = Command::new(nats_server_bin())
             .args(["-a", "127.0.0.1", "-p", port, "--ports_file_dir"])
             .arg(dir)
-            .arg("-js")
-            .arg("-sd")
-            .arg(dir.join("jetstream"))
+            .args(&conf_args)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
