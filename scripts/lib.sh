@@ -50,14 +50,17 @@ stop_pidfile() {
   rm -f "$file"
 }
 
-# Starts shard $1 of $2 in run dir $3 against NATS port $4.
+# Starts shard $1 of $2 in run dir $3 against NATS port $4, under the supervisor
+# (scripts/supervise.sh restarts it if it crashes; the pid file holds the
+# supervisor's pid, and SIGTERM to it stops both). REDDIT_STORAGE (jetstream or
+# memory) and the engine's other REDDIT_* variables pass through.
 start_shard() {
   local k=$1 n=$2 run=$3 port=$4
   is_running "$run/shard-$k.pid" && die "shard $k is already running (pid $(cat "$run/shard-$k.pid"))"
   touch "$run/shard-$k.log"
   SHARD_LOG_OFFSET=$(($(wc -c <"$run/shard-$k.log") + 1))
   REDDIT_SECRET="$(cat "$run/secret")" RUST_LOG="${RUST_LOG:-info}" \
-    nohup "$BIN/reddit-engine" \
+    nohup "$ROOT/scripts/supervise.sh" "shard-$k" -- "$BIN/reddit-engine" \
     --nats-url "nats://$ENGINE_USER:$ENGINE_PASSWORD@127.0.0.1:$port" \
     --shard "$k" --shards "$n" >>"$run/shard-$k.log" 2>&1 &
   echo $! >"$run/shard-$k.pid"

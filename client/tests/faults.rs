@@ -125,3 +125,85 @@ async fn a_nats_server_restarted_mid_simulation_loses_nothing_acknowledged() {
     let report = run_with_fault(|procs| procs.nats.restart()).await;
     check(&report);
 }
+
+/// The supervisor and its children run in their own process group; dropping
+/// this kills the whole group, so a failing test leaves nothing behind.
+struct Group(std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervisor_restarts_a_killed_shard_and_stops_it_on_sigterm() {
+    use std::os::unix::process::CommandExt;
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let engine = common::workspace_bin("reddit-engine");
+    let mut group = Group(
+        std::process::Command::new("bash")
+            .arg(common::root().join("scripts/supervise.sh"))
+            .args(["shard-0", "--"])
+            .arg(&engine)
+            .args(["--nats-url", &url, "--shard", "0", "--shards", "1"])
+            .env("REDDIT_SECRET", common::SECRET)
+            .env("RUST_LOG", "warn")
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    let supervisor = group.0.id();
+    wait_serving(&url, 0).await;
+    let c = RedditClient::connect(&url, reddit_client::ClientOptions::default())
+        .await
+        .unwrap();
+    common::user(&c, "alice").await;
+    let first = children_of(supervisor);
+    assert_eq!(first.len(), 1, "{first:?}");
+    std::process::Command::new("kill")
+        .args(["-KILL", &first[0].to_string()])
+        .status()
+        .unwrap();
+    eventually("a restarted shard", Duration::from_secs(20), || {
+        let c = c.clone();
+        let first = first.clone();
+        async move {
+            let now = children_of(supervisor);
+            now.len() == 1 && now != first && c.get_user(&common::un("alice")).await.is_ok()
+        }
+    })
+    .await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &supervisor.to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = group.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the supervisor did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(children_of(supervisor).is_empty());
+}

@@ -143,6 +143,22 @@ pub enum EngineError {
     Wal(#[from] wal::WalError),
 }
 
+impl EngineError {
+    /// Whether restarting the process cannot help (a configuration or data error a
+    /// person must fix), as opposed to a condition that may pass (NATS down,
+    /// another owner still alive, a second writer).
+    pub fn is_permanent(&self) -> bool {
+        use wal::WalError as W;
+        matches!(
+            self,
+            EngineError::Config(_)
+                | EngineError::ShardCountMismatch { .. }
+                | EngineError::SecretMismatch { .. }
+                | EngineError::Wal(W::ShardCount { .. } | W::Gap { .. } | W::Corrupt { .. })
+        )
+    }
+}
+
 fn nats_err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Nats(e.to_string())
 }

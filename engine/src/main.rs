@@ -55,6 +55,9 @@ struct Args {
 
 const DEV_SECRET: &str = "reddit-dev-secret-change-me";
 
+/// Exit status for an error a restart cannot fix (the supervisor stops trying).
+const EXIT_PERMANENT: i32 = 2;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // One thread by default: a shard's state is one actor, and when several shard
@@ -97,9 +100,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.storage = args.storage;
     config.snapshot_every = args.snapshot_every;
     config.reply_cache = args.reply_cache.max(1);
-    reddit_engine::run(config, shutdown_signal())
-        .await
-        .context("reddit-engine stopped with an error")
+    match reddit_engine::run(config, shutdown_signal()).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_permanent() => {
+            tracing::error!("reddit-engine cannot run: {e}");
+            std::process::exit(EXIT_PERMANENT);
+        }
+        Err(e) => Err(e).context("reddit-engine stopped with an error"),
+    }
 }
 
 async fn shutdown_signal() {

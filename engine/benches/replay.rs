@@ -1,0 +1,238 @@
+//! Replay benchmark (`cargo bench -p reddit-engine --bench replay`): writes a shard
+//! log of 1,000,000 events to a throwaway JetStream server (group-committed records
+//! of 500 writes, each with an idempotency reply, as the engine writes them), then
+//! times a shard's recovery from it, and from a snapshot of the same state.
+//!
+//! `REPLAY_EVENTS` changes the event count. The nats-server binary comes from
+//! `scripts/install-nats.sh` (or `NATS_SERVER_BIN`).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use reddit_engine::replies::Cached;
+use reddit_engine::state::Event;
+use reddit_engine::wal::{encode_snapshot, Entry, Log, RecordBuilder};
+use reddit_shared::ids::{CommentId, PostId};
+use reddit_shared::names::{SubredditName, Username};
+use reddit_shared::protocol::vote::VoteTarget;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PER_RECORD: usize = 500;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn nats_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("bash")
+        .arg(root().join("scripts/install-nats.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+struct Server(std::process::Child, PathBuf);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The i-th event of a synthetic but realistic shard history: users, subreddits,
+/// then posts, comments and votes in the proportions of the simulator's mix.
+fn event(i: u64, users: u64, subs: u64, posts: &mut Vec<(u64, PostId)>) -> Event {
+    let user = |n: u64| Username::parse(&format!("user{}", n % users)).unwrap();
+    let sub = |n: u64| SubredditName::parse(&format!("sub{}", n % subs)).unwrap();
+    if i < users {
+        return Event::UserRegistered {
+            username: user(i),
+            public_key: [7; 32],
+            at: 1_700_000_000_000 + i as i64,
+        };
+    }
+    if i < users + subs {
+        return Event::SubredditCreated {
+            name: sub(i),
+            description: "A simulated community.".into(),
+            creator: user(i),
+            at: 1_700_000_000_000,
+        };
+    }
+    let at = 1_700_000_000_000 + i as i64;
+    match i % 10 {
+        0..=2 => {
+            let id = PostId::new();
+            let s = i % subs;
+            posts.push((s, id));
+            Event::PostCreated {
+                subreddit: sub(s).key().to_owned(),
+                id,
+                author: user(i * 7),
+                title: format!("Post number {i}"),
+                body: "Simulated post body with a few words in it.".into(),
+                repost_of: None,
+                at,
+            }
+        }
+        3..=5 if !posts.is_empty() => {
+            let (s, post) = posts[(i as usize * 31) % posts.len()];
+            Event::CommentCreated {
+                subreddit: sub(s).key().to_owned(),
+                post_id: post,
+                id: CommentId::new(),
+                parent_id: None,
+                author: user(i * 13),
+                body: "Simulated comment.".into(),
+                at,
+            }
+        }
+        _ if !posts.is_empty() => {
+            let (s, post) = posts[(i as usize * 17) % posts.len()];
+            Event::VoteCast {
+                subreddit: sub(s).key().to_owned(),
+                target: VoteTarget::Post,
+                id: post.0,
+                voter: user(i * 3).key().to_owned(),
+                value: if i % 4 == 0 { -1 } else { 1 },
+            }
+        }
+        _ => Event::UserRegistered {
+            username: user(i),
+            public_key: [7; 32],
+            at,
+        },
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let total: u64 = std::env::var("REPLAY_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = std::env::temp_dir().join(format!("reddit-replay-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("js.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "jetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
+            dir.join("js")
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let server = Server(
+        Command::new(nats_bin())
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        dir,
+    );
+    let url = format!("nats://127.0.0.1:{port}");
+    let client = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match async_nats::connect(&url).await {
+                Ok(c) => break c,
+                Err(e) if Instant::now() > deadline => panic!("nats-server: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    };
+    let log = Log::open(&client, 0, 1).await.unwrap();
+
+    eprintln!("writing {total} events in records of {PER_RECORD} writes ...");
+    let started = Instant::now();
+    let (users, subs) = (10_000.min(total / 10).max(1), 100);
+    let mut posts = Vec::new();
+    let mut builder = RecordBuilder::default();
+    let mut seq = 0;
+    let mut bytes = 0usize;
+    for i in 0..total {
+        let e = event(i, users, subs, &mut posts);
+        builder
+            .push(&Entry {
+                reply: Some(Cached {
+                    key: format!(
+                        "vote.cast\u{1f}user{}\u{1f}{}",
+                        i % users,
+                        uuid::Uuid::now_v7()
+                    ),
+                    hash: i,
+                    reply: vec![0xa5; 180],
+                }),
+                events: vec![e],
+            })
+            .unwrap();
+        if builder.entries() as usize == PER_RECORD || i + 1 == total {
+            let record = builder.seal();
+            bytes += record.len();
+            seq = log
+                .append(record, &format!("bench.{seq}"), seq)
+                .await
+                .unwrap();
+        }
+    }
+    eprintln!(
+        "  {seq} records, {:.0} MiB, written in {:.1} s",
+        bytes as f64 / 1048576.0,
+        started.elapsed().as_secs_f64()
+    );
+
+    let r = log
+        .recover(reddit_engine::replies::DEFAULT_CAPACITY)
+        .await
+        .unwrap();
+    assert_eq!(r.events, total);
+    let log_secs = r.elapsed.as_secs_f64();
+    println!(
+        "replay of {} events ({} records) from the log: {:.2} s ({:.0} events/s); state: {} users, {} posts, {} comments, {} votes",
+        r.events,
+        r.records,
+        log_secs,
+        r.events as f64 / log_secs,
+        r.state.user_count(),
+        r.state.totals().posts,
+        r.state.totals().comments,
+        r.state.totals().votes,
+    );
+
+    let t = Instant::now();
+    let snapshot = encode_snapshot(&r.state, &r.replies, r.last_seq).unwrap();
+    let encode_secs = t.elapsed().as_secs_f64();
+    let size = snapshot.len();
+    log.save_snapshot(snapshot, r.last_seq).await.unwrap();
+    let s = log
+        .recover(reddit_engine::replies::DEFAULT_CAPACITY)
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.records, s.state.totals().votes),
+        (0, r.state.totals().votes)
+    );
+    println!(
+        "snapshot of that state: {:.0} MiB, encoded in {:.2} s; recovery from it: {:.2} s",
+        size as f64 / 1048576.0,
+        encode_secs,
+        s.elapsed.as_secs_f64()
+    );
+    drop(server);
+}
