@@ -3,9 +3,12 @@
 # responder reddit-echo (same service framework, same request bytes, same reply
 # sizes) at 1, 64 and 512 requests in flight, then the mixed simulator workload
 # (4 shards, 4 client processes, closed loop). Starts and stops everything itself.
+# Both are run once per storage mode (--storage, default "jetstream memory"), each
+# on a fresh system: durable shards that log every write to JetStream before
+# answering, and in-memory shards.
 #
 #   scripts/bench.sh [--seconds S] [--sim-seconds S] [--sim-in-flight N] [--users N]
-#                    [--memory-users N]
+#                    [--memory-users N] [--storage "jetstream memory"]
 #
 # Last, client memory: one worker process simulating --memory-users users (default
 # 100,000; 0 skips it).
@@ -15,6 +18,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 seconds=5 sim_seconds=30 sim_in_flight=64 users=10000 shards=4 memory_users=100000
+storages="jetstream memory"
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds=$2; shift 2 ;;
@@ -22,39 +26,56 @@ while [ $# -gt 0 ]; do
     --sim-in-flight) sim_in_flight=$2; shift 2 ;;
     --users) users=$2; shift 2 ;;
     --memory-users) memory_users=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --storage) storages=$2; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) die "unknown option $1" ;;
   esac
 done
 
-run="$ROOT/run/bench-run-$$"
 out="$ROOT/run/bench-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
-start_throwaway_system "$shards" "$run"
-port=$PORT
-# The benchmark publishes on reddit.echo.>, which nats.conf's client user may not:
-# both the echo responder and the harness use the engine's credentials.
-url="nats://$ENGINE_USER:$ENGINE_PASSWORD@127.0.0.1:$port"
-nohup "$BIN/reddit-echo" --nats-url "$url" >"$run/echo.log" 2>&1 &
-echo $! >"$run/echo-0.pid" # stop.sh stops every *.pid in the run dir
-
 {
   echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
   echo "nats-server: $("$("$ROOT/scripts/install-nats.sh")" --version 2>&1)"
-  echo "command: scripts/bench.sh --seconds $seconds --sim-seconds $sim_seconds --sim-in-flight $sim_in_flight --users $users"
+  echo "command: scripts/bench.sh --seconds $seconds --sim-seconds $sim_seconds --sim-in-flight $sim_in_flight --users $users --storage \"$storages\""
 } | tee "$out/machine.txt" >&2
 
-say "== engine vs echo (closed loop, ${seconds}s per measurement)"
-"$BIN/reddit-client" --nats-url "$url" bench --levels 1,64,512 --seconds "$seconds" --out "$out/bench.json" |
-  tee "$out/bench.txt"
+for storage in $storages; do
+  case "$storage" in jetstream | memory) ;; *) die "--storage: unknown mode $storage" ;; esac
+  run="$ROOT/run/bench-run-$$-$storage"
+  mkdir -p "$out/$storage"
+  export REDDIT_STORAGE=$storage
+  start_throwaway_system "$shards" "$run"
+  port=$PORT
+  # The benchmark publishes on reddit.echo.>, which nats.conf's client user may not:
+  # both the echo responder and the harness use the engine's credentials.
+  url="nats://$ENGINE_USER:$ENGINE_PASSWORD@127.0.0.1:$port"
+  nohup "$BIN/reddit-echo" --nats-url "$url" >"$run/echo.log" 2>&1 &
+  echo $! >"$run/echo-0.pid" # stop.sh stops every *.pid in the run dir
+  for ((i = 0; i < 200; i++)); do
+    grep -q "serving" "$run/echo.log" 2>/dev/null && break
+    kill -0 "$(cat "$run/echo-0.pid")" 2>/dev/null || die "reddit-echo exited: $(cat "$run/echo.log")"
+    sleep 0.05
+  done
 
-say "== mixed workload: $users users, 4 client processes, $sim_in_flight in flight each, ${sim_seconds}s"
-"$BIN/reddit-client" --nats-url "nats://127.0.0.1:$port" simulate \
-  --users "$users" --processes 4 --in-flight "$sim_in_flight" --duration "$sim_seconds" \
-  --offline-mean 10 --online-mean 30 --out "$out/sim" | tee "$out/sim.txt"
-if [ "$memory_users" -gt 0 ]; then
-  say "== client memory: $memory_users users in one client process"
+  say "== [$storage] engine vs echo (closed loop, ${seconds}s per measurement)"
+  "$BIN/reddit-client" --nats-url "$url" bench --levels 1,64,512 --seconds "$seconds" \
+    --out "$out/$storage/bench.json" | tee "$out/$storage/bench.txt"
+
+  say "== [$storage] mixed workload: $users users, 4 client processes, $sim_in_flight in flight each, ${sim_seconds}s"
   "$BIN/reddit-client" --nats-url "nats://127.0.0.1:$port" simulate \
+    --users "$users" --processes 4 --in-flight "$sim_in_flight" --duration "$sim_seconds" \
+    --offline-mean 10 --online-mean 30 --out "$out/$storage/sim" | tee "$out/$storage/sim.txt"
+  "$BIN/reddit-client" --nats-url "nats://127.0.0.1:$port" --json stats >"$out/$storage/stats.json" || true
+  "$ROOT/scripts/stop.sh" --run-dir "$run" >/dev/null 2>&1 || true
+done
+
+if [ "$memory_users" -gt 0 ]; then
+  run="$ROOT/run/bench-run-$$-memory-users"
+  export REDDIT_STORAGE=memory
+  start_throwaway_system "$shards" "$run"
+  say "== client memory: $memory_users users in one client process"
+  "$BIN/reddit-client" --nats-url "nats://127.0.0.1:$PORT" simulate \
     --users "$memory_users" --processes 1 --duration 10 --subreddits 500 \
     --setup-in-flight 512 --out "$out/memory" >"$out/memory.txt" 2>&1
   grep -E "client memory|ledger|audit" "$out/memory.txt"
