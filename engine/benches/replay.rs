@@ -107,7 +107,7 @@ fn event(i: u64, users: u64, subs: u64, posts: &mut Vec<(u64, PostId)>) -> Event
                 target: VoteTarget::Post,
                 id: post.0,
                 voter: user(i * 3).key().to_owned(),
-                value: if i % 4 == 0 { -1 } else { 1 },
+                value: if i.is_multiple_of(4) { -1 } else { 1 },
             }
         }
         _ => Event::UserRegistered {
