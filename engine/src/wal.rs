@@ -583,4 +583,20 @@ mod tests {
         ));
         assert!(entries[1].reply.is_none());
     }
+
+    proptest::proptest! {
+        /// Whatever a log record holds, decoding it fails cleanly or yields entries.
+        #[test]
+        fn arbitrary_records_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Ok(entries) = decode_record(&bytes) {
+                let mut state = ShardState::new(0, 1);
+                for e in &entries {
+                    for event in &e.events {
+                        state.apply(event);
+                    }
+                }
+            }
+            let _ = rmp_serde::from_slice::<SnapshotIn>(&bytes);
+        }
+    }
 }
