@@ -456,18 +456,7 @@ impl Actor {
             // A restart lost whatever the outbox still owed: send it all again.
             let mut fx = Effects::default();
             self.state.resync_all(&mut fx);
-            let events = self.state.take_events();
-            self.record(events, None);
-            let tag = self.written;
-            self.finish(
-                tag,
-                Outcome {
-                    fx,
-                    envelope: None,
-                    reply: None,
-                },
-            )
-            .await;
+            self.commit(None, fx, None).await;
             self.kick();
         }
         loop {
@@ -525,26 +514,16 @@ impl Actor {
             Job::Run(RunJob { f, cache, done }) => {
                 let mut fx = Effects::default();
                 let result = f(&mut self.state, &mut fx);
-                let events = self.state.take_events();
                 let cached = match (&result, cache) {
-                    (Ok(body), Some((key, hash))) if !events.is_empty() => Some(Cached {
+                    (Ok(body), Some((key, hash))) => Some(Cached {
                         key,
                         hash,
                         reply: body.clone(),
                     }),
                     _ => None,
                 };
-                self.record(events, cached);
-                let tag = self.written;
-                self.finish(
-                    tag,
-                    Outcome {
-                        fx,
-                        envelope: None,
-                        reply: Some(Pending::Wake(done, result)),
-                    },
-                )
-                .await;
+                self.commit(cached, fx, Some(Pending::Wake(done, result)))
+                    .await;
             }
         }
     }
@@ -622,6 +601,24 @@ impl Actor {
                 self.carry_out(outcome).await;
             }
         }
+    }
+
+    /// Logs the events the state recorded since the last call (with `cached`, the
+    /// reply to remember, if they are not empty), then sends `fx` and `reply` once
+    /// they are durable.
+    async fn commit(&mut self, cached: Option<Cached>, fx: Effects, reply: Option<Pending>) {
+        let events = self.state.take_events();
+        self.record(events, cached);
+        let tag = self.written;
+        self.finish(
+            tag,
+            Outcome {
+                fx,
+                envelope: None,
+                reply,
+            },
+        )
+        .await;
     }
 
     /// Appends a write's events (and the reply to remember) to the open record.
