@@ -30,6 +30,18 @@ pub const FORMAT: &str = "reddit-wal-1";
 /// Largest record (one JetStream message) the actor builds: under NATS's default
 /// 1 MiB max payload. The actor stops taking requests while a full record waits.
 pub const MAX_RECORD_BYTES: usize = 768 * 1024;
+/// How long appends may find no stream (JetStream restarting) before the log is
+/// declared gone.
+const STREAM_MISSING_LIMIT: Duration = Duration::from_secs(60);
+
+/// The JetStream API error code behind a publish error, if any.
+fn jetstream_code(e: &jetstream::context::PublishError) -> Option<u64> {
+    use std::error::Error as _;
+    e.source()
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .map(|e| e.error_code().0)
+}
+
 /// Object store bucket of the snapshots.
 pub const SNAPSHOT_BUCKET: &str = "REDDIT_SNAPSHOTS";
 
@@ -469,6 +481,7 @@ impl Log {
         use jetstream::context::PublishErrorKind as K;
         let mut backoff = Duration::from_millis(20);
         let mut attempts = 0u32;
+        let mut missing_since: Option<Instant> = None;
         loop {
             let publish = PublishMessage::build()
                 .payload(record.clone())
@@ -484,10 +497,23 @@ impl Log {
             };
             match e.kind() {
                 K::WrongLastSequence => return self.confirm(expected_last, msg_id).await,
-                K::StreamNotFound => {
-                    return Err(self.nats(format!("the stream {} is gone", stream_name(self.shard))))
+                // A clustered JetStream may report the conflict with this code.
+                K::Other if jetstream_code(&e) == Some(10164) => {
+                    return self.confirm(expected_last, msg_id).await
                 }
                 K::MaxPayloadExceeded => return Err(self.nats(e)),
+                // "No responders" for the stream's subject: JetStream is still
+                // starting (a restarted server) or the stream was deleted. Wait a
+                // while before calling it gone.
+                K::StreamNotFound
+                    if missing_since.get_or_insert_with(Instant::now).elapsed()
+                        > STREAM_MISSING_LIMIT =>
+                {
+                    return Err(self.nats(format!(
+                        "the stream {} has not answered for {STREAM_MISSING_LIMIT:?}; was it deleted?",
+                        stream_name(self.shard)
+                    )));
+                }
                 _ => {
                     attempts += 1;
                     if attempts == 1 || attempts.is_multiple_of(20) {
