@@ -415,22 +415,40 @@ impl RedditClient {
         username: &Username,
         identity: &Identity,
     ) -> Result<Session, ClientError> {
-        let challenge: ChallengeReply = self
-            .call(
-                username.key(),
-                Op::AuthChallenge,
-                None,
-                &ChallengeRequest {
-                    username: username.clone(),
-                },
-            )
-            .await?;
-        let req = LoginRequest {
-            username: username.clone(),
-            signature: identity.sign_login(username, &challenge.challenge),
-            challenge: challenge.challenge,
+        // A challenge is single-use: a login attempt whose reply was lost cannot be
+        // repeated as is, so a retry starts over with a new challenge.
+        let deadline = tokio::time::Instant::now() + self.retry_budget;
+        let shard = self.shard_of(username.key());
+        let mut backoff = FIRST_BACKOFF;
+        let reply: LoginReply = loop {
+            let challenge: ChallengeReply = self
+                .call(
+                    username.key(),
+                    Op::AuthChallenge,
+                    None,
+                    &ChallengeRequest {
+                        username: username.clone(),
+                    },
+                )
+                .await?;
+            let req = LoginRequest {
+                username: username.clone(),
+                signature: identity.sign_login(username, &challenge.challenge),
+                challenge: challenge.challenge,
+            };
+            req.validate()?;
+            let payload = encode(&req)?.into();
+            match self
+                .attempt(shard, Op::AuthLogin.as_str(), None, payload, None)
+                .await
+            {
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() + backoff < deadline => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                other => break other?,
+            }
         };
-        let reply: LoginReply = self.call(username.key(), Op::AuthLogin, None, &req).await?;
         let username = reply
             .username
             .parse::<Username>()
