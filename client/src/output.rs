@@ -200,7 +200,7 @@ pub fn dms(page: &DmPage) -> String {
 /// Per-shard stats.
 pub fn stats(all: &[ShardStats]) -> String {
     let mut lines = vec![format!(
-        "{:>5} {:>8} {:>6} {:>7} {:>8} {:>8} {:>7} {:>10} {:>7} {:>6}",
+        "{:>5} {:>8} {:>6} {:>7} {:>8} {:>8} {:>7} {:>10} {:>7} {:>6}  {:<9} {:>9} {:>8}",
         "shard",
         "users",
         "subs",
@@ -210,11 +210,19 @@ pub fn stats(all: &[ShardStats]) -> String {
         "dms",
         "requests",
         "errors",
-        "queue"
+        "queue",
+        "storage",
+        "log seq",
+        "w/append"
     )];
     for s in all {
+        let per_append = if s.wal_records > 0 {
+            format!("{:.1}", s.wal_entries as f64 / s.wal_records as f64)
+        } else {
+            "-".to_owned()
+        };
         lines.push(format!(
-            "{:>5} {:>8} {:>6} {:>7} {:>8} {:>8} {:>7} {:>10} {:>7} {:>6}",
+            "{:>5} {:>8} {:>6} {:>7} {:>8} {:>8} {:>7} {:>10} {:>7} {:>6}  {:<9} {:>9} {:>8}",
             s.shard,
             s.users,
             s.subreddits,
@@ -224,7 +232,10 @@ pub fn stats(all: &[ShardStats]) -> String {
             s.dms,
             s.requests,
             s.errors,
-            s.queue_depth
+            s.queue_depth,
+            s.storage,
+            s.wal_seq,
+            per_append
         ));
     }
     lines.join("\n")

@@ -342,3 +342,15 @@ async fn a_log_of_another_cluster_size_is_refused() {
     assert!(e.is_err());
     shard.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_jetstream_the_durable_mode_refuses_to_start_and_says_why() {
+    let nats = common::NatsServer::start_without_jetstream();
+    let result = reddit_engine::run(config(&nats.url(), 0, 1), std::future::pending()).await;
+    match result {
+        Err(e @ EngineError::Wal(WalError::Unavailable(_))) => {
+            assert!(e.to_string().contains("--storage memory"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

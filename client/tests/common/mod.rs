@@ -106,11 +106,14 @@ impl NatsServer {
             ),
         )
         .unwrap();
-        let conf_args: Vec<String> = if args.iter().any(|a| a == "-c") {
+        let conf_args: Vec<String> = if args.iter().any(|a| a == "--no-jetstream") {
+            Vec::new()
+        } else if args.iter().any(|a| a == "-c") {
             vec!["-js".into()]
         } else {
             vec!["-c".into(), conf.display().to_string()]
         };
+        let args: Vec<&String> = args.iter().filter(|a| *a != "--no-jetstream").collect();
         let child = Command::new(nats_server_bin())
             .args(["-a", "127.0.0.1", "-p", port, "--ports_file_dir"])
             .arg(dir)
@@ -150,9 +153,14 @@ impl NatsServer {
         (child, port)
     }
 
-    /// Starts a plain one.
+    /// Starts a plain one (with JetStream).
     pub fn start() -> Self {
         Self::start_with(&[])
+    }
+
+    /// Starts one without JetStream.
+    pub fn start_without_jetstream() -> Self {
+        Self::start_with(&["--no-jetstream"])
     }
 
     /// `nats://127.0.0.1:<port>`.
