@@ -44,6 +44,8 @@ stop_pidfile() {
     done
     if kill -0 "$pid" 2>/dev/null; then
       say "  $(basename "$file" .pid) did not stop in ${grace}s; killing it"
+      # A supervised shard: its engine process too, not only the supervisor.
+      pkill -KILL -P "$pid" 2>/dev/null || true
       kill -KILL "$pid" 2>/dev/null || true
     fi
   fi

@@ -17,9 +17,14 @@ done
 [ -d "$run" ] || { say "nothing to stop ($run does not exist)"; exit 0; }
 
 stopped=0
+# Ask every shard at once (each drains, appends its last log record and stores a
+# snapshot), then wait for each: up to 25 s, past the engine's own 15 s grace.
+for f in "$run"/shard-*.pid; do
+  [ -e "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null || true
+done
 for f in "$run"/shard-*.pid "$run"/echo-*.pid "$run"/client-*.pid; do
   [ -e "$f" ] || continue
-  stop_pidfile "$f" 15
+  stop_pidfile "$f" 25
   stopped=$((stopped + 1))
 done
 if [ -e "$run/nats.pid" ]; then
