@@ -249,11 +249,16 @@ pub async fn run(
                 "state recovered from the log"
             );
             let journal = server::Journal::new(log, r.last_seq, config.snapshot_every);
-            (r.state, r.replies, Some(journal))
+            (r.state, r.replies, Some((journal, r.last_seq)))
         }
     };
 
     let metrics = Arc::new(Metrics::new(config.queue_capacity));
+    if let Some((_, last_seq)) = &journal {
+        metrics
+            .wal_seq
+            .store(*last_seq, std::sync::atomic::Ordering::Relaxed);
+    }
     let metadata = HashMap::from([
         ("shard".to_owned(), config.shard.to_string()),
         ("shards".to_owned(), config.shards.to_string()),
@@ -302,7 +307,7 @@ pub async fn run(
         Duration::from_secs(5),
     ));
     let mut actor = Actor::new(state, ctx, jobs_tx.downgrade()).with_replies(replies);
-    if let Some(journal) = journal {
+    if let Some((journal, _)) = journal {
         actor = actor.with_journal(journal);
     }
     let mut actor = tokio::spawn(actor.run(jobs_rx));
