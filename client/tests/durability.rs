@@ -354,3 +354,52 @@ async fn without_jetstream_the_durable_mode_refuses_to_start_and_says_why() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waits_while_jetstream_is_not_back_yet_and_lands_when_it_is() {
+    let mut nats = common::NatsServer::start();
+    let url = nats.url();
+    let shard = start_shard(&url, 0, 1).await;
+    let c = RedditClient::connect(&url, ClientOptions::default())
+        .await
+        .unwrap();
+    let alice = user(&c, "alice").await;
+    // NATS comes back, but JetStream does not answer yet: log appends get
+    // "no responders", which async-nats reports as a missing stream.
+    nats.restart_without_jetstream();
+    common::wait_serving(&url, 0).await;
+    let before = c.shard_stats(0).await.unwrap().requests;
+    let write = {
+        let c = c.clone();
+        let alice = alice.clone();
+        tokio::spawn(async move { c.create_subreddit(&alice, &sn("rust"), "d").await })
+    };
+    eventually(
+        "the write to reach the shard",
+        Duration::from_secs(20),
+        || {
+            let c = c.clone();
+            async move {
+                c.shard_stats(0)
+                    .await
+                    .is_ok_and(|s| s.requests > before + 1)
+            }
+        },
+    )
+    .await;
+    assert!(!write.is_finished(), "answered before it was durable");
+    // JetStream is back (same store): the held write is appended and answered.
+    nats.restart();
+    let view = tokio::time::timeout(Duration::from_secs(60), write)
+        .await
+        .expect("the write is answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.name, sn("rust"));
+    assert_eq!(
+        stream_state(&url, 0).await.1,
+        2,
+        "register, subreddit, nothing twice"
+    );
+    shard.stop().await.unwrap();
+}

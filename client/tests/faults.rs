@@ -8,7 +8,7 @@
 mod common;
 
 use common::{eventually, shard_process, wait_serving, ChildGuard, NatsServer};
-use reddit_client::sim::{launcher, report::Report, Load, Mix, SimConfig};
+use reddit_client::sim::{launcher, report::Report, Load, SimConfig};
 use reddit_client::RedditClient;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,32 +16,20 @@ use std::time::Duration;
 const SHARDS: u32 = 3;
 
 fn sim_config(url: &str, out: &std::path::Path) -> SimConfig {
+    // Longer than the small one, with short attempts and a long retry budget, so
+    // the fault lands mid-run and every operation outlives it.
     SimConfig {
-        nats_url: url.to_owned(),
         tag: "fault".into(),
-        users: 300,
-        subreddits: 20,
-        zipf: 1.0,
-        joins_per_user: 3.0,
-        mix: Mix {
-            dm: 10.0,
-            ..Mix::default()
-        },
-        repost_share: 0.2,
         online_mean_s: 2.0,
-        offline_mean_s: 1.0,
         load: Load::Open {
             rate: None,
             think_ms: 100.0,
         },
-        max_in_flight: 1024,
         duration_s: 12.0,
         seed: 11,
-        processes: 2,
-        out_dir: out.to_owned(),
         request_timeout_ms: 2_000,
         retry_budget_ms: 40_000,
-        setup_in_flight: 64,
+        ..common::small_sim(url, out)
     }
 }
 

@@ -5,40 +5,14 @@
 mod common;
 
 use common::Cluster;
-use reddit_client::sim::{launcher, Load, Mix, SimConfig};
+use reddit_client::sim::launcher;
 use std::path::PathBuf;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_simulation_passes_its_checks() {
     let cluster = Cluster::start(3).await;
     let out = std::env::temp_dir().join(format!("reddit-sim-test-{}", uuid::Uuid::now_v7()));
-    let cfg = SimConfig {
-        nats_url: cluster.nats.url(),
-        tag: "ci".into(),
-        users: 300,
-        subreddits: 20,
-        zipf: 1.0,
-        joins_per_user: 3.0,
-        mix: Mix {
-            dm: 10.0,
-            ..Mix::default()
-        },
-        repost_share: 0.2,
-        online_mean_s: 1.0,
-        offline_mean_s: 1.0,
-        load: Load::Open {
-            rate: None,
-            think_ms: 150.0,
-        },
-        max_in_flight: 1024,
-        duration_s: 4.0,
-        seed: 7,
-        processes: 2,
-        out_dir: out.clone(),
-        request_timeout_ms: 10_000,
-        retry_budget_ms: 30_000,
-        setup_in_flight: 64,
-    };
+    let cfg = common::small_sim(&cluster.nats.url(), &out);
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_reddit-client"));
     let report = launcher::run(cfg, &exe).await.unwrap();
     assert!(report.audit.ok, "{:?}", report.audit.violations);

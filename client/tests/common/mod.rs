@@ -88,6 +88,15 @@ impl NatsServer {
         self.child = child;
     }
 
+    /// Kills it and starts it again on the same port without JetStream (its
+    /// JetStream directory is kept for a later [`restart`](Self::restart)): what
+    /// engines see while a restarted server has not loaded its streams yet.
+    pub fn restart_without_jetstream(&mut self) {
+        self.args.push("--no-jetstream".into());
+        self.restart();
+        self.args.retain(|a| a != "--no-jetstream");
+    }
+
     /// Kills it (SIGKILL) without restarting.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -330,6 +339,40 @@ pub async fn quiesce(client: &RedditClient) {
         },
     )
     .await;
+}
+
+/// A small simulation (300 users, 20 subreddits, 2 worker processes, open loop,
+/// DM-heavy mix, reposts, short sessions) against `url`, writing to `out`; tests
+/// adjust what they care about.
+pub fn small_sim(url: &str, out: &Path) -> reddit_client::sim::SimConfig {
+    use reddit_client::sim::{Load, Mix, SimConfig};
+    SimConfig {
+        nats_url: url.to_owned(),
+        tag: "ci".into(),
+        users: 300,
+        subreddits: 20,
+        zipf: 1.0,
+        joins_per_user: 3.0,
+        mix: Mix {
+            dm: 10.0,
+            ..Mix::default()
+        },
+        repost_share: 0.2,
+        online_mean_s: 1.0,
+        offline_mean_s: 1.0,
+        load: Load::Open {
+            rate: None,
+            think_ms: 150.0,
+        },
+        max_in_flight: 1024,
+        duration_s: 4.0,
+        seed: 7,
+        processes: 2,
+        out_dir: out.to_owned(),
+        request_timeout_ms: 10_000,
+        retry_budget_ms: 30_000,
+        setup_in_flight: 64,
+    }
 }
 
 /// Builds a binary of the workspace (a no-op when it is fresh) and returns its path.
