@@ -51,6 +51,26 @@ pub struct ClientOptions {
     pub discovery_timeout: Duration,
     /// NATS connection name.
     pub name: String,
+    /// Connect as this user, proving the registered key to NATS (the auth
+    /// callout): the connection may then read only this user's inbox and pushes.
+    /// Without it, a URL with credentials connects as the service role and one
+    /// without as anonymous (register only).
+    pub as_user: Option<(Username, Identity)>,
+}
+
+/// Which NATS role a [`RedditClient`]'s connection has (docs/security.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// No credentials: may discover the shards and register, nothing else.
+    Anonymous,
+    /// Connected as this user with its key: public operations; its own inbox
+    /// (`_INBOX_USER.<user>.>`) and pushes.
+    User(Username),
+    /// The trusted `service` role (credentials in the URL): acts for many users.
+    Service,
+    /// The engine role (engine-to-engine subjects too): for tools and tests that
+    /// connect with the engine's credentials.
+    Engine,
 }
 
 impl Default for ClientOptions {
@@ -60,6 +80,7 @@ impl Default for ClientOptions {
             retry_budget: DEFAULT_RETRY_BUDGET,
             discovery_timeout: Duration::from_secs(3),
             name: "reddit-client".to_owned(),
+            as_user: None,
         }
     }
 }
@@ -113,15 +134,75 @@ pub struct RedditClient {
     timeout: Duration,
     retry_budget: Duration,
     info: Vec<ShardInfo>,
+    role: Role,
+}
+
+/// Connects to NATS at `urls` in the role `options` and the URL imply (see
+/// [`ClientOptions::as_user`]), with that role's inbox prefix.
+pub async fn connect_nats(
+    urls: &str,
+    options: &ClientOptions,
+) -> Result<(async_nats::Client, Role), ClientError> {
+    use reddit_shared::connect::{connect_with, has_credentials, strip_credentials};
+    let fail = |e: reddit_shared::connect::ConnectError| {
+        ClientError::new(ErrorKind::Connect, e.to_string())
+    };
+    if let Some((user, id)) = &options.as_user {
+        let (name, nkey, id) = (user.as_str().to_owned(), id.nkey_public(), id.clone());
+        let nats_options = async_nats::ConnectOptions::with_auth_callback(move |nonce| {
+            let mut auth = async_nats::Auth::new();
+            auth.username = Some(name.clone());
+            auth.nkey = Some(nkey.clone());
+            auth.signature = Some(id.sign_raw(&nonce));
+            async move { Ok(auth) }
+        })
+        .custom_inbox_prefix(subject::user_inbox_prefix(user.key()));
+        let nats = connect_with(&strip_credentials(urls), &options.name, nats_options, None)
+            .await
+            .map_err(|e| {
+                ClientError::new(
+                    ErrorKind::Connect,
+                    format!("{e} (connecting as {user}: is {user} registered with this key?)"),
+                )
+            })?;
+        return Ok((nats, Role::User(user.clone())));
+    }
+    let (prefix, role) = if has_credentials(urls) {
+        (subject::SERVICE_INBOX, Role::Service)
+    } else {
+        (subject::ANON_INBOX, Role::Anonymous)
+    };
+    let nats = connect_with(
+        urls,
+        &options.name,
+        async_nats::ConnectOptions::new().custom_inbox_prefix(prefix),
+        None,
+    )
+    .await
+    .map_err(fail)?;
+    Ok((nats, role))
 }
 
 impl RedditClient {
-    /// Connects to NATS at `url` and discovers the shards.
+    /// Connects to NATS at `url` (in the role [`ClientOptions::as_user`] and the
+    /// URL imply) and discovers the shards.
     pub async fn connect(url: &str, options: ClientOptions) -> Result<Self, ClientError> {
-        let nats = reddit_shared::connect::connect(url, &options.name)
-            .await
-            .map_err(|e| ClientError::new(ErrorKind::Connect, e.to_string()))?;
-        Self::discover(nats, options).await
+        let (nats, role) = connect_nats(url, &options).await?;
+        let mut client = Self::discover(nats, options).await?;
+        client.role = role;
+        Ok(client)
+    }
+
+    /// The NATS role of this client's connection.
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
+    /// The same client, told which role its connection has (for connections
+    /// made elsewhere).
+    pub fn with_role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
     }
 
     /// Discovers the shards over an existing connection: asks `$SRV.INFO.reddit-engine`
@@ -231,6 +312,7 @@ impl RedditClient {
             timeout: options.request_timeout,
             retry_budget: options.retry_budget,
             info: seen.into_values().collect(),
+            role: Role::Service,
         })
     }
 
@@ -243,6 +325,7 @@ impl RedditClient {
             timeout: request_timeout,
             retry_budget: Duration::ZERO,
             info: Vec::new(),
+            role: Role::Service,
         }
     }
 
@@ -250,6 +333,30 @@ impl RedditClient {
     pub fn with_retry_budget(mut self, budget: Duration) -> Self {
         self.retry_budget = budget;
         self
+    }
+
+    /// Refuses at once what NATS would not let this connection's role publish (it
+    /// would otherwise only time out).
+    fn allowed(&self, op: &str) -> Result<(), ClientError> {
+        let internal = op.starts_with(subject::INTERNAL_TOKEN);
+        let refused = match &self.role {
+            Role::Anonymous => op != Op::UserRegister.as_str(),
+            Role::User(_) => internal || op == Op::AuditRun.as_str(),
+            Role::Service => internal,
+            Role::Engine => false,
+        };
+        if refused {
+            return Err(ClientError::new(
+                ErrorKind::Forbidden,
+                match &self.role {
+                    Role::Anonymous => format!(
+                        "{op} needs a user connection (--user NAME, with the key registered) or the service role's credentials in the NATS URL; anonymous connections may only register"
+                    ),
+                    _ => format!("{op} is not open to this connection's NATS role ({:?})", self.role),
+                },
+            ));
+        }
+        Ok(())
     }
 
     /// Number of shards.
@@ -312,6 +419,7 @@ impl RedditClient {
         payload: Vec<u8>,
         idempotency_key: Option<&str>,
     ) -> Result<Resp, ClientError> {
+        self.allowed(op)?;
         let payload = bytes::Bytes::from(payload);
         let deadline = tokio::time::Instant::now() + self.retry_budget;
         let mut backoff = FIRST_BACKOFF;

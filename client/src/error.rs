@@ -19,6 +19,8 @@ pub enum ErrorKind {
     Conflict,
     /// 413: the request is too large.
     TooLarge,
+    /// 429: asked too often (login challenges); wait and retry.
+    TooManyRequests,
     /// 503: a shard is not running, overloaded, or could not reach another shard.
     Unavailable,
     /// No reply within the request timeout.
@@ -83,6 +85,7 @@ impl From<WireError> for ClientError {
             ErrorCode::NotFound => ErrorKind::NotFound,
             ErrorCode::Conflict => ErrorKind::Conflict,
             ErrorCode::TooLarge => ErrorKind::TooLarge,
+            ErrorCode::TooManyRequests => ErrorKind::TooManyRequests,
             ErrorCode::Unavailable => ErrorKind::Unavailable,
             ErrorCode::Internal => ErrorKind::Internal,
         };
@@ -112,6 +115,7 @@ impl ClientError {
             ErrorKind::NotFound => "not found",
             ErrorKind::Conflict => "conflict",
             ErrorKind::TooLarge => "too large",
+            ErrorKind::TooManyRequests => "too many requests",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::TimedOut => "timed out",
             ErrorKind::Internal => "internal error",

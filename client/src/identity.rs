@@ -52,6 +52,19 @@ impl Identity {
         )
     }
 
+    /// The public key in NATS nkey form (`U...`): a user connects to NATS with it.
+    pub fn nkey_public(&self) -> String {
+        match nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, self.key.to_bytes()) {
+            Ok(kp) => kp.public_key(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// The Ed25519 signature of `data` (a NATS server nonce, when connecting).
+    pub fn sign_raw(&self, data: &[u8]) -> Vec<u8> {
+        self.key.sign(data).to_bytes().to_vec()
+    }
+
     /// The secret as hex.
     pub fn secret_hex(&self) -> String {
         hex::encode(self.key.to_bytes())

@@ -7,7 +7,7 @@ pub mod error;
 pub mod identity;
 pub mod sim;
 
-pub use api::{ClientOptions, EventStream, RedditClient, Session};
+pub use api::{connect_nats, ClientOptions, EventStream, RedditClient, Role, Session};
 pub use error::{ClientError, ErrorKind};
 pub use identity::{Identity, KeyStore};
 pub use reddit_shared as protocol;

@@ -198,7 +198,8 @@ async fn audit_passes_after_a_concurrent_mixed_workload_and_reports_corruption()
             },
         ],
     };
-    let _: reddit_shared::protocol::internal::SyncAck = c
+    let engine = common::engine_client(&cluster.nats.url(), c.shards()).await;
+    let _: reddit_shared::protocol::internal::SyncAck = engine
         .call_raw(
             shard,
             Op::InternalSync.as_str(),
@@ -261,7 +262,8 @@ async fn the_audit_pages_through_a_shard_with_many_facts() {
             version: 1,
         }],
     };
-    let _: reddit_shared::protocol::internal::SyncAck = c
+    let engine = common::engine_client(&cluster.nats.url(), c.shards()).await;
+    let _: reddit_shared::protocol::internal::SyncAck = engine
         .call_raw(0, Op::InternalSync.as_str(), None, encode(&batch).unwrap())
         .await
         .unwrap();

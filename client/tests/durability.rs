@@ -27,11 +27,11 @@ fn post_req(sub: &reddit_shared::names::SubredditName, title: &str) -> CreatePos
 }
 
 fn config(url: &str, shard: u32, shards: u32) -> Config {
-    Config::new(url, shard, shards, SECRET)
+    Config::new(common::engine_url(url), shard, shards, SECRET)
 }
 
 async fn stream_state(url: &str, shard: u32) -> (u64, u64, u64) {
-    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let js = async_nats::jetstream::new(common::connect_engine(url).await);
     let mut stream = js.get_stream(wal::stream_name(shard)).await.unwrap();
     let info = stream.info().await.unwrap();
     (
@@ -292,7 +292,7 @@ async fn a_second_writer_is_fenced_off() {
         .with_retry_budget(Duration::ZERO);
     let alice = user(&c, "alice").await;
     // Another process appends to shard 0's log behind its back.
-    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let js = async_nats::jetstream::new(common::connect_engine(&url).await);
     js.publish(
         reddit_shared::subject::wal(0),
         rmp_serde::to_vec(&Vec::<u8>::new()).unwrap().into(),

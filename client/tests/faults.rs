@@ -50,7 +50,7 @@ async fn start() -> Procs {
 
 /// Waits until the simulation's run phase is writing posts on every shard.
 async fn wait_for_run_phase(url: &str) {
-    let nats = async_nats::connect(url).await.unwrap();
+    let nats = common::connect_service(url).await;
     let client = RedditClient::with_shards(nats, SHARDS, Duration::from_secs(2));
     eventually("the run phase", Duration::from_secs(60), || {
         let c = client.clone();
@@ -149,7 +149,14 @@ async fn the_supervisor_restarts_a_killed_shard_and_stops_it_on_sigterm() {
             .arg(common::root().join("scripts/supervise.sh"))
             .args(["shard-0", "--"])
             .arg(&engine)
-            .args(["--nats-url", &url, "--shard", "0", "--shards", "1"])
+            .args([
+                "--nats-url",
+                &common::engine_url(&url),
+                "--shard",
+                "0",
+                "--shards",
+                "1",
+            ])
             .env("REDDIT_SECRET", common::SECRET)
             .env("RUST_LOG", "warn")
             .process_group(0)

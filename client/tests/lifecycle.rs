@@ -97,7 +97,7 @@ async fn a_second_owner_or_a_disagreeing_shard_is_refused() {
 
     // Stop shard 1 and restart it with another secret: refused.
     second.stop().await.unwrap();
-    let other_secret = spawn_shard(Config::new(&url, 1, 2, "not-the-secret"))
+    let other_secret = spawn_shard(Config::new(&url, 1, 2, "not-the-secret-of-this-cluster"))
         .stop()
         .await;
     assert!(
@@ -140,7 +140,14 @@ async fn the_engine_binary_exits_cleanly_on_sigterm_answering_what_it_took() {
     let nats = NatsServer::start();
     let url = nats.url();
     let mut child = Command::new(workspace_bin("reddit-engine"))
-        .args(["--nats-url", &url, "--shard", "0", "--shards", "1"])
+        .args([
+            "--nats-url",
+            &common::engine_url(&url),
+            "--shard",
+            "0",
+            "--shards",
+            "1",
+        ])
         .env("REDDIT_SECRET", SECRET)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -148,7 +155,7 @@ async fn the_engine_binary_exits_cleanly_on_sigterm_answering_what_it_took() {
         .spawn()
         .unwrap();
     wait_serving(&url, 0).await;
-    let nats_client = async_nats::connect(&url).await.unwrap();
+    let nats_client = common::connect_service(&url).await;
     let client = RedditClient::with_shards(nats_client.clone(), 1, Duration::from_secs(60));
     let before = received(&nats_client).await;
     // A burst of registrations; once the shard has taken all of them (many still
@@ -194,22 +201,9 @@ async fn the_engine_binary_exits_cleanly_on_sigterm_answering_what_it_took() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_projects_nats_conf_keeps_clients_off_internal_subjects() {
-    let conf = common::root().join("nats.conf");
-    let store = std::env::temp_dir().join(format!("reddit-js-{}", uuid::Uuid::now_v7()));
-    let nats = NatsServer::start_with(&[
-        "-c",
-        conf.to_str().unwrap(),
-        "-m",
-        "-1",
-        "-sd",
-        store.to_str().unwrap(),
-    ]);
-    let engine_url = format!(
-        "nats://engine:engine-dev-password@127.0.0.1:{}",
-        nats.port()
-    );
-    let shard = start_shard(&engine_url, 0, 1).await;
-    // A client connects without credentials and gets the `client` permissions.
+    // The harness runs nats-server with the project's nats-auth.conf.
+    let nats = NatsServer::start();
+    let shard = start_shard(&nats.url(), 0, 1).await;
     let client = RedditClient::connect(&nats.url(), ClientOptions::default())
         .await
         .unwrap();
@@ -217,8 +211,16 @@ async fn the_projects_nats_conf_keeps_clients_off_internal_subjects() {
         .register(&un("permitted"), &Identity::generate())
         .await
         .unwrap();
-    let limited = RedditClient::with_shards(client.nats().clone(), 1, Duration::from_secs(1));
-    let e = limited
+    // The service role may not speak engine-to-engine: the client refuses at once,
+    // and a client that tries anyway is dropped by the server.
+    let e = client
+        .call_raw::<serde::de::IgnoredAny>(0, "internal.hello", None, Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Forbidden, "{e}");
+    let pretending = RedditClient::with_shards(client.nats().clone(), 1, Duration::from_secs(1))
+        .with_role(reddit_client::Role::Engine);
+    let e = pretending
         .call_raw::<serde::de::IgnoredAny>(0, "internal.hello", None, Vec::new())
         .await
         .unwrap_err();
@@ -239,7 +241,6 @@ async fn the_projects_nats_conf_keeps_clients_off_internal_subjects() {
         "the password is redacted"
     );
     shard.stop().await.unwrap();
-    let _ = std::fs::remove_dir_all(store);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +249,14 @@ async fn the_engine_exits_on_sigterm_even_when_nats_is_gone() {
     let url = nats.url();
     let mut child = common::ChildGuard::new(
         Command::new(workspace_bin("reddit-engine"))
-            .args(["--nats-url", &url, "--shard", "0", "--shards", "1"])
+            .args([
+                "--nats-url",
+                &common::engine_url(&url),
+                "--shard",
+                "0",
+                "--shards",
+                "1",
+            ])
             .env("REDDIT_SECRET", SECRET)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())

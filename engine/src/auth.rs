@@ -45,17 +45,21 @@ impl TokenSigner {
     }
 
     fn mac_bytes(&self, data: &str) -> [u8; 32] {
-        match self.keyed.clone() {
-            Some(mut mac) => {
-                mac.update(data.as_bytes());
-                mac.finalize().into_bytes().into()
-            }
-            None => [0; 32],
-        }
+        self.mac_raw(data.as_bytes())
     }
 
     fn mac(&self, data: &str) -> String {
         hex::encode(self.mac_bytes(data))
+    }
+
+    fn mac_raw(&self, data: &[u8]) -> [u8; 32] {
+        match self.keyed.clone() {
+            Some(mut mac) => {
+                mac.update(data);
+                mac.finalize().into_bytes().into()
+            }
+            None => [0; 32],
+        }
     }
 
     /// A token for `username` issued at `now` (ms), and its expiry.
@@ -148,28 +152,115 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Outstanding login challenges, one per user (a new one replaces the old).
-#[derive(Debug, Default)]
+/// Login challenges: stateless and bound to the user, so nobody can crowd out
+/// another user's login.
+///
+/// A challenge is 80 hex digits: 16 random bytes, its expiry (8 bytes, big-endian
+/// Unix ms) and the first 16 bytes of an HMAC-SHA256 over the user key, the random
+/// bytes and the expiry under the cluster secret. Any number may be open at once
+/// and the shard stores none of them: it remembers only the challenges that a
+/// login attempt has used, until they expire, so each is accepted once. A failed
+/// attempt uses up its own challenge only.
+///
+/// Issuing is rate-limited with a clear `429`: per requesting connection (the
+/// reply inbox's connection token), and per user for requests that do not come
+/// from that user's own connection. The trusted roles (service, engine) are not
+/// limited, and nobody else's requests can exhaust a user's own connection.
+#[derive(Debug)]
 pub struct Challenges {
-    open: HashMap<String, (String, i64)>,
+    signer: TokenSigner,
+    used: HashMap<[u8; 16], i64>,
+    per_connection: RateLimiter,
+    per_user: RateLimiter,
+}
+
+/// Most used challenges remembered; past it, logins get `503` until some expire.
+pub const MAX_USED_CHALLENGES: usize = 1_000_000;
+/// Challenges one connection may ask for in a burst, and per second after it.
+pub const CONNECTION_CHALLENGES: (f64, f64) = (60.0, 10.0);
+/// Challenges for one user that other connections may ask for in a burst, and per
+/// second after it.
+pub const FOREIGN_CHALLENGES: (f64, f64) = (10.0, 0.5);
+
+/// Who asks for a challenge, as far as the shard can tell from the reply inbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requester<'a> {
+    /// The service or engine role: trusted, not limited.
+    Trusted,
+    /// A connection of the user the challenge is for.
+    Own(&'a str),
+    /// Any other connection (anonymous or another user).
+    Foreign(&'a str),
 }
 
 impl Challenges {
-    /// A fresh challenge for `user_key`, and when it expires.
-    pub fn issue(&mut self, user_key: &str, now: i64) -> (String, i64) {
-        let mut bytes = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut bytes);
-        let challenge = hex::encode(bytes);
-        let expires = now + CHALLENGE_TTL_MS;
-        if self.open.len() > 4096 {
-            self.open.retain(|_, (_, exp)| *exp > now);
+    /// Challenges signed with the cluster secret of `signer`.
+    pub fn new(signer: &TokenSigner) -> Self {
+        Self {
+            signer: signer.clone(),
+            used: HashMap::new(),
+            per_connection: RateLimiter::default(),
+            per_user: RateLimiter::default(),
         }
-        self.open
-            .insert(user_key.to_owned(), (challenge.clone(), expires));
-        (challenge, expires)
     }
 
-    /// Consumes the challenge and checks the signature against `public_key`.
+    fn mac(&self, user_key: &str, random: &[u8], expires: i64) -> [u8; 16] {
+        let mut data = Vec::with_capacity(user_key.len() + 45);
+        data.extend_from_slice(b"reddit-challenge-v1\0");
+        data.extend_from_slice(user_key.as_bytes());
+        data.push(0);
+        data.extend_from_slice(random);
+        data.extend_from_slice(&expires.to_be_bytes());
+        let full = self.signer.mac_raw(&data);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
+    }
+
+    /// A fresh challenge for `user_key` asked by `who`, and when it expires; `429`
+    /// when `who` asked too often.
+    pub fn issue(
+        &mut self,
+        user_key: &str,
+        who: Requester<'_>,
+        now: i64,
+    ) -> Result<(String, i64), WireError> {
+        let (burst, rate) = CONNECTION_CHALLENGES;
+        let limited = |what: &str| {
+            WireError::too_many(format!(
+                "too many login challenges {what}; wait a few seconds and retry"
+            ))
+        };
+        match who {
+            Requester::Trusted => {}
+            Requester::Own(conn) => {
+                if !self.per_connection.allow(conn, now, burst, rate) {
+                    return Err(limited("from this connection"));
+                }
+            }
+            Requester::Foreign(conn) => {
+                if !self.per_connection.allow(conn, now, burst, rate) {
+                    return Err(limited("from this connection"));
+                }
+                let (burst, rate) = FOREIGN_CHALLENGES;
+                if !self.per_user.allow(user_key, now, burst, rate) {
+                    return Err(limited(&format!(
+                        "for {user_key} from connections other than its own"
+                    )));
+                }
+            }
+        }
+        let mut random = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut random);
+        let expires = now + CHALLENGE_TTL_MS;
+        let mut bytes = Vec::with_capacity(40);
+        bytes.extend_from_slice(&random);
+        bytes.extend_from_slice(&expires.to_be_bytes());
+        bytes.extend_from_slice(&self.mac(user_key, &random, expires));
+        Ok((hex::encode(bytes), expires))
+    }
+
+    /// Uses up `challenge` and checks the signature against `public_key`.
     pub fn verify(
         &mut self,
         user: &Username,
@@ -179,18 +270,38 @@ impl Challenges {
         now: i64,
     ) -> Result<(), WireError> {
         let fail = |why: &str| WireError::unauthenticated(format!("login failed: {why}"));
-        let (expected, expires) = self
-            .open
-            .remove(user.key())
-            .ok_or_else(|| fail("no open challenge for this user; ask auth.challenge first"))?;
-        if expected != challenge {
-            return Err(fail(
-                "the challenge is not the one issued (each is accepted once)",
-            ));
+        let not_issued = || {
+            fail("the challenge was not issued for this user by this cluster; ask auth.challenge")
+        };
+        let mut raw = [0u8; 40];
+        hex::decode_to_slice(challenge, &mut raw).map_err(|_| not_issued())?;
+        let (random, rest) = raw.split_at(16);
+        let (expires, mac) = rest.split_at(8);
+        let mut random16 = [0u8; 16];
+        random16.copy_from_slice(random);
+        let mut exp = [0u8; 8];
+        exp.copy_from_slice(expires);
+        let expires = i64::from_be_bytes(exp);
+        if !constant_time_eq(&self.mac(user.key(), random, expires), mac) {
+            return Err(not_issued());
         }
         if expires <= now {
-            return Err(fail("the challenge has expired"));
+            return Err(fail("the challenge has expired; ask auth.challenge again"));
         }
+        if self.used.contains_key(&random16) {
+            return Err(fail(
+                "the challenge was used already (each is accepted once); ask auth.challenge again",
+            ));
+        }
+        if self.used.len() >= MAX_USED_CHALLENGES {
+            self.used.retain(|_, exp| *exp > now);
+            if self.used.len() >= MAX_USED_CHALLENGES {
+                return Err(WireError::unavailable(
+                    "too many logins in the last minute; retry shortly",
+                ));
+            }
+        }
+        self.used.insert(random16, expires);
         let sig_bytes = hex::decode(signature_hex)
             .ok()
             .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
@@ -202,6 +313,42 @@ impl Challenges {
             &Signature::from_bytes(&sig_bytes),
         )
         .map_err(|_| fail("the signature does not match the registered key"))
+    }
+}
+
+/// Token buckets by key, bounded: idle (full) buckets are dropped when the map
+/// grows past [`RATE_KEYS`], and all of them if that is not enough.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    buckets: HashMap<String, (f64, i64)>,
+}
+
+/// Most keys a [`RateLimiter`] tracks.
+pub const RATE_KEYS: usize = 65_536;
+
+impl RateLimiter {
+    /// Takes one token from `key`'s bucket (holding at most `burst`, refilled at
+    /// `per_sec`) at `now` (ms); false if it is empty.
+    pub fn allow(&mut self, key: &str, now: i64, burst: f64, per_sec: f64) -> bool {
+        let refill = |(tokens, last): (f64, i64)| {
+            let elapsed = (now - last).max(0) as f64 / 1000.0;
+            (tokens + elapsed * per_sec).min(burst)
+        };
+        if !self.buckets.contains_key(key) && self.buckets.len() >= RATE_KEYS {
+            self.buckets.retain(|_, b| refill(*b) < burst);
+            if self.buckets.len() >= RATE_KEYS {
+                self.buckets.clear();
+            }
+        }
+        let bucket = self.buckets.entry(key.to_owned()).or_insert((burst, now));
+        let tokens = refill(*bucket);
+        if tokens >= 1.0 {
+            *bucket = (tokens - 1.0, now);
+            true
+        } else {
+            *bucket = (tokens, now);
+            false
+        }
     }
 }
 
@@ -250,26 +397,113 @@ mod tests {
     }
 
     #[test]
-    fn challenges_are_single_use() {
+    fn challenges_are_single_use_and_bound_to_the_user() {
         let key = SigningKey::from_bytes(&[7u8; 32]);
         let public = key.verifying_key().to_bytes();
         let bob: Username = "bob".parse().unwrap();
-        let mut c = Challenges::default();
-        let (ch, _) = c.issue("bob", 0);
-        let sig = hex::encode(key.sign(&login_message("bob", &ch)).to_bytes());
-        assert!(c.verify(&bob, &ch, &sig, &public, 10).is_ok());
-        // replaying the same login fails
-        assert!(c.verify(&bob, &ch, &sig, &public, 10).is_err());
-        // wrong key fails
-        let (ch, _) = c.issue("bob", 0);
-        let wrong = SigningKey::from_bytes(&[8u8; 32]);
-        let sig = hex::encode(wrong.sign(&login_message("bob", &ch)).to_bytes());
-        assert!(c.verify(&bob, &ch, &sig, &public, 10).is_err());
-        // expired fails
-        let (ch, _) = c.issue("bob", 0);
-        let sig = hex::encode(key.sign(&login_message("bob", &ch)).to_bytes());
+        let carol: Username = "carol".parse().unwrap();
+        let sign = |user: &str, ch: &str, k: &SigningKey| {
+            hex::encode(k.sign(&login_message(user, ch)).to_bytes())
+        };
+        let mut c = Challenges::new(&TokenSigner::new(b"secret", 1000));
+        let (ch, _) = c.issue("bob", Requester::Trusted, 0).unwrap();
+        assert_eq!(ch.len(), 80);
         assert!(c
-            .verify(&bob, &ch, &sig, &public, CHALLENGE_TTL_MS + 1)
+            .verify(&bob, &ch, &sign("bob", &ch, &key), &public, 10)
+            .is_ok());
+        // replaying the same login fails
+        assert!(c
+            .verify(&bob, &ch, &sign("bob", &ch, &key), &public, 10)
             .is_err());
+        // another user's challenge is not bob's
+        let (theirs, _) = c.issue("carol", Requester::Trusted, 0).unwrap();
+        assert!(c
+            .verify(&bob, &theirs, &sign("bob", &theirs, &key), &public, 10)
+            .is_err());
+        assert!(c
+            .verify(&carol, &theirs, &sign("carol", &theirs, &key), &public, 10)
+            .is_ok());
+        // another cluster's challenge fails
+        let (foreign, _) = Challenges::new(&TokenSigner::new(b"other", 1000))
+            .issue("bob", Requester::Trusted, 0)
+            .unwrap();
+        assert!(c
+            .verify(&bob, &foreign, &sign("bob", &foreign, &key), &public, 10)
+            .is_err());
+        // wrong key fails, and uses up only its own challenge
+        let (a, _) = c.issue("bob", Requester::Trusted, 0).unwrap();
+        let (b, _) = c.issue("bob", Requester::Trusted, 0).unwrap();
+        let wrong = SigningKey::from_bytes(&[8u8; 32]);
+        assert!(c
+            .verify(&bob, &a, &sign("bob", &a, &wrong), &public, 10)
+            .is_err());
+        assert!(c
+            .verify(&bob, &a, &sign("bob", &a, &key), &public, 10)
+            .is_err());
+        assert!(c
+            .verify(&bob, &b, &sign("bob", &b, &key), &public, 10)
+            .is_ok());
+        // expired fails
+        let (ch, _) = c.issue("bob", Requester::Trusted, 0).unwrap();
+        assert!(c
+            .verify(
+                &bob,
+                &ch,
+                &sign("bob", &ch, &key),
+                &public,
+                CHALLENGE_TTL_MS + 1
+            )
+            .is_err());
+        // garbage fails cleanly
+        for junk in ["", "zz", &"0".repeat(80), &"f".repeat(200)] {
+            assert!(c.verify(&bob, junk, "00", &public, 10).is_err());
+        }
+    }
+
+    #[test]
+    fn a_flood_of_foreign_challenges_does_not_limit_the_users_own_connection() {
+        let mut c = Challenges::new(&TokenSigner::new(b"secret", 1000));
+        let mut refused = 0;
+        for i in 0..1000 {
+            let conn = format!("_INBOX.attacker{i}");
+            if let Err(e) = c.issue("bob", Requester::Foreign(&conn), 1000) {
+                assert_eq!(e.code, reddit_shared::error::ErrorCode::TooManyRequests);
+                refused += 1;
+            }
+        }
+        assert!(
+            refused > 900,
+            "foreign requests for bob are limited per user"
+        );
+        for _ in 0..10 {
+            assert!(c
+                .issue("bob", Requester::Own("_INBOX_USER.bob.me"), 1000)
+                .is_ok());
+        }
+        // one connection is limited on its own
+        let mut ok = 0;
+        for _ in 0..100 {
+            ok += usize::from(
+                c.issue("dave", Requester::Own("_INBOX_USER.dave.x"), 1000)
+                    .is_ok(),
+            );
+        }
+        assert_eq!(ok, CONNECTION_CHALLENGES.0 as usize);
+        // and refills with time
+        assert!(c
+            .issue("dave", Requester::Own("_INBOX_USER.dave.x"), 1200)
+            .is_ok());
+        for _ in 0..10_000 {
+            assert!(c.issue("eve", Requester::Trusted, 1000).is_ok());
+        }
+    }
+
+    #[test]
+    fn rate_limiter_stays_bounded() {
+        let mut r = RateLimiter::default();
+        for i in 0..(RATE_KEYS + 10) {
+            r.allow(&i.to_string(), 0, 1.0, 1.0);
+        }
+        assert!(r.buckets.len() <= RATE_KEYS);
     }
 }

@@ -9,8 +9,10 @@
 //! - [`wal`]: the write-ahead log in JetStream (group commit, replay, snapshots).
 //! - [`replies`]: the reply cache that answers retried writes.
 //! - [`auth`]: tokens and login challenges.
+//! - [`callout`]: the NATS auth callout (who a connection is, and what it may do).
 
 pub mod auth;
+pub mod callout;
 pub mod cross_shard;
 pub mod replies;
 pub mod server;
@@ -70,7 +72,37 @@ pub struct Config {
     pub peer_timeout: Duration,
     /// Lifetime of a login token.
     pub token_ttl: Duration,
+    /// Development mode: allows the built-in development secret and other known
+    /// or short secrets. Never for a system others can reach.
+    pub dev: bool,
+    /// The NATS user of the connection that receives requests and publishes the
+    /// replies (its permissions allow publishing to reply inboxes only). Used when
+    /// the NATS URL carries credentials: same password, this username.
+    pub serve_user: String,
+    /// Messages the request subscription may buffer before NATS drops some (a slow
+    /// consumer). Far above the queue, so a burst gets `503`s, not silence.
+    pub subscription_capacity: usize,
 }
+
+/// Secrets that are published (in this repository's history or docs) and so sign
+/// nothing outside development: the engine refuses them without `--dev`.
+pub const KNOWN_SECRETS: &[&str] = &[
+    DEV_SECRET,
+    "change-me-in-production",
+    "reddit-dev-secret-change-me",
+    "test-secret",
+    "secret",
+    "changeme",
+];
+
+/// The development secret used by `--dev` when no secret is given.
+pub const DEV_SECRET: &str = "reddit-dev-secret-not-for-production";
+
+/// Shortest secret accepted without `--dev`, in bytes.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// The default [`Config::serve_user`].
+pub const SERVE_USER: &str = "engine-serve";
 
 impl Config {
     /// A configuration with default limits.
@@ -93,6 +125,9 @@ impl Config {
             max_cross_shard: 4096,
             peer_timeout: Duration::from_secs(2),
             token_ttl: Duration::from_secs(24 * 3600),
+            dev: false,
+            serve_user: SERVE_USER.to_owned(),
+            subscription_capacity: 1 << 18,
         }
     }
 }
@@ -159,6 +194,34 @@ impl EngineError {
     }
 }
 
+/// How long the auth callout waits for a user's shard (well inside nats-server's
+/// 2 s authorization timeout).
+const CALLOUT_PEER_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Refuses an empty secret, and without `--dev` a published or short one.
+fn check_secret(config: &Config) -> Result<(), EngineError> {
+    if config.secret.is_empty() {
+        return Err(EngineError::Config(
+            "the token secret must not be empty".into(),
+        ));
+    }
+    if config.dev {
+        return Ok(());
+    }
+    if KNOWN_SECRETS.contains(&config.secret.as_str()) {
+        return Err(EngineError::Config(
+            "REDDIT_SECRET is a published development value that anyone can forge tokens with; set a random one (scripts/gen-env.sh makes one), or pass --dev on a machine only you can reach".into(),
+        ));
+    }
+    if config.secret.len() < MIN_SECRET_BYTES {
+        return Err(EngineError::Config(format!(
+            "REDDIT_SECRET is {} bytes; use at least {MIN_SECRET_BYTES} random bytes (scripts/gen-env.sh makes one), or pass --dev",
+            config.secret.len()
+        )));
+    }
+    Ok(())
+}
+
 fn nats_err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Nats(e.to_string())
 }
@@ -217,16 +280,55 @@ pub async fn run(
             config.shards, config.shard
         )));
     }
-    if config.secret.is_empty() {
-        return Err(EngineError::Config(
-            "the token secret must not be empty".into(),
-        ));
-    }
+    check_secret(&config)?;
     let name = format!("reddit-engine-{}", config.shard);
-    let client = connect(&config.nats_url, &name).await?;
+    // Two connections with different NATS permissions: `client` (user `engine`)
+    // talks to other shards, the log and the auth callout and publishes pushes;
+    // `serve` (user `engine-serve`) receives requests and may publish only to
+    // reply inboxes, so no request can point a reply at the log, the JetStream
+    // API, an internal subject or someone's pushes.
+    let engine_options =
+        || async_nats::ConnectOptions::new().custom_inbox_prefix(subject::ENGINE_INBOX);
+    let client =
+        reddit_shared::connect::connect_with(&config.nats_url, &name, engine_options(), None)
+            .await
+            .map_err(|e| EngineError::Connect {
+                url: e.url,
+                reason: e.reason,
+            })?;
+    let metrics = Arc::new(Metrics::new(config.queue_capacity));
+    let slow = metrics.clone();
+    let serve_options = engine_options()
+        .subscription_capacity(config.subscription_capacity.max(1024))
+        .event_callback(move |event| {
+            let slow = slow.clone();
+            async move {
+                if let async_nats::Event::SlowConsumer(sid) = event {
+                    let n = slow.slow_consumer_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    tracing::warn!(sid, events = n, "the request subscription is a slow consumer: NATS dropped requests before the shard saw them");
+                }
+            }
+        });
+    let serve_user = reddit_shared::connect::has_credentials(&config.nats_url)
+        .then_some(config.serve_user.as_str());
+    let serve = reddit_shared::connect::connect_with(
+        &config.nats_url,
+        &format!("{name}-serve"),
+        serve_options,
+        serve_user,
+    )
+    .await
+    .map_err(|e| EngineError::Connect {
+        url: e.url,
+        reason: format!("{} (as NATS user {:?})", e.reason, config.serve_user),
+    })?;
     let peers = Peers::new(client.clone(), config.peer_timeout);
     let token_ttl_ms = i64::try_from(config.token_ttl.as_millis()).unwrap_or(i64::MAX);
     let tokens = auth::TokenSigner::new(config.secret.as_bytes(), token_ttl_ms);
+    let issuer = Arc::new(
+        callout::Issuer::from_secret(config.secret.as_bytes())
+            .map_err(|e| EngineError::Config(e.to_string()))?,
+    );
     startup_checks(&peers, &config, &tokens.fingerprint()).await?;
 
     let (state, replies, journal) = match config.storage {
@@ -253,7 +355,6 @@ pub async fn run(
         }
     };
 
-    let metrics = Arc::new(Metrics::new(config.queue_capacity));
     if let Some((_, last_seq)) = &journal {
         metrics
             .wal_seq
@@ -266,7 +367,7 @@ pub async fn run(
     ]);
     let stats_metrics = metrics.clone();
     use async_nats::service::ServiceExt;
-    let service = client
+    let service = serve
         .service_builder()
         .description(format!(
             "Reddit engine shard {} of {}",
@@ -284,7 +385,7 @@ pub async fn run(
         .add(subject::shard_wildcard(config.shard))
         .await
         .map_err(nats_err)?;
-    client.flush().await.map_err(nats_err)?;
+    serve.flush().await.map_err(nats_err)?;
 
     let (jobs_tx, jobs_rx) = mpsc::channel(config.queue_capacity);
     let (sync_tx, sync_rx) = mpsc::channel(config.outbox_capacity);
@@ -312,6 +413,13 @@ pub async fn run(
     }
     let mut actor = tokio::spawn(actor.run(jobs_rx));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let callout = tokio::spawn(callout::serve(
+        client.clone(),
+        issuer.clone(),
+        Peers::new(client.clone(), CALLOUT_PEER_TIMEOUT),
+        config.shards,
+        stop_rx.clone(),
+    ));
     let reader = tokio::spawn(server::read_requests(
         endpoint,
         jobs_tx,
@@ -319,7 +427,7 @@ pub async fn run(
         config.shard,
         stop_rx,
     ));
-    tracing::info!(shard = config.shard, shards = config.shards, storage = ?config.storage, %instance, "serving");
+    tracing::info!(shard = config.shard, shards = config.shards, storage = ?config.storage, %instance, callout_issuer = %issuer.public_key(), "serving");
 
     // The actor ends early only if the log refuses this process (a second writer)
     // or breaks for good: then stop serving at once.
@@ -355,6 +463,7 @@ pub async fn run(
             Ok(Ok(())) => {}
         }
         let _ = syncer.await;
+        let _ = callout.await;
     };
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
         tracing::warn!(
@@ -367,11 +476,13 @@ pub async fn run(
         Err(_) => tracing::warn!("could not unregister the service (NATS unreachable?)"),
         Ok(Ok(())) => {}
     }
-    if tokio::time::timeout(Duration::from_secs(2), client.flush())
-        .await
-        .is_err()
-    {
-        tracing::warn!("could not flush the last replies (NATS unreachable?)");
+    for c in [&serve, &client] {
+        if tokio::time::timeout(Duration::from_secs(2), c.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("could not flush the last replies (NATS unreachable?)");
+        }
     }
     tracing::info!(shard = config.shard, "stopped");
     Ok(())

@@ -17,15 +17,37 @@ struct Args {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
     /// This process's shard, in 0..shards.
-    #[arg(long, env = "REDDIT_SHARD")]
-    shard: u32,
+    #[arg(
+        long,
+        env = "REDDIT_SHARD",
+        required_unless_present = "print_callout_issuer"
+    )]
+    shard: Option<u32>,
     /// Number of shards in the cluster; every shard must be started with the same.
-    #[arg(long, env = "REDDIT_SHARDS")]
-    shards: u32,
-    /// Shared secret that signs login tokens; every shard must use the same.
-    /// Without it a fixed development secret is used (and a warning printed).
+    #[arg(
+        long,
+        env = "REDDIT_SHARDS",
+        required_unless_present = "print_callout_issuer"
+    )]
+    shards: Option<u32>,
+    /// Shared secret that signs login tokens and the NATS auth callout's answers;
+    /// every shard must use the same (at least 16 random bytes). Required unless
+    /// --dev.
     #[arg(long, env = "REDDIT_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// Development mode: without REDDIT_SECRET, use a built-in development secret,
+    /// and accept short or published secrets. Only on a machine nobody else reaches.
+    #[arg(long, env = "REDDIT_DEV")]
+    dev: bool,
+    /// NATS user of the connection that receives requests and publishes replies
+    /// (when the NATS URL carries credentials; same password as the URL's user).
+    #[arg(long, env = "REDDIT_SERVE_USER", default_value = reddit_engine::SERVE_USER)]
+    serve_user: String,
+    /// Print the public NATS account key (A...) that signs the auth callout's
+    /// answers for REDDIT_SECRET (what nats.conf's auth_callout.issuer must be),
+    /// and exit.
+    #[arg(long)]
+    print_callout_issuer: bool,
     /// Requests that may queue for the shard before new ones get 503.
     #[arg(long, env = "REDDIT_QUEUE_CAPACITY", default_value_t = 8192)]
     queue_capacity: usize,
@@ -53,13 +75,20 @@ struct Args {
     token_ttl_secs: u64,
 }
 
-const DEV_SECRET: &str = "reddit-dev-secret-change-me";
-
 /// Exit status for an error a restart cannot fix (the supervisor stops trying).
 const EXIT_PERMANENT: i32 = 2;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.print_callout_issuer {
+        let secret = args
+            .secret
+            .filter(|s| !s.is_empty())
+            .context("--print-callout-issuer needs REDDIT_SECRET")?;
+        let issuer = reddit_engine::callout::Issuer::from_secret(secret.as_bytes())?;
+        println!("{}", issuer.public_key());
+        return Ok(());
+    }
     // One thread by default: a shard's state is one actor, and when several shard
     // processes share a few cores a multi-threaded runtime mostly adds cross-thread
     // wake-ups between the connection, reader and actor tasks (docs/performance.md).
@@ -88,12 +117,21 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .init();
     let secret = match args.secret {
         Some(s) if !s.is_empty() => s,
+        _ if args.dev => {
+            tracing::warn!("--dev without REDDIT_SECRET: using the published development secret; anyone can forge tokens");
+            reddit_engine::DEV_SECRET.to_owned()
+        }
         _ => {
-            tracing::warn!("REDDIT_SECRET is not set: using the development secret; tokens are forgeable by anyone who reads the source");
-            DEV_SECRET.to_owned()
+            tracing::error!("reddit-engine cannot run: REDDIT_SECRET is not set (scripts/gen-env.sh makes one; --dev uses a development secret)");
+            std::process::exit(EXIT_PERMANENT);
         }
     };
-    let mut config = reddit_engine::Config::new(args.nats_url, args.shard, args.shards, secret);
+    let (Some(shard), Some(shards)) = (args.shard, args.shards) else {
+        anyhow::bail!("--shard and --shards are required");
+    };
+    let mut config = reddit_engine::Config::new(args.nats_url, shard, shards, secret);
+    config.dev = args.dev;
+    config.serve_user = args.serve_user;
     config.queue_capacity = args.queue_capacity.max(1);
     config.peer_timeout = Duration::from_millis(args.peer_timeout_ms.max(1));
     config.token_ttl = Duration::from_secs(args.token_ttl_secs.max(1));

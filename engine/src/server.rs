@@ -4,7 +4,7 @@
 //! Work that waits on other shards runs in spawned tasks (bounded by a semaphore);
 //! when it needs the state again it sends a continuation back to the actor.
 
-use crate::auth::{Challenges, TokenSigner, VerifiedTokens};
+use crate::auth::{Challenges, Requester, TokenSigner, VerifiedTokens};
 use crate::cross_shard::{Peers, SyncEnvelope};
 use crate::replies::{payload_hash, Cached, Lookup, ReplyCache};
 use crate::state::ranking::{encode_cursor, Rank};
@@ -42,9 +42,13 @@ use reddit_shared::protocol::user::{
 };
 use reddit_shared::protocol::vote::VoteRequest;
 use reddit_shared::protocol::{Empty, Op, Validate, DEFAULT_PAGE};
-use reddit_shared::{now_millis, subject, IDEMPOTENCY_HEADER, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
+use reddit_shared::subject::ReplyTo;
+use reddit_shared::{
+    now_millis, subject, IDEMPOTENCY_HEADER, MAX_PAGE_BYTES, MAX_REQUEST_BYTES, PROTOCOL_VERSION,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use sha2::Digest;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -52,7 +56,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 const OPS: usize = Op::ALL.len();
-const CODES: [ErrorCode; 11] = ErrorCode::ALL;
+const CODES: [ErrorCode; 12] = ErrorCode::ALL;
 /// Records per `internal.audit.export` page.
 const AUDIT_PAGE: u32 = 4_000;
 
@@ -79,6 +83,10 @@ pub struct Metrics {
     pub wal_seq: AtomicU64,
     /// Retries answered from the reply cache.
     pub retries_answered: AtomicU64,
+    /// Requests dropped because of their reply subject.
+    pub replies_refused: AtomicU64,
+    /// Slow-consumer reports for the request subscription.
+    pub slow_consumer_events: AtomicU64,
 }
 
 impl Metrics {
@@ -97,6 +105,8 @@ impl Metrics {
             wal_entries: AtomicU64::new(0),
             wal_seq: AtomicU64::new(0),
             retries_answered: AtomicU64::new(0),
+            replies_refused: AtomicU64::new(0),
+            slow_consumer_events: AtomicU64::new(0),
         }
     }
 
@@ -154,6 +164,8 @@ impl Metrics {
             "wal_entries": self.wal_entries.load(Ordering::Relaxed),
             "wal_seq": self.wal_seq.load(Ordering::Relaxed),
             "retries_answered": self.retries_answered.load(Ordering::Relaxed),
+            "replies_refused": self.replies_refused.load(Ordering::Relaxed),
+            "slow_consumer_events": self.slow_consumer_events.load(Ordering::Relaxed),
             "uptime_ms": self.started.elapsed().as_millis() as u64,
         })
     }
@@ -313,8 +325,36 @@ fn parse<T: DeserializeOwned + Validate>(payload: &[u8]) -> Result<T, WireError>
     Ok(value)
 }
 
-/// Answers `request` with `result`: the body, or the error headers and body.
+/// Whether `request` may be answered: its reply subject is an inbox of one of the
+/// roles' shapes ([`ReplyTo`]). Anything else (the log's subject, the JetStream
+/// API, another shard's internal subjects, someone's push subject) is refused and
+/// counted: the engine never publishes where a request chose unchecked.
+pub fn reply_allowed(metrics: &Metrics, request: &Request) -> bool {
+    let ok = request
+        .message
+        .reply
+        .as_ref()
+        .is_some_and(|r| ReplyTo::classify(r.as_str()).is_some());
+    if !ok {
+        let n = metrics.replies_refused.fetch_add(1, Ordering::Relaxed);
+        if n.is_power_of_two() {
+            tracing::warn!(
+                subject = %request.message.subject,
+                reply = ?request.message.reply.as_ref().map(|r| r.chars().take(80).collect::<String>()),
+                refused = n + 1,
+                "dropped a request whose reply subject is not an inbox"
+            );
+        }
+    }
+    ok
+}
+
+/// Answers `request` with `result`: the body, or the error headers and body. A
+/// reply subject that is not an inbox is never published to.
 pub async fn respond(metrics: &Metrics, request: &Request, result: Result<Vec<u8>, WireError>) {
+    if !reply_allowed(metrics, request) {
+        return;
+    }
     let outcome = match result {
         Ok(body) => request.respond(Ok(body.into())).await,
         Err(e) => {
@@ -421,7 +461,7 @@ impl Actor {
         state.set_recording(true);
         Self {
             state,
-            challenges: Challenges::default(),
+            challenges: Challenges::new(&ctx.tokens),
             verified: VerifiedTokens::default(),
             audit_cache: None,
             ctx,
@@ -702,6 +742,10 @@ impl Actor {
     async fn handle(&mut self, request: Request) {
         let op = subject::op_of(&request.message.subject, self.ctx.shard).and_then(Op::parse);
         self.ctx.metrics.count(op);
+        if !reply_allowed(&self.ctx.metrics, &request) {
+            // Not handled at all: a write nobody may be told about is not applied.
+            return;
+        }
         let mut fx = Effects::default();
         let now = now_millis();
         self.current = None;
@@ -887,7 +931,18 @@ impl Actor {
         let token = parse_bearer(&value).ok_or_else(|| {
             WireError::unauthenticated("the Authorization header must be `Bearer <token>`")
         })?;
-        self.verified.verify(&self.ctx.tokens, token, now)
+        let user = self.verified.verify(&self.ctx.tokens, token, now)?;
+        // What a request does as a user is answered only where that user (or a
+        // trusted role) reads: never to the anonymous inbox or another user's.
+        let reply = request.message.reply.as_ref().map(|r| r.as_str());
+        match reply.and_then(ReplyTo::classify) {
+            Some(ReplyTo::User(k)) if k == user.key() => Ok(user),
+            Some(ReplyTo::Service | ReplyTo::Engine) => Ok(user),
+            _ => Err(WireError::forbidden(format!(
+                "a request acting as {user} must take its reply in {}.> (that user's own connection) or a service inbox",
+                subject::user_inbox_prefix(user.key())
+            ))),
+        }
     }
 
     /// Refuses writes that would produce sync items when the outbox is full.
@@ -911,12 +966,24 @@ impl Actor {
             .ok_or_else(|| WireError::unavailable("the shard is shutting down"))
     }
 
-    /// The id of a DM being sent: the request's idempotency key when it is a UUID
-    /// v7 (so a retried send is the same message everywhere), else a fresh one.
-    fn dm_id(&self) -> DmId {
+    /// The id of a DM being sent. With an idempotency key of any form, it is
+    /// minted once per (operation, caller, key) and recorded in the log, so every
+    /// retry sends the same message (which the recipient's shard stores once); a
+    /// UUID v7 key is itself the id. Without a key, a fresh id.
+    fn dm_id(&mut self) -> DmId {
         match &self.current {
-            Some((_, _, id)) if id.get_version_num() == 7 => DmId(*id),
-            _ => DmId::new(),
+            Some((key, _, id)) => {
+                let digest = sha2::Sha256::digest(key.as_bytes());
+                let mut origin = [0u8; 16];
+                origin.copy_from_slice(&digest[..16]);
+                let fresh = if id.get_version_num() == 7 {
+                    DmId(*id)
+                } else {
+                    DmId::new()
+                };
+                self.state.mint_dm_id(origin, fresh)
+            }
+            None => DmId::new(),
         }
     }
 
@@ -937,7 +1004,15 @@ impl Actor {
             Op::AuthChallenge => {
                 let r: ChallengeRequest = parse(p)?;
                 let (_, name) = self.state.public_key(&r.username)?;
-                let (challenge, expires_at) = self.challenges.issue(name.key(), now);
+                let inbox = request.message.reply.as_ref().map_or("", |r| r.as_str());
+                let who = match ReplyTo::classify(inbox) {
+                    Some(ReplyTo::Service | ReplyTo::Engine) => Requester::Trusted,
+                    Some(ReplyTo::User(k)) if k == name.key() => {
+                        Requester::Own(ReplyTo::connection(inbox))
+                    }
+                    _ => Requester::Foreign(ReplyTo::connection(inbox)),
+                };
+                let (challenge, expires_at) = self.challenges.issue(name.key(), who, now)?;
                 reply(&ChallengeReply {
                     challenge,
                     expires_at,
@@ -1102,18 +1177,20 @@ impl Actor {
             Op::DmSend => {
                 let who = self.caller(request, now)?;
                 let r: SendDmRequest = parse(p)?;
-                let dm = self
+                let mut dm = self
                     .state
-                    .prepare_dm(self.dm_id(), &who, &r.to, r.body, None, now)?;
+                    .prepare_dm(DmId::new(), &who, &r.to, r.body, None, now)?;
+                dm.id = self.dm_id();
                 self.send_dm(dm, fx)
             }
             Op::DmReply => {
                 let who = self.caller(request, now)?;
                 let r: ReplyDmRequest = parse(p)?;
                 let to = self.state.reply_target(&who, r.dm_id)?;
-                let dm =
+                let mut dm =
                     self.state
-                        .prepare_dm(self.dm_id(), &who, &to, r.body, Some(r.dm_id), now)?;
+                        .prepare_dm(DmId::new(), &who, &to, r.body, Some(r.dm_id), now)?;
+                dm.id = self.dm_id();
                 self.send_dm(dm, fx)
             }
             Op::DmList => {
@@ -1155,13 +1232,13 @@ impl Actor {
             }
             Op::InternalFeedCandidates => {
                 let r: FeedCandidatesRequest = parse(p)?;
-                let posts = self.state.feed_candidates(
+                let (posts, truncated) = self.state.feed_candidates(
                     &r.subreddits,
                     r.sort,
                     r.limit as usize,
                     r.cursor.as_ref(),
                 )?;
-                reply(&FeedCandidates { posts })
+                reply(&FeedCandidates { posts, truncated })
             }
             Op::InternalAuditExport => {
                 let r: AuditExportRequest = parse(p)?;
@@ -1230,6 +1307,8 @@ impl Actor {
             wal_entries: m.wal_entries.load(Ordering::Relaxed),
             wal_seq: m.wal_seq.load(Ordering::Relaxed),
             retries_answered: m.retries_answered.load(Ordering::Relaxed),
+            replies_refused: m.replies_refused.load(Ordering::Relaxed),
+            slow_consumer_events: m.slow_consumer_events.load(Ordering::Relaxed),
         }
     }
 
@@ -1244,11 +1323,13 @@ impl Actor {
                 .push(name);
         }
         let local = by_shard.remove(&self.ctx.shard).unwrap_or_default();
-        let mut posts = self
-            .state
-            .feed_candidates(&local, r.sort, limit + 1, r.cursor.as_ref())?;
+        let (posts, truncated) =
+            self.state
+                .feed_candidates(&local, r.sort, limit + 1, r.cursor.as_ref())?;
+        let mut merge = FeedMerge::default();
+        merge.add(posts, truncated);
         if by_shard.is_empty() {
-            return merge_feed(posts, limit).map(Handled::Reply);
+            return merge.finish(limit).map(Handled::Reply);
         }
         let peers = self.ctx.peers.clone();
         Ok(Handled::Later(
@@ -1268,9 +1349,10 @@ impl Actor {
                     }
                 });
                 for result in futures::future::join_all(calls).await {
-                    posts.extend(result?.posts);
+                    let page = result?;
+                    merge.add(page.posts, page.truncated);
                 }
-                merge_feed(posts, limit)
+                merge.finish(limit)
             }
             .boxed(),
         ))
@@ -1334,36 +1416,68 @@ fn original_missing(e: WireError, sub: &SubredditName) -> WireError {
     }
 }
 
-/// Merges feed candidates from several shards by key and writes the `PostPage`
-/// reply (`{posts: [...], next_cursor}`) around the winners' encoded views.
-fn merge_feed(mut posts: Vec<FeedCandidate>, limit: usize) -> Result<Vec<u8>, WireError> {
-    let key = |c: &FeedCandidate| (Rank(c.rank), c.id);
-    posts.sort_unstable_by_key(|c| std::cmp::Reverse(key(c)));
-    let next_cursor = (posts.len() > limit)
-        .then(|| {
-            posts
-                .get(limit.wrapping_sub(1))
-                .map(|c| encode_cursor(&key(c)))
-        })
-        .flatten();
-    posts.truncate(limit);
-    let size: usize = posts.iter().map(|c| c.view.len()).sum();
-    let mut out = Vec::with_capacity(size + 64);
-    let io = |e: rmp::encode::ValueWriteError| {
-        WireError::internal(format!("could not encode a feed page: {e}"))
-    };
-    rmp::encode::write_map_len(&mut out, 2).map_err(io)?;
-    rmp::encode::write_str(&mut out, "posts").map_err(io)?;
-    rmp::encode::write_array_len(&mut out, posts.len() as u32).map_err(io)?;
-    for c in &posts {
-        out.extend_from_slice(&c.view);
+/// Feed candidates gathered from several shards, merged by key into one page.
+#[derive(Default)]
+struct FeedMerge {
+    posts: Vec<FeedCandidate>,
+    /// The highest last key among shards that stopped early (byte budget): below
+    /// it, some of their posts are missing, so the page must stop there.
+    floor: Option<(Rank, uuid::Uuid)>,
+}
+
+impl FeedMerge {
+    fn add(&mut self, posts: Vec<FeedCandidate>, truncated: bool) {
+        if truncated {
+            if let Some(last) = posts.last() {
+                let key = (Rank(last.rank), last.id.0);
+                self.floor = Some(self.floor.map_or(key, |f| f.max(key)));
+            }
+        }
+        self.posts.extend(posts);
     }
-    rmp::encode::write_str(&mut out, "next_cursor").map_err(io)?;
-    match next_cursor {
-        Some(c) => rmp::encode::write_str(&mut out, &c).map_err(io)?,
-        None => rmp::encode::write_nil(&mut out).map_err(|e| WireError::internal(e.to_string()))?,
+
+    /// The `PostPage` reply (`{posts: [...], next_cursor}`) around the winners'
+    /// encoded views: at most `limit` posts and [`MAX_PAGE_BYTES`] of views, never
+    /// past the floor; `next_cursor` whenever anything was left out.
+    fn finish(self, limit: usize) -> Result<Vec<u8>, WireError> {
+        let FeedMerge { mut posts, floor } = self;
+        let key = |c: &FeedCandidate| (Rank(c.rank), c.id.0);
+        posts.sort_unstable_by_key(|c| std::cmp::Reverse(key(c)));
+        let mut more = floor.is_some();
+        let mut bytes = 0;
+        let mut fit = 0;
+        for c in &posts {
+            let below_floor = floor.is_some_and(|f| key(c) < f);
+            if fit == limit || below_floor || (fit > 0 && bytes + c.view.len() > MAX_PAGE_BYTES) {
+                more = true;
+                break;
+            }
+            bytes += c.view.len();
+            fit += 1;
+        }
+        posts.truncate(fit);
+        let next_cursor = more
+            .then(|| posts.last().map(|c| encode_cursor(&(Rank(c.rank), c.id))))
+            .flatten();
+        let mut out = Vec::with_capacity(bytes + 64);
+        let io = |e: rmp::encode::ValueWriteError| {
+            WireError::internal(format!("could not encode a feed page: {e}"))
+        };
+        rmp::encode::write_map_len(&mut out, 2).map_err(io)?;
+        rmp::encode::write_str(&mut out, "posts").map_err(io)?;
+        rmp::encode::write_array_len(&mut out, posts.len() as u32).map_err(io)?;
+        for c in &posts {
+            out.extend_from_slice(&c.view);
+        }
+        rmp::encode::write_str(&mut out, "next_cursor").map_err(io)?;
+        match next_cursor {
+            Some(c) => rmp::encode::write_str(&mut out, &c).map_err(io)?,
+            None => {
+                rmp::encode::write_nil(&mut out).map_err(|e| WireError::internal(e.to_string()))?
+            }
+        }
+        Ok(out)
     }
-    Ok(out)
 }
 
 /// Pulls every shard's audit records page by page and checks them together.

@@ -35,12 +35,24 @@ pub struct ConnectError {
 
 /// Connects to `urls` (comma-separated) as connection `name`.
 pub async fn connect(urls: &str, name: &str) -> Result<async_nats::Client, ConnectError> {
+    connect_with(urls, name, async_nats::ConnectOptions::new(), None).await
+}
+
+/// Connects to `urls` with `options` (inbox prefix, capacities, callbacks, or a
+/// user key's signature), adding the connection `name` and the credentials in the
+/// URLs; `user` replaces the URLs' username (the password stays).
+pub async fn connect_with(
+    urls: &str,
+    name: &str,
+    options: async_nats::ConnectOptions,
+    user: Option<&str>,
+) -> Result<async_nats::Client, ConnectError> {
     let fail = |reason: String| ConnectError {
         url: redact(urls),
         reason,
     };
     let mut servers: Vec<async_nats::ServerAddr> = Vec::new();
-    let mut options = async_nats::ConnectOptions::new()
+    let mut options = options
         .name(name)
         .connection_timeout(Duration::from_secs(5));
     for raw in urls.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -48,9 +60,9 @@ pub async fn connect(urls: &str, name: &str) -> Result<async_nats::Client, Conne
             .parse()
             .map_err(|e| fail(format!("{raw:?} is not a NATS URL: {e}")))?;
         if addr.has_user_pass() {
-            let user = addr.username().unwrap_or_default().to_owned();
+            let url_user = addr.username().unwrap_or_default().to_owned();
             let pass = addr.password().unwrap_or_default().to_owned();
-            options = options.user_and_password(user, pass);
+            options = options.user_and_password(user.map_or(url_user, str::to_owned), pass);
         }
         servers.push(addr);
     }
@@ -61,6 +73,27 @@ pub async fn connect(urls: &str, name: &str) -> Result<async_nats::Client, Conne
         .connect(servers)
         .await
         .map_err(|e| fail(e.to_string()))
+}
+
+/// Whether any of `urls` carries credentials.
+pub fn has_credentials(urls: &str) -> bool {
+    urls.split(',')
+        .filter_map(|u| u.trim().parse::<async_nats::ServerAddr>().ok())
+        .any(|a| a.has_user_pass())
+}
+
+/// `urls` without credentials (what an anonymous or key-authenticated connection
+/// uses).
+pub fn strip_credentials(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}{}", &u[..scheme + 3], &u[at + 1..])
+            }
+            _ => u.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `urls` with any password replaced by `***`, for messages.
@@ -91,6 +124,10 @@ mod tests {
         assert_eq!(
             super::redact("nats://127.0.0.1:4222"),
             "nats://127.0.0.1:4222"
+        );
+        assert_eq!(
+            super::strip_credentials("nats://service:pw@h:4222,nats://h2:1"),
+            "nats://h:4222,nats://h2:1"
         );
     }
 }

@@ -33,6 +33,8 @@ pub enum ErrorCode {
     Conflict,
     /// 413: the payload is larger than the engine accepts.
     TooLarge,
+    /// 429: the caller asked too often (login challenges); wait and retry.
+    TooManyRequests,
     /// 503: the shard is overloaded or another shard it needs did not answer.
     Unavailable,
     /// 500: a bug in the engine.
@@ -41,7 +43,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         Self::Malformed,
         Self::InvalidRequest,
         Self::UnknownOperation,
@@ -51,6 +53,7 @@ impl ErrorCode {
         Self::NotFound,
         Self::Conflict,
         Self::TooLarge,
+        Self::TooManyRequests,
         Self::Unavailable,
         Self::Internal,
     ];
@@ -66,6 +69,7 @@ impl ErrorCode {
             Self::NotFound => 404,
             Self::Conflict => 409,
             Self::TooLarge => 413,
+            Self::TooManyRequests => 429,
             Self::Unavailable => 503,
             Self::Internal => 500,
         }
@@ -83,6 +87,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
             Self::TooLarge => "too_large",
+            Self::TooManyRequests => "too_many_requests",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -97,6 +102,7 @@ impl ErrorCode {
             404 => Self::NotFound,
             409 => Self::Conflict,
             413 => Self::TooLarge,
+            429 => Self::TooManyRequests,
             503 => Self::Unavailable,
             _ => Self::Internal,
         }
@@ -156,6 +162,11 @@ impl WireError {
     /// `503 unavailable`.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unavailable, message)
+    }
+
+    /// `429 too_many_requests`.
+    pub fn too_many(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::TooManyRequests, message)
     }
 
     /// `500 internal`.

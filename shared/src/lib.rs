@@ -31,6 +31,19 @@ pub const SERVICE_NAME: &str = "reddit-engine";
 /// Largest request payload a shard accepts, in bytes; larger ones get `413 too_large`.
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 
+/// Most bytes of items one page of a listing carries (posts, feed, comments, DMs):
+/// a page stops early when the next item would pass it, and says so with its
+/// cursor (or `truncated` for a comment tree), so every reply fits under NATS's
+/// 1 MB `max_payload` whatever the documented limits allow. A page always holds at
+/// least one item.
+pub const MAX_PAGE_BYTES: usize = 512 * 1024;
+
+/// What one item of `text_bytes` bytes of text counts against [`MAX_PAGE_BYTES`]:
+/// the text plus a fixed allowance for ids, names, numbers and field names.
+pub fn page_cost(text_bytes: usize) -> usize {
+    text_bytes + 256
+}
+
 /// Header naming a request's idempotency key: a UUID in canonical text form, the
 /// same on every retry of one logical request. A shard answers a retried write with
 /// the original reply instead of applying it again.

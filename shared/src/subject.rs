@@ -4,7 +4,11 @@
 //! - engine-to-engine: `reddit.shard.<k>.internal.<op>` (clients may not publish there);
 //! - push: `reddit.events.user.<username>` and `reddit.events.sub.<name>` (lowercase keys);
 //! - discovery: `$SRV.PING|INFO|STATS.reddit-engine`;
-//! - write-ahead log: `reddit.wal.<k>`, shard `k`'s JetStream stream (engines only).
+//! - write-ahead log: `reddit.wal.<k>`, shard `k`'s JetStream stream (engines only);
+//! - reply inboxes, one shape per NATS role (see [`ReplyTo`]): `_INBOX.>` (anonymous),
+//!   `_INBOX_USER.<username>.>` (a user's own connection), `_INBOX_SERVICE.>` (trusted
+//!   services: simulator, gateways, benchmark), `_INBOX_ENGINE.>` (shards). A shard
+//!   answers only reply subjects of these shapes.
 
 use crate::protocol::Op;
 
@@ -51,6 +55,81 @@ pub fn wal(shard: u32) -> String {
     format!("reddit.wal.{shard}")
 }
 
+/// Inbox prefix of anonymous connections: every NATS client library's default.
+pub const ANON_INBOX: &str = "_INBOX";
+/// Inbox prefix root of user connections: user `u` uses `_INBOX_USER.<u>`.
+pub const USER_INBOX: &str = "_INBOX_USER";
+/// Inbox prefix of the trusted `service` role (simulator, gateways, benchmark).
+pub const SERVICE_INBOX: &str = "_INBOX_SERVICE";
+/// Inbox prefix of engine shards (requests to other shards).
+pub const ENGINE_INBOX: &str = "_INBOX_ENGINE";
+/// The subject nats-server sends auth callout requests to (NATS contract).
+pub const AUTH_CALLOUT: &str = "$SYS.REQ.USER.AUTH";
+/// Queue group of the auth callout responders (every shard is one).
+pub const AUTH_CALLOUT_QUEUE: &str = "reddit-auth";
+/// Subjects of the benchmark's do-nothing responder: `reddit.echo.<reply size>`.
+pub const ECHO_PREFIX: &str = "reddit.echo";
+
+/// `_INBOX_USER.<username key>`: the inbox prefix a connection of that user must use
+/// (the only inbox it may subscribe to).
+pub fn user_inbox_prefix(username_key: &str) -> String {
+    format!("{USER_INBOX}.{username_key}")
+}
+
+/// Whose inbox a reply subject is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyTo<'a> {
+    /// `_INBOX.<...>`: readable by every anonymous connection.
+    Anonymous,
+    /// `_INBOX_USER.<user>.<...>`: readable only by that user's connections.
+    User(&'a str),
+    /// `_INBOX_SERVICE.<...>`: readable only by the service role.
+    Service,
+    /// `_INBOX_ENGINE.<...>`: readable only by engine shards.
+    Engine,
+}
+
+impl<'a> ReplyTo<'a> {
+    /// Classifies `reply`; `None` unless it is an inbox of one of the shapes above
+    /// with at least one token after the prefix, and no empty or wildcard tokens.
+    pub fn classify(reply: &'a str) -> Option<Self> {
+        if reply.len() > 256
+            || reply
+                .split('.')
+                .any(|t| t.is_empty() || t == "*" || t == ">" || t.contains(char::is_whitespace))
+        {
+            return None;
+        }
+        let (root, rest) = reply.split_once('.')?;
+        match root {
+            ANON_INBOX => Some(Self::Anonymous),
+            SERVICE_INBOX => Some(Self::Service),
+            ENGINE_INBOX => Some(Self::Engine),
+            USER_INBOX => {
+                let (user, _) = rest.split_once('.')?;
+                let valid = (3..=20).contains(&user.len())
+                    && user.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                    });
+                valid.then_some(Self::User(user))
+            }
+            _ => None,
+        }
+    }
+
+    /// The part of `reply` that names the connection it came from: the prefix plus
+    /// the connection's random inbox token (async-nats and nats.py put one per
+    /// connection there), e.g. `_INBOX_USER.alice.Xy12`. Used for per-connection
+    /// rate limits.
+    pub fn connection(reply: &str) -> &str {
+        let tokens = if reply.starts_with(USER_INBOX) { 3 } else { 2 };
+        match reply.match_indices('.').nth(tokens - 1) {
+            Some((i, _)) => &reply[..i],
+            None => reply,
+        }
+    }
+}
+
 /// `$SRV.PING.reddit-engine`.
 pub fn service_ping() -> String {
     format!("$SRV.PING.{}", crate::SERVICE_NAME)
@@ -82,5 +161,39 @@ mod tests {
         assert_eq!(user_events("alice"), "reddit.events.user.alice");
         assert_eq!(service_info(), "$SRV.INFO.reddit-engine");
         assert_eq!(wal(2), "reddit.wal.2");
+    }
+
+    #[test]
+    fn reply_shapes() {
+        use ReplyTo as R;
+        assert_eq!(R::classify("_INBOX.abc.1"), Some(R::Anonymous));
+        assert_eq!(R::classify("_INBOX_SERVICE.abc.1"), Some(R::Service));
+        assert_eq!(R::classify("_INBOX_ENGINE.abc"), Some(R::Engine));
+        assert_eq!(R::classify("_INBOX_USER.alice.x.1"), Some(R::User("alice")));
+        for bad in [
+            "reddit.wal.0",
+            "$JS.API.STREAM.PURGE.REDDIT_WAL_0",
+            "reddit.shard.0.internal.sync",
+            "reddit.events.user.alice",
+            "_INBOX",
+            "_INBOX.",
+            "_INBOX..x",
+            "_INBOX.*",
+            "_INBOX.>",
+            "_INBOX_USER.alice",
+            "_INBOX_USER.Alice.x",
+            "_INBOX_USER.a.x",
+            "_INBOXX.a",
+            "",
+        ] {
+            assert_eq!(R::classify(bad), None, "{bad}");
+        }
+        assert_eq!(
+            R::connection("_INBOX_USER.alice.nuid.7"),
+            "_INBOX_USER.alice.nuid"
+        );
+        assert_eq!(R::connection("_INBOX.nuid.7"), "_INBOX.nuid");
+        assert_eq!(R::connection("_INBOX.nuid"), "_INBOX.nuid");
+        assert_eq!(user_inbox_prefix("bob"), "_INBOX_USER.bob");
     }
 }

@@ -8,8 +8,52 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Test secret shared by the in-process shards.
-pub const SECRET: &str = "test-secret";
+/// Test secret shared by the shards of a test (long enough to be accepted without
+/// `--dev`).
+pub const SECRET: &str = "reddit-engine-tests-0b6f3c9a71d24e58";
+
+/// The URL `url` (a role URL of a [`NatsServer`]) for the engine role.
+pub fn engine_url(url: &str) -> String {
+    url.replacen("://service:", "://engine:", 1)
+}
+
+/// The URL `url` without credentials: an anonymous connection (or one that
+/// authenticates with a user key).
+pub fn anon_url(url: &str) -> String {
+    reddit_shared::connect::strip_credentials(url)
+}
+
+/// A raw NATS connection to `url` as the service role (its inbox prefix).
+pub async fn connect_service(url: &str) -> async_nats::Client {
+    reddit_shared::connect::connect_with(
+        url,
+        "test-service",
+        async_nats::ConnectOptions::new()
+            .custom_inbox_prefix(reddit_shared::subject::SERVICE_INBOX),
+        None,
+    )
+    .await
+    .unwrap()
+}
+
+/// A client with the engine role's connection (to inject engine-to-engine
+/// requests, as a test of corruption or of the audit).
+pub async fn engine_client(url: &str, shards: u32) -> RedditClient {
+    RedditClient::with_shards(connect_engine(url).await, shards, Duration::from_secs(5))
+        .with_role(reddit_client::Role::Engine)
+}
+
+/// A raw NATS connection to `url` as the engine role (for JetStream checks).
+pub async fn connect_engine(url: &str) -> async_nats::Client {
+    reddit_shared::connect::connect_with(
+        &engine_url(url),
+        "test-engine",
+        async_nats::ConnectOptions::new().custom_inbox_prefix(reddit_shared::subject::ENGINE_INBOX),
+        None,
+    )
+    .await
+    .unwrap()
+}
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -52,6 +96,7 @@ pub struct NatsServer {
     port: u16,
     dir: PathBuf,
     args: Vec<String>,
+    password: String,
 }
 
 impl NatsServer {
@@ -64,12 +109,14 @@ impl NatsServer {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let (child, port) = Self::spawn(&dir, "-1", &args);
+        let password = format!("{:032x}", rand::random::<u128>());
+        let (child, port) = Self::spawn(&dir, "-1", &args, &password);
         Self {
             child,
             port,
             dir,
             args,
+            password,
         }
     }
 
@@ -83,7 +130,12 @@ impl NatsServer {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        let (child, port) = Self::spawn(&self.dir, &self.port.to_string(), &self.args);
+        let (child, port) = Self::spawn(
+            &self.dir,
+            &self.port.to_string(),
+            &self.args,
+            &self.password,
+        );
         assert_eq!(port, self.port);
         self.child = child;
     }
@@ -103,31 +155,39 @@ impl NatsServer {
         let _ = self.child.wait();
     }
 
-    fn spawn(dir: &Path, port: &str, args: &[String]) -> (Child, u16) {
+    /// Starts nats-server with the project's own roles (`nats-auth.conf`, copied
+    /// next to a generated config) and JetStream unless `--no-jetstream`.
+    fn spawn(dir: &Path, port: &str, args: &[String], password: &str) -> (Child, u16) {
         // As in nats.conf: every JetStream write is synced before it is
         // acknowledged, so a killed server keeps what it acknowledged.
-        let conf = dir.join("jetstream.conf");
-        std::fs::write(
-            &conf,
+        std::fs::copy(root().join("nats-auth.conf"), dir.join("nats-auth.conf")).unwrap();
+        let jetstream = if args.iter().any(|a| a == "--no-jetstream") {
+            String::new()
+        } else {
             format!(
                 "jetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
                 dir.join("jetstream")
-            ),
+            )
+        };
+        let conf = dir.join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!("max_payload: 1MB\n{jetstream}include ./nats-auth.conf\n"),
         )
         .unwrap();
-        let conf_args: Vec<String> = if args.iter().any(|a| a == "--no-jetstream") {
-            Vec::new()
-        } else if args.iter().any(|a| a == "-c") {
-            vec!["-js".into()]
-        } else {
-            vec!["-c".into(), conf.display().to_string()]
-        };
+        let issuer = reddit_engine::callout::Issuer::from_secret(SECRET.as_bytes())
+            .unwrap()
+            .public_key();
         let args: Vec<&String> = args.iter().filter(|a| *a != "--no-jetstream").collect();
         let child = Command::new(nats_server_bin())
             .args(["-a", "127.0.0.1", "-p", port, "--ports_file_dir"])
             .arg(dir)
-            .args(&conf_args)
+            .arg("-c")
+            .arg(&conf)
             .args(args)
+            .env("REDDIT_ENGINE_PASSWORD", password)
+            .env("REDDIT_SERVICE_PASSWORD", password)
+            .env("REDDIT_CALLOUT_ISSUER", issuer)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -172,9 +232,11 @@ impl NatsServer {
         Self::start_with(&["--no-jetstream"])
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `nats://service:<password>@127.0.0.1:<port>`: the service role, which tests
+    /// use to act for many users (like the simulator); [`engine_url`] and
+    /// [`anon_url`] give the other roles.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://service:{}@127.0.0.1:{}", self.password, self.port)
     }
 
     /// The port.
@@ -223,8 +285,10 @@ pub async fn start_shard(url: &str, shard: u32, shards: u32) -> ShardHandle {
     handle
 }
 
-/// Spawns a shard with `config` without waiting.
-pub fn spawn_shard(config: reddit_engine::Config) -> ShardHandle {
+/// Spawns a shard with `config` without waiting (its URL turned into the engine
+/// role's).
+pub fn spawn_shard(mut config: reddit_engine::Config) -> ShardHandle {
+    config.nats_url = engine_url(&config.nats_url);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(reddit_engine::run(config, async move {
         let _ = rx.await;
@@ -237,7 +301,7 @@ pub fn spawn_shard(config: reddit_engine::Config) -> ShardHandle {
 
 /// Waits until shard `shard` answers `shard.stats`.
 pub async fn wait_serving(url: &str, shard: u32) {
-    let nats = async_nats::connect(url).await.unwrap();
+    let nats = connect_service(url).await;
     let client = RedditClient::with_shards(nats, shard + 1, Duration::from_secs(2));
     eventually("a shard to serve", Duration::from_secs(10), || {
         let c = client.clone();
@@ -393,7 +457,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 /// (killed with SIGKILL when the guard drops: a crash).
 pub fn shard_process(url: &str, shard: u32, shards: u32, args: &[&str]) -> ChildGuard {
     let child = Command::new(workspace_bin("reddit-engine"))
-        .args(["--nats-url", url])
+        .args(["--nats-url", &engine_url(url)])
         .args([
             "--shard",
             &shard.to_string(),
@@ -412,7 +476,7 @@ pub fn shard_process(url: &str, shard: u32, shards: u32, args: &[&str]) -> Child
 
 /// Deletes shard `shard`'s snapshot, if any (so a restart replays the whole log).
 pub async fn delete_snapshot(url: &str, shard: u32) {
-    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let js = async_nats::jetstream::new(connect_engine(url).await);
     if let Ok(store) = js
         .get_object_store(reddit_engine::wal::SNAPSHOT_BUCKET)
         .await

@@ -145,6 +145,58 @@ pub enum Event {
         /// The messages.
         ids: Vec<DmId>,
     },
+    /// A write minted the id of a DM for an idempotency key (`origin` is a hash of
+    /// operation, caller and key), so a retry reuses it whatever the key's form.
+    DmIdMinted {
+        /// Hash of the write's reply-cache key.
+        origin: [u8; 16],
+        /// The id.
+        id: DmId,
+    },
+}
+
+/// Ids minted for idempotency keys, oldest first, at most [`MINTED_IDS`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(from = "Vec<([u8; 16], DmId)>", into = "Vec<([u8; 16], DmId)>")]
+pub struct MintedIds {
+    order: std::collections::VecDeque<[u8; 16]>,
+    ids: HashMap<[u8; 16], DmId>,
+}
+
+/// Most minted ids a shard remembers (like the reply cache, oldest forgotten).
+pub const MINTED_IDS: usize = 100_000;
+
+impl MintedIds {
+    fn insert(&mut self, origin: [u8; 16], id: DmId) {
+        if self.ids.insert(origin, id).is_none() {
+            self.order.push_back(origin);
+        }
+        while self.order.len() > MINTED_IDS {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+}
+
+impl From<Vec<([u8; 16], DmId)>> for MintedIds {
+    fn from(v: Vec<([u8; 16], DmId)>) -> Self {
+        let mut m = Self::default();
+        for (origin, id) in v {
+            m.insert(origin, id);
+        }
+        m
+    }
+}
+
+impl From<MintedIds> for Vec<([u8; 16], DmId)> {
+    fn from(m: MintedIds) -> Self {
+        let MintedIds { order, ids } = m;
+        order
+            .into_iter()
+            .filter_map(|o| ids.get(&o).map(|id| (o, *id)))
+            .collect()
+    }
 }
 
 /// Whom a push event is for.
@@ -187,6 +239,8 @@ pub struct ShardState {
     users: HashMap<String, User>,
     subs: HashMap<String, Subreddit>,
     totals: Totals,
+    #[serde(default)]
+    minted: MintedIds,
     #[serde(skip)]
     record: bool,
     #[serde(skip)]
@@ -202,6 +256,7 @@ impl ShardState {
             users: HashMap::new(),
             subs: HashMap::new(),
             totals: Totals::default(),
+            minted: MintedIds::default(),
             record: false,
             recorded: Vec::new(),
         }
@@ -421,7 +476,18 @@ impl ShardState {
                     u.mark_read(ids);
                 }
             }
+            Event::DmIdMinted { origin, id } => self.minted.insert(*origin, *id),
         }
+    }
+
+    /// The DM id for the write with reply-cache key hash `origin`: the one minted
+    /// before for it, else `fresh` (recorded, so every retry of the write gets it).
+    pub fn mint_dm_id(&mut self, origin: [u8; 16], fresh: DmId) -> DmId {
+        if let Some(id) = self.minted.ids.get(&origin) {
+            return *id;
+        }
+        self.emit(Event::DmIdMinted { origin, id: fresh });
+        fresh
     }
 
     /// Routes a sync item: applied here if this shard owns the user, else queued for

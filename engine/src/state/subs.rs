@@ -17,6 +17,7 @@ use reddit_shared::protocol::push::PushEvent;
 use reddit_shared::protocol::subreddit::{MembershipReply, SubredditView};
 use reddit_shared::protocol::vote::{VoteReply, VoteTarget};
 use reddit_shared::protocol::{PostRef, DEFAULT_PAGE};
+use reddit_shared::{page_cost, MAX_PAGE_BYTES};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
@@ -418,22 +419,31 @@ impl Subreddit {
         sort: CommentSort,
         depth_left: u32,
         budget: &mut u32,
+        bytes: &mut usize,
         truncated: &mut bool,
     ) -> Vec<CommentView> {
         let mut out = Vec::new();
         for c in self.sorted_children(ids, sort) {
-            if *budget == 0 {
+            let cost = page_cost(c.body.len());
+            if *budget == 0 || (*bytes > 0 && *bytes + cost > MAX_PAGE_BYTES) {
                 *truncated = true;
                 break;
             }
             *budget -= 1;
+            *bytes += cost;
             let mut view = c.view(&self.name);
             if !c.children.is_empty() {
                 if depth_left == 0 {
                     *truncated = true;
                 } else {
-                    view.replies =
-                        self.build_tree(&c.children, sort, depth_left - 1, budget, truncated);
+                    view.replies = self.build_tree(
+                        &c.children,
+                        sort,
+                        depth_left - 1,
+                        budget,
+                        bytes,
+                        truncated,
+                    );
                 }
             }
             out.push(view);
@@ -714,14 +724,15 @@ impl ShardState {
 
     /// `internal.feed.candidates`: up to `limit` posts from these subreddits (those
     /// owned here and existing) strictly after `cursor`, best first, each with its
-    /// sort key and its encoded view.
+    /// sort key and its encoded view; fewer, and `true`, if their views reach
+    /// [`MAX_PAGE_BYTES`].
     pub fn feed_candidates(
         &self,
         names: &[SubredditName],
         sort: PostSort,
         limit: usize,
         cursor: Option<&String>,
-    ) -> Result<Vec<FeedCandidate>, WireError> {
+    ) -> Result<(Vec<FeedCandidate>, bool), WireError> {
         let after = parse_cursor(cursor)?;
         // Pick the winners by key first; build and encode views only for them.
         let mut keys: Vec<(SortKey, &Subreddit)> = Vec::new();
@@ -736,18 +747,24 @@ impl ShardState {
         }
         keys.sort_unstable_by_key(|(key, _)| std::cmp::Reverse(*key));
         keys.truncate(limit);
-        keys.into_iter()
-            .filter_map(|((rank, id), sub)| {
-                sub.posts.get(&id).map(|p| (rank, id, p.view(&sub.name)))
-            })
-            .map(|(rank, id, view)| {
-                Ok(FeedCandidate {
-                    rank: rank.0,
-                    id,
-                    view: encode(&view)?,
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(keys.len());
+        let mut bytes = 0;
+        for ((rank, id), sub) in keys {
+            let Some(post) = sub.posts.get(&id) else {
+                continue;
+            };
+            let view = encode(&post.view(&sub.name))?;
+            if !out.is_empty() && bytes + view.len() > MAX_PAGE_BYTES {
+                return Ok((out, true));
+            }
+            bytes += view.len();
+            out.push(FeedCandidate {
+                rank: rank.0,
+                id,
+                view,
+            });
+        }
+        Ok((out, false))
     }
 
     /// `comment.create`.
@@ -834,6 +851,7 @@ impl ShardState {
             req.sort,
             MAX_TREE_DEPTH - 1,
             &mut budget,
+            &mut 0,
             &mut truncated,
         );
         Ok(CommentTree {
@@ -903,8 +921,18 @@ impl ShardState {
 
 /// Cuts a list fetched with one extra item to `limit` and sets the cursor.
 pub fn finish_page(posts: &mut Vec<PostView>, sort: PostSort, limit: usize) -> PostPage {
-    let next_cursor = if posts.len() > limit {
-        posts.truncate(limit);
+    let mut bytes = 0;
+    let mut fit = 0;
+    for p in posts.iter().take(limit) {
+        let cost = page_cost(p.title.len() + p.body.len());
+        if fit > 0 && bytes + cost > MAX_PAGE_BYTES {
+            break;
+        }
+        bytes += cost;
+        fit += 1;
+    }
+    let next_cursor = if posts.len() > fit {
+        posts.truncate(fit);
         posts.last().map(|p| encode_cursor(&view_key(sort, p)))
     } else {
         None

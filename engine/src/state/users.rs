@@ -354,8 +354,18 @@ impl ShardState {
             .take(limit + 1)
             .cloned()
             .collect();
-        let next_cursor = if messages.len() > limit {
-            messages.truncate(limit);
+        let mut bytes = 0;
+        let mut fit = 0;
+        for d in messages.iter().take(limit) {
+            let cost = reddit_shared::page_cost(d.body.len());
+            if fit > 0 && bytes + cost > reddit_shared::MAX_PAGE_BYTES {
+                break;
+            }
+            bytes += cost;
+            fit += 1;
+        }
+        let next_cursor = if messages.len() > fit {
+            messages.truncate(fit);
             messages.last().map(|d| d.id.to_string())
         } else {
             None

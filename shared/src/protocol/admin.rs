@@ -50,6 +50,16 @@ pub struct ShardStats {
     /// Retried writes answered with their original reply since start.
     #[serde(default)]
     pub retries_answered: u64,
+    /// Requests dropped unanswered since start because their reply subject was not
+    /// an inbox of a known shape (`_INBOX.`, `_INBOX_USER.<user>.`,
+    /// `_INBOX_SERVICE.`, `_INBOX_ENGINE.`): the engine never publishes where a
+    /// request chose unchecked.
+    #[serde(default)]
+    pub replies_refused: u64,
+    /// Times NATS reported this shard's request subscription as a slow consumer
+    /// (requests dropped before the shard saw them) since start.
+    #[serde(default)]
+    pub slow_consumer_events: u64,
 }
 
 /// `audit.run`.

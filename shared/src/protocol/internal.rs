@@ -116,6 +116,10 @@ impl Validate for FeedCandidatesRequest {}
 pub struct FeedCandidates {
     /// Best first.
     pub posts: Vec<FeedCandidate>,
+    /// Whether the shard stopped before `limit` because the posts reached
+    /// [`MAX_PAGE_BYTES`](crate::MAX_PAGE_BYTES): it has more posts after the last.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// One feed candidate: its sort key, and its [`PostView`](super::post::PostView) already encoded, so the
