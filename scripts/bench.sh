@@ -46,11 +46,10 @@ for storage in $storages; do
   mkdir -p "$out/$storage"
   export REDDIT_STORAGE=$storage
   start_throwaway_system "$shards" "$run"
-  port=$PORT
-  # The benchmark publishes on reddit.echo.>, which nats.conf's client user may not:
-  # both the echo responder and the harness use the engine's credentials.
-  url="nats://$ENGINE_USER:$ENGINE_PASSWORD@127.0.0.1:$port"
-  nohup "$BIN/reddit-echo" --nats-url "$url" >"$run/echo.log" 2>&1 &
+  # The echo responder, the benchmark and the simulator are the service role
+  # (nats-auth.conf); URLs with passwords go in the environment.
+  export NATS_URL="$SERVICE_URL"
+  nohup "$BIN/reddit-echo" >"$run/echo.log" 2>&1 &
   echo $! >"$run/echo-0.pid" # stop.sh stops every *.pid in the run dir
   for ((i = 0; i < 200; i++)); do
     grep -q "serving" "$run/echo.log" 2>/dev/null && break
@@ -59,14 +58,14 @@ for storage in $storages; do
   done
 
   say "== [$storage] engine vs echo (closed loop, ${seconds}s per measurement)"
-  "$BIN/reddit-client" --nats-url "$url" bench --levels 1,64,512 --seconds "$seconds" \
+  "$BIN/reddit-client" bench --levels 1,64,512 --seconds "$seconds" \
     --out "$out/$storage/bench.json" | tee "$out/$storage/bench.txt"
 
   say "== [$storage] mixed workload: $users users, 4 client processes, $sim_in_flight in flight each, ${sim_seconds}s"
-  "$BIN/reddit-client" --nats-url "nats://127.0.0.1:$port" simulate \
+  "$BIN/reddit-client" simulate \
     --users "$users" --processes 4 --in-flight "$sim_in_flight" --duration "$sim_seconds" \
     --offline-mean 10 --online-mean 30 --out "$out/$storage/sim" | tee "$out/$storage/sim.txt"
-  "$BIN/reddit-client" --nats-url "nats://127.0.0.1:$port" --json stats >"$out/$storage/stats.json" || true
+  "$BIN/reddit-client" --json stats >"$out/$storage/stats.json" || true
   "$ROOT/scripts/stop.sh" --run-dir "$run" >/dev/null 2>&1 || true
 done
 
@@ -75,7 +74,7 @@ if [ "$memory_users" -gt 0 ]; then
   export REDDIT_STORAGE=memory
   start_throwaway_system "$shards" "$run"
   say "== client memory: $memory_users users in one client process"
-  "$BIN/reddit-client" --nats-url "nats://127.0.0.1:$PORT" simulate \
+  NATS_URL="$SERVICE_URL" "$BIN/reddit-client" simulate \
     --users "$memory_users" --processes 1 --duration 10 --subreddits 500 \
     --setup-in-flight 512 --out "$out/memory" >"$out/memory.txt" 2>&1
   grep -E "client memory|ledger|audit" "$out/memory.txt"

@@ -18,5 +18,14 @@ else
   say "warning: neither docker compose nor docker-compose is available; docker-compose.yml not validated"
   exit 0
 fi
-REDDIT_SECRET=check "${compose[@]}" -f docker-compose.yml config >/dev/null
-say "docker-compose.yml is valid (${compose[*]} config)"
+# No default secrets: without them the file must not resolve. (An empty env file,
+# so that a developer's own .env does not count.)
+empty=$(mktemp)
+trap 'rm -f "$empty"' EXIT
+if env -u REDDIT_SECRET -u REDDIT_ENGINE_PASSWORD -u REDDIT_SERVICE_PASSWORD -u REDDIT_CALLOUT_ISSUER \
+  "${compose[@]}" -f docker-compose.yml --env-file "$empty" config >/dev/null 2>&1; then
+  die "docker-compose.yml resolves without secrets; every secret must be required (\${VAR:?...})"
+fi
+REDDIT_SECRET=check REDDIT_ENGINE_PASSWORD=check REDDIT_SERVICE_PASSWORD=check \
+  REDDIT_CALLOUT_ISSUER=check "${compose[@]}" -f docker-compose.yml --env-file "$empty" config >/dev/null
+say "docker-compose.yml is valid and requires its secrets (${compose[*]} config)"

@@ -19,8 +19,7 @@ done
 
 run="$ROOT/run/demo-$$"
 start_throwaway_system "$shards" "$run"
-port=$PORT
-export NATS_URL="nats://127.0.0.1:$port" REDDIT_CLIENT_DIR="$run/client"
+export NATS_URL="nats://127.0.0.1:$PORT" REDDIT_CLIENT_DIR="$run/client"
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
 step() {
   printf '\n%s$ reddit-client' "$bold"
@@ -45,17 +44,19 @@ step --user carol comment rust "$post" "And karma?" --parent "$c2"
 step --user bob vote rust post "$post" up
 step --user carol vote rust post "$post" up
 step --user alice vote rust comment "$c1" up
-step comments rust "$post"
+step --user carol comments rust "$post"
 step --user bob feed --sort new
 step --user bob dm send alice "Great post!"
 step --user alice dm list --unread
 dm=$("$BIN/reddit-client" --json --user alice dm list | python3 -c 'import json,sys; print(json.load(sys.stdin)["messages"][0]["id"])')
 step --user alice dm reply "$dm" "Thanks, bob"
 step --user bob dm list
-step user alice
-step sub list
-step stats
-step audit
+step --user bob user alice
+step --user bob sub list
+step --user bob stats
+# The audit reads every shard's facts: the service role's (its password is in the
+# run directory's secrets.env).
+NATS_URL="$SERVICE_URL" step audit
 printf '\ndemo finished; stopping nats-server and %s shards\n' "$shards"
 "$ROOT/scripts/stop.sh" --run-dir "$run" >/dev/null 2>&1 || true
 rm -rf "$run"

@@ -1,8 +1,6 @@
 # Shared helpers for the scripts (sourced, not run).
 # shellcheck shell=bash
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-ENGINE_USER="engine"
-ENGINE_PASSWORD="engine-dev-password"
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -30,6 +28,37 @@ build_release() {
 }
 
 is_running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# $1 random bytes as hex.
+random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
+
+# Loads the system's secrets from $1/secrets.env (mode 600), creating them first
+# if missing: the token secret, the NATS passwords of the engine and service
+# roles, and the auth callout's public issuer key (derived from the secret by
+# the engine binary, which must be built). Exports them for nats-server and the
+# shards. There are no defaults: every system gets its own random ones.
+load_secrets() {
+  local run=$1 file="$1/secrets.env" secret
+  if [ ! -s "$file" ]; then
+    secret=$(random_hex 32)
+    (
+      umask 077
+      {
+        echo "REDDIT_SECRET=$secret"
+        echo "REDDIT_ENGINE_PASSWORD=$(random_hex 24)"
+        echo "REDDIT_SERVICE_PASSWORD=$(random_hex 24)"
+        echo "REDDIT_CALLOUT_ISSUER=$(REDDIT_SECRET=$secret "$BIN/reddit-engine" --print-callout-issuer)"
+      } >"$file"
+    )
+  fi
+  set -a
+  # shellcheck disable=SC1090
+  source "$file"
+  set +a
+}
+
+# The NATS URL of the service role (simulator, benchmark, audit) on port $1.
+service_url() { echo "nats://service:$REDDIT_SERVICE_PASSWORD@127.0.0.1:$1"; }
 
 # Stops the process whose pid is in file $1: SIGTERM, then SIGKILL after $2 s.
 stop_pidfile() {
@@ -61,14 +90,16 @@ start_shard() {
   is_running "$run/shard-$k.pid" && die "shard $k is already running (pid $(cat "$run/shard-$k.pid"))"
   touch "$run/shard-$k.log"
   SHARD_LOG_OFFSET=$(($(wc -c <"$run/shard-$k.log") + 1))
-  REDDIT_SECRET="$(cat "$run/secret")" RUST_LOG="${RUST_LOG:-info}" \
+  load_secrets "$run"
+  RUST_LOG="${RUST_LOG:-info}" \
     nohup "$ROOT/scripts/supervise.sh" "shard-$k" -- "$BIN/reddit-engine" \
-    --nats-url "nats://$ENGINE_USER:$ENGINE_PASSWORD@127.0.0.1:$port" \
+    --nats-url "nats://engine:$REDDIT_ENGINE_PASSWORD@127.0.0.1:$port" \
     --shard "$k" --shards "$n" >>"$run/shard-$k.log" 2>&1 &
   echo $! >"$run/shard-$k.pid"
 }
 
-# Waits until discovery finds all shards, up to $2 seconds; $1 is the NATS URL.
+# Waits until discovery finds all shards, up to $2 seconds; $1 is the NATS URL
+# (discovery is open to anonymous connections).
 wait_discovery() {
   local url=$1 limit=${2:-20} i
   for ((i = 0; i < limit * 4; i++)); do
@@ -100,7 +131,7 @@ wait_shard() {
 
 # Starts nats-server and $1 shards on free ports in run dir $2, and stops them
 # (and anything whose pid file is in $2) when the calling script exits, also on
-# failure or Ctrl-C. Sets PORT and BIN.
+# failure or Ctrl-C. Sets PORT, BIN and SERVICE_URL (and exports the secrets).
 start_throwaway_system() {
   local shards=$1
   THROWAWAY_RUN=$2
@@ -110,6 +141,8 @@ start_throwaway_system() {
   local mport
   mport=$(free_port)
   "$ROOT/scripts/start.sh" --shards "$shards" --port "$PORT" --monitor-port "$mport" --run-dir "$THROWAWAY_RUN" 2>&1 |
-    grep -vE '^\s+(export|/)|^stop with' >&2
+    grep -vE '^\s+(export|/|source|\$)|^stop with' >&2
   BIN="$ROOT/target/release"
+  load_secrets "$THROWAWAY_RUN"
+  SERVICE_URL=$(service_url "$PORT")
 }

@@ -17,8 +17,9 @@ if [ "${1:-}" = "--shards" ]; then shards=$2; shift 2; fi
 
 run="$ROOT/run/simulate-$$"
 start_throwaway_system "$shards" "$run"
-port=$PORT
 out="$ROOT/run/report-$(date +%Y%m%d-%H%M%S)"
-"$BIN/reddit-client" --nats-url "nats://127.0.0.1:$port" simulate \
+# The simulator acts for thousands of users at once: the service role. Its URL
+# goes in the environment, not on command lines other users can read.
+NATS_URL="$SERVICE_URL" "$BIN/reddit-client" simulate \
   --users 10000 --processes 4 --duration 60 --out "$out" --check "$@"
 echo "engine logs: $run; report and plots: $out"

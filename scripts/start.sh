@@ -35,8 +35,9 @@ nats_bin="$("$ROOT/scripts/install-nats.sh")"
 build_release
 
 trap 'say "start failed; stopping what was started"; "$ROOT/scripts/stop.sh" --run-dir "$run" >&2' ERR
-[ -s "$run/secret" ] || od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$run/secret"
-chmod 600 "$run/secret"
+# This system's own secrets (token secret, NATS passwords, callout issuer), kept
+# in $run/secrets.env (mode 600) so spawn-shard.sh and restarts reuse them.
+load_secrets "$run"
 
 say "starting nats-server on 127.0.0.1:$port (monitoring on $mport) ..."
 nohup "$nats_bin" -c "$ROOT/nats.conf" -a 127.0.0.1 -p "$port" -m "$mport" \
@@ -49,6 +50,9 @@ NATS_URL=nats://127.0.0.1:$port
 NATS_PORT=$port
 REDDIT_SHARDS=$shards
 ENV
+echo "REDDIT_SERVICE_URL=$(service_url "$port")" >>"$run/secrets.env.tmp"
+grep -v '^REDDIT_SERVICE_URL=' "$run/secrets.env" >>"$run/secrets.env.tmp" || true
+chmod 600 "$run/secrets.env.tmp" && mv "$run/secrets.env.tmp" "$run/secrets.env"
 
 say "starting $shards engine shard(s) ..."
 for ((k = 0; k < shards; k++)); do
@@ -59,10 +63,12 @@ wait_discovery "nats://127.0.0.1:$port" 30
 trap - ERR
 
 cat >&2 <<MSG
-ready: nats-server + $shards shards (logs and pids in $run)
+ready: nats-server + $shards shards (logs and pids in $run; secrets in $run/secrets.env)
   export NATS_URL=nats://127.0.0.1:$port
   $BIN/reddit-client register alice
   $BIN/reddit-client --user alice sub create rust
-  $BIN/reddit-client stats
+  $BIN/reddit-client --user alice stats
+  source $run/secrets.env   # the service role, for the simulator and the audit:
+  $BIN/reddit-client --nats-url "\$REDDIT_SERVICE_URL" audit
 stop with: scripts/stop.sh${run:+ --run-dir $run}
 MSG

@@ -35,7 +35,10 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(name = "reddit-client", version, about, long_about = None, args_override_self = true)]
 struct Cli {
-    /// NATS server URL (the only address a client needs).
+    /// NATS server URL (the only address a client needs). Without credentials the
+    /// client connects anonymously (register only) or, with --user, as that user
+    /// by their key; with the service role's credentials (nats://service:PW@...)
+    /// it may act for any logged-in user and run the audit.
     #[arg(
         long,
         global = true,
@@ -545,15 +548,29 @@ async fn run(cli: Cli) -> Result<()> {
         Command::SimWorker { config, part } => {
             let text =
                 std::fs::read(&config).with_context(|| format!("reading {}", config.display()))?;
-            let cfg: reddit_client::sim::SimConfig = serde_json::from_slice(&text)?;
+            let mut cfg: reddit_client::sim::SimConfig = serde_json::from_slice(&text)?;
+            // The config file has the URL redacted; the real one is NATS_URL.
+            cfg.nats_url = cli.nats_url;
             return reddit_client::sim::worker::run(cfg, part).await;
         }
         _ => {}
     }
     let store = KeyStore::new(cli.config_dir.clone().unwrap_or_else(KeyStore::default_dir));
+    // Acting as a user whose key is here: connect to NATS as that user (the
+    // connection may read only their inbox and pushes). Otherwise the URL decides:
+    // with credentials the service role, without them anonymous (register only).
+    let as_user = match (&cli.user, &cli.command) {
+        (_, Command::Register { .. }) => None,
+        (Some(name), _) => {
+            let user = user_name(name)?;
+            store.load_key(&user)?.map(|id| (user, id))
+        }
+        (None, _) => None,
+    };
     let options = ClientOptions {
         request_timeout: Duration::from_millis(cli.timeout_ms.max(1)),
         retry_budget: Duration::from_millis(cli.retry_ms),
+        as_user,
         ..ClientOptions::default()
     };
     let client = RedditClient::connect(&cli.nats_url, options).await?;

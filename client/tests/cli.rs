@@ -48,9 +48,10 @@ async fn a_person_uses_the_cli_against_three_shards() {
     let cluster = Cluster::start(3).await;
     let dir = std::env::temp_dir().join(format!("reddit-cli-test-{}", uuid::Uuid::now_v7()));
     let cli = Cli {
-        url: cluster.nats.url(),
+        url: common::anon_url(&cluster.nats.url()),
         dir: &dir,
     };
+    let service_url = cluster.nats.url();
     let out = tokio::task::spawn_blocking({
         let url = cli.url.clone();
         let dir = dir.clone();
@@ -100,7 +101,10 @@ async fn a_person_uses_the_cli_against_three_shards() {
                 ],
             );
             assert_eq!(c3["depth"], 2);
-            let tree = cli.ok(None, &["comments", "rust", &post_id]);
+            // Anonymous connections may only register: reading needs a user.
+            let (ok, _, err) = cli.run(None, &["comments", "rust", &post_id]);
+            assert!(!ok && err.contains("--user"), "{err}");
+            let tree = cli.ok(Some("carol"), &["comments", "rust", &post_id]);
             let lines: Vec<&str> = tree.lines().collect();
             assert!(lines.iter().any(|l| l.starts_with("[+0] u/bob")), "{tree}");
             assert!(
@@ -153,7 +157,14 @@ async fn a_person_uses_the_cli_against_three_shards() {
             assert_eq!(me["username"], "alice");
             cli.ok(Some("alice"), &["feed"]);
 
-            cli.ok(None, &["audit"])
+            // The audit is the service role's (credentials in the URL).
+            let (ok, _, err) = cli.run(Some("alice"), &["audit"]);
+            assert!(!ok && err.contains("forbidden"), "{err}");
+            let service = Cli {
+                url: service_url.clone(),
+                dir: &dir,
+            };
+            service.ok(None, &["audit"])
         }
     })
     .await
@@ -175,7 +186,7 @@ async fn watch_prints_live_pushes() {
     let cluster = Cluster::start(2).await;
     let dir = std::env::temp_dir().join(format!("reddit-cli-watch-{}", uuid::Uuid::now_v7()));
     let cli = Cli {
-        url: cluster.nats.url(),
+        url: common::anon_url(&cluster.nats.url()),
         dir: &dir,
     };
     cli.ok(None, &["register", "watcher"]);

@@ -52,6 +52,11 @@ pub async fn run(cfg: SimConfig, exe: &Path) -> anyhow::Result<Report> {
     cfg.validate().map_err(|e| anyhow!(e))?;
     std::fs::create_dir_all(&cfg.out_dir)
         .with_context(|| format!("creating {}", cfg.out_dir.display()))?;
+    // The URL may carry the service role's password: the config file and the
+    // report get it redacted, and workers get the real one in their environment.
+    let nats_url = cfg.nats_url.clone();
+    let mut cfg = cfg;
+    cfg.nats_url = reddit_shared::connect::redact(&nats_url);
     let config_path = cfg.out_dir.join("config.json");
     std::fs::write(&config_path, serde_json::to_vec_pretty(&cfg)?)?;
     let tty = std::io::stderr().is_terminal();
@@ -61,7 +66,7 @@ pub async fn run(cfg: SimConfig, exe: &Path) -> anyhow::Result<Report> {
         name: "reddit-sim-launcher".into(),
         ..ClientOptions::default()
     };
-    let client = RedditClient::connect(&cfg.nats_url, options).await?;
+    let client = RedditClient::connect(&nats_url, options).await?;
     eprintln!(
         "simulating {} users in {} process(es) against {} shard(s); output in {}",
         cfg.users,
@@ -103,8 +108,7 @@ pub async fn run(cfg: SimConfig, exe: &Path) -> anyhow::Result<Report> {
     for part in 0..cfg.processes {
         let log = std::fs::File::create(cfg.out_dir.join(format!("worker-{part}.log")))?;
         let mut child = Command::new(exe)
-            .arg("--nats-url")
-            .arg(&cfg.nats_url)
+            .env("NATS_URL", &nats_url)
             .arg("sim-worker")
             .arg("--config")
             .arg(&config_path)
