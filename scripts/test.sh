@@ -6,6 +6,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 NATS_SERVER_BIN="$("$ROOT/scripts/install-nats.sh")"
 export NATS_SERVER_BIN
+# The in-repo Python client's packages (pinned, into .tools/pyclient).
+"$ROOT/scripts/install-python-client.sh" >/dev/null
 say "== cargo fmt --check"
 cargo fmt --all -- --check
 say "== cargo clippy -D warnings"

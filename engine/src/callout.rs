@@ -8,9 +8,9 @@
 //!
 //! - **no credentials**: the `anonymous` role, which may only discover the shards
 //!   and register (`reddit.shard.*.user.register`), with replies on `_INBOX.>`;
-//! - **a username and an nkey with its signature of the server's nonce**: the user
-//!   role, if the nkey is the Ed25519 key the user registered (asked of the user's
-//!   shard). It may publish the public operations, and subscribe only to its own
+//! - **a username (`user`, or else the connection `name`) and an nkey with its
+//!   signature of the server's nonce**: the user role, if the nkey is the Ed25519
+//!   key the user registered (asked of the user's shard). It may publish the public operations, and subscribe only to its own
 //!   inbox `_INBOX_USER.<user>.>`, its own pushes `reddit.events.user.<user>` and
 //!   the public `reddit.events.sub.>`;
 //! - anything else (a wrong key, a password, a token, a JWT): refused.
@@ -172,6 +172,8 @@ struct ConnectOpts {
     user: String,
     #[serde(default)]
     pass: String,
+    #[serde(default)]
+    name: String,
 }
 
 #[derive(Deserialize)]
@@ -276,8 +278,12 @@ fn claim_of(o: &ConnectOpts, nonce: &str) -> Claim {
     if o.user.is_empty() && o.nkey.is_empty() {
         return Claim::Anonymous;
     }
-    let Ok(username) = Username::parse(&o.user) else {
-        return refused("a user connection needs a valid username (user) with its nkey");
+    // The claimed username is only where to look the key up; the proof is the
+    // signature. It is `user`, or the connection `name` for client libraries that
+    // send no `user` with an nkey (nats.py).
+    let claimed = if o.user.is_empty() { &o.name } else { &o.user };
+    let Ok(username) = Username::parse(claimed) else {
+        return refused("a user connection needs its username (as user, or as the connection name) with its nkey");
     };
     if o.nkey.is_empty() || o.sig.is_empty() || nonce.is_empty() {
         return refused(
@@ -587,6 +593,10 @@ mod tests {
         assert!(
             matches!(r.claim, Claim::Key { ref username, key } if username.key() == "alice" && key == raw)
         );
+        // the username may come as the connection name instead
+        let by_name = serde_json::json!({"name": "alice", "nkey": user.public_key(), "sig": sig});
+        let r = decode_request(&request(&server, by_name, nonce)).unwrap();
+        assert!(matches!(r.claim, Claim::Key { ref username, .. } if username.key() == "alice"));
         // the same signature over another nonce (a replay) is refused
         let r = decode_request(&request(&server, opts, "other")).unwrap();
         assert!(matches!(r.claim, Claim::Refused(_)));
