@@ -15,4 +15,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 say "== docker-compose.yml"
 scripts/check-compose.sh
 say "== cargo test (nats-server: $NATS_SERVER_BIN)"
-cargo test --workspace
+# The closing line counts every test of the run (cargo prints one line per binary).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -137,6 +137,17 @@ pub struct RedditClient {
     role: Role,
 }
 
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Role::Anonymous => f.write_str("anonymous"),
+            Role::User(u) => write!(f, "user {u}"),
+            Role::Service => f.write_str("service"),
+            Role::Engine => f.write_str("engine"),
+        }
+    }
+}
+
 /// Connects to NATS at `urls` in the role `options` and the URL imply (see
 /// [`ClientOptions::as_user`]), with that role's inbox prefix.
 pub async fn connect_nats(
@@ -352,7 +363,10 @@ impl RedditClient {
                     Role::Anonymous => format!(
                         "{op} needs a user connection (--user NAME, with the key registered) or the service role's credentials in the NATS URL; anonymous connections may only register"
                     ),
-                    _ => format!("{op} is not open to this connection's NATS role ({:?})", self.role),
+                    Role::User(_) => format!(
+                        "{op} is not open to user connections (it needs the service role's credentials in the NATS URL)"
+                    ),
+                    _ => format!("{op} is not open to the {} role", self.role),
                 },
             ));
         }

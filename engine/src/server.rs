@@ -337,7 +337,7 @@ pub fn reply_allowed(metrics: &Metrics, request: &Request) -> bool {
         .is_some_and(|r| ReplyTo::classify(r.as_str()).is_some());
     if !ok {
         let n = metrics.replies_refused.fetch_add(1, Ordering::Relaxed);
-        if n.is_power_of_two() {
+        if (n + 1).is_power_of_two() {
             tracing::warn!(
                 subject = %request.message.subject,
                 reply = ?request.message.reply.as_ref().map(|r| r.chars().take(80).collect::<String>()),
