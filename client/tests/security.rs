@@ -414,6 +414,35 @@ async fn reply_subject_injection_has_no_effect_and_the_shard_keeps_serving() {
     let stats = c.shard_stats(0).await.unwrap();
     assert_eq!(stats.posts, 1, "nothing was created by an injected request");
 
+    // Defense in depth: the connection that publishes replies (engine-work) may
+    // not reach the log or the JetStream API at all, whatever the shard's code does.
+    let work_url = url.replacen("://service:", "://engine-work:", 1);
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    let work = reddit_shared::connect::connect_with(
+        &work_url,
+        "test-engine-work",
+        async_nats::ConnectOptions::new().event_callback(move |event| {
+            let seen = seen.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    seen.lock().unwrap().push(e.to_string());
+                }
+            }
+        }),
+        None,
+    )
+    .await
+    .unwrap();
+    let as_work = Raw { nats: work, errors };
+    for target in [subject::wal(0), "$JS.API.STREAM.PURGE.REDDIT_WAL_0".into()] {
+        as_work.nats.publish(target, "x".into()).await.unwrap();
+    }
+    as_work.nats.flush().await.unwrap();
+    as_work.refused("reddit.wal.0").await;
+    as_work.refused("$JS.API.STREAM.PURGE.REDDIT_WAL_0").await;
+    assert_eq!(wal.info().await.unwrap().state.messages, before.messages);
+
     // And the shard restarts from its log with everything.
     cluster.stop_shard(0).await;
     cluster.shards[0] = Some(common::start_shard(&url, 0, 1).await);

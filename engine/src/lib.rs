@@ -75,10 +75,14 @@ pub struct Config {
     /// Development mode: allows the built-in development secret and other known
     /// or short secrets. Never for a system others can reach.
     pub dev: bool,
-    /// The NATS user of the connection that receives requests and publishes the
-    /// replies (its permissions allow publishing to reply inboxes only). Used when
-    /// the NATS URL carries credentials: same password, this username.
+    /// The NATS user of the connection that receives requests (its permissions
+    /// allow publishing to reply inboxes only). Used when the NATS URL carries
+    /// credentials: same password, this username.
     pub serve_user: String,
+    /// The NATS user of the connection that publishes replies and pushes and
+    /// calls other shards (no access to the log or the JetStream API). Same
+    /// password as the URL's user.
+    pub work_user: String,
     /// Messages the request subscription may buffer before NATS drops some (a slow
     /// consumer). Far above the queue, so a burst gets `503`s, not silence.
     pub subscription_capacity: usize,
@@ -104,6 +108,9 @@ pub const MIN_SECRET_BYTES: usize = 16;
 /// The default [`Config::serve_user`].
 pub const SERVE_USER: &str = "engine-serve";
 
+/// The default [`Config::work_user`].
+pub const WORK_USER: &str = "engine-work";
+
 impl Config {
     /// A configuration with default limits.
     pub fn new(
@@ -127,6 +134,7 @@ impl Config {
             token_ttl: Duration::from_secs(24 * 3600),
             dev: false,
             serve_user: SERVE_USER.to_owned(),
+            work_user: WORK_USER.to_owned(),
             subscription_capacity: 1 << 18,
         }
     }
@@ -282,20 +290,36 @@ pub async fn run(
     }
     check_secret(&config)?;
     let name = format!("reddit-engine-{}", config.shard);
-    // Two connections with different NATS permissions: `client` (user `engine`)
-    // talks to other shards, the log and the auth callout and publishes pushes;
-    // `serve` (user `engine-serve`) receives requests and may publish only to
-    // reply inboxes, so no request can point a reply at the log, the JetStream
-    // API, an internal subject or someone's pushes.
+    // Three connections with different NATS permissions (nats-auth.conf):
+    // - `log` (user `engine`): the write-ahead log, snapshots and the auth callout;
+    //   it never answers a request, so no request can steer it;
+    // - `serve` (user `engine-serve`): receives requests and discovery; may
+    //   publish only to reply inboxes (for the micro-service API's own replies);
+    // - `client` (user `engine-work`): replies (checked by `reply_allowed`),
+    //   pushes and requests to other shards; it cannot reach the log or the
+    //   JetStream API. (Replies and pushes share it: one connection's writes are
+    //   batched together, which measured ~5% faster than two.)
     let engine_options =
         || async_nats::ConnectOptions::new().custom_inbox_prefix(subject::ENGINE_INBOX);
-    let client =
-        reddit_shared::connect::connect_with(&config.nats_url, &name, engine_options(), None)
-            .await
-            .map_err(|e| EngineError::Connect {
-                url: e.url,
-                reason: e.reason,
-            })?;
+    let has_credentials = reddit_shared::connect::has_credentials(&config.nats_url);
+    let connect = |suffix: &'static str, user: Option<&str>, options| {
+        let name = format!("{name}{suffix}");
+        let user = user.filter(|_| has_credentials).map(str::to_owned);
+        let url = config.nats_url.clone();
+        async move {
+            reddit_shared::connect::connect_with(&url, &name, options, user.as_deref())
+                .await
+                .map_err(|e| EngineError::Connect {
+                    url: e.url,
+                    reason: match &user {
+                        Some(u) => format!("{} (as NATS user {u:?})", e.reason),
+                        None => e.reason,
+                    },
+                })
+        }
+    };
+    let log_client = connect("-log", None, engine_options()).await?;
+    let client = connect("", Some(config.work_user.as_str()), engine_options()).await?;
     let metrics = Arc::new(Metrics::new(config.queue_capacity));
     let slow = metrics.clone();
     let serve_options = engine_options()
@@ -309,19 +333,7 @@ pub async fn run(
                 }
             }
         });
-    let serve_user = reddit_shared::connect::has_credentials(&config.nats_url)
-        .then_some(config.serve_user.as_str());
-    let serve = reddit_shared::connect::connect_with(
-        &config.nats_url,
-        &format!("{name}-serve"),
-        serve_options,
-        serve_user,
-    )
-    .await
-    .map_err(|e| EngineError::Connect {
-        url: e.url,
-        reason: format!("{} (as NATS user {:?})", e.reason, config.serve_user),
-    })?;
+    let serve = connect("-serve", Some(config.serve_user.as_str()), serve_options).await?;
     let peers = Peers::new(client.clone(), config.peer_timeout);
     let token_ttl_ms = i64::try_from(config.token_ttl.as_millis()).unwrap_or(i64::MAX);
     let tokens = auth::TokenSigner::new(config.secret.as_bytes(), token_ttl_ms);
@@ -338,7 +350,7 @@ pub async fn run(
             None,
         ),
         Storage::Jetstream => {
-            let log = wal::Log::open(&client, config.shard, config.shards).await?;
+            let log = wal::Log::open(&log_client, config.shard, config.shards).await?;
             let r = log.recover(config.reply_cache).await?;
             tracing::info!(
                 shard = config.shard,
@@ -414,7 +426,7 @@ pub async fn run(
     let mut actor = tokio::spawn(actor.run(jobs_rx));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let callout = tokio::spawn(callout::serve(
-        client.clone(),
+        log_client.clone(),
         issuer.clone(),
         Peers::new(client.clone(), CALLOUT_PEER_TIMEOUT),
         config.shards,
@@ -422,6 +434,7 @@ pub async fn run(
     ));
     let reader = tokio::spawn(server::read_requests(
         endpoint,
+        client.clone(),
         jobs_tx,
         metrics,
         config.shard,
@@ -476,7 +489,7 @@ pub async fn run(
         Err(_) => tracing::warn!("could not unregister the service (NATS unreachable?)"),
         Ok(Ok(())) => {}
     }
-    for c in [&serve, &client] {
+    for c in [&serve, &client, &log_client] {
         if tokio::time::timeout(Duration::from_secs(2), c.flush())
             .await
             .is_err()

@@ -43,6 +43,10 @@ struct Args {
     /// (when the NATS URL carries credentials; same password as the URL's user).
     #[arg(long, env = "REDDIT_SERVE_USER", default_value = reddit_engine::SERVE_USER)]
     serve_user: String,
+    /// NATS user of the connection that publishes replies and pushes and calls
+    /// other shards (when the NATS URL carries credentials; same password).
+    #[arg(long, env = "REDDIT_WORK_USER", default_value = reddit_engine::WORK_USER)]
+    work_user: String,
     /// Print the public NATS account key (A...) that signs the auth callout's
     /// answers for REDDIT_SECRET (what nats.conf's auth_callout.issuer must be),
     /// and exit.
@@ -132,6 +136,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut config = reddit_engine::Config::new(args.nats_url, shard, shards, secret);
     config.dev = args.dev;
     config.serve_user = args.serve_user;
+    config.work_user = args.work_user;
     config.queue_capacity = args.queue_capacity.max(1);
     config.peer_timeout = Duration::from_millis(args.peer_timeout_ms.max(1));
     config.token_ttl = Duration::from_secs(args.token_ttl_secs.max(1));

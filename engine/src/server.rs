@@ -201,7 +201,9 @@ pub enum Job {
 /// What the actor shares with spawned tasks.
 #[derive(Clone)]
 pub struct Ctx {
-    /// The shard's NATS connection.
+    /// The shard's outgoing NATS connection (NATS user `engine-work`): replies,
+    /// pushes and requests to other shards. It never receives requests, and
+    /// cannot reach the log or the JetStream API.
     pub client: async_nats::Client,
     /// Requests to other shards.
     pub peers: Peers,
@@ -349,21 +351,32 @@ pub fn reply_allowed(metrics: &Metrics, request: &Request) -> bool {
     ok
 }
 
-/// Answers `request` with `result`: the body, or the error headers and body. A
-/// reply subject that is not an inbox is never published to.
-pub async fn respond(metrics: &Metrics, request: &Request, result: Result<Vec<u8>, WireError>) {
+/// Answers `request` with `result` over `client` (the shard's outgoing
+/// connection, not the one requests arrive on): the body, or the error headers and
+/// body. A reply subject that is not an inbox is never published to.
+pub async fn respond(
+    client: &async_nats::Client,
+    metrics: &Metrics,
+    request: &Request,
+    result: Result<Vec<u8>, WireError>,
+) {
     if !reply_allowed(metrics, request) {
         return;
     }
+    let Some(reply) = request.message.reply.clone() else {
+        return;
+    };
     let outcome = match result {
-        Ok(body) => request.respond(Ok(body.into())).await,
+        Ok(body) => client.publish(reply, body.into()).await,
         Err(e) => {
             metrics.error(e.code);
             let mut headers = HeaderMap::new();
             headers.insert(ERROR_CODE_HEADER, e.code.status().to_string().as_str());
             headers.insert(ERROR_HEADER, e.message.as_str());
             let body = encode(&e).unwrap_or_default();
-            request.respond_with_headers(Ok(body.into()), headers).await
+            client
+                .publish_with_headers(reply, headers, body.into())
+                .await
         }
     };
     if let Err(e) = outcome {
@@ -374,6 +387,7 @@ pub async fn respond(metrics: &Metrics, request: &Request, result: Result<Vec<u8
 /// Reads requests from `endpoint` into the actor's queue until it ends.
 pub async fn read_requests(
     mut endpoint: async_nats::service::endpoint::Endpoint,
+    out: async_nats::Client,
     jobs: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
     shard: u32,
@@ -416,6 +430,7 @@ pub async fn read_requests(
             Err(mpsc::error::TrySendError::Full(Job::Request(request))) => {
                 metrics.count(subject::op_of(&request.message.subject, shard).and_then(Op::parse));
                 respond(
+                    &out,
                     &metrics,
                     &request,
                     Err(WireError::unavailable(
@@ -852,7 +867,7 @@ impl Actor {
         match reply {
             None => {}
             Some(Pending::Respond(request, result)) => {
-                respond(&self.ctx.metrics, &request, result).await
+                respond(&self.ctx.client, &self.ctx.metrics, &request, result).await
             }
             Some(Pending::Wake(tx, result)) => {
                 let _ = tx.send(result);
@@ -861,13 +876,14 @@ impl Actor {
                 match self.ctx.permits.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let metrics = self.ctx.metrics.clone();
+                        let client = self.ctx.client.clone();
                         let jobs = self.jobs.clone();
                         tokio::spawn(async move {
                             let result = work.await;
                             if let (Some(key), Some(jobs)) = (running, jobs.upgrade()) {
                                 let _ = jobs.send(Job::Finished(key)).await;
                             }
-                            respond(&metrics, &request, result).await;
+                            respond(&client, &metrics, &request, result).await;
                             drop(permit);
                         });
                     }
@@ -876,6 +892,7 @@ impl Actor {
                             self.running.remove(&key);
                         }
                         respond(
+                            &self.ctx.client,
                             &self.ctx.metrics,
                             &request,
                             Err(WireError::unavailable(

@@ -39,11 +39,19 @@ pub async fn connect_service(url: &str) -> async_nats::Client {
 /// A client with the engine role's connection (to inject engine-to-engine
 /// requests, as a test of corruption or of the audit).
 pub async fn engine_client(url: &str, shards: u32) -> RedditClient {
-    RedditClient::with_shards(connect_engine(url).await, shards, Duration::from_secs(5))
+    let nats = reddit_shared::connect::connect_with(
+        &url.replacen("://service:", "://engine-work:", 1),
+        "test-engine-work",
+        async_nats::ConnectOptions::new().custom_inbox_prefix(reddit_shared::subject::ENGINE_INBOX),
+        None,
+    )
+    .await
+    .unwrap();
+    RedditClient::with_shards(nats, shards, Duration::from_secs(5))
         .with_role(reddit_client::Role::Engine)
 }
 
-/// A raw NATS connection to `url` as the engine role (for JetStream checks).
+/// A raw NATS connection to `url` as the engine's log role (for JetStream checks).
 pub async fn connect_engine(url: &str) -> async_nats::Client {
     reddit_shared::connect::connect_with(
         &engine_url(url),
