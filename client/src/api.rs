@@ -173,7 +173,9 @@ pub async fn connect_nats(
             .map_err(|e| {
                 ClientError::new(
                     ErrorKind::Connect,
-                    format!("{e} (connecting as {user}: is {user} registered with this key?)"),
+                    format!(
+                        "{e} (connecting as {user} by key: NATS refuses a name that is not registered or another key, and cannot check while {user}'s shard is down)"
+                    ),
                 )
             })?;
         return Ok((nats, Role::User(user.clone())));

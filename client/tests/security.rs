@@ -33,8 +33,14 @@ struct Raw {
 }
 
 impl Raw {
-    /// Connects to `url` anonymously, or as `user` proving `id`.
+    /// Connects to `url` anonymously (its credentials removed), or as `user`
+    /// proving `id`.
     async fn connect(url: &str, user: Option<(&Username, &Identity)>) -> Self {
+        Self::connect_as(&anon_url(url), user).await
+    }
+
+    /// Connects to `url` as given (with its credentials, if any), or as `user`.
+    async fn connect_as(url: &str, user: Option<(&Username, &Identity)>) -> Self {
         let errors = Arc::new(Mutex::new(Vec::new()));
         let seen = errors.clone();
         let mut options = match user {
@@ -59,7 +65,7 @@ impl Raw {
                 }
             }
         });
-        let nats = reddit_shared::connect::connect_with(&anon_url(url), "raw", options, None)
+        let nats = reddit_shared::connect::connect_with(url, "raw", options, None)
             .await
             .unwrap();
         Self { nats, errors }
@@ -111,6 +117,26 @@ async fn person(url: &str, name: &str) -> (RedditClient, Session, Identity) {
     assert_eq!(client.role(), &Role::User(username.clone()));
     let session = client.login(&username, &id).await.unwrap();
     (client, session, id)
+}
+
+/// Every item of a listing, page by page from the first; each page must hold
+/// something (a page that stops early for size still carries an item).
+async fn all_pages<T, F, Fut>(mut fetch: F) -> Vec<T>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = (Vec<T>, Option<String>)>,
+{
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (items, next) = fetch(cursor).await;
+        assert!(!items.is_empty(), "an empty page");
+        all.extend(items);
+        cursor = next;
+        if cursor.is_none() {
+            return all;
+        }
+    }
 }
 
 /// Everything a subscription received so far, as text.
@@ -416,25 +442,7 @@ async fn reply_subject_injection_has_no_effect_and_the_shard_keeps_serving() {
 
     // Defense in depth: the connection that publishes replies (engine-work) may
     // not reach the log or the JetStream API at all, whatever the shard's code does.
-    let work_url = url.replacen("://service:", "://engine-work:", 1);
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let seen = errors.clone();
-    let work = reddit_shared::connect::connect_with(
-        &work_url,
-        "test-engine-work",
-        async_nats::ConnectOptions::new().event_callback(move |event| {
-            let seen = seen.clone();
-            async move {
-                if let async_nats::Event::ServerError(e) = event {
-                    seen.lock().unwrap().push(e.to_string());
-                }
-            }
-        }),
-        None,
-    )
-    .await
-    .unwrap();
-    let as_work = Raw { nats: work, errors };
+    let as_work = Raw::connect_as(&url.replacen("://service:", "://engine-work:", 1), None).await;
     for target in [subject::wal(0), "$JS.API.STREAM.PURGE.REDDIT_WAL_0".into()] {
         as_work.nats.publish(target, "x".into()).await.unwrap();
     }
@@ -707,75 +715,58 @@ async fn the_largest_documented_posts_comments_and_dms_list_fine() {
     }
     common::quiesce(c).await;
     // Every listing pages through all of it, each page under NATS's max payload.
-    let mut seen = 0;
-    let mut cursor = None;
-    loop {
+    let (subs, reader) = (&subs, &reader);
+    let posts_seen = all_pages(|cursor| async move {
         let page = c
             .list_posts(&ListPostsRequest {
                 subreddit: subs[0].clone(),
                 sort: PostSort::New,
                 limit: Some(100),
-                cursor: cursor.clone(),
+                cursor,
             })
             .await
             .unwrap();
-        assert!(!page.posts.is_empty());
-        seen += page.posts.len();
-        cursor = page.next_cursor;
-        if cursor.is_none() {
-            break;
-        }
-    }
-    assert_eq!(seen, 8);
+        (page.posts, page.next_cursor)
+    })
+    .await;
+    assert_eq!(posts_seen.len(), 8);
     for sort in [PostSort::New, PostSort::Top, PostSort::Hot] {
-        let mut ids = std::collections::HashSet::new();
-        let mut cursor = None;
-        loop {
+        let feed = all_pages(|cursor| async move {
             let page = c
                 .feed(
-                    &reader,
+                    reader,
                     &FeedRequest {
                         sort,
                         limit: Some(100),
-                        cursor: cursor.clone(),
+                        cursor,
                     },
                 )
                 .await
                 .unwrap();
-            assert!(!page.posts.is_empty());
-            for p in page.posts {
-                assert!(ids.insert(p.id), "{sort:?}: a post twice");
-            }
-            cursor = page.next_cursor;
-            if cursor.is_none() {
-                break;
-            }
-        }
+            (page.posts, page.next_cursor)
+        })
+        .await;
+        let ids: std::collections::HashSet<_> = feed.iter().map(|p| p.id).collect();
+        assert_eq!(ids.len(), feed.len(), "{sort:?}: a post twice");
         assert_eq!(ids.len(), 16, "{sort:?}: the feed misses posts");
     }
-    let mut dms = 0;
-    let mut cursor = None;
-    loop {
+    let dms = all_pages(|cursor| async move {
         let page = c
             .list_dms(
-                &reader,
+                reader,
                 &ListDmsRequest {
                     folder: DmFolder::Inbox,
                     unread_only: false,
                     limit: Some(100),
-                    cursor: cursor.clone(),
+                    cursor,
                 },
             )
             .await
             .unwrap();
-        assert!(!page.messages.is_empty());
-        dms += page.messages.len();
-        cursor = page.next_cursor;
-        if cursor.is_none() {
-            break;
-        }
-    }
-    assert_eq!(dms, 8);
+        (page.messages, page.next_cursor)
+    })
+    .await;
+    assert_eq!(dms.len(), 8);
     let tree = c
         .comment_tree(&CommentTreeRequest {
             subreddit: subs[0].clone(),
