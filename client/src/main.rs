@@ -196,7 +196,8 @@ struct SimulateArgs {
     /// Mean number of subreddits each user joins at setup.
     #[arg(long, default_value_t = 4.0)]
     joins_per_user: f64,
-    /// Action weights, e.g. post=5,comment=15,vote=40,dm=5,feed=30,join=3,leave=2.
+    /// Action weights, the whole mix (an action not named has weight 0), e.g.
+    /// post=5,comment=15,vote=40,dm=5,feed=30,join=3,leave=2.
     #[arg(
         long,
         default_value = "post=5,comment=15,vote=40,dm=5,feed=30,join=3,leave=2"

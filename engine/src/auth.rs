@@ -52,6 +52,18 @@ impl TokenSigner {
         hex::encode(self.mac_bytes(data))
     }
 
+    /// Whether `tag` is the MAC of `data`, or its first `tag.len()` bytes (at least
+    /// 16), compared in constant time (`Mac::verify_truncated_left`).
+    fn verify_mac(&self, data: &[u8], tag: &[u8]) -> bool {
+        match self.keyed.clone() {
+            Some(mut mac) if tag.len() >= 16 => {
+                mac.update(data);
+                mac.verify_truncated_left(tag).is_ok()
+            }
+            _ => false,
+        }
+    }
+
     fn mac_raw(&self, data: &[u8]) -> [u8; 32] {
         match self.keyed.clone() {
             Some(mut mac) => {
@@ -85,7 +97,7 @@ impl TokenSigner {
         };
         let mut given = [0u8; 32];
         hex::decode_to_slice(mac, &mut given).map_err(|_| forged())?;
-        if !constant_time_eq(&self.mac_bytes(body), &given) {
+        if !self.verify_mac(body.as_bytes(), &given) {
             return Err(forged());
         }
         let expires: i64 = expires.parse().map_err(|_| forged())?;
@@ -148,10 +160,6 @@ impl VerifiedTokens {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Login challenges: stateless and bound to the user, so nobody can crowd out
 /// another user's login.
 ///
@@ -204,17 +212,14 @@ impl Challenges {
         }
     }
 
-    fn mac(&self, user_key: &str, random: &[u8], expires: i64) -> [u8; 16] {
+    fn mac_input(user_key: &str, random: &[u8], expires: i64) -> Vec<u8> {
         let mut data = Vec::with_capacity(user_key.len() + 45);
         data.extend_from_slice(b"reddit-challenge-v1\0");
         data.extend_from_slice(user_key.as_bytes());
         data.push(0);
         data.extend_from_slice(random);
         data.extend_from_slice(&expires.to_be_bytes());
-        let full = self.signer.mac_raw(&data);
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&full[..16]);
-        out
+        data
     }
 
     /// A fresh challenge for `user_key` asked by `who`, and when it expires; `429`
@@ -256,7 +261,10 @@ impl Challenges {
         let mut bytes = Vec::with_capacity(40);
         bytes.extend_from_slice(&random);
         bytes.extend_from_slice(&expires.to_be_bytes());
-        bytes.extend_from_slice(&self.mac(user_key, &random, expires));
+        let mac = self
+            .signer
+            .mac_raw(&Self::mac_input(user_key, &random, expires));
+        bytes.extend_from_slice(&mac[..16]);
         Ok((hex::encode(bytes), expires))
     }
 
@@ -282,7 +290,10 @@ impl Challenges {
         let mut exp = [0u8; 8];
         exp.copy_from_slice(expires);
         let expires = i64::from_be_bytes(exp);
-        if !constant_time_eq(&self.mac(user.key(), random, expires), mac) {
+        if !self
+            .signer
+            .verify_mac(&Self::mac_input(user.key(), random, expires), mac)
+        {
             return Err(not_issued());
         }
         if expires <= now {

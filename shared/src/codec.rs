@@ -16,8 +16,9 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WireError> {
 }
 
 /// Decodes a request or reply. Bytes that are not MessagePack give `malformed`;
-/// valid MessagePack of the wrong shape (missing field, wrong type, invalid name)
-/// gives `invalid_request` naming the problem.
+/// valid MessagePack of the wrong shape (missing field, wrong type, invalid name,
+/// unknown enum value) gives `invalid_request` naming the field (its path, such
+/// as `limit` or `repost_of.id`), as do bytes left over after the map.
 ///
 /// The top level must be a map: rmp_serde would also read a struct from an array
 /// by position, which is not part of the protocol.
@@ -28,7 +29,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
         bytes
     };
     match bytes[0] {
-        0x80..=0x8f | 0xde | 0xdf => rmp_serde::from_slice(bytes).map_err(decode_error),
+        0x80..=0x8f | 0xde | 0xdf => decode_map(bytes),
         0xc1 => Err(WireError::new(
             ErrorCode::Malformed,
             "the payload is not valid MessagePack (reserved marker 0xc1)",
@@ -68,8 +69,33 @@ pub fn decode_reply<T: DeserializeOwned>(
         .map_err(|e| WireError::internal(format!("could not decode the reply: {e}")))
 }
 
-fn decode_error(e: rmp_serde::decode::Error) -> WireError {
+fn decode_map<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    let mut de = rmp_serde::Deserializer::new(bytes);
+    // The fast path decodes without tracking where it is; only a failure is
+    // decoded again, with the field path for the message.
+    let value = T::deserialize(&mut de).map_err(|_| {
+        let mut again = rmp_serde::Deserializer::new(bytes);
+        match serde_path_to_error::deserialize::<_, T>(&mut again) {
+            Err(e) => {
+                let path = e.path().to_string();
+                decode_error(e.into_inner(), &path)
+            }
+            Ok(_) => WireError::invalid("the payload could not be decoded"),
+        }
+    })?;
+    let rest = de.get_ref().len();
+    if rest > 0 {
+        return Err(WireError::invalid(format!(
+            "the payload has {rest} byte(s) after its map; send exactly one MessagePack map"
+        )));
+    }
+    Ok(value)
+}
+
+/// The wire error for a failed decode at field `path` (`.` for the top level).
+fn decode_error(e: rmp_serde::decode::Error, path: &str) -> WireError {
     use rmp_serde::decode::Error as E;
+    let field = (!path.is_empty() && path != ".").then_some(path);
     match e {
         E::InvalidMarkerRead(_)
         | E::InvalidDataRead(_)
@@ -80,10 +106,18 @@ fn decode_error(e: rmp_serde::decode::Error) -> WireError {
             ErrorCode::Malformed,
             format!("the payload is not valid MessagePack: {e}"),
         ),
-        E::TypeMismatch(marker) => WireError::invalid(format!(
-            "the payload must be a MessagePack map of named fields (found {marker:?})"
-        )),
-        other => WireError::invalid(format!("invalid request: {other}")),
+        E::TypeMismatch(marker) => match field {
+            Some(f) => WireError::invalid(format!(
+                "field `{f}` has the wrong type (found MessagePack {marker:?})"
+            )),
+            None => WireError::invalid(format!(
+                "the payload must be a MessagePack map of named fields (found {marker:?})"
+            )),
+        },
+        other => match field {
+            Some(f) => WireError::invalid(format!("field `{f}`: {other}")),
+            None => WireError::invalid(format!("invalid request: {other}")),
+        },
     }
 }
 
@@ -147,5 +181,71 @@ mod tests {
         let e = decode::<Probe>(&encode(&BadName { name: "x y" }).unwrap()).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
         assert!(e.message.contains("username"), "{}", e.message);
+    }
+
+    #[test]
+    fn invalid_requests_name_the_field() {
+        #[derive(Serialize)]
+        struct Wrong {
+            name: u64,
+        }
+        let e = decode::<Probe>(&encode(&Wrong { name: 7 }).unwrap()).unwrap_err();
+        assert!(e.message.contains("`name`"), "{}", e.message);
+        #[derive(Serialize)]
+        struct StringCount {
+            name: &'static str,
+            n: &'static str,
+        }
+        let e = decode::<Probe>(
+            &encode(&StringCount {
+                name: "bob",
+                n: "7",
+            })
+            .unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("`n`"), "{}", e.message);
+        assert!(
+            !e.message.contains("must be a MessagePack map"),
+            "{}",
+            e.message
+        );
+        #[derive(Serialize)]
+        struct BadName {
+            name: &'static str,
+        }
+        let e = decode::<Probe>(&encode(&BadName { name: "x y" }).unwrap()).unwrap_err();
+        assert!(e.message.contains("`name`"), "{}", e.message);
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Nested {
+            inner: Probe,
+        }
+        #[derive(Serialize)]
+        struct NestedWrong {
+            inner: Wrong,
+        }
+        let e = decode::<Nested>(
+            &encode(&NestedWrong {
+                inner: Wrong { name: 1 },
+            })
+            .unwrap(),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("`inner.name`"), "{}", e.message);
+    }
+
+    #[test]
+    fn bytes_after_the_map_are_refused() {
+        let mut bytes = encode(&Probe {
+            name: "bob".parse().unwrap(),
+            n: 1,
+        })
+        .unwrap();
+        bytes.push(0xc0);
+        let e = decode::<Probe>(&bytes).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("after its map"), "{}", e.message);
     }
 }

@@ -68,9 +68,20 @@ impl Mix {
         ]
     }
 
-    /// Parses `post=5,comment=15,...` (missing keys keep their defaults).
+    /// Parses `post=5,comment=15,...`: the whole mix, so an action not named has
+    /// weight 0 (`--mix post=30,vote=70` runs posts and votes only). A key given
+    /// twice is an error.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut mix = Self::default();
+        let mut mix = Self {
+            post: 0.0,
+            comment: 0.0,
+            vote: 0.0,
+            dm: 0.0,
+            feed: 0.0,
+            join: 0.0,
+            leave: 0.0,
+        };
+        let mut seen = std::collections::HashSet::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part
                 .split_once('=')
@@ -80,6 +91,9 @@ impl Mix {
                 .ok()
                 .filter(|v: &f64| v.is_finite() && *v >= 0.0)
                 .ok_or_else(|| format!("mix weight {v:?} is not a non-negative number"))?;
+            if !seen.insert(k.to_owned()) {
+                return Err(format!("mix key {k:?} is given twice"));
+            }
             match k {
                 "post" => mix.post = v,
                 "comment" => mix.comment = v,
@@ -241,5 +255,26 @@ impl SimConfig {
         reddit_shared::names::SubredditName::parse(&self.subreddit(self.subreddits))
             .map_err(|e| e.to_string())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mix;
+
+    #[test]
+    fn a_mix_replaces_the_default_instead_of_merging() {
+        let m = Mix::parse("post=30,vote=70").unwrap();
+        assert_eq!((m.post, m.vote), (30.0, 70.0));
+        assert_eq!(
+            (m.comment, m.dm, m.feed, m.join, m.leave),
+            (0.0, 0.0, 0.0, 0.0, 0.0)
+        );
+        let d = Mix::parse("post=5,comment=15,vote=40,dm=5,feed=30,join=3,leave=2").unwrap();
+        assert_eq!(d.weights(), Mix::default().weights());
+        assert!(Mix::parse("post=1,post=2").is_err());
+        assert!(Mix::parse("join=0").is_err(), "all zero");
+        assert!(Mix::parse("bogus=1").is_err());
+        assert!(Mix::parse("post=-1").is_err());
     }
 }

@@ -52,7 +52,7 @@ pub struct CommentTreeRequest {
     /// The post.
     pub post_id: PostId,
     /// Sibling order (default `best`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::protocol::nil_as_default")]
     pub sort: CommentSort,
     /// At most this many comments, taken depth-first in order (default 500, at most 2,000).
     #[serde(default)]

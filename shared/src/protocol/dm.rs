@@ -56,10 +56,10 @@ pub enum DmFolder {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ListDmsRequest {
     /// Inbox (default) or sent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::protocol::nil_as_default")]
     pub folder: DmFolder,
     /// Only unread messages (inbox only).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::protocol::nil_as_default")]
     pub unread_only: bool,
     /// Page size (default 25, at most 100).
     #[serde(default)]

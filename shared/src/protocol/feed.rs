@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FeedRequest {
     /// Order (default `hot`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::protocol::nil_as_default")]
     pub sort: PostSort,
     /// Page size (default 25, at most 100).
     #[serde(default)]

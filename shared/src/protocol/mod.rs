@@ -26,6 +26,16 @@ pub const DEFAULT_PAGE: u32 = 25;
 /// Largest page size accepted.
 pub const MAX_PAGE: u32 = 100;
 
+/// Reads an optional field (`T?` in docs/protocol.md) that has a default: the key
+/// absent and an explicit nil both mean the default.
+pub fn nil_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// Checks a request's values beyond what its types enforce.
 pub trait Validate {
     /// `Ok` if the request may be acted on, else `400 invalid_request` naming the field.
@@ -220,5 +230,65 @@ mod tests {
         assert!(check_limit(Some(0), 10).is_err());
         assert!(check_limit(Some(11), 10).is_err());
         assert!(check_limit(None, 10).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod nil_tests {
+    use super::dm::{DmFolder, ListDmsRequest};
+    use super::feed::FeedRequest;
+    use super::post::{CreatePostRequest, ListPostsRequest, PostSort};
+    use super::subreddit::CreateSubredditRequest;
+    use crate::codec::decode;
+
+    /// A map whose values are strings, or nil where `None`.
+    fn map(pairs: &[(&str, Option<&str>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmp::encode::write_map_len(&mut out, pairs.len() as u32).unwrap();
+        for (k, v) in pairs {
+            rmp::encode::write_str(&mut out, k).unwrap();
+            match v {
+                Some(v) => rmp::encode::write_str(&mut out, v).unwrap(),
+                None => rmp::encode::write_nil(&mut out).unwrap(),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn nil_means_the_default_wherever_the_doc_says_optional() {
+        let r: CreateSubredditRequest =
+            decode(&map(&[("name", Some("rust")), ("description", None)])).unwrap();
+        assert_eq!(r.description, "");
+        let r: CreatePostRequest = decode(&map(&[
+            ("subreddit", Some("rust")),
+            ("title", Some("t")),
+            ("body", None),
+            ("repost_of", None),
+        ]))
+        .unwrap();
+        assert_eq!(r.body, "");
+        let r: ListPostsRequest = decode(&map(&[
+            ("subreddit", Some("rust")),
+            ("sort", None),
+            ("limit", None),
+            ("cursor", None),
+        ]))
+        .unwrap();
+        assert_eq!(r.sort, PostSort::default());
+        let r: FeedRequest = decode(&map(&[("sort", None), ("limit", None)])).unwrap();
+        assert_eq!(r.sort, PostSort::default());
+        let r: ListDmsRequest = decode(&map(&[("folder", None), ("unread_only", None)])).unwrap();
+        assert_eq!(r.folder, DmFolder::Inbox);
+        assert!(!r.unread_only);
+        let e = decode::<crate::protocol::comment::CommentTreeRequest>(&map(&[
+            ("subreddit", Some("rust")),
+            ("sort", None),
+        ]))
+        .unwrap_err();
+        assert!(
+            e.message.contains("post_id"),
+            "a required field stays required: {e}"
+        );
     }
 }

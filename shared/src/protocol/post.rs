@@ -16,7 +16,7 @@ pub struct CreatePostRequest {
     /// 1–300 characters.
     pub title: String,
     /// Up to 40,000 characters; may be empty.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::protocol::nil_as_default")]
     pub body: String,
     /// The original post, for a repost. It must exist, in any subreddit.
     #[serde(default)]
@@ -61,7 +61,7 @@ pub struct ListPostsRequest {
     /// Which subreddit.
     pub subreddit: SubredditName,
     /// Order (default `hot`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::protocol::nil_as_default")]
     pub sort: PostSort,
     /// Page size (default 25, at most 100).
     #[serde(default)]

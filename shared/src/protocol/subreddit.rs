@@ -13,7 +13,7 @@ pub struct CreateSubredditRequest {
     /// The new subreddit's name.
     pub name: SubredditName,
     /// What it is about (up to 500 characters).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::protocol::nil_as_default")]
     pub description: String,
 }
 
