@@ -89,7 +89,8 @@ impl Default for ClientOptions {
 /// restart or a NATS server restart.
 pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(30);
 
-/// First backoff between retries; it doubles up to [`MAX_BACKOFF`].
+/// First pause between retries (about; with jitter); it doubles up to
+/// [`MAX_BACKOFF`] ([`reddit_shared::backoff`]).
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest backoff between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -438,22 +439,18 @@ impl RedditClient {
         self.allowed(op)?;
         let payload = bytes::Bytes::from(payload);
         let deadline = tokio::time::Instant::now() + self.retry_budget;
-        let mut backoff = FIRST_BACKOFF;
+        let mut delays = reddit_shared::backoff::delays(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             let result = self
                 .attempt(shard, op, token, payload.clone(), idempotency_key)
                 .await;
             match result {
                 Err(e) if e.is_retryable() => {
-                    // Full jitter in [backoff/2, backoff]: clients that failed together
-                    // do not retry together.
-                    let half = backoff / 2;
-                    let pause = half + half.mul_f64(rand::random::<f64>());
+                    let pause = delays.next().unwrap_or(MAX_BACKOFF);
                     if tokio::time::Instant::now() + pause >= deadline {
                         return Err(e);
                     }
                     tokio::time::sleep(pause).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 other => return other,
             }
@@ -543,7 +540,7 @@ impl RedditClient {
         // repeated as is, so a retry starts over with a new challenge.
         let deadline = tokio::time::Instant::now() + self.retry_budget;
         let shard = self.shard_of(username.key());
-        let mut backoff = FIRST_BACKOFF;
+        let mut delays = reddit_shared::backoff::delays(FIRST_BACKOFF, MAX_BACKOFF);
         let reply: LoginReply = loop {
             let challenge: ChallengeReply = self
                 .call(
@@ -566,9 +563,12 @@ impl RedditClient {
                 .attempt(shard, Op::AuthLogin.as_str(), None, payload, None)
                 .await
             {
-                Err(e) if e.is_retryable() && tokio::time::Instant::now() + backoff < deadline => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                Err(e) if e.is_retryable() => {
+                    let pause = delays.next().unwrap_or(MAX_BACKOFF);
+                    if tokio::time::Instant::now() + pause >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(pause).await;
                 }
                 other => break other?,
             }

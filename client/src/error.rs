@@ -67,9 +67,12 @@ impl ClientError {
     }
 
     /// Whether repeating the request (with the same idempotency key) may succeed:
-    /// timeouts, no responders, `503`s and lost connections.
+    /// timeouts, no responders, `503`s, lost connections and `429`s.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind, ErrorKind::TimedOut | ErrorKind::Unavailable)
+        matches!(
+            self.kind,
+            ErrorKind::TimedOut | ErrorKind::Unavailable | ErrorKind::TooManyRequests
+        )
     }
 }
 

@@ -123,7 +123,9 @@ pub async fn run_syncer(
 ) {
     let mut pending: HashMap<ItemKey, Pending> = HashMap::new();
     let mut closed = false;
-    let mut backoff = Duration::from_millis(10);
+    let first = Duration::from_millis(10);
+    let max = Duration::from_secs(1);
+    let mut delays = reddit_shared::backoff::delays(first, max);
     let mut closed_at: Option<tokio::time::Instant> = None;
     loop {
         if pending.is_empty() {
@@ -151,7 +153,7 @@ pub async fn run_syncer(
         let ok = send_round(&peers, &mut pending).await;
         gauge.store((pending.len() + rx.len()) as u64, Ordering::Relaxed);
         if ok {
-            backoff = Duration::from_millis(10);
+            delays = reddit_shared::backoff::delays(first, max);
         } else {
             if closed_at.is_some_and(|t| t.elapsed() > drain_deadline) {
                 tracing::warn!(
@@ -160,8 +162,7 @@ pub async fn run_syncer(
                 );
                 break;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+            tokio::time::sleep(delays.next().unwrap_or(max)).await;
         }
     }
     gauge.store(0, Ordering::Relaxed);

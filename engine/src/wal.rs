@@ -479,7 +479,8 @@ impl Log {
         expected_last: u64,
     ) -> Result<u64, WalError> {
         use jetstream::context::PublishErrorKind as K;
-        let mut backoff = Duration::from_millis(20);
+        let mut delays =
+            reddit_shared::backoff::delays(Duration::from_millis(20), Duration::from_secs(1));
         let mut attempts = 0u32;
         let mut missing_since: Option<Instant> = None;
         loop {
@@ -519,8 +520,8 @@ impl Log {
                     if attempts == 1 || attempts.is_multiple_of(20) {
                         tracing::warn!(shard = self.shard, error = %e, attempts, "log append failed; retrying (replies wait)");
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    let pause = delays.next().unwrap_or(Duration::from_secs(1));
+                    tokio::time::sleep(pause).await;
                 }
             }
         }

@@ -10,8 +10,10 @@
 //! - [`routing`]: the FNV-1a shard hash.
 //! - [`error`]: the wire error codes and their NATS micro-service status numbers.
 //! - [`auth`]: the login challenge text and the token format.
+//! - [`backoff`]: the pauses of every retry loop.
 
 pub mod auth;
+pub mod backoff;
 pub mod codec;
 #[cfg(feature = "nats")]
 pub mod connect;
