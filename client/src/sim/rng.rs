@@ -45,9 +45,14 @@ impl Rng {
         self.f64() < p
     }
 
-    /// Exponentially distributed with mean `mean`.
+    /// Exponentially distributed with mean `mean` (`rand_distr::Exp`; 0 for a mean
+    /// that is not positive).
     pub fn exp(&mut self, mean: f64) -> f64 {
-        -mean * (1.0 - self.f64()).ln()
+        use rand_distr::Distribution;
+        match rand_distr::Exp::new(1.0 / mean) {
+            Ok(d) if mean > 0.0 => d.sample(self),
+            _ => 0.0,
+        }
     }
 
     /// An index drawn with probability proportional to `weights`.
@@ -61,6 +66,30 @@ impl Rng {
             x -= w;
         }
         weights.len().saturating_sub(1)
+    }
+}
+
+/// So `rand_distr`'s distributions sample from the simulator's own generator (8
+/// bytes per simulated user, seeded per user).
+impl rand::RngCore for Rng {
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        Rng::next_u64(self)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(8) {
+            let bytes = Rng::next_u64(self).to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        self.fill_bytes(dest);
+        Ok(())
     }
 }
 

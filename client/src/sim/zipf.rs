@@ -1,55 +1,55 @@
-//! Zipf's law over ranks `1..=n`: `P(k) ∝ 1/k^s`, sampled by binary search in the
-//! cumulative table; and the least-squares fit of `s` to observed counts by rank
-//! on log-log axes.
+//! Zipf's law over ranks `1..=n`: `P(k) ∝ 1/k^s`, sampled with `rand_distr`'s
+//! Zipf (rejection sampling, no table); and the least-squares fit of `s` to
+//! observed counts by rank on log-log axes.
 
 use super::rng::Rng;
+use rand_distr::Distribution;
 
 /// A Zipf distribution over `n` ranks with exponent `s`.
 #[derive(Clone, Debug)]
 pub struct Zipf {
-    cdf: Vec<f64>,
+    /// `None` only if `rand_distr` refused the parameters (it cannot, for the
+    /// `n ≥ 1` and `s ≥ 0` that `new` ensures); sampling then gives rank 1.
+    dist: Option<rand_distr::Zipf<f64>>,
+    n: usize,
+    s: f64,
+    /// The generalized harmonic number `H(n, s)`, for [`p`](Self::p).
+    norm: f64,
 }
 
 impl Zipf {
-    /// Zipf over ranks `1..=n` (n ≥ 1) with exponent `s` (≥ 0).
+    /// Zipf over ranks `1..=n` (n ≥ 1) with exponent `s` (≥ 0; a negative or
+    /// non-finite `s` is taken as 0, uniform).
     pub fn new(n: usize, s: f64) -> Self {
         let n = n.max(1);
-        let mut cdf = Vec::with_capacity(n);
-        let mut total = 0.0;
-        for k in 1..=n {
-            total += 1.0 / (k as f64).powf(s);
-            cdf.push(total);
-        }
-        for c in &mut cdf {
-            *c /= total;
-        }
-        Self { cdf }
+        let s = if s.is_finite() { s.max(0.0) } else { 0.0 };
+        let norm = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).sum();
+        let dist = rand_distr::Zipf::new(n as u64, s).ok();
+        Self { dist, n, s, norm }
     }
 
     /// The probability of 0-based rank index `i`.
     pub fn p(&self, i: usize) -> f64 {
-        match i {
-            0 => self.cdf[0],
-            _ => self.cdf.get(i).map_or(0.0, |c| c - self.cdf[i - 1]),
+        if i >= self.n {
+            return 0.0;
         }
+        1.0 / ((i + 1) as f64).powf(self.s) / self.norm
     }
 
     /// A 0-based rank index.
     pub fn sample(&self, rng: &mut Rng) -> usize {
-        let u = rng.f64();
-        self.cdf
-            .partition_point(|c| *c <= u)
-            .min(self.cdf.len() - 1)
+        let rank = self.dist.as_ref().map_or(1, |d| d.sample(rng) as usize);
+        rank.clamp(1, self.n) - 1
     }
 
     /// Number of ranks.
     pub fn len(&self) -> usize {
-        self.cdf.len()
+        self.n
     }
 
     /// Never true (there is at least one rank).
     pub fn is_empty(&self) -> bool {
-        self.cdf.is_empty()
+        self.n == 0
     }
 }
 
