@@ -105,6 +105,26 @@ pub const DEV_SECRET: &str = "reddit-dev-secret-not-for-production";
 /// Shortest secret accepted without `--dev`, in bytes.
 pub const MIN_SECRET_BYTES: usize = 16;
 
+/// The defaults of [`Config`] and of `reddit-engine`'s flags (one place).
+pub mod defaults {
+    /// [`Config::snapshot_every`](super::Config::snapshot_every).
+    pub const SNAPSHOT_EVERY: u64 = 1_000_000;
+    /// [`Config::reply_cache`](super::Config::reply_cache).
+    pub const REPLY_CACHE: usize = crate::replies::DEFAULT_CAPACITY;
+    /// [`Config::queue_capacity`](super::Config::queue_capacity).
+    pub const QUEUE_CAPACITY: usize = 8192;
+    /// [`Config::outbox_capacity`](super::Config::outbox_capacity).
+    pub const OUTBOX_CAPACITY: usize = 65_536;
+    /// [`Config::max_cross_shard`](super::Config::max_cross_shard).
+    pub const MAX_CROSS_SHARD: usize = 4096;
+    /// [`Config::peer_timeout`](super::Config::peer_timeout), in milliseconds.
+    pub const PEER_TIMEOUT_MS: u64 = 2000;
+    /// [`Config::token_ttl`](super::Config::token_ttl), in seconds.
+    pub const TOKEN_TTL_SECS: u64 = 24 * 3600;
+    /// [`Config::subscription_capacity`](super::Config::subscription_capacity).
+    pub const SUBSCRIPTION_CAPACITY: usize = 1 << 18;
+}
+
 /// The default [`Config::serve_user`].
 pub const SERVE_USER: &str = "engine-serve";
 
@@ -121,21 +141,21 @@ impl Config {
     ) -> Self {
         Self {
             storage: Storage::Jetstream,
-            snapshot_every: 1_000_000,
-            reply_cache: replies::DEFAULT_CAPACITY,
+            snapshot_every: defaults::SNAPSHOT_EVERY,
+            reply_cache: defaults::REPLY_CACHE,
             nats_url: nats_url.into(),
             shard,
             shards,
             secret: secret.into(),
-            queue_capacity: 8192,
-            outbox_capacity: 65_536,
-            max_cross_shard: 4096,
-            peer_timeout: Duration::from_secs(2),
-            token_ttl: Duration::from_secs(24 * 3600),
+            queue_capacity: defaults::QUEUE_CAPACITY,
+            outbox_capacity: defaults::OUTBOX_CAPACITY,
+            max_cross_shard: defaults::MAX_CROSS_SHARD,
+            peer_timeout: Duration::from_millis(defaults::PEER_TIMEOUT_MS),
+            token_ttl: Duration::from_secs(defaults::TOKEN_TTL_SECS),
             dev: false,
             serve_user: SERVE_USER.to_owned(),
             work_user: WORK_USER.to_owned(),
-            subscription_capacity: 1 << 18,
+            subscription_capacity: defaults::SUBSCRIPTION_CAPACITY,
         }
     }
 }

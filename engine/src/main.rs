@@ -53,10 +53,10 @@ struct Args {
     #[arg(long)]
     print_callout_issuer: bool,
     /// Requests that may queue for the shard before new ones get 503.
-    #[arg(long, env = "REDDIT_QUEUE_CAPACITY", default_value_t = 8192)]
+    #[arg(long, env = "REDDIT_QUEUE_CAPACITY", default_value_t = reddit_engine::defaults::QUEUE_CAPACITY)]
     queue_capacity: usize,
     /// Timeout of each request to another shard, in milliseconds.
-    #[arg(long, env = "REDDIT_PEER_TIMEOUT_MS", default_value_t = 2000)]
+    #[arg(long, env = "REDDIT_PEER_TIMEOUT_MS", default_value_t = reddit_engine::defaults::PEER_TIMEOUT_MS)]
     peer_timeout_ms: u64,
     /// Runtime threads: 1 (default) runs the shard on one thread, best when shards
     /// share the cores; more lets one busy shard overlap network I/O and work.
@@ -69,13 +69,13 @@ struct Args {
     storage: reddit_engine::Storage,
     /// Events logged between snapshots (0: snapshot only at shutdown). A restart
     /// replays at most about this many events after the latest snapshot.
-    #[arg(long, env = "REDDIT_SNAPSHOT_EVERY", default_value_t = 1_000_000)]
+    #[arg(long, env = "REDDIT_SNAPSHOT_EVERY", default_value_t = reddit_engine::defaults::SNAPSHOT_EVERY)]
     snapshot_every: u64,
     /// Replies of writes remembered for retries (by idempotency key).
-    #[arg(long, env = "REDDIT_REPLY_CACHE", default_value_t = 100_000)]
+    #[arg(long, env = "REDDIT_REPLY_CACHE", default_value_t = reddit_engine::defaults::REPLY_CACHE)]
     reply_cache: usize,
     /// Lifetime of login tokens, in seconds.
-    #[arg(long, env = "REDDIT_TOKEN_TTL_SECS", default_value_t = 86_400)]
+    #[arg(long, env = "REDDIT_TOKEN_TTL_SECS", default_value_t = reddit_engine::defaults::TOKEN_TTL_SECS)]
     token_ttl_secs: u64,
 }
 
