@@ -478,7 +478,7 @@ impl RedditClient {
             }
             request = request.headers(headers);
         }
-        let subject = format!("{}.{shard}.{op}", subject::REQUEST_PREFIX);
+        let subject = subject::request_raw(shard, op);
         let msg = self
             .nats
             .send_request(subject, request)

@@ -182,20 +182,20 @@ pub async fn run(
         Workload {
             op: "read",
             engine_subject: read_subject,
-            echo_subject: format!("reddit.echo.{read_size}"),
+            echo_subject: subject::echo(read_size),
             headers: async_nats::HeaderMap::new(),
             payloads: vec![read],
         },
         Workload {
             op: "vote",
             engine_subject: vote_subject,
-            echo_subject: format!("reddit.echo.{vote_size}"),
+            echo_subject: subject::echo(vote_size),
             headers: auth,
             payloads: votes,
         },
     ];
     // Is the echo responder there?
-    nats.request(format!("reddit.echo.{read_size}"), Bytes::new())
+    nats.request(subject::echo(read_size), Bytes::new())
         .await
         .map_err(|e| {
             ClientError::new(

@@ -19,7 +19,29 @@ pub const INTERNAL_TOKEN: &str = "internal";
 
 /// `reddit.shard.<shard>.<op>`.
 pub fn request(shard: u32, op: Op) -> String {
-    format!("{REQUEST_PREFIX}.{shard}.{}", op.as_str())
+    request_raw(shard, op.as_str())
+}
+
+/// `reddit.shard.<shard>.<op>` for an operation name that may not exist (tests of
+/// bad input, raw calls).
+pub fn request_raw(shard: u32, op: &str) -> String {
+    format!("{REQUEST_PREFIX}.{shard}.{op}")
+}
+
+/// `reddit.events.user.*`: every user's pushes (the service role's simulator
+/// hands them to its users).
+pub fn all_user_events() -> String {
+    user_events("*")
+}
+
+/// `reddit.echo.<size>`: the benchmark's echo responder, answering `size` bytes.
+pub fn echo(size: usize) -> String {
+    format!("{ECHO_PREFIX}.{size}")
+}
+
+/// `reddit.echo.>`: what the echo responder serves.
+pub fn echo_wildcard() -> String {
+    format!("{ECHO_PREFIX}.>")
 }
 
 /// `reddit.shard.<shard>.>`: everything shard `shard` serves.

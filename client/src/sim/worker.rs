@@ -756,7 +756,7 @@ pub async fn run(cfg: SimConfig, part: u32) -> anyhow::Result<()> {
     // Pushes for this process's users.
     let mut pushes = client
         .nats()
-        .subscribe("reddit.events.user.*")
+        .subscribe(reddit_shared::subject::all_user_events())
         .await
         .context("subscribing to push events")?;
     client.nats().flush().await.context("flushing")?;

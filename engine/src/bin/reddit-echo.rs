@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
     let mut endpoint = service
         .endpoint_builder()
         .name("echo")
-        .add("reddit.echo.>")
+        .add(reddit_shared::subject::echo_wildcard())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     client.flush().await?;
