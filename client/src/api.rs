@@ -21,16 +21,16 @@ use reddit_shared::protocol::post::{
     CreatePostRequest, GetPostRequest, ListPostsRequest, PostPage, PostView,
 };
 use reddit_shared::protocol::push::PushEvent;
+use reddit_shared::protocol::rpc::{JoinRequest, LeaveRequest, Route, Rpc, StatsRequest};
 use reddit_shared::protocol::subreddit::{
     CreateSubredditRequest, GetSubredditRequest, ListSubredditsRequest, MembershipReply,
-    MembershipRequest, SubredditList, SubredditView,
+    MembershipRequest, SubredditView,
 };
 use reddit_shared::protocol::user::{
-    ChallengeReply, ChallengeRequest, GetUserRequest, LoginReply, LoginRequest, RegisterRequest,
-    UserView,
+    ChallengeRequest, GetUserRequest, LoginReply, LoginRequest, RegisterRequest, UserView,
 };
 use reddit_shared::protocol::vote::{VoteReply, VoteRequest};
-use reddit_shared::protocol::{Empty, Op, Validate};
+use reddit_shared::protocol::{Op, Validate};
 use reddit_shared::routing::shard_for;
 use reddit_shared::{subject, IDEMPOTENCY_HEADER, PROTOCOL_VERSION, SERVICE_NAME};
 use serde::de::DeserializeOwned;
@@ -506,14 +506,40 @@ impl RedditClient {
         reddit_shared::connect::decode_message(&msg).map_err(ClientError::from)
     }
 
-    async fn call<Req: Serialize + Validate, Resp: DeserializeOwned>(
+    /// Sends any request of the contract ([`Rpc`]) to the shard its
+    /// [`route`](Rpc::route) names (the caller's own for [`Route::Caller`], shard 0
+    /// for [`Route::AnyShard`]; see [`send_to`](Self::send_to)), with `session`'s
+    /// token if given, and decodes its reply type.
+    pub async fn send<R: Rpc>(
         &self,
-        key: &str,
-        op: Op,
-        token: Option<&str>,
-        req: &Req,
-    ) -> Result<Resp, ClientError> {
-        self.call_shard(self.shard_of(key), op, token, req).await
+        session: Option<&Session>,
+        req: &R,
+    ) -> Result<R::Reply, ClientError> {
+        let shard = match req.route() {
+            Route::Key(key) => self.shard_of(key),
+            Route::AnyShard => 0,
+            Route::Caller => {
+                let s = session.ok_or_else(|| {
+                    ClientError::new(
+                        ErrorKind::Unauthorized,
+                        format!("{} acts as a user: it needs a session", R::OP.as_str()),
+                    )
+                })?;
+                self.shard_of(s.username.key())
+            }
+        };
+        self.send_to(shard, session, req).await
+    }
+
+    /// [`send`](Self::send) to shard `shard`.
+    pub async fn send_to<R: Rpc>(
+        &self,
+        shard: u32,
+        session: Option<&Session>,
+        req: &R,
+    ) -> Result<R::Reply, ClientError> {
+        let token = session.map(|s| s.token.as_str());
+        self.call_shard(shard, R::OP, token, req).await
     }
 
     /// `user.register`.
@@ -526,8 +552,7 @@ impl RedditClient {
             username: username.clone(),
             public_key: identity.public_key_hex(),
         };
-        self.call(username.key(), Op::UserRegister, None, &req)
-            .await
+        self.send(None, &req).await
     }
 
     /// Logs in by key: `auth.challenge`, sign, `auth.login`.
@@ -542,13 +567,12 @@ impl RedditClient {
         let shard = self.shard_of(username.key());
         let mut delays = reddit_shared::backoff::delays(FIRST_BACKOFF, MAX_BACKOFF);
         let reply: LoginReply = loop {
-            let challenge: ChallengeReply = self
-                .call(
-                    username.key(),
-                    Op::AuthChallenge,
+            let username_owned = username.clone();
+            let challenge = self
+                .send(
                     None,
                     &ChallengeRequest {
-                        username: username.clone(),
+                        username: username_owned,
                     },
                 )
                 .await?;
@@ -586,10 +610,8 @@ impl RedditClient {
 
     /// `user.get`.
     pub async fn get_user(&self, username: &Username) -> Result<UserView, ClientError> {
-        let req = GetUserRequest {
-            username: username.clone(),
-        };
-        self.call(username.key(), Op::UserGet, None, &req).await
+        let username = username.clone();
+        self.send(None, &GetUserRequest { username }).await
     }
 
     /// `sub.create`.
@@ -599,25 +621,21 @@ impl RedditClient {
         name: &SubredditName,
         description: &str,
     ) -> Result<SubredditView, ClientError> {
-        let req = CreateSubredditRequest {
-            name: name.clone(),
-            description: description.to_owned(),
-        };
-        self.call(name.key(), Op::SubCreate, Some(&session.token), &req)
-            .await
+        let (name, description) = (name.clone(), description.to_owned());
+        let req = CreateSubredditRequest { name, description };
+        self.send(Some(session), &req).await
     }
 
     /// `sub.get`.
     pub async fn get_subreddit(&self, name: &SubredditName) -> Result<SubredditView, ClientError> {
-        let req = GetSubredditRequest { name: name.clone() };
-        self.call(name.key(), Op::SubGet, None, &req).await
+        let name = name.clone();
+        self.send(None, &GetSubredditRequest { name }).await
     }
 
     /// `sub.list` on every shard, merged: most members first.
     pub async fn list_subreddits(&self, limit: u32) -> Result<Vec<SubredditView>, ClientError> {
         let req = ListSubredditsRequest { limit: Some(limit) };
-        let calls = (0..self.shards)
-            .map(|k| self.call_shard::<_, SubredditList>(k, Op::SubList, None, &req));
+        let calls = (0..self.shards).map(|k| self.send_to(k, None, &req));
         let mut all = Vec::new();
         for r in futures::future::join_all(calls).await {
             all.extend(r?.subreddits);
@@ -637,9 +655,9 @@ impl RedditClient {
         session: &Session,
         name: &SubredditName,
     ) -> Result<MembershipReply, ClientError> {
-        let req = MembershipRequest { name: name.clone() };
-        self.call(name.key(), Op::SubJoin, Some(&session.token), &req)
-            .await
+        let name = name.clone();
+        let req = JoinRequest(MembershipRequest { name });
+        self.send(Some(session), &req).await
     }
 
     /// `sub.leave`.
@@ -648,9 +666,9 @@ impl RedditClient {
         session: &Session,
         name: &SubredditName,
     ) -> Result<MembershipReply, ClientError> {
-        let req = MembershipRequest { name: name.clone() };
-        self.call(name.key(), Op::SubLeave, Some(&session.token), &req)
-            .await
+        let name = name.clone();
+        let req = LeaveRequest(MembershipRequest { name });
+        self.send(Some(session), &req).await
     }
 
     /// `post.create`.
@@ -659,13 +677,7 @@ impl RedditClient {
         session: &Session,
         req: &CreatePostRequest,
     ) -> Result<PostView, ClientError> {
-        self.call(
-            req.subreddit.key(),
-            Op::PostCreate,
-            Some(&session.token),
-            req,
-        )
-        .await
+        self.send(Some(session), req).await
     }
 
     /// `post.get`.
@@ -674,17 +686,13 @@ impl RedditClient {
         subreddit: &SubredditName,
         id: PostId,
     ) -> Result<PostView, ClientError> {
-        let req = GetPostRequest {
-            subreddit: subreddit.clone(),
-            id,
-        };
-        self.call(subreddit.key(), Op::PostGet, None, &req).await
+        let subreddit = subreddit.clone();
+        self.send(None, &GetPostRequest { subreddit, id }).await
     }
 
     /// `post.list`.
     pub async fn list_posts(&self, req: &ListPostsRequest) -> Result<PostPage, ClientError> {
-        self.call(req.subreddit.key(), Op::PostList, None, req)
-            .await
+        self.send(None, req).await
     }
 
     /// `comment.create`.
@@ -693,19 +701,12 @@ impl RedditClient {
         session: &Session,
         req: &CreateCommentRequest,
     ) -> Result<CommentView, ClientError> {
-        self.call(
-            req.subreddit.key(),
-            Op::CommentCreate,
-            Some(&session.token),
-            req,
-        )
-        .await
+        self.send(Some(session), req).await
     }
 
     /// `comment.tree`.
     pub async fn comment_tree(&self, req: &CommentTreeRequest) -> Result<CommentTree, ClientError> {
-        self.call(req.subreddit.key(), Op::CommentTree, None, req)
-            .await
+        self.send(None, req).await
     }
 
     /// `vote.cast`.
@@ -714,8 +715,7 @@ impl RedditClient {
         session: &Session,
         req: &VoteRequest,
     ) -> Result<VoteReply, ClientError> {
-        self.call(req.subreddit.key(), Op::VoteCast, Some(&session.token), req)
-            .await
+        self.send(Some(session), req).await
     }
 
     /// `feed.get`.
@@ -724,13 +724,7 @@ impl RedditClient {
         session: &Session,
         req: &FeedRequest,
     ) -> Result<PostPage, ClientError> {
-        self.call(
-            session.username.key(),
-            Op::FeedGet,
-            Some(&session.token),
-            req,
-        )
-        .await
+        self.send(Some(session), req).await
     }
 
     /// `dm.send`.
@@ -740,17 +734,8 @@ impl RedditClient {
         to: &Username,
         body: &str,
     ) -> Result<DmView, ClientError> {
-        let req = SendDmRequest {
-            to: to.clone(),
-            body: body.to_owned(),
-        };
-        self.call(
-            session.username.key(),
-            Op::DmSend,
-            Some(&session.token),
-            &req,
-        )
-        .await
+        let (to, body) = (to.clone(), body.to_owned());
+        self.send(Some(session), &SendDmRequest { to, body }).await
     }
 
     /// `dm.reply`.
@@ -760,17 +745,9 @@ impl RedditClient {
         dm_id: DmId,
         body: &str,
     ) -> Result<DmView, ClientError> {
-        let req = ReplyDmRequest {
-            dm_id,
-            body: body.to_owned(),
-        };
-        self.call(
-            session.username.key(),
-            Op::DmReply,
-            Some(&session.token),
-            &req,
-        )
-        .await
+        let body = body.to_owned();
+        self.send(Some(session), &ReplyDmRequest { dm_id, body })
+            .await
     }
 
     /// `dm.list`.
@@ -779,13 +756,7 @@ impl RedditClient {
         session: &Session,
         req: &ListDmsRequest,
     ) -> Result<DmPage, ClientError> {
-        self.call(
-            session.username.key(),
-            Op::DmList,
-            Some(&session.token),
-            req,
-        )
-        .await
+        self.send(Some(session), req).await
     }
 
     /// `dm.read`.
@@ -794,20 +765,12 @@ impl RedditClient {
         session: &Session,
         ids: Vec<DmId>,
     ) -> Result<MarkReadReply, ClientError> {
-        let req = MarkReadRequest { ids };
-        self.call(
-            session.username.key(),
-            Op::DmRead,
-            Some(&session.token),
-            &req,
-        )
-        .await
+        self.send(Some(session), &MarkReadRequest { ids }).await
     }
 
     /// `shard.stats` of one shard.
     pub async fn shard_stats(&self, shard: u32) -> Result<ShardStats, ClientError> {
-        self.call_shard(shard, Op::ShardStats, None, &Empty {})
-            .await
+        self.send_to(shard, None, &StatsRequest {}).await
     }
 
     /// `shard.stats` of every shard.
@@ -868,7 +831,7 @@ impl RedditClient {
             timeout: self.timeout.max(Duration::from_secs(120)),
             ..self.clone()
         };
-        patient.call_shard(0, Op::AuditRun, None, &req).await
+        patient.send_to(0, None, &req).await
     }
 
     /// Push events for `user` (`reddit.events.user.<username>`).

@@ -11,3 +11,4 @@ pub use api::{connect_nats, ClientOptions, EventStream, RedditClient, Role, Sess
 pub use error::{ClientError, ErrorKind};
 pub use identity::{Identity, KeyStore};
 pub use reddit_shared as protocol;
+pub use reddit_shared::protocol::rpc::{Route, Rpc};

@@ -8,6 +8,7 @@ pub mod feed;
 pub mod internal;
 pub mod post;
 pub mod push;
+pub mod rpc;
 pub mod subreddit;
 pub mod user;
 pub mod vote;
