@@ -32,6 +32,7 @@ use reddit_shared::protocol::internal::{
 use reddit_shared::protocol::post::{
     CreatePostRequest, GetPostRequest, ListPostsRequest, PostView,
 };
+use reddit_shared::protocol::rpc::{Rpc, StatsRequest};
 use reddit_shared::protocol::subreddit::{
     CreateSubredditRequest, GetSubredditRequest, ListSubredditsRequest, MembershipRequest,
     SubredditList,
@@ -41,7 +42,7 @@ use reddit_shared::protocol::user::{
     RegisterRequest,
 };
 use reddit_shared::protocol::vote::VoteRequest;
-use reddit_shared::protocol::{Empty, Op, Validate, DEFAULT_PAGE};
+use reddit_shared::protocol::{Op, Validate, DEFAULT_PAGE};
 use reddit_shared::subject::ReplyTo;
 use reddit_shared::{
     now_millis, subject, IDEMPOTENCY_HEADER, MAX_PAGE_BYTES, MAX_REQUEST_BYTES, PROTOCOL_VERSION,
@@ -319,6 +320,15 @@ enum Idem {
 
 fn reply<T: Serialize>(value: &T) -> Result<Handled, WireError> {
     encode(value).map(Handled::Reply)
+}
+
+/// Reads request `R` from `payload`, lets `f` answer it, and encodes the reply:
+/// the contract's table ([`Rpc`]) decides that `f` returns `R`'s reply type.
+fn answer<R: Rpc>(
+    payload: &[u8],
+    f: impl FnOnce(R) -> Result<R::Reply, WireError>,
+) -> Result<Handled, WireError> {
+    reply(&f(parse::<R>(payload)?)?)
 }
 
 fn parse<T: DeserializeOwned + Validate>(payload: &[u8]) -> Result<T, WireError> {
@@ -1013,11 +1023,10 @@ impl Actor {
         let p: &[u8] = &request.message.payload;
         let now = now_millis();
         match op {
-            Op::UserRegister => {
-                let r: RegisterRequest = parse(p)?;
+            Op::UserRegister => answer(p, |r: RegisterRequest| {
                 let key = parse_public_key(&r.public_key)?;
-                reply(&self.state.register(&r.username, key, now)?)
-            }
+                self.state.register(&r.username, key, now)
+            }),
             Op::AuthChallenge => {
                 let r: ChallengeRequest = parse(p)?;
                 let (_, name) = self.state.public_key(&r.username)?;
@@ -1047,30 +1056,23 @@ impl Actor {
                     expires_at,
                 })
             }
-            Op::UserGet => {
-                let r: GetUserRequest = parse(p)?;
-                reply(&self.state.get_user(&r.username)?)
-            }
+            Op::UserGet => answer(p, |r: GetUserRequest| self.state.get_user(&r.username)),
             Op::SubCreate => {
                 let who = self.caller(request, now)?;
-                let r: CreateSubredditRequest = parse(p)?;
-                reply(
-                    &self
-                        .state
-                        .create_subreddit(&who, &r.name, r.description, now)?,
-                )
-            }
-            Op::SubGet => {
-                let r: GetSubredditRequest = parse(p)?;
-                reply(&self.state.get_subreddit(&r.name)?)
-            }
-            Op::SubList => {
-                let r: ListSubredditsRequest = parse(p)?;
-                let limit = r.limit.unwrap_or(DEFAULT_PAGE) as usize;
-                reply(&SubredditList {
-                    subreddits: self.state.list_subreddits(limit),
+                answer(p, |r: CreateSubredditRequest| {
+                    self.state
+                        .create_subreddit(&who, &r.name, r.description, now)
                 })
             }
+            Op::SubGet => answer(p, |r: GetSubredditRequest| {
+                self.state.get_subreddit(&r.name)
+            }),
+            Op::SubList => answer(p, |r: ListSubredditsRequest| {
+                let limit = r.limit.unwrap_or(DEFAULT_PAGE) as usize;
+                Ok(SubredditList {
+                    subreddits: self.state.list_subreddits(limit),
+                })
+            }),
             Op::SubJoin | Op::SubLeave => {
                 let who = self.caller(request, now)?;
                 let r: MembershipRequest = parse(p)?;
@@ -1155,36 +1157,27 @@ impl Actor {
                     }
                 }
             }
-            Op::PostGet => {
-                let r: GetPostRequest = parse(p)?;
-                reply(&self.state.get_post(&r.subreddit, r.id)?)
-            }
-            Op::PostList => {
-                let r: ListPostsRequest = parse(p)?;
-                reply(
-                    &self
-                        .state
-                        .list_posts(&r.subreddit, r.sort, r.limit, r.cursor.as_ref())?,
-                )
-            }
+            Op::PostGet => answer(p, |r: GetPostRequest| {
+                self.state.get_post(&r.subreddit, r.id)
+            }),
+            Op::PostList => answer(p, |r: ListPostsRequest| {
+                self.state
+                    .list_posts(&r.subreddit, r.sort, r.limit, r.cursor.as_ref())
+            }),
             Op::CommentCreate => {
                 let who = self.caller(request, now)?;
-                let r: CreateCommentRequest = parse(p)?;
-                reply(&self.state.create_comment(&who, r, now, fx)?)
+                answer(p, |r: CreateCommentRequest| {
+                    self.state.create_comment(&who, r, now, fx)
+                })
             }
-            Op::CommentTree => {
-                let r: CommentTreeRequest = parse(p)?;
-                reply(&self.state.comment_tree(&r)?)
-            }
+            Op::CommentTree => answer(p, |r: CommentTreeRequest| self.state.comment_tree(&r)),
             Op::VoteCast => {
                 let who = self.caller(request, now)?;
-                let r: VoteRequest = parse(p)?;
-                self.need_sync_room()?;
-                reply(
-                    &self
-                        .state
-                        .vote(&who, &r.subreddit, r.target, r.id, r.value, fx)?,
-                )
+                answer(p, |r: VoteRequest| {
+                    self.need_sync_room()?;
+                    self.state
+                        .vote(&who, &r.subreddit, r.target, r.id, r.value, fx)
+                })
             }
             Op::FeedGet => {
                 let who = self.caller(request, now)?;
@@ -1212,18 +1205,13 @@ impl Actor {
             }
             Op::DmList => {
                 let who = self.caller(request, now)?;
-                let r: ListDmsRequest = parse(p)?;
-                reply(&self.state.list_dms(&who, &r)?)
+                answer(p, |r: ListDmsRequest| self.state.list_dms(&who, &r))
             }
             Op::DmRead => {
                 let who = self.caller(request, now)?;
-                let r: MarkReadRequest = parse(p)?;
-                reply(&self.state.mark_read(&who, r.ids)?)
+                answer(p, |r: MarkReadRequest| self.state.mark_read(&who, r.ids))
             }
-            Op::ShardStats => {
-                let _: Empty = parse(p)?;
-                reply(&self.stats())
-            }
+            Op::ShardStats => answer(p, |_: StatsRequest| Ok(self.stats())),
             Op::AuditRun => {
                 let r: AuditRequest = parse(p)?;
                 let peers = self.ctx.peers.clone();
