@@ -11,37 +11,8 @@ use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_python_client_works() {
-    let deps = Command::new("bash")
-        .arg(common::root().join("scripts/install-python-client.sh"))
-        .output()
-        .expect("run scripts/install-python-client.sh");
-    assert!(
-        deps.status.success(),
-        "installing the Python client's packages failed: {}",
-        String::from_utf8_lossy(&deps.stderr)
-    );
-    let pythonpath = String::from_utf8(deps.stdout).unwrap().trim().to_owned();
     let cluster = Cluster::start(3).await;
-    let url = anon_url(&cluster.nats.url());
-    let script = common::root().join("client/tests/python/minimal_client.py");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg("Dave_Py")
-            .env("PYTHONPATH", pythonpath)
-            .env("NATS_URL", url)
-            .env("SHARDS", "3")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("ok"),
-        "python client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(&cluster, "minimal_client.py", &["Dave_Py"]).await;
     let user = cluster
         .client
         .get_user(&common::un("dave_py"))
@@ -73,6 +44,7 @@ async fn run_python(cluster: &Cluster, script: &str, args: &[&str]) {
             .env("PYTHONPATH", pythonpath)
             .env("NATS_URL", url)
             .env("SERVICE_URL", service)
+            .env("SHARDS", "3")
             .output()
             .unwrap()
     })

@@ -211,15 +211,7 @@ async fn sniffing_replies_and_pushes_is_refused_and_sees_nothing() {
         .await
         .unwrap();
     let page = alice_c
-        .list_dms(
-            &alice,
-            &ListDmsRequest {
-                folder: DmFolder::Inbox,
-                unread_only: false,
-                limit: None,
-                cursor: None,
-            },
-        )
+        .list_dms(&alice, &ListDmsRequest::default())
         .await
         .unwrap();
     assert_eq!(page.messages.len(), 1);
@@ -245,15 +237,7 @@ async fn sniffing_replies_and_pushes_is_refused_and_sees_nothing() {
     // The token itself is useless on mallory's connection: replies to a request
     // acting as alice go only to alice's inbox.
     let stolen = mallory_c
-        .list_dms(
-            &alice,
-            &ListDmsRequest {
-                folder: DmFolder::Inbox,
-                unread_only: false,
-                limit: None,
-                cursor: None,
-            },
-        )
+        .list_dms(&alice, &ListDmsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(stolen.code(), Some(ErrorCode::Forbidden), "{stolen}");
@@ -477,15 +461,7 @@ async fn forged_tokens_with_published_secrets_fail_and_shards_refuse_them() {
             expires_at,
         };
         let e = c
-            .list_dms(
-                &forged,
-                &ListDmsRequest {
-                    folder: DmFolder::Inbox,
-                    unread_only: false,
-                    limit: None,
-                    cursor: None,
-                },
-            )
+            .list_dms(&forged, &ListDmsRequest::default())
             .await
             .unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::Unauthenticated), "{secret}");
@@ -654,10 +630,8 @@ async fn a_dm_retried_with_a_v4_key_across_a_stalled_recipient_is_stored_once() 
         .list_dms(
             &recipient,
             &ListDmsRequest {
-                folder: DmFolder::Inbox,
-                unread_only: false,
                 limit: Some(100),
-                cursor: None,
+                ..ListDmsRequest::default()
             },
         )
         .await
