@@ -484,23 +484,13 @@ impl RedditClient {
             .send_request(subject, request)
             .await
             .map_err(|e| {
-                use async_nats::RequestErrorKind as K;
-                match e.kind() {
-                    K::NoResponders => ClientError::new(
-                        ErrorKind::Unavailable,
-                        format!("shard {shard} is not running (no responders for {op})"),
-                    ),
-                    K::TimedOut => ClientError::new(
+                let what = format!("{op} to shard {shard}");
+                match reddit_shared::connect::request_failure(&what, &e) {
+                    (_, true) => ClientError::new(
                         ErrorKind::TimedOut,
-                        format!(
-                            "shard {shard} did not answer {op} within {:?}",
-                            self.timeout
-                        ),
+                        format!("{what}: no answer within {:?}", self.timeout),
                     ),
-                    _ => ClientError::new(
-                        ErrorKind::Unavailable,
-                        format!("{op} to shard {shard} failed: {e}"),
-                    ),
+                    (wire, false) => ClientError::from(wire),
                 }
             })?;
         reddit_shared::connect::decode_message(&msg).map_err(ClientError::from)

@@ -8,7 +8,7 @@
 //! carry versions, so a repeat or a reordering is harmless at the receiver.
 
 use reddit_shared::codec::encode;
-use reddit_shared::error::{ErrorCode, WireError};
+use reddit_shared::error::WireError;
 use reddit_shared::protocol::internal::{SyncAck, SyncBatch, SyncItem, MAX_SYNC_ITEMS};
 use reddit_shared::protocol::Op;
 use reddit_shared::subject;
@@ -61,21 +61,7 @@ pub fn reply_of<T: DeserializeOwned>(msg: &async_nats::Message) -> Result<T, Wir
 
 /// The wire error for a failed NATS request to `shard`.
 pub fn request_error(shard: u32, e: &async_nats::RequestError) -> WireError {
-    use async_nats::RequestErrorKind as K;
-    match e.kind() {
-        K::NoResponders => {
-            WireError::unavailable(format!("shard {shard} is not running (no responders)"))
-        }
-        K::TimedOut => WireError::unavailable(format!("shard {shard} did not answer in time")),
-        K::MaxPayloadExceeded => WireError::new(
-            ErrorCode::TooLarge,
-            format!("request to shard {shard} exceeds the NATS max payload"),
-        ),
-        _ => WireError::new(
-            ErrorCode::Unavailable,
-            format!("request to shard {shard} failed: {e}"),
-        ),
-    }
+    reddit_shared::connect::request_failure(&format!("request to shard {shard}"), e).0
 }
 
 /// One item for the outbox; `waiter` is told when the destination has it.

@@ -23,6 +23,34 @@ pub fn decode_message<T: DeserializeOwned>(msg: &async_nats::Message) -> Result<
     decode_reply(status.as_deref(), text.as_deref(), &msg.payload)
 }
 
+/// Why a NATS request got no reply (one mapping for the engine and the client):
+/// `503 unavailable` for no responders, a timeout or a lost connection, `413` for
+/// a request over the server's max payload. `what` names the request, e.g.
+/// `"post.get to shard 2"`; the second value says whether it timed out (a client
+/// may report that apart).
+pub fn request_failure(what: &str, e: &async_nats::RequestError) -> (WireError, bool) {
+    use crate::error::ErrorCode;
+    use async_nats::RequestErrorKind as K;
+    match e.kind() {
+        K::NoResponders => (
+            WireError::unavailable(format!("{what}: the shard is not running (no responders)")),
+            false,
+        ),
+        K::TimedOut => (
+            WireError::unavailable(format!("{what}: no answer in time")),
+            true,
+        ),
+        K::MaxPayloadExceeded => (
+            WireError::new(
+                ErrorCode::TooLarge,
+                format!("{what}: the request exceeds the NATS max payload"),
+            ),
+            false,
+        ),
+        _ => (WireError::unavailable(format!("{what} failed: {e}")), false),
+    }
+}
+
 /// Why a connection failed.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to NATS at {url}: {reason}")]
