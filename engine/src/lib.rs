@@ -318,7 +318,8 @@ pub async fn run(
     // - `client` (user `engine-work`): replies (checked by `reply_allowed`),
     //   pushes and requests to other shards; it cannot reach the log or the
     //   JetStream API. (Replies and pushes share it: one connection's writes are
-    //   batched together, which measured ~5% faster than two.)
+    //   batched together; two sending connections measured ~10% slower on the
+    //   mixed workload, docs/performance.md.)
     let engine_options =
         || async_nats::ConnectOptions::new().custom_inbox_prefix(subject::ENGINE_INBOX);
     let has_credentials = reddit_shared::connect::has_credentials(&config.nats_url);
