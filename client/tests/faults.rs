@@ -149,14 +149,7 @@ async fn the_supervisor_restarts_a_killed_shard_and_stops_it_on_sigterm() {
             .arg(common::root().join("scripts/supervise.sh"))
             .args(["shard-0", "--"])
             .arg(&engine)
-            .args([
-                "--nats-url",
-                &common::engine_url(&url),
-                "--shard",
-                "0",
-                "--shards",
-                "1",
-            ])
+            .args(common::engine_args(&url, 0, 1))
             .env("REDDIT_SECRET", common::SECRET)
             .env("RUST_LOG", "warn")
             .process_group(0)

@@ -140,14 +140,7 @@ async fn the_engine_binary_exits_cleanly_on_sigterm_answering_what_it_took() {
     let nats = NatsServer::start();
     let url = nats.url();
     let mut child = Command::new(workspace_bin("reddit-engine"))
-        .args([
-            "--nats-url",
-            &common::engine_url(&url),
-            "--shard",
-            "0",
-            "--shards",
-            "1",
-        ])
+        .args(common::engine_args(&url, 0, 1))
         .env("REDDIT_SECRET", SECRET)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -249,14 +242,7 @@ async fn the_engine_exits_on_sigterm_even_when_nats_is_gone() {
     let url = nats.url();
     let mut child = common::ChildGuard::new(
         Command::new(workspace_bin("reddit-engine"))
-            .args([
-                "--nats-url",
-                &common::engine_url(&url),
-                "--shard",
-                "0",
-                "--shards",
-                "1",
-            ])
+            .args(common::engine_args(&url, 0, 1))
             .env("REDDIT_SECRET", SECRET)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())

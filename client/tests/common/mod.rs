@@ -461,17 +461,24 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// The `reddit-engine` arguments for shard `shard` of `shards` on the NATS server
+/// of `url` (as the engine role).
+pub fn engine_args(url: &str, shard: u32, shards: u32) -> Vec<String> {
+    vec![
+        "--nats-url".into(),
+        engine_url(url),
+        "--shard".into(),
+        shard.to_string(),
+        "--shards".into(),
+        shards.to_string(),
+    ]
+}
+
 /// Starts shard `shard` of `shards` as a `reddit-engine` process with `args`
 /// (killed with SIGKILL when the guard drops: a crash).
 pub fn shard_process(url: &str, shard: u32, shards: u32, args: &[&str]) -> ChildGuard {
     let child = Command::new(workspace_bin("reddit-engine"))
-        .args(["--nats-url", &engine_url(url)])
-        .args([
-            "--shard",
-            &shard.to_string(),
-            "--shards",
-            &shards.to_string(),
-        ])
+        .args(engine_args(url, shard, shards))
         .args(args)
         .env("REDDIT_SECRET", SECRET)
         .env("RUST_LOG", "warn")
