@@ -506,9 +506,7 @@ async fn answer(
             let get = reddit_shared::protocol::user::GetUserRequest {
                 username: username.clone(),
             };
-            let found: Result<reddit_shared::protocol::user::UserView, _> = peers
-                .call(shard, reddit_shared::protocol::Op::UserGet, &get)
-                .await;
+            let found = peers.call(shard, &get).await;
             match found {
                 Ok(user) if hex::decode(&user.public_key).ok().as_deref() == Some(&key[..]) => {
                     Ok((user.username, user_permissions(username)))

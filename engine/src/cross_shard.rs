@@ -7,13 +7,12 @@
 //! and retries failed rounds with backoff until the destination acknowledges. Items
 //! carry versions, so a repeat or a reordering is harmless at the receiver.
 
+use crate::bus::SharedBus;
 use reddit_shared::codec::encode;
 use reddit_shared::error::WireError;
 use reddit_shared::protocol::internal::{SyncAck, SyncBatch, SyncItem, MAX_SYNC_ITEMS};
-use reddit_shared::protocol::Op;
+use reddit_shared::protocol::rpc::Rpc;
 use reddit_shared::subject;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,47 +20,42 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Makes typed requests to shards.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Peers {
-    client: async_nats::Client,
+    bus: SharedBus,
     timeout: Duration,
 }
 
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Peers {
-    /// Requests over `client`, each bounded by `timeout`.
-    pub fn new(client: async_nats::Client, timeout: Duration) -> Self {
-        Self { client, timeout }
+    /// Requests over `bus`, each bounded by `timeout`.
+    pub fn new(bus: SharedBus, timeout: Duration) -> Self {
+        Self { bus, timeout }
     }
 
-    /// Sends `req` to `op` on `shard` and decodes the reply. No responder or no
-    /// answer within the timeout is `503 unavailable`.
-    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        shard: u32,
-        op: Op,
-        req: &Req,
-    ) -> Result<Resp, WireError> {
+    /// Sends `req` to `shard` and decodes its reply: the contract's table
+    /// ([`Rpc`]) names the operation and the reply type. No responder or no answer
+    /// within the timeout is `503 unavailable`.
+    pub async fn call<R: Rpc>(&self, shard: u32, req: &R) -> Result<R::Reply, WireError> {
         let payload = encode(req)?;
-        let request = async_nats::Request::new()
-            .payload(payload.into())
-            .timeout(Some(self.timeout));
         let msg = self
-            .client
-            .send_request(subject::request(shard, op), request)
-            .await
-            .map_err(|e| request_error(shard, &e))?;
-        reply_of(&msg)
+            .bus
+            .request(
+                format!("request to shard {shard}"),
+                subject::request(shard, R::OP).into(),
+                payload.into(),
+                self.timeout,
+            )
+            .await?;
+        reddit_shared::connect::decode_message(&msg)
     }
-}
-
-/// Decodes a NATS reply message into `T` or the wire error it carries.
-pub fn reply_of<T: DeserializeOwned>(msg: &async_nats::Message) -> Result<T, WireError> {
-    reddit_shared::connect::decode_message(msg)
-}
-
-/// The wire error for a failed NATS request to `shard`.
-pub fn request_error(shard: u32, e: &async_nats::RequestError) -> WireError {
-    reddit_shared::connect::request_failure(&format!("request to shard {shard}"), e).0
 }
 
 /// One item for the outbox; `waiter` is told when the destination has it.
@@ -189,8 +183,7 @@ async fn send_round(peers: &Peers, pending: &mut HashMap<ItemKey, Pending>) -> b
             };
             let peers = peers.clone();
             calls.push(async move {
-                let result: Result<SyncAck, WireError> =
-                    peers.call(dest, Op::InternalSync, &batch).await;
+                let result: Result<SyncAck, WireError> = peers.call(dest, &batch).await;
                 (sent, result)
             });
         }

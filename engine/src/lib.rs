@@ -12,6 +12,7 @@
 //! - [`callout`]: the NATS auth callout (who a connection is, and what it may do).
 
 pub mod auth;
+pub mod bus;
 pub mod callout;
 pub mod cross_shard;
 pub mod replies;
@@ -19,9 +20,9 @@ pub mod server;
 pub mod state;
 pub mod wal;
 
+use bus::NatsBus;
 use cross_shard::Peers;
-use reddit_shared::protocol::internal::Hello;
-use reddit_shared::protocol::{Empty, Op};
+use reddit_shared::protocol::rpc::HelloRequest;
 use reddit_shared::{subject, PROTOCOL_VERSION, SERVICE_NAME};
 use server::{Actor, Ctx, Metrics};
 use state::ShardState;
@@ -273,7 +274,7 @@ async fn startup_checks(
     fingerprint: &str,
 ) -> Result<(), EngineError> {
     for other in 0..=config.shards {
-        let hello: Result<Hello, _> = peers.call(other, Op::InternalHello, &Empty {}).await;
+        let hello = peers.call(other, &HelloRequest {}).await;
         let Ok(hello) = hello else { continue };
         if other == config.shard && hello.shards == config.shards {
             return Err(EngineError::AlreadyOwned {
@@ -355,7 +356,8 @@ pub async fn run(
             }
         });
     let serve = connect("-serve", Some(config.serve_user.as_str()), serve_options).await?;
-    let peers = Peers::new(client.clone(), config.peer_timeout);
+    let bus = NatsBus::shared(client.clone());
+    let peers = Peers::new(bus.clone(), config.peer_timeout);
     let token_ttl_ms = i64::try_from(config.token_ttl.as_millis()).unwrap_or(i64::MAX);
     let tokens = auth::TokenSigner::new(config.secret.as_bytes(), token_ttl_ms);
     let issuer = Arc::new(
@@ -383,8 +385,7 @@ pub async fn run(
                 elapsed_ms = r.elapsed.as_millis() as u64,
                 "state recovered from the log"
             );
-            let journal = server::Journal::new(log, r.last_seq, config.snapshot_every);
-            (r.state, r.replies, Some((journal, r.last_seq)))
+            (r.state, r.replies, Some((log, r.last_seq)))
         }
     };
 
@@ -423,7 +424,7 @@ pub async fn run(
     let (jobs_tx, jobs_rx) = mpsc::channel(config.queue_capacity);
     let (sync_tx, sync_rx) = mpsc::channel(config.outbox_capacity);
     let ctx = Ctx {
-        client: client.clone(),
+        bus: bus.clone(),
         peers: peers.clone(),
         tokens,
         metrics: metrics.clone(),
@@ -441,21 +442,21 @@ pub async fn run(
         Duration::from_secs(5),
     ));
     let mut actor = Actor::new(state, ctx, jobs_tx.downgrade()).with_replies(replies);
-    if let Some((journal, _)) = journal {
-        actor = actor.with_journal(journal);
+    if let Some((log, last_seq)) = journal {
+        actor = actor.with_log(Arc::new(log), last_seq, config.snapshot_every);
     }
     let mut actor = tokio::spawn(actor.run(jobs_rx));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let callout = tokio::spawn(callout::serve(
         log_client.clone(),
         issuer.clone(),
-        Peers::new(client.clone(), CALLOUT_PEER_TIMEOUT),
+        Peers::new(bus.clone(), CALLOUT_PEER_TIMEOUT),
         config.shards,
         stop_rx.clone(),
     ));
     let reader = tokio::spawn(server::read_requests(
         endpoint,
-        client.clone(),
+        bus,
         jobs_tx,
         metrics,
         config.shard,

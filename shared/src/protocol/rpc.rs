@@ -9,6 +9,10 @@ use super::dm::{
     DmPage, DmView, ListDmsRequest, MarkReadReply, MarkReadRequest, ReplyDmRequest, SendDmRequest,
 };
 use super::feed::FeedRequest;
+use super::internal::{
+    AuditExport, AuditExportRequest, DeliverDm, FeedCandidates, FeedCandidatesRequest, Hello,
+    SyncAck, SyncBatch,
+};
 use super::post::{CreatePostRequest, GetPostRequest, ListPostsRequest, PostPage, PostView};
 use super::subreddit::{
     CreateSubredditRequest, GetSubredditRequest, ListSubredditsRequest, MembershipReply,
@@ -61,6 +65,11 @@ impl Validate for JoinRequest {}
 pub struct LeaveRequest(pub MembershipRequest);
 impl Validate for LeaveRequest {}
 
+/// `internal.hello`: no fields.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HelloRequest {}
+impl Validate for HelloRequest {}
+
 /// `shard.stats`: no fields.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StatsRequest {}
@@ -82,6 +91,29 @@ macro_rules! rpcs {
         /// Every operation a client may send (for tests that go through all).
         pub const PUBLIC_OPS: &[Op] = &[$(Op::$op,)*];
     };
+}
+
+/// Engine-to-engine requests: addressed to a shard by number, never sent by clients.
+macro_rules! internal_rpcs {
+    ($($req:ty => $op:ident, $reply:ty;)*) => {
+        $(
+            impl Rpc for $req {
+                const OP: Op = Op::$op;
+                type Reply = $reply;
+                fn route(&self) -> Route<'_> {
+                    Route::AnyShard
+                }
+            }
+        )*
+    };
+}
+
+internal_rpcs! {
+    SyncBatch => InternalSync, SyncAck;
+    DeliverDm => InternalDmDeliver, DmView;
+    FeedCandidatesRequest => InternalFeedCandidates, FeedCandidates;
+    AuditExportRequest => InternalAuditExport, AuditExport;
+    HelloRequest => InternalHello, Hello;
 }
 
 rpcs! {

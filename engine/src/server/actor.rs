@@ -1,0 +1,635 @@
+//! The actor: the one task that owns a shard's state. It takes jobs in order,
+//! checks reply subjects, idempotency keys and tokens, hands each request to its
+//! handler ([`super::handlers`]), and carries out the outcome (sync items, pushes,
+//! the reply) once the [`Journal`] says its writes are durable.
+
+use super::journal::{Journal, LogStore};
+use super::{reply_allowed, respond, Ctx, Job, RunJob};
+use crate::auth::{Challenges, VerifiedTokens};
+use crate::cross_shard::SyncEnvelope;
+use crate::replies::{payload_hash, Cached, Lookup, ReplyCache};
+use crate::state::{Effects, Event, PushTarget, ShardState};
+use crate::wal::{Entry, WalError};
+use async_nats::Message;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use reddit_shared::auth::{parse_bearer, AUTH_HEADER};
+use reddit_shared::codec::encode;
+use reddit_shared::error::{ErrorCode, WireError};
+use reddit_shared::ids::DmId;
+use reddit_shared::names::Username;
+use reddit_shared::protocol::admin::ShardStats;
+use reddit_shared::protocol::Op;
+use reddit_shared::subject::{self, ReplyTo};
+use reddit_shared::{now_millis, IDEMPOTENCY_HEADER, MAX_REQUEST_BYTES};
+use serde::Serialize;
+use sha2::Digest;
+use std::sync::atomic::Ordering;
+use tokio::sync::{mpsc, oneshot};
+
+/// How a handler answers.
+pub(super) enum Handled {
+    /// The reply.
+    Reply(Vec<u8>),
+    /// The reply comes from work in a spawned task.
+    Later(BoxFuture<'static, Result<Vec<u8>, WireError>>),
+    /// The write is applied and `body` is its reply, sent once the user's shard
+    /// confirms `envelope` (or an error if `wait` fails).
+    Confirm {
+        body: Vec<u8>,
+        envelope: SyncEnvelope,
+        wait: BoxFuture<'static, Result<(), WireError>>,
+    },
+}
+
+/// How a handled job is answered.
+pub(super) enum Pending {
+    Respond(Message, Result<Vec<u8>, WireError>),
+    /// Work in a spawned task; the key is removed from `running` when it ends.
+    Spawn(
+        Message,
+        BoxFuture<'static, Result<Vec<u8>, WireError>>,
+        Option<String>,
+    ),
+    Wake(
+        oneshot::Sender<Result<Vec<u8>, WireError>>,
+        Result<Vec<u8>, WireError>,
+    ),
+}
+
+/// Everything a handled job sends out; held until the job's writes are durable.
+pub(super) struct Outcome {
+    fx: Effects,
+    envelope: Option<SyncEnvelope>,
+    reply: Option<Pending>,
+}
+
+/// What the idempotency check decided.
+enum Idem {
+    /// No key (or not a client write): handle normally.
+    None,
+    /// Handle, and remember the reply under this key and payload hash.
+    Key(String, u64, uuid::Uuid),
+    /// A retry: answer with this reply.
+    Hit(Vec<u8>),
+}
+
+/// The actor: owns the state and handles jobs in order until every sender is gone.
+pub struct Actor {
+    pub(super) state: ShardState,
+    pub(super) challenges: Challenges,
+    pub(super) verified: VerifiedTokens,
+    /// The facts of the audit in progress (one at a time), by audit id.
+    pub(super) audit_cache: Option<(u64, Vec<reddit_shared::protocol::internal::AuditRecord>)>,
+    pub(super) ctx: Ctx,
+    pub(super) jobs: mpsc::WeakSender<Job>,
+    pub(super) replies: ReplyCache,
+    /// The log (or none, with memory storage) and the outcomes held for it.
+    pub(super) journal: Journal<Outcome>,
+    /// The idempotency key of the request being dispatched (for continuations).
+    pub(super) current: Option<(String, u64, uuid::Uuid)>,
+    /// Keys of writes whose work runs in spawned tasks: a retry meanwhile is told
+    /// to come back, not handled twice.
+    pub(super) running: std::collections::HashSet<String>,
+}
+
+impl Actor {
+    /// An actor for `state`; `jobs` is its own queue (held weakly, so the actor ends
+    /// when the reader and all spawned tasks are done).
+    pub fn new(state: ShardState, ctx: Ctx, jobs: mpsc::WeakSender<Job>) -> Self {
+        let mut state = state;
+        state.set_recording(true);
+        Self {
+            state,
+            challenges: Challenges::new(&ctx.tokens),
+            verified: VerifiedTokens::default(),
+            audit_cache: None,
+            ctx,
+            jobs,
+            replies: ReplyCache::new(crate::replies::DEFAULT_CAPACITY),
+            journal: Journal::memory(),
+            current: None,
+            running: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Uses `replies` (restored by recovery) as the reply cache.
+    pub fn with_replies(mut self, replies: ReplyCache) -> Self {
+        self.replies = replies;
+        self
+    }
+
+    /// Makes every write durable in `store` (after record `last_seq`) before it
+    /// is answered; a snapshot every `snapshot_every` events (0: only at
+    /// shutdown).
+    pub fn with_log(
+        mut self,
+        store: std::sync::Arc<dyn LogStore>,
+        last_seq: u64,
+        snapshot_every: u64,
+    ) -> Self {
+        self.journal = Journal::durable(store, last_seq, snapshot_every);
+        self
+    }
+
+    /// Handles jobs until the queue closes, then makes everything durable and, with
+    /// a log, stores a snapshot. Fails only if the log refuses this process (another
+    /// writer) or breaks for good.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Job>) -> Result<(), WalError> {
+        if self.journal.is_logged() {
+            // A restart lost whatever the outbox still owed: send it all again.
+            let mut fx = Effects::default();
+            self.state.resync_all(&mut fx);
+            self.commit(None, fx, None).await;
+            self.kick();
+        }
+        loop {
+            let can_take = self.journal.can_take();
+            tokio::select! {
+                biased;
+                ack = self.journal.next_ack() => {
+                    let (upto, seq) = ack?;
+                    self.appended(upto, seq).await;
+                }
+                job = rx.recv(), if can_take => match job {
+                    Some(job) => self.job(job).await,
+                    None => break,
+                },
+            }
+            self.kick();
+        }
+        // Drain: append what is open, wait for it, answer everything held.
+        while self.journal.busy() {
+            self.kick();
+            let (upto, seq) = self.journal.next_ack().await?;
+            self.appended(upto, seq).await;
+        }
+        self.release().await;
+        if let Some(seq) = self.journal.final_snapshot_seq().await {
+            match crate::wal::encode_snapshot(&self.state, &self.replies, seq) {
+                Ok(bytes) => self.journal.save_snapshot(bytes, seq).await?,
+                Err(e) => tracing::error!(error = %e, "could not encode a snapshot"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn job(&mut self, job: Job) {
+        match job {
+            Job::Request(request) => {
+                self.ctx.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                self.handle(request).await;
+            }
+            Job::Finished(key) => {
+                self.running.remove(&key);
+            }
+            Job::Run(RunJob { f, cache, done }) => {
+                let mut fx = Effects::default();
+                let result = f(&mut self.state, &mut fx);
+                let cached = match (&result, cache) {
+                    (Ok(body), Some((key, hash))) => Some(Cached {
+                        key,
+                        hash,
+                        reply: body.clone(),
+                    }),
+                    _ => None,
+                };
+                self.commit(cached, fx, Some(Pending::Wake(done, result)))
+                    .await;
+            }
+        }
+    }
+
+    /// Starts an append of the open record if none is in flight.
+    fn kick(&mut self) {
+        let entries = self.journal.kick();
+        if entries > 0 {
+            self.ctx
+                .metrics
+                .wal_entries
+                .fetch_add(entries, Ordering::Relaxed);
+        }
+    }
+
+    /// An append finished: entries up to `upto` are durable as record `seq`.
+    async fn appended(&mut self, upto: u64, seq: u64) {
+        self.ctx.metrics.wal_records.fetch_add(1, Ordering::Relaxed);
+        self.ctx.metrics.wal_seq.store(seq, Ordering::Relaxed);
+        if let Some(at) = self.journal.appended(upto, seq) {
+            match crate::wal::encode_snapshot(&self.state, &self.replies, at) {
+                Ok(bytes) => self.journal.start_snapshot(bytes, at),
+                Err(e) => tracing::error!(error = %e, "could not encode a snapshot"),
+            }
+        }
+        self.release().await;
+    }
+
+    /// Carries out the held outcomes whose entries are durable.
+    async fn release(&mut self) {
+        while let Some(outcome) = self.journal.pop_ready() {
+            self.carry_out(outcome).await;
+        }
+    }
+
+    /// Logs the events the state recorded since the last call (with `cached`, the
+    /// reply to remember, if they are not empty), then sends `fx` and `reply` once
+    /// they are durable.
+    async fn commit(&mut self, cached: Option<Cached>, fx: Effects, reply: Option<Pending>) {
+        let events = self.state.take_events();
+        self.record(events, cached);
+        let tag = self.journal.last_tag();
+        self.finish(
+            tag,
+            Outcome {
+                fx,
+                envelope: None,
+                reply,
+            },
+        )
+        .await;
+    }
+
+    /// Appends a write's events (and the reply to remember) to the open record.
+    fn record(&mut self, events: Vec<Event>, cached: Option<Cached>) {
+        if events.is_empty() {
+            return;
+        }
+        if !self.journal.is_logged() {
+            if let Some(c) = cached {
+                self.replies.insert(c);
+            }
+            return;
+        }
+        if let Some(c) = &cached {
+            self.replies.insert(c.clone());
+        }
+        self.journal.record(&Entry {
+            reply: cached,
+            events,
+        });
+    }
+
+    /// Sends `outcome` now if its entries (up to `tag`) are durable, else holds it.
+    async fn finish(&mut self, tag: u64, outcome: Outcome) {
+        if let Some(outcome) = self.journal.hold(tag, outcome) {
+            self.carry_out(outcome).await;
+        }
+    }
+
+    /// Checks the request's idempotency key: a retry of a remembered write is
+    /// answered from the cache.
+    fn idempotency(&mut self, op: Op, request: &Message, now: i64) -> Result<Idem, WireError> {
+        let Some(value) = request
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(IDEMPOTENCY_HEADER))
+        else {
+            return Ok(Idem::None);
+        };
+        // Engine-to-engine writes are idempotent by design (versions, message ids).
+        if !op.is_write() || matches!(op, Op::InternalSync | Op::InternalDmDeliver) {
+            return Ok(Idem::None);
+        }
+        let text = value.as_str();
+        let id = (text.len() <= 64)
+            .then(|| uuid::Uuid::parse_str(text).ok())
+            .flatten()
+            .ok_or_else(|| {
+                WireError::invalid(format!(
+                    "the {IDEMPOTENCY_HEADER} header must be a UUID (got {:?})",
+                    text.chars().take(64).collect::<String>()
+                ))
+            })?;
+        let caller = if op == Op::UserRegister {
+            String::new()
+        } else {
+            self.caller(request, now)?.key().to_owned()
+        };
+        let key = format!("{}\u{1f}{caller}\u{1f}{id}", op.as_str());
+        let hash = payload_hash(&request.payload);
+        match self.replies.lookup(&key, hash) {
+            Lookup::Miss => Ok(Idem::Key(key, hash, id)),
+            Lookup::Hit(reply) => {
+                self.ctx
+                    .metrics
+                    .retries_answered
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(Idem::Hit(reply.to_vec()))
+            }
+            Lookup::Mismatch => Err(WireError::conflict(format!(
+                "{IDEMPOTENCY_HEADER} {id} was already used for a different {} request; use a new key for a new request",
+                op.as_str()
+            ))),
+        }
+    }
+
+    async fn handle(&mut self, request: Message) {
+        let op = subject::op_of(&request.subject, self.ctx.shard).and_then(Op::parse);
+        self.ctx.metrics.count(op);
+        if !reply_allowed(&self.ctx.metrics, &request) {
+            // Not handled at all: a write nobody may be told about is not applied.
+            return;
+        }
+        let mut fx = Effects::default();
+        let now = now_millis();
+        self.current = None;
+        let result = match op {
+            None => Err(WireError::new(
+                ErrorCode::UnknownOperation,
+                format!(
+                    "{:?} names no operation of this engine",
+                    request.subject.as_str()
+                ),
+            )),
+            Some(_) if request.payload.len() > MAX_REQUEST_BYTES => Err(WireError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the payload is {} bytes; at most {MAX_REQUEST_BYTES} are accepted",
+                    request.payload.len()
+                ),
+            )),
+            Some(op) => match self.idempotency(op, &request, now) {
+                Err(e) => Err(e),
+                Ok(Idem::Hit(body)) => Ok(Handled::Reply(body)),
+                Ok(Idem::None) => self.dispatch(op, &request, &mut fx),
+                Ok(Idem::Key(key, ..)) if self.running.contains(&key) => {
+                    Err(WireError::unavailable(format!(
+                        "the request with this {IDEMPOTENCY_HEADER} is still in progress; retry shortly"
+                    )))
+                }
+                Ok(Idem::Key(key, hash, id)) => {
+                    self.current = Some((key, hash, id));
+                    self.dispatch(op, &request, &mut fx)
+                }
+            },
+        };
+        let events = self.state.take_events();
+        let current = self.current.take();
+        let cached = match (&result, &current) {
+            (Ok(Handled::Reply(body) | Handled::Confirm { body, .. }), Some((key, hash, _)))
+                if !events.is_empty() =>
+            {
+                Some(Cached {
+                    key: key.clone(),
+                    hash: *hash,
+                    reply: body.clone(),
+                })
+            }
+            _ => None,
+        };
+        // A keyed write finishing in a spawned task is "running" until that task
+        // reports back (after its continuation stored the reply).
+        let running = match (&result, current) {
+            (Ok(Handled::Later(_)), Some((key, _, _))) => {
+                self.running.insert(key.clone());
+                Some(key)
+            }
+            _ => None,
+        };
+        self.record(events, cached);
+        let tag = if op.is_some_and(Op::is_write) {
+            self.journal.last_tag()
+        } else {
+            0
+        };
+        let (reply, envelope) = match result {
+            Ok(Handled::Reply(body)) => (Pending::Respond(request, Ok(body)), None),
+            Err(e) => (Pending::Respond(request, Err(e)), None),
+            Ok(Handled::Later(work)) => (Pending::Spawn(request, work, running), None),
+            Ok(Handled::Confirm {
+                body,
+                envelope,
+                wait,
+            }) => (
+                Pending::Spawn(
+                    request,
+                    async move { wait.await.map(|()| body) }.boxed(),
+                    None,
+                ),
+                Some(envelope),
+            ),
+        };
+        self.finish(
+            tag,
+            Outcome {
+                fx,
+                envelope,
+                reply: Some(reply),
+            },
+        )
+        .await;
+    }
+
+    /// Sends what a handled job produced: sync items, pushes, then the reply.
+    async fn carry_out(&mut self, outcome: Outcome) {
+        let Outcome {
+            fx,
+            envelope,
+            reply,
+        } = outcome;
+        if let Some(env) = envelope {
+            if let Err(e) = self.ctx.sync_tx.try_send(env) {
+                tracing::error!(error = %e, "sync outbox full; a membership update is dropped");
+            }
+        }
+        self.send_effects(fx).await;
+        match reply {
+            None => {}
+            Some(Pending::Respond(request, result)) => {
+                respond(self.ctx.bus.as_ref(), &self.ctx.metrics, &request, result).await
+            }
+            Some(Pending::Wake(tx, result)) => {
+                let _ = tx.send(result);
+            }
+            Some(Pending::Spawn(request, work, running)) => {
+                match self.ctx.permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let metrics = self.ctx.metrics.clone();
+                        let bus = self.ctx.bus.clone();
+                        let jobs = self.jobs.clone();
+                        tokio::spawn(async move {
+                            let result = work.await;
+                            if let (Some(key), Some(jobs)) = (running, jobs.upgrade()) {
+                                let _ = jobs.send(Job::Finished(key)).await;
+                            }
+                            respond(bus.as_ref(), &metrics, &request, result).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        if let Some(key) = running {
+                            self.running.remove(&key);
+                        }
+                        respond(
+                            self.ctx.bus.as_ref(),
+                            &self.ctx.metrics,
+                            &request,
+                            Err(WireError::unavailable(
+                                "too many cross-shard requests in flight; retry later",
+                            )),
+                        )
+                        .await
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes pushes and queues sync items.
+    async fn send_effects(&mut self, fx: Effects) {
+        for (dest, item) in fx.sync {
+            if let Err(e) = self.ctx.sync_tx.try_send(SyncEnvelope {
+                dest,
+                item,
+                waiter: None,
+            }) {
+                tracing::error!(error = %e, "sync outbox full; an update for shard {dest} is dropped");
+            }
+        }
+        for (target, event) in fx.push {
+            let subject = match &target {
+                PushTarget::User(key) => subject::user_events(key),
+                PushTarget::Subreddit(key) => subject::subreddit_events(key),
+            };
+            match encode(&event) {
+                Ok(body) => {
+                    self.ctx
+                        .bus
+                        .publish(subject.into(), None, body.into())
+                        .await
+                }
+                Err(e) => tracing::error!(error = %e, "could not encode a push event"),
+            }
+        }
+    }
+
+    pub(super) fn caller(&mut self, request: &Message, now: i64) -> Result<Username, WireError> {
+        let value = request
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(AUTH_HEADER))
+            .map(|v| v.as_str().to_owned())
+            .ok_or_else(|| {
+                WireError::unauthenticated(
+                    "this operation needs the header `Authorization: Bearer <token>`; log in with auth.challenge and auth.login",
+                )
+            })?;
+        let token = parse_bearer(&value).ok_or_else(|| {
+            WireError::unauthenticated("the Authorization header must be `Bearer <token>`")
+        })?;
+        let user = self.verified.verify(&self.ctx.tokens, token, now)?;
+        // What a request does as a user is answered only where that user (or a
+        // trusted role) reads: never to the anonymous inbox or another user's.
+        let reply = request.reply.as_ref().map(|r| r.as_str());
+        match reply.and_then(ReplyTo::classify) {
+            Some(ReplyTo::User(k)) if k == user.key() => Ok(user),
+            Some(ReplyTo::Service | ReplyTo::Engine) => Ok(user),
+            _ => Err(WireError::forbidden(format!(
+                "a request acting as {user} must take its reply in {}.> (that user's own connection) or a service inbox",
+                subject::user_inbox_prefix(user.key())
+            ))),
+        }
+    }
+
+    /// Refuses writes that would produce sync items when the outbox is full.
+    pub(super) fn need_sync_room(&self) -> Result<(), WireError> {
+        if self.ctx.sync_tx.capacity() > 0 {
+            Ok(())
+        } else {
+            Err(WireError::unavailable(
+                "the shard's outbox to other shards is full; retry later",
+            ))
+        }
+    }
+
+    /// Runs `f` on the actor later, from a spawned task (remembering its reply
+    /// under the current request's idempotency key).
+    pub(super) fn continuation(&self) -> Result<Continuation, WireError> {
+        let cache = self.current.as_ref().map(|(k, h, _)| (k.clone(), *h));
+        self.jobs
+            .upgrade()
+            .map(|jobs| Continuation { jobs, cache })
+            .ok_or_else(|| WireError::unavailable("the shard is shutting down"))
+    }
+
+    /// The id of a DM being sent. With an idempotency key of any form, it is
+    /// minted once per (operation, caller, key) and recorded in the log, so every
+    /// retry sends the same message (which the recipient's shard stores once); a
+    /// UUID v7 key is itself the id. Without a key, a fresh id.
+    pub(super) fn dm_id(&mut self) -> DmId {
+        match &self.current {
+            Some((key, _, id)) => {
+                let digest = sha2::Sha256::digest(key.as_bytes());
+                let mut origin = [0u8; 16];
+                origin.copy_from_slice(&digest[..16]);
+                let fresh = if id.get_version_num() == 7 {
+                    DmId(*id)
+                } else {
+                    DmId::new()
+                };
+                self.state.mint_dm_id(origin, fresh)
+            }
+            None => DmId::new(),
+        }
+    }
+
+    /// This shard's counters and totals (`shard.stats`).
+    pub(super) fn stats(&self) -> ShardStats {
+        let t = self.state.totals();
+        let m = &self.ctx.metrics;
+        ShardStats {
+            shard: self.ctx.shard,
+            shards: self.ctx.shards,
+            users: self.state.user_count(),
+            subreddits: self.state.subreddit_count(),
+            posts: t.posts,
+            comments: t.comments,
+            votes: t.votes,
+            dms: t.dms,
+            requests: m.total_requests(),
+            errors: m.total_errors(),
+            queue_depth: m.queue_depth.load(Ordering::Relaxed),
+            queue_capacity: m.queue_capacity,
+            pending_sync: m.pending_sync.load(Ordering::Relaxed),
+            uptime_ms: u64::try_from(m.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            storage: if self.journal.is_logged() {
+                "jetstream"
+            } else {
+                "memory"
+            }
+            .to_owned(),
+            wal_records: m.wal_records.load(Ordering::Relaxed),
+            wal_entries: m.wal_entries.load(Ordering::Relaxed),
+            wal_seq: m.wal_seq.load(Ordering::Relaxed),
+            retries_answered: m.retries_answered.load(Ordering::Relaxed),
+            replies_refused: m.replies_refused.load(Ordering::Relaxed),
+            slow_consumer_events: m.slow_consumer_events.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A handle for running a closure on the actor from a spawned task.
+pub(super) struct Continuation {
+    jobs: mpsc::Sender<Job>,
+    cache: Option<(String, u64)>,
+}
+
+impl Continuation {
+    pub(super) async fn run<T: Serialize + Send + 'static>(
+        self,
+        f: impl FnOnce(&mut ShardState, &mut Effects) -> Result<T, WireError> + Send + 'static,
+    ) -> Result<Vec<u8>, WireError> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job::Run(RunJob {
+            f: Box::new(move |state, fx| f(state, fx).and_then(|v| encode(&v))),
+            cache: self.cache,
+            done: tx,
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| WireError::unavailable("the shard is shutting down"))?;
+        rx.await
+            .map_err(|_| WireError::internal("the shard dropped a continuation"))?
+    }
+}

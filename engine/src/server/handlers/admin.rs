@@ -1,0 +1,62 @@
+//! Operations about the cluster itself: `shard.stats` and `audit.run` (which pulls
+//! every shard's facts page by page and checks the cross-shard invariants).
+
+use super::{answer, parse, Actor, Handled};
+use crate::cross_shard::Peers;
+use crate::state::audit;
+use futures::FutureExt;
+use reddit_shared::codec::encode;
+use reddit_shared::error::WireError;
+use reddit_shared::protocol::admin::{AuditReport, AuditRequest};
+use reddit_shared::protocol::internal::AuditExportRequest;
+use reddit_shared::protocol::rpc::StatsRequest;
+
+/// Records per `internal.audit.export` page.
+pub(super) const AUDIT_PAGE: u32 = 4_000;
+
+impl Actor {
+    /// `shard.stats`.
+    pub(super) fn shard_stats(&mut self, p: &[u8]) -> Result<Handled, WireError> {
+        answer(p, |_: StatsRequest| Ok(self.stats()))
+    }
+
+    /// `audit.run`: in a spawned task (it waits on every shard, this one too).
+    pub(super) fn audit_run(&mut self, p: &[u8]) -> Result<Handled, WireError> {
+        let r: AuditRequest = parse(p)?;
+        let peers = self.ctx.peers.clone();
+        let shards = self.ctx.shards;
+        let max = r.max_violations.unwrap_or(100) as usize;
+        Ok(Handled::Later(
+            async move { encode(&run_audit(peers, shards, max).await?) }.boxed(),
+        ))
+    }
+}
+
+/// Pulls every shard's audit records page by page and checks them together.
+async fn run_audit(peers: Peers, shards: u32, max: usize) -> Result<AuditReport, WireError> {
+    let mut records = Vec::new();
+    let mut pending = 0;
+    let audit = rand::random::<u64>();
+    for shard in 0..shards {
+        let mut offset = 0u64;
+        loop {
+            let page = peers
+                .call(
+                    shard,
+                    &AuditExportRequest {
+                        audit,
+                        offset,
+                        limit: AUDIT_PAGE,
+                    },
+                )
+                .await?;
+            offset += page.records.len() as u64;
+            pending += page.pending_sync;
+            records.extend(page.records);
+            if page.done {
+                break;
+            }
+        }
+    }
+    Ok(audit::check(shards, records, pending, max))
+}

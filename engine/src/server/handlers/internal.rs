@@ -1,0 +1,94 @@
+//! Engine-to-engine operations (NATS lets only engine users send them):
+//! `internal.sync`, `internal.dm.deliver`, `internal.feed.candidates`,
+//! `internal.audit.export`, `internal.hello`.
+
+use super::admin::AUDIT_PAGE;
+use super::{parse, reply, Actor, Handled};
+use crate::state::Effects;
+use reddit_shared::error::WireError;
+use reddit_shared::protocol::internal::{
+    AuditExport, AuditExportRequest, DeliverDm, FeedCandidates, FeedCandidatesRequest, Hello,
+    SyncAck, SyncBatch,
+};
+use reddit_shared::protocol::rpc::HelloRequest;
+use reddit_shared::PROTOCOL_VERSION;
+use std::sync::atomic::Ordering;
+
+impl Actor {
+    /// `internal.sync`: memberships and karma from the subreddits' shards.
+    pub(super) fn internal_sync(&mut self, p: &[u8]) -> Result<Handled, WireError> {
+        let r: SyncBatch = parse(p)?;
+        let mut applied = 0;
+        for item in r.items {
+            if self.state.apply_sync_checked(item)? {
+                applied += 1;
+            }
+        }
+        reply(&SyncAck { applied })
+    }
+
+    /// `internal.dm.deliver`: a DM into the recipient's inbox (once per id).
+    pub(super) fn internal_dm_deliver(
+        &mut self,
+        p: &[u8],
+        fx: &mut Effects,
+    ) -> Result<Handled, WireError> {
+        let r: DeliverDm = parse(p)?;
+        reply(&self.state.deliver_dm(r.dm, fx)?)
+    }
+
+    /// `internal.feed.candidates`: this shard's part of a feed page.
+    pub(super) fn internal_feed_candidates(&mut self, p: &[u8]) -> Result<Handled, WireError> {
+        let r: FeedCandidatesRequest = parse(p)?;
+        let (posts, truncated) = self.state.feed_candidates(
+            &r.subreddits,
+            r.sort,
+            r.limit as usize,
+            r.cursor.as_ref(),
+        )?;
+        reply(&FeedCandidates { posts, truncated })
+    }
+
+    /// `internal.audit.export`: one page of this shard's facts. One snapshot per
+    /// audit, served page by page: linear, not quadratic.
+    pub(super) fn internal_audit_export(&mut self, p: &[u8]) -> Result<Handled, WireError> {
+        let r: AuditExportRequest = parse(p)?;
+        let limit = r.limit.clamp(1, 10 * AUDIT_PAGE) as usize;
+        let offset = usize::try_from(r.offset).unwrap_or(usize::MAX);
+        if r.offset == 0
+            || self
+                .audit_cache
+                .as_ref()
+                .is_none_or(|(id, _)| *id != r.audit)
+        {
+            self.audit_cache = Some((r.audit, self.state.audit_records().collect()));
+        }
+        let all = self
+            .audit_cache
+            .as_ref()
+            .map_or(&[][..], |(_, v)| v.as_slice());
+        let end = offset.saturating_add(limit).min(all.len());
+        let records = all.get(offset..end).unwrap_or_default().to_vec();
+        let done = end >= all.len();
+        if done {
+            self.audit_cache = None;
+        }
+        reply(&AuditExport {
+            records,
+            done,
+            pending_sync: self.ctx.metrics.pending_sync.load(Ordering::Relaxed),
+        })
+    }
+
+    /// `internal.hello`: who owns this shard (start-up checks of other processes).
+    pub(super) fn internal_hello(&mut self, p: &[u8]) -> Result<Handled, WireError> {
+        let _: HelloRequest = parse(p)?;
+        reply(&Hello {
+            shard: self.ctx.shard,
+            shards: self.ctx.shards,
+            protocol: PROTOCOL_VERSION.to_owned(),
+            secret_fingerprint: self.ctx.tokens.fingerprint(),
+            instance: self.ctx.instance.clone(),
+        })
+    }
+}

@@ -1,0 +1,62 @@
+//! Accounts and login: `user.register`, `user.get`, `auth.challenge`, `auth.login`.
+
+use super::{answer, parse, reply, Actor, Handled};
+use crate::auth::Requester;
+use async_nats::Message;
+use reddit_shared::error::WireError;
+use reddit_shared::protocol::user::{
+    parse_public_key, ChallengeReply, ChallengeRequest, GetUserRequest, LoginReply, LoginRequest,
+    RegisterRequest,
+};
+use reddit_shared::subject::ReplyTo;
+
+impl Actor {
+    /// `user.register`: a new account with its Ed25519 public key.
+    pub(super) fn user_register(&mut self, p: &[u8], now: i64) -> Result<Handled, WireError> {
+        answer(p, |r: RegisterRequest| {
+            let key = parse_public_key(&r.public_key)?;
+            self.state.register(&r.username, key, now)
+        })
+    }
+
+    /// `user.get`: the public profile (key, karma, joined subreddits).
+    pub(super) fn user_get(&mut self, p: &[u8]) -> Result<Handled, WireError> {
+        answer(p, |r: GetUserRequest| self.state.get_user(&r.username))
+    }
+
+    /// `auth.challenge`: a stateless challenge; issuing is rate-limited per
+    /// requesting connection, and per user for connections not the user's own.
+    pub(super) fn auth_challenge(
+        &mut self,
+        request: &Message,
+        now: i64,
+    ) -> Result<Handled, WireError> {
+        let r: ChallengeRequest = parse(&request.payload)?;
+        let (_, name) = self.state.public_key(&r.username)?;
+        let inbox = request.reply.as_ref().map_or("", |r| r.as_str());
+        let who = match ReplyTo::classify(inbox) {
+            Some(ReplyTo::Service | ReplyTo::Engine) => Requester::Trusted,
+            Some(ReplyTo::User(k)) if k == name.key() => Requester::Own(ReplyTo::connection(inbox)),
+            _ => Requester::Foreign(ReplyTo::connection(inbox)),
+        };
+        let (challenge, expires_at) = self.challenges.issue(name.key(), who, now)?;
+        reply(&ChallengeReply {
+            challenge,
+            expires_at,
+        })
+    }
+
+    /// `auth.login`: a signed challenge for a token.
+    pub(super) fn auth_login(&mut self, p: &[u8], now: i64) -> Result<Handled, WireError> {
+        let r: LoginRequest = parse(p)?;
+        let (key, name) = self.state.public_key(&r.username)?;
+        self.challenges
+            .verify(&name, &r.challenge, &r.signature, &key, now)?;
+        let (token, expires_at) = self.ctx.tokens.issue(&name, now);
+        reply(&LoginReply {
+            username: name.to_string(),
+            token,
+            expires_at,
+        })
+    }
+}

@@ -1,0 +1,360 @@
+//! The actor driven without NATS: requests go in as messages, replies come out
+//! of an in-memory [`Bus`], and the log is the journal's in-memory store. These
+//! check the actor's own rules (order, durability before replies, idempotency,
+//! reply subjects) fast and deterministically; the integration tests in
+//! `client/tests` check the same system through a real nats-server.
+
+use super::journal::tests::MemStore;
+use super::{Actor, Ctx, Job, Metrics};
+use crate::auth::TokenSigner;
+use crate::bus::Bus;
+use crate::cross_shard::Peers;
+use crate::state::ShardState;
+use crate::wal::WalError;
+use async_nats::{HeaderMap, Message, Subject};
+use bytes::Bytes;
+use ed25519_dalek::{Signer, SigningKey};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use reddit_shared::codec::encode;
+use reddit_shared::error::{ErrorCode, WireError};
+use reddit_shared::protocol::post::{CreatePostRequest, GetPostRequest};
+use reddit_shared::protocol::rpc::{Rpc, StatsRequest};
+use reddit_shared::protocol::subreddit::{CreateSubredditRequest, ListSubredditsRequest};
+use reddit_shared::protocol::user::{ChallengeRequest, LoginRequest, RegisterRequest};
+use reddit_shared::{auth, subject, IDEMPOTENCY_HEADER};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+
+const INBOX: &str = "_INBOX_SERVICE.unit";
+
+/// A bus that hands every publication to the test; requests find no responders.
+struct MemBus(mpsc::Sender<Message>);
+
+impl Bus for MemBus {
+    fn publish(
+        &self,
+        subject: Subject,
+        headers: Option<HeaderMap>,
+        body: Bytes,
+    ) -> BoxFuture<'_, ()> {
+        async move {
+            let _ = self.0.send(message(subject, None, headers, body)).await;
+        }
+        .boxed()
+    }
+
+    fn request(
+        &self,
+        what: String,
+        _subject: Subject,
+        _body: Bytes,
+        _timeout: Duration,
+    ) -> BoxFuture<'_, Result<Message, WireError>> {
+        async move { Err(WireError::unavailable(format!("{what}: no responders"))) }.boxed()
+    }
+}
+
+fn message(
+    subject: Subject,
+    reply: Option<Subject>,
+    headers: Option<HeaderMap>,
+    payload: Bytes,
+) -> Message {
+    Message {
+        subject,
+        reply,
+        payload,
+        headers,
+        status: None,
+        description: None,
+        length: 0,
+    }
+}
+
+/// One shard (of one) with its actor running.
+struct Shard {
+    jobs: mpsc::Sender<Job>,
+    out: mpsc::Receiver<Message>,
+    metrics: Arc<Metrics>,
+    actor: tokio::task::JoinHandle<Result<(), WalError>>,
+    key: SigningKey,
+}
+
+impl Shard {
+    fn start(store: Option<Arc<MemStore>>) -> Self {
+        let (out_tx, out) = mpsc::channel(1024);
+        let bus: Arc<dyn Bus> = Arc::new(MemBus(out_tx));
+        let (sync_tx, _sync_rx) = mpsc::channel(64);
+        let metrics = Arc::new(Metrics::new(64));
+        let ctx = Ctx {
+            bus: bus.clone(),
+            peers: Peers::new(bus, Duration::from_secs(1)),
+            tokens: TokenSigner::new(b"unit-test-secret-0123456789abcdef", 3_600_000),
+            metrics: metrics.clone(),
+            shard: 0,
+            shards: 1,
+            instance: "unit".into(),
+            sync_tx,
+            permits: Arc::new(Semaphore::new(8)),
+            peer_timeout: Duration::from_secs(1),
+        };
+        let (jobs, rx) = mpsc::channel(64);
+        let mut actor = Actor::new(ShardState::new(0, 1), ctx, jobs.downgrade());
+        if let Some(store) = store {
+            actor = actor.with_log(Arc::new(store), 0, 0);
+        }
+        Self {
+            jobs,
+            out,
+            metrics,
+            actor: tokio::spawn(actor.run(rx)),
+            key: SigningKey::from_bytes(&[9u8; 32]),
+        }
+    }
+
+    /// Queues `req` with reply subject `reply` and the given headers.
+    async fn send<R: Rpc>(&self, req: &R, reply: &str, headers: Option<HeaderMap>) {
+        let msg = message(
+            subject::request(0, R::OP).into(),
+            Some(reply.to_owned().into()),
+            headers,
+            encode(req).unwrap().into(),
+        );
+        self.metrics
+            .queue_depth
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.jobs.send(Job::Request(msg)).await.unwrap();
+    }
+
+    /// The next publication, within a deadline.
+    async fn next(&mut self) -> Message {
+        tokio::time::timeout(Duration::from_secs(5), self.out.recv())
+            .await
+            .expect("a publication within 5 s")
+            .expect("the bus is open")
+    }
+
+    async fn call<R: Rpc>(
+        &mut self,
+        req: &R,
+        headers: Option<HeaderMap>,
+    ) -> Result<R::Reply, WireError> {
+        self.send(req, INBOX, headers).await;
+        // Pushes (to `reddit.events.*`) may come first.
+        loop {
+            let msg = self.next().await;
+            if msg.subject.as_str() == INBOX {
+                return reddit_shared::connect::decode_message(&msg);
+            }
+            assert!(msg.subject.starts_with("reddit.events."), "{}", msg.subject);
+        }
+    }
+
+    async fn login(&mut self, name: &str) -> HeaderMap {
+        let username = name.parse().unwrap();
+        let ch = self
+            .call(&ChallengeRequest { username }, None)
+            .await
+            .unwrap();
+        let signature = self
+            .key
+            .sign(&auth::login_message(name, &ch.challenge))
+            .to_bytes();
+        let login = LoginRequest {
+            username: name.parse().unwrap(),
+            challenge: ch.challenge,
+            signature: hex::encode(signature),
+        };
+        let token = self.call(&login, None).await.unwrap().token;
+        let mut h = HeaderMap::new();
+        h.insert(auth::AUTH_HEADER, format!("Bearer {token}").as_str());
+        h
+    }
+
+    fn register_request(&self, name: &str) -> RegisterRequest {
+        RegisterRequest {
+            username: name.parse().unwrap(),
+            public_key: hex::encode(self.key.verifying_key().to_bytes()),
+        }
+    }
+
+    async fn stop(self) {
+        drop(self.jobs);
+        let result = tokio::time::timeout(Duration::from_secs(5), self.actor)
+            .await
+            .expect("the actor stops once its queue closes");
+        assert!(matches!(result, Ok(Ok(()))), "{result:?}");
+    }
+}
+
+fn with_key(mut h: HeaderMap, key: &str) -> HeaderMap {
+    h.insert(IDEMPOTENCY_HEADER, key);
+    h
+}
+
+#[tokio::test]
+async fn register_login_and_post_without_nats() {
+    let mut shard = Shard::start(None);
+    let user = shard
+        .call(&shard.register_request("ann"), None)
+        .await
+        .unwrap();
+    assert_eq!(user.username, "ann");
+    let auth = shard.login("ann").await;
+    let sub = CreateSubredditRequest {
+        name: "rust".parse().unwrap(),
+        description: String::new(),
+    };
+    shard.call(&sub, Some(auth.clone())).await.unwrap();
+    let post = CreatePostRequest {
+        subreddit: "rust".parse().unwrap(),
+        title: "hello".into(),
+        body: String::new(),
+        repost_of: None,
+    };
+    let created = shard.call(&post, Some(auth)).await.unwrap();
+    let got = shard
+        .call(
+            &GetPostRequest {
+                subreddit: "rust".parse().unwrap(),
+                id: created.id,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.title, "hello");
+    assert_eq!(got.author, "ann");
+    shard.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_gets_the_first_reply() {
+    let mut shard = Shard::start(None);
+    shard
+        .call(&shard.register_request("bob"), None)
+        .await
+        .unwrap();
+    let auth = shard.login("bob").await;
+    let sub = CreateSubredditRequest {
+        name: "golang".parse().unwrap(),
+        description: String::new(),
+    };
+    shard.call(&sub, Some(auth.clone())).await.unwrap();
+    let post = CreatePostRequest {
+        subreddit: "golang".parse().unwrap(),
+        title: "once".into(),
+        body: String::new(),
+        repost_of: None,
+    };
+    let key = "0190f5c2-6d4e-7a31-9b8c-0123456789ab";
+    let first = shard
+        .call(&post, Some(with_key(auth.clone(), key)))
+        .await
+        .unwrap();
+    let again = shard
+        .call(&post, Some(with_key(auth.clone(), key)))
+        .await
+        .unwrap();
+    assert_eq!(first.id, again.id, "the retry is the same post");
+    let stats = shard.call(&StatsRequest {}, None).await.unwrap();
+    assert_eq!(stats.posts, 1);
+    assert_eq!(stats.retries_answered, 1);
+    // The same key for a different request is a conflict, not a silent replay.
+    let other = CreatePostRequest {
+        title: "twice".into(),
+        ..post
+    };
+    let err = shard
+        .call(&other, Some(with_key(auth, key)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Conflict);
+    shard.stop().await;
+}
+
+#[tokio::test]
+async fn a_reply_subject_that_is_not_an_inbox_is_never_published_to() {
+    let mut shard = Shard::start(None);
+    let reg = shard.register_request("cyd");
+    shard.send(&reg, "reddit.wal.0", None).await;
+    // The next publication is the answer to the next (well-formed) request: the
+    // first was dropped unhandled, so the user does not exist.
+    let err = shard
+        .call(
+            &ChallengeRequest {
+                username: "cyd".parse().unwrap(),
+            },
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound);
+    assert_eq!(
+        shard
+            .metrics
+            .replies_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    shard.stop().await;
+}
+
+#[tokio::test]
+async fn a_write_is_answered_after_its_record_and_reads_overtake_it() {
+    let store = MemStore::gated();
+    let mut shard = Shard::start(Some(store.clone()));
+    let reg = shard.register_request("dia");
+    shard.send(&reg, "_INBOX_SERVICE.write", None).await;
+    shard
+        .send(
+            &ListSubredditsRequest { limit: None },
+            "_INBOX_SERVICE.read",
+            None,
+        )
+        .await;
+    let first = shard.next().await;
+    assert_eq!(
+        first.subject.as_str(),
+        "_INBOX_SERVICE.read",
+        "the read is answered while the write waits for the log"
+    );
+    assert!(store.records.lock().unwrap().is_empty());
+    store.release(1);
+    let second = shard.next().await;
+    assert_eq!(second.subject.as_str(), "_INBOX_SERVICE.write");
+    assert_eq!(
+        store.records.lock().unwrap().len(),
+        1,
+        "logged before answered"
+    );
+    store.release(100);
+    shard.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_operations_and_oversize_payloads_get_clear_errors() {
+    let mut shard = Shard::start(None);
+    let msg = message(
+        "reddit.shard.0.nope".into(),
+        Some(INBOX.into()),
+        None,
+        Bytes::from_static(b"\x80"),
+    );
+    shard.jobs.send(Job::Request(msg)).await.unwrap();
+    let reply = shard.next().await;
+    let err = reddit_shared::connect::decode_message::<()>(&reply).unwrap_err();
+    assert_eq!(err.code, ErrorCode::UnknownOperation);
+    let big = message(
+        subject::request(0, RegisterRequest::OP).into(),
+        Some(INBOX.into()),
+        None,
+        vec![0u8; reddit_shared::MAX_REQUEST_BYTES + 1].into(),
+    );
+    shard.jobs.send(Job::Request(big)).await.unwrap();
+    let err = reddit_shared::connect::decode_message::<()>(&shard.next().await).unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooLarge);
+    shard.stop().await;
+}
