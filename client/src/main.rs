@@ -71,14 +71,14 @@ enum Command {
     /// Create a key pair for USERNAME, store it, and register the account.
     Register {
         /// The new user's name (3–20 of A-Z a-z 0-9 _ -).
-        username: String,
+        username: Username,
     },
     /// Log in as --user now (commands log in by themselves when needed).
     Login,
     /// Show a user's profile (default: --user).
     User {
         /// Whose.
-        username: Option<String>,
+        username: Option<Username>,
     },
     /// Subreddits.
     #[command(subcommand)]
@@ -89,7 +89,7 @@ enum Command {
     /// Comment on a post, or reply to a comment with --parent.
     Comment {
         /// Subreddit of the post.
-        subreddit: String,
+        subreddit: SubredditName,
         /// The post's id.
         post_id: PostId,
         /// Text.
@@ -101,12 +101,12 @@ enum Command {
     /// Show a post's comments as an indented tree.
     Comments {
         /// Subreddit of the post.
-        subreddit: String,
+        subreddit: SubredditName,
         /// The post's id.
         post_id: PostId,
         /// Sibling order.
-        #[arg(long, value_enum, default_value_t = CommentSortArg::Best)]
-        sort: CommentSortArg,
+        #[arg(long, value_enum, default_value = "best")]
+        sort: CommentSort,
         /// At most this many comments.
         #[arg(long)]
         limit: Option<u32>,
@@ -117,10 +117,10 @@ enum Command {
     /// Vote on a post or comment.
     Vote {
         /// Subreddit of the item.
-        subreddit: String,
+        subreddit: SubredditName,
         /// What to vote on.
         #[arg(value_enum)]
-        target: TargetArg,
+        target: VoteTarget,
         /// The post's or comment's id.
         id: uuid::Uuid,
         /// up, down or clear.
@@ -249,7 +249,7 @@ enum SubCommand {
     /// Create a subreddit.
     Create {
         /// Name (3–21 of A-Z a-z 0-9 _).
-        name: String,
+        name: SubredditName,
         /// What it is about.
         #[arg(long, short, default_value = "")]
         description: String,
@@ -257,7 +257,7 @@ enum SubCommand {
     /// Show a subreddit.
     Get {
         /// Name.
-        name: String,
+        name: SubredditName,
     },
     /// List subreddits, most members first.
     List {
@@ -268,12 +268,12 @@ enum SubCommand {
     /// Join a subreddit.
     Join {
         /// Name.
-        name: String,
+        name: SubredditName,
     },
     /// Leave a subreddit.
     Leave {
         /// Name.
-        name: String,
+        name: SubredditName,
     },
 }
 
@@ -282,7 +282,7 @@ enum PostCommand {
     /// Create a text post (or a repost with --repost-of SUB/ID).
     Create {
         /// Where.
-        subreddit: String,
+        subreddit: SubredditName,
         /// Title.
         title: String,
         /// Body text.
@@ -295,14 +295,14 @@ enum PostCommand {
     /// Show a post.
     Get {
         /// Subreddit.
-        subreddit: String,
+        subreddit: SubredditName,
         /// Id.
         id: PostId,
     },
     /// List a subreddit's posts.
     List {
         /// Subreddit.
-        subreddit: String,
+        subreddit: SubredditName,
         #[command(flatten)]
         page: PageArgs,
     },
@@ -313,7 +313,7 @@ enum DmCommand {
     /// Send a DM.
     Send {
         /// Recipient.
-        to: String,
+        to: Username,
         /// Text.
         body: String,
     },
@@ -350,46 +350,14 @@ enum DmCommand {
 #[derive(Args, Debug)]
 struct PageArgs {
     /// Order.
-    #[arg(long, value_enum, default_value_t = SortArg::Hot)]
-    sort: SortArg,
+    #[arg(long, value_enum, default_value = "hot")]
+    sort: PostSort,
     /// Page size.
     #[arg(long)]
     limit: Option<u32>,
     /// Continue after this cursor (printed with the previous page).
     #[arg(long)]
     cursor: Option<String>,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum SortArg {
-    Hot,
-    New,
-    Top,
-    Controversial,
-}
-
-impl From<SortArg> for PostSort {
-    fn from(s: SortArg) -> Self {
-        match s {
-            SortArg::Hot => PostSort::Hot,
-            SortArg::New => PostSort::New,
-            SortArg::Top => PostSort::Top,
-            SortArg::Controversial => PostSort::Controversial,
-        }
-    }
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum CommentSortArg {
-    Best,
-    Top,
-    New,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum TargetArg {
-    Post,
-    Comment,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -583,8 +551,7 @@ async fn run(cli: Cli) -> Result<()> {
     };
     let c = &ctx.client;
     match cli.command {
-        Command::Register { username } => {
-            let user = user_name(&username)?;
+        Command::Register { username: user } => {
             if ctx.store.load_key(&user)?.is_some() {
                 bail!(
                     "a key for {user} already exists in {}; refusing to overwrite it",
@@ -619,14 +586,14 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::User { username } => {
             let user = match username {
-                Some(u) => user_name(&u)?,
+                Some(u) => u,
                 None => ctx.username()?,
             };
             ctx.print(&c.get_user(&user).await?, output::user)?;
         }
         Command::Sub(cmd) => match cmd {
             SubCommand::Create { name, description } => {
-                let name = sub_name(&name)?;
+                let name = name.clone();
                 let v = ctx
                     .authed(|s| {
                         let (c, name, d) = (c.clone(), name.clone(), description.clone());
@@ -636,16 +603,13 @@ async fn run(cli: Cli) -> Result<()> {
                 ctx.print(&v, output::subreddit)?;
             }
             SubCommand::Get { name } => {
-                ctx.print(
-                    &c.get_subreddit(&sub_name(&name)?).await?,
-                    output::subreddit,
-                )?;
+                ctx.print(&c.get_subreddit(&name.clone()).await?, output::subreddit)?;
             }
             SubCommand::List { limit } => {
                 ctx.print(&c.list_subreddits(limit).await?, |l| output::subreddits(l))?;
             }
             SubCommand::Join { name } => {
-                let name = sub_name(&name)?;
+                let name = name.clone();
                 let r = ctx
                     .authed(|s| {
                         let (c, name) = (c.clone(), name.clone());
@@ -657,7 +621,7 @@ async fn run(cli: Cli) -> Result<()> {
                 })?;
             }
             SubCommand::Leave { name } => {
-                let name = sub_name(&name)?;
+                let name = name.clone();
                 let r = ctx
                     .authed(|s| {
                         let (c, name) = (c.clone(), name.clone());
@@ -692,7 +656,7 @@ async fn run(cli: Cli) -> Result<()> {
                     }
                 };
                 let req = CreatePostRequest {
-                    subreddit: sub_name(&subreddit)?,
+                    subreddit: subreddit.clone(),
                     title,
                     body,
                     repost_of,
@@ -706,12 +670,12 @@ async fn run(cli: Cli) -> Result<()> {
                 ctx.print(&v, output::post)?;
             }
             PostCommand::Get { subreddit, id } => {
-                ctx.print(&c.get_post(&sub_name(&subreddit)?, id).await?, output::post)?;
+                ctx.print(&c.get_post(&subreddit.clone(), id).await?, output::post)?;
             }
             PostCommand::List { subreddit, page } => {
                 let req = ListPostsRequest {
-                    subreddit: sub_name(&subreddit)?,
-                    sort: page.sort.into(),
+                    subreddit: subreddit.clone(),
+                    sort: page.sort,
                     limit: page.limit,
                     cursor: page.cursor,
                 };
@@ -725,7 +689,7 @@ async fn run(cli: Cli) -> Result<()> {
             parent,
         } => {
             let req = CreateCommentRequest {
-                subreddit: sub_name(&subreddit)?,
+                subreddit: subreddit.clone(),
                 post_id,
                 parent_id: parent,
                 body,
@@ -746,13 +710,9 @@ async fn run(cli: Cli) -> Result<()> {
             root,
         } => {
             let req = CommentTreeRequest {
-                subreddit: sub_name(&subreddit)?,
+                subreddit: subreddit.clone(),
                 post_id,
-                sort: match sort {
-                    CommentSortArg::Best => CommentSort::Best,
-                    CommentSortArg::Top => CommentSort::Top,
-                    CommentSortArg::New => CommentSort::New,
-                },
+                sort,
                 limit,
                 root,
             };
@@ -765,11 +725,8 @@ async fn run(cli: Cli) -> Result<()> {
             direction,
         } => {
             let req = VoteRequest {
-                subreddit: sub_name(&subreddit)?,
-                target: match target {
-                    TargetArg::Post => VoteTarget::Post,
-                    TargetArg::Comment => VoteTarget::Comment,
-                },
+                subreddit: subreddit.clone(),
+                target,
                 id,
                 value: match direction {
                     DirectionArg::Up => 1,
@@ -792,7 +749,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Feed(page) => {
             let req = FeedRequest {
-                sort: page.sort.into(),
+                sort: page.sort,
                 limit: page.limit,
                 cursor: page.cursor,
             };
@@ -806,7 +763,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Dm(cmd) => match cmd {
             DmCommand::Send { to, body } => {
-                let to = user_name(&to)?;
+                let to = to.clone();
                 let v = ctx
                     .authed(|s| {
                         let (c, to, body) = (c.clone(), to.clone(), body.clone());

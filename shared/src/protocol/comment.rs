@@ -34,6 +34,7 @@ impl Validate for CreateCommentRequest {
 /// How to order comments among their siblings.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum CommentSort {
     /// Wilson score lower bound of the upvote share (z = 1.281551565545).
     #[default]

@@ -44,6 +44,7 @@ impl Validate for ReplyDmRequest {
 /// Which folder to list.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum DmFolder {
     /// Received messages.
     #[default]

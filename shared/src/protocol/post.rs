@@ -43,6 +43,7 @@ impl Validate for GetPostRequest {}
 /// How to order posts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum PostSort {
     /// Reddit's hot: `sign(s)·log10(max(|s|,1)) + (t − 1134028003)/45000`.
     #[default]

@@ -10,6 +10,7 @@ use uuid::Uuid;
 /// What is voted on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum VoteTarget {
     /// A post; `id` is a post id.
     Post,
