@@ -255,27 +255,33 @@ pub async fn run(
 
 /// The comparison table: one row per (in flight, op) with engine/echo ratios.
 pub fn table(ms: &[Measurement]) -> String {
-    let mut lines = vec![format!(
-        "{:>9} {:<5} {:>11} {:>12} {:>6} {:>10} {:>11} {:>6}",
-        "in-flight", "op", "echo ops/s", "engine ops/s", "ratio", "echo p99", "engine p99", "ratio"
-    )];
-    for e in ms.iter().filter(|m| m.target == "echo") {
-        if let Some(g) = ms
+    let rows = ms.iter().filter(|m| m.target == "echo").filter_map(|e| {
+        let g = ms
             .iter()
-            .find(|m| m.target == "engine" && m.op == e.op && m.in_flight == e.in_flight)
-        {
-            lines.push(format!(
-                "{:>9} {:<5} {:>11.0} {:>12.0} {:>6.2} {:>8.2}ms {:>9.2}ms {:>6.2}",
-                e.in_flight,
-                e.op,
-                e.throughput,
-                g.throughput,
-                g.throughput / e.throughput.max(1e-9),
-                e.p99_ms,
-                g.p99_ms,
-                g.p99_ms / e.p99_ms.max(1e-9)
-            ));
-        }
-    }
-    lines.join("\n")
+            .find(|m| m.target == "engine" && m.op == e.op && m.in_flight == e.in_flight)?;
+        Some(vec![
+            e.in_flight.to_string(),
+            e.op.clone(),
+            format!("{:.0}", e.throughput),
+            format!("{:.0}", g.throughput),
+            format!("{:.2}", g.throughput / e.throughput.max(1e-9)),
+            format!("{:.2}ms", e.p99_ms),
+            format!("{:.2}ms", g.p99_ms),
+            format!("{:.2}", g.p99_ms / e.p99_ms.max(1e-9)),
+        ])
+    });
+    crate::table::render(
+        &[
+            "in-flight",
+            "op",
+            "echo ops/s",
+            "engine ops/s",
+            "ratio",
+            "echo p99",
+            "engine p99",
+            "ratio",
+        ],
+        rows,
+        0,
+    )
 }

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod error;
 pub mod identity;
 pub mod sim;
+pub mod table;
 
 pub use api::{connect_nats, ClientOptions, EventStream, RedditClient, Role, Session};
 pub use error::{ClientError, ErrorKind};

@@ -199,46 +199,36 @@ pub fn dms(page: &DmPage) -> String {
 
 /// Per-shard stats.
 pub fn stats(all: &[ShardStats]) -> String {
-    let mut lines = vec![format!(
-        "{:>5} {:>8} {:>6} {:>7} {:>8} {:>8} {:>7} {:>10} {:>7} {:>6}  {:<9} {:>9} {:>8}",
-        "shard",
-        "users",
-        "subs",
-        "posts",
-        "comments",
-        "votes",
-        "dms",
-        "requests",
-        "errors",
-        "queue",
-        "storage",
-        "log seq",
-        "w/append"
-    )];
-    for s in all {
+    let rows = all.iter().map(|s| {
         let per_append = if s.wal_records > 0 {
             format!("{:.1}", s.wal_entries as f64 / s.wal_records as f64)
         } else {
             "-".to_owned()
         };
-        lines.push(format!(
-            "{:>5} {:>8} {:>6} {:>7} {:>8} {:>8} {:>7} {:>10} {:>7} {:>6}  {:<9} {:>9} {:>8}",
-            s.shard,
-            s.users,
-            s.subreddits,
-            s.posts,
-            s.comments,
-            s.votes,
-            s.dms,
-            s.requests,
-            s.errors,
-            s.queue_depth,
-            s.storage,
-            s.wal_seq,
-            per_append
-        ));
-    }
-    lines.join("\n")
+        vec![
+            s.shard.to_string(),
+            s.users.to_string(),
+            s.subreddits.to_string(),
+            s.posts.to_string(),
+            s.comments.to_string(),
+            s.votes.to_string(),
+            s.dms.to_string(),
+            s.requests.to_string(),
+            s.errors.to_string(),
+            s.queue_depth.to_string(),
+            s.storage.clone(),
+            s.wal_seq.to_string(),
+            per_append,
+        ]
+    });
+    reddit_client::table::render(
+        &[
+            "shard", "users", "subs", "posts", "comments", "votes", "dms", "requests", "errors",
+            "queue", "storage", "log seq", "w/append",
+        ],
+        rows,
+        0,
+    )
 }
 
 /// An audit report.

@@ -466,39 +466,42 @@ pub fn summary(r: &Report) -> String {
             r.run_seconds
         ),
     );
+    let row = |name: &str, s: &OpSummary| {
+        vec![
+            name.to_owned(),
+            s.count.to_string(),
+            s.errors.values().sum::<u64>().to_string(),
+            format!("{:.0}", s.throughput),
+            format!("{:.2}", s.p50_ms),
+            format!("{:.2}", s.p90_ms),
+            format!("{:.2}", s.p99_ms),
+            format!("{:.2}", s.p999_ms),
+            format!("{:.1}", s.max_ms),
+        ]
+    };
+    let rows = r
+        .ops
+        .iter()
+        .map(|(name, s)| row(name, s))
+        .chain(std::iter::once(row("ALL", &r.total)));
     push(
         &mut out,
-        format!(
-            "{:<16} {:>9} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            "operation",
-            "count",
-            "errors",
-            "ops/s",
-            "p50 ms",
-            "p90 ms",
-            "p99 ms",
-            "p99.9",
-            "max ms"
+        crate::table::render(
+            &[
+                "operation",
+                "count",
+                "errors",
+                "ops/s",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "p99.9 ms",
+                "max ms",
+            ],
+            rows,
+            1,
         ),
     );
-    let row = |name: &str, s: &OpSummary| {
-        format!(
-            "{:<16} {:>9} {:>8} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.1}",
-            name,
-            s.count,
-            s.errors.values().sum::<u64>(),
-            s.throughput,
-            s.p50_ms,
-            s.p90_ms,
-            s.p99_ms,
-            s.p999_ms,
-            s.max_ms
-        )
-    };
-    for (name, s) in &r.ops {
-        push(&mut out, row(name, s));
-    }
-    push(&mut out, row("ALL", &r.total));
     let errors: BTreeMap<&String, u64> =
         r.ops
             .values()
