@@ -156,8 +156,9 @@ pub async fn connect_nats(
     options: &ClientOptions,
 ) -> Result<(async_nats::Client, Role), ClientError> {
     use reddit_shared::connect::{connect_with, has_credentials, strip_credentials};
+    use reddit_shared::error::Chain;
     let fail = |e: reddit_shared::connect::ConnectError| {
-        ClientError::new(ErrorKind::Connect, e.to_string())
+        ClientError::new(ErrorKind::Connect, Chain(&e).to_string())
     };
     if let Some((user, id)) = &options.as_user {
         let (name, nkey, id) = (user.as_str().to_owned(), id.nkey_public(), id.clone());
@@ -175,7 +176,8 @@ pub async fn connect_nats(
                 ClientError::new(
                     ErrorKind::Connect,
                     format!(
-                        "{e} (connecting as {user} by key: NATS refuses a name that is not registered or another key, and cannot check while {user}'s shard is down)"
+                        "{} (connecting as {user} by key: NATS refuses a name that is not registered or another key, and cannot check while {user}'s shard is down)",
+                        Chain(&e)
                     ),
                 )
             })?;

@@ -22,6 +22,7 @@ pub mod wal;
 
 use bus::NatsBus;
 use cross_shard::Peers;
+use reddit_shared::error::{BoxError, Chain};
 use reddit_shared::protocol::rpc::HelloRequest;
 use reddit_shared::{subject, PROTOCOL_VERSION, SERVICE_NAME};
 use server::{Actor, Ctx, Metrics};
@@ -168,13 +169,8 @@ pub enum EngineError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// NATS could not be reached.
-    #[error("cannot connect to NATS at {url}: {reason}")]
-    Connect {
-        /// The URL tried.
-        url: String,
-        /// What failed.
-        reason: String,
-    },
+    #[error(transparent)]
+    Connect(#[from] reddit_shared::connect::ConnectError),
     /// Another live process serves this shard.
     #[error("shard {shard} is already served by a live process (service instance {instance}); refusing to start a second owner, which would split the shard's traffic")]
     AlreadyOwned {
@@ -200,8 +196,14 @@ pub enum EngineError {
         other_shard: u32,
     },
     /// A NATS operation failed.
-    #[error("NATS error: {0}")]
-    Nats(String),
+    #[error("NATS: {what}")]
+    Nats {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The write-ahead log could not be used.
     #[error(transparent)]
     Wal(#[from] wal::WalError),
@@ -251,18 +253,19 @@ fn check_secret(config: &Config) -> Result<(), EngineError> {
     Ok(())
 }
 
-fn nats_err(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Nats(e.to_string())
+/// A failed NATS step: `what` was being done, `e` is why.
+fn nats_err<E: Into<BoxError>>(what: &'static str) -> impl FnOnce(E) -> EngineError {
+    move |e| EngineError::Nats {
+        what: what.to_owned(),
+        source: Some(e.into()),
+    }
 }
 
 /// Connects to NATS (credentials may be in the URL).
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, EngineError> {
     reddit_shared::connect::connect(url, name)
         .await
-        .map_err(|e| EngineError::Connect {
-            url: e.url,
-            reason: e.reason,
-        })
+        .map_err(EngineError::from)
 }
 
 /// Refuses to start next to a live owner of the same shard, or next to shards that
@@ -331,13 +334,7 @@ pub async fn run(
         async move {
             reddit_shared::connect::connect_with(&url, &name, options, user.as_deref())
                 .await
-                .map_err(|e| EngineError::Connect {
-                    url: e.url,
-                    reason: match &user {
-                        Some(u) => format!("{} (as NATS user {u:?})", e.reason),
-                        None => e.reason,
-                    },
-                })
+                .map_err(EngineError::from)
         }
     };
     let log_client = connect("-log", None, engine_options()).await?;
@@ -411,15 +408,18 @@ pub async fn run(
         .stats_handler(move |_, _| stats_metrics.to_json())
         .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
         .await
-        .map_err(nats_err)?;
+        .map_err(nats_err("cannot start the service"))?;
     let instance = service.info().await.id;
     let endpoint = service
         .endpoint_builder()
         .name("requests")
         .add(subject::shard_wildcard(config.shard))
         .await
-        .map_err(nats_err)?;
-    serve.flush().await.map_err(nats_err)?;
+        .map_err(nats_err("cannot add the request endpoint"))?;
+    serve
+        .flush()
+        .await
+        .map_err(nats_err("cannot flush the subscriptions"))?;
 
     let (jobs_tx, jobs_rx) = mpsc::channel(config.queue_capacity);
     let (sync_tx, sync_rx) = mpsc::channel(config.outbox_capacity);
@@ -472,13 +472,19 @@ pub async fn run(
         result = &mut actor => {
             fatal = Some(match result {
                 Ok(Err(e)) => EngineError::Wal(e),
-                Ok(Ok(())) => EngineError::Nats("the request loop ended unexpectedly".into()),
-                Err(e) => EngineError::Nats(format!("the request loop failed: {e}")),
+                Ok(Ok(())) => EngineError::Nats {
+                    what: "the request loop ended unexpectedly".into(),
+                    source: None,
+                },
+                Err(e) => EngineError::Nats {
+                    what: "the request loop failed".into(),
+                    source: Some(Box::new(e)),
+                },
             });
         }
     }
     if let Some(e) = fatal {
-        tracing::error!(shard = config.shard, error = %e, "stopping");
+        tracing::error!(shard = config.shard, error = %Chain(&e), "stopping");
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), service.stop()).await;
         return Err(e);
@@ -493,8 +499,8 @@ pub async fn run(
     let drain = async {
         let _ = reader.await;
         match actor.await {
-            Ok(Err(e)) => tracing::error!(error = %e, "the log failed while stopping"),
-            Err(e) => tracing::error!(error = %e, "the request loop failed while stopping"),
+            Ok(Err(e)) => tracing::error!(error = %Chain(&e), "the log failed while stopping"),
+            Err(e) => tracing::error!(error = %Chain(&e), "the request loop failed while stopping"),
             Ok(Ok(())) => {}
         }
         let _ = syncer.await;

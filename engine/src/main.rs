@@ -146,7 +146,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     match reddit_engine::run(config, shutdown_signal()).await {
         Ok(()) => Ok(()),
         Err(e) if e.is_permanent() => {
-            tracing::error!("reddit-engine cannot run: {e}");
+            tracing::error!(
+                "reddit-engine cannot run: {}",
+                reddit_shared::error::Chain(&e)
+            );
             std::process::exit(EXIT_PERMANENT);
         }
         Err(e) => Err(e).context("reddit-engine stopped with an error"),

@@ -99,12 +99,15 @@ pub enum WalError {
         reason: String,
     },
     /// Any other JetStream failure.
-    #[error("JetStream error on shard {shard}'s log: {reason}")]
+    #[error("JetStream, shard {shard}'s log: {what}")]
     Nats {
         /// The shard.
         shard: u32,
         /// What failed.
-        reason: String,
+        what: String,
+        /// Why, if another error says.
+        #[source]
+        source: Option<reddit_shared::error::BoxError>,
     },
 }
 
@@ -291,7 +294,8 @@ impl Log {
             .map_err(|e| WalError::Unavailable(e.to_string()))?;
         let info = stream.info().await.map_err(|e| WalError::Nats {
             shard,
-            reason: e.to_string(),
+            what: "cannot read the stream's info".into(),
+            source: Some(Box::new(e)),
         })?;
         let theirs = info
             .config
@@ -318,7 +322,8 @@ impl Log {
                 .await
                 .map_err(|e| WalError::Nats {
                     shard,
-                    reason: format!("cannot create the snapshot bucket: {e}"),
+                    what: "cannot create the snapshot bucket".into(),
+                    source: Some(Box::new(e)),
                 })?,
         };
         Ok(Self {
@@ -331,10 +336,21 @@ impl Log {
         })
     }
 
-    fn nats(&self, reason: impl std::fmt::Display) -> WalError {
+    /// A JetStream step that failed without another error to say why.
+    fn nats(&self, what: impl Into<String>) -> WalError {
         WalError::Nats {
             shard: self.shard,
-            reason: reason.to_string(),
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// A JetStream step `what` that failed because of `e`.
+    fn failed(&self, what: &str, e: impl Into<reddit_shared::error::BoxError>) -> WalError {
+        WalError::Nats {
+            shard: self.shard,
+            what: what.to_owned(),
+            source: Some(e.into()),
         }
     }
 
@@ -350,13 +366,13 @@ impl Log {
         let mut object = match self.store.get(snapshot_name(self.shard)).await {
             Ok(object) => object,
             Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.nats(format!("cannot read the snapshot: {e}"))),
+            Err(e) => return Err(self.failed("cannot read the snapshot", e)),
         };
         let mut bytes = Vec::new();
         object
             .read_to_end(&mut bytes)
             .await
-            .map_err(|e| self.nats(format!("cannot read the snapshot: {e}")))?;
+            .map_err(|e| self.failed("cannot read the snapshot", e))?;
         let snapshot: SnapshotIn =
             rmp_serde::from_slice(&bytes).map_err(|e| self.corrupt("the snapshot", e))?;
         if snapshot.format != FORMAT || snapshot.shard != self.shard {
@@ -394,7 +410,11 @@ impl Log {
                 0,
             ),
         };
-        let info = self.stream.get_info().await.map_err(|e| self.nats(e))?;
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| self.failed("cannot read the stream's info", e))?;
         let (first, last, messages) = (
             info.state.first_sequence,
             info.state.last_sequence,
@@ -426,17 +446,17 @@ impl Log {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| self.nats(format!("cannot read the log: {e}")))?;
+                .map_err(|e| self.failed("cannot read the log", e))?;
             let mut messages = consumer
                 .messages()
                 .await
-                .map_err(|e| self.nats(format!("cannot read the log: {e}")))?;
+                .map_err(|e| self.failed("cannot read the log", e))?;
             let mut seq = snapshot_seq;
             while seq < last {
                 let msg = match tokio::time::timeout(Duration::from_secs(30), messages.next()).await
                 {
                     Ok(Some(Ok(msg))) => msg,
-                    Ok(Some(Err(e))) => return Err(self.nats(format!("reading the log: {e}"))),
+                    Ok(Some(Err(e))) => return Err(self.failed("reading the log", e)),
                     Ok(None) => return Err(self.nats("the log ended early")),
                     Err(_) => {
                         return Err(self.nats(format!(
@@ -446,7 +466,7 @@ impl Log {
                 };
                 seq = msg
                     .info()
-                    .map_err(|e| self.nats(format!("a log message without metadata: {e}")))?
+                    .map_err(|e| self.failed("a log message without metadata", e))?
                     .stream_sequence;
                 let entries = decode_record(&msg.payload)
                     .map_err(|e| self.corrupt(format!("record {seq}"), e))?;
@@ -502,7 +522,9 @@ impl Log {
                 K::Other if jetstream_code(&e) == Some(10164) => {
                     return self.confirm(expected_last, msg_id).await
                 }
-                K::MaxPayloadExceeded => return Err(self.nats(e)),
+                K::MaxPayloadExceeded => {
+                    return Err(self.failed("the record is larger than the stream accepts", e))
+                }
                 // "No responders" for the stream's subject: JetStream is still
                 // starting (a restarted server) or the stream was deleted. Wait a
                 // while before calling it gone.
@@ -554,12 +576,12 @@ impl Log {
         self.store
             .put(snapshot_name(self.shard).as_str(), &mut reader)
             .await
-            .map_err(|e| self.nats(format!("cannot store a snapshot: {e}")))?;
+            .map_err(|e| self.failed("cannot store a snapshot", e))?;
         self.stream
             .purge()
             .sequence(seq + 1)
             .await
-            .map_err(|e| self.nats(format!("cannot purge the log up to the snapshot: {e}")))?;
+            .map_err(|e| self.failed("cannot purge the log up to the snapshot", e))?;
         tracing::info!(
             shard = self.shard,
             seq,

@@ -51,14 +51,18 @@ pub fn request_failure(what: &str, e: &async_nats::RequestError) -> (WireError, 
     }
 }
 
-/// Why a connection failed.
+/// Why a connection failed; the cause (async-nats's error, or why a URL does not
+/// parse) is its [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot connect to NATS at {url}: {reason}")]
+#[error("cannot connect to NATS at {url}{}", user.as_ref().map(|u| format!(" as user {u:?}")).unwrap_or_default())]
 pub struct ConnectError {
     /// The URL(s), credentials removed.
     pub url: String,
+    /// The NATS user it connected as, when not the URL's.
+    pub user: Option<String>,
     /// What failed.
-    pub reason: String,
+    #[source]
+    pub source: crate::error::BoxError,
 }
 
 /// Connects to `urls` (comma-separated) as connection `name`.
@@ -75,9 +79,10 @@ pub async fn connect_with(
     options: async_nats::ConnectOptions,
     user: Option<&str>,
 ) -> Result<async_nats::Client, ConnectError> {
-    let fail = |reason: String| ConnectError {
+    let fail = |source: crate::error::BoxError| ConnectError {
         url: redact(urls),
-        reason,
+        user: user.map(str::to_owned),
+        source,
     };
     let mut servers: Vec<async_nats::ServerAddr> = Vec::new();
     let mut options = options
@@ -86,7 +91,7 @@ pub async fn connect_with(
     for raw in urls.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let addr: async_nats::ServerAddr = raw
             .parse()
-            .map_err(|e| fail(format!("{raw:?} is not a NATS URL: {e}")))?;
+            .map_err(|e| fail(format!("{raw:?} is not a NATS URL: {e}").into()))?;
         if addr.has_user_pass() {
             let url_user = addr.username().unwrap_or_default().to_owned();
             let pass = addr.password().unwrap_or_default().to_owned();
@@ -100,7 +105,7 @@ pub async fn connect_with(
     options
         .connect(servers)
         .await
-        .map_err(|e| fail(e.to_string()))
+        .map_err(|e| fail(Box::new(e)))
 }
 
 /// Whether any of `urls` carries credentials.

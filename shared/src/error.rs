@@ -115,6 +115,32 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// Any error kept as the source of another.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Displays an error with its sources, `outer: inner: innermost`: for logs and
+/// for the last line a binary prints (a library error's own message never
+/// repeats its source's).
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut last = self.0.to_string();
+        f.write_str(&last)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            let text = e.to_string();
+            // Some errors (async-nats's) repeat their source in their message.
+            if !last.ends_with(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
 /// The body of an error reply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -184,6 +210,15 @@ impl From<crate::names::NameError> for WireError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_shows_every_source() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("inner"));
+        assert_eq!(Chain(&e).to_string(), "outer: inner");
+    }
 
     #[test]
     fn codes_serialize_snake_case() {
