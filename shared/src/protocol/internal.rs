@@ -140,8 +140,8 @@ pub struct FeedCandidate {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditExportRequest {
     /// Identifies one audit: a shard takes its snapshot of facts at offset 0 (or a new
-    /// id) and serves the following pages from it.
-    #[serde(default)]
+    /// id) and serves the following pages from it. Absent or nil: 0.
+    #[serde(default, deserialize_with = "crate::protocol::nil_as_default")]
     pub audit: u64,
     /// Records to skip.
     pub offset: u64,

@@ -90,7 +90,25 @@ macro_rules! rpcs {
 
         /// Every operation a client may send (for tests that go through all).
         pub const PUBLIC_OPS: &[Op] = &[$(Op::$op,)*];
+
+        /// Calls `v` with every public request type, in the table's order.
+        pub fn visit_public(v: &mut impl RpcVisitor) {
+            $(v.visit::<$req>();)*
+        }
     };
+}
+
+/// Something done for each request type of the table (checking the protocol
+/// document against the types, describing them in another schema language).
+pub trait RpcVisitor {
+    /// Called once per request type.
+    fn visit<R: Rpc>(&mut self);
+}
+
+/// Calls `v` with every request type, public and engine-to-engine.
+pub fn visit_all(v: &mut impl RpcVisitor) {
+    visit_public(v);
+    visit_internal(v);
 }
 
 /// Engine-to-engine requests: addressed to a shard by number, never sent by clients.
@@ -105,6 +123,11 @@ macro_rules! internal_rpcs {
                 }
             }
         )*
+
+        /// Calls `v` with every engine-to-engine request type.
+        pub fn visit_internal(v: &mut impl RpcVisitor) {
+            $(v.visit::<$req>();)*
+        }
     };
 }
 
