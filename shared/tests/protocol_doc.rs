@@ -7,6 +7,8 @@
 //! Replies are checked from the other side: `client/tests/python/every_operation.py`,
 //! written from the document, reads them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use reddit_shared::codec::{decode, encode};
 use reddit_shared::protocol::rpc::{visit_all, Rpc, RpcVisitor};
 use reddit_shared::protocol::Op;
