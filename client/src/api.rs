@@ -10,16 +10,10 @@ use reddit_shared::codec::{decode, encode};
 use reddit_shared::ids::{DmId, PostId};
 use reddit_shared::names::{SubredditName, Username};
 use reddit_shared::protocol::admin::{AuditReport, AuditRequest, ShardStats};
-use reddit_shared::protocol::comment::{
-    CommentTree, CommentTreeRequest, CommentView, CreateCommentRequest,
-};
 use reddit_shared::protocol::dm::{
-    DmPage, DmView, ListDmsRequest, MarkReadReply, MarkReadRequest, ReplyDmRequest, SendDmRequest,
+    DmView, MarkReadReply, MarkReadRequest, ReplyDmRequest, SendDmRequest,
 };
-use reddit_shared::protocol::feed::FeedRequest;
-use reddit_shared::protocol::post::{
-    CreatePostRequest, GetPostRequest, ListPostsRequest, PostPage, PostView,
-};
+use reddit_shared::protocol::post::{GetPostRequest, PostView};
 use reddit_shared::protocol::push::PushEvent;
 use reddit_shared::protocol::rpc::{JoinRequest, LeaveRequest, Route, Rpc, StatsRequest};
 use reddit_shared::protocol::subreddit::{
@@ -29,7 +23,6 @@ use reddit_shared::protocol::subreddit::{
 use reddit_shared::protocol::user::{
     ChallengeRequest, GetUserRequest, LoginReply, LoginRequest, RegisterRequest, UserView,
 };
-use reddit_shared::protocol::vote::{VoteReply, VoteRequest};
 use reddit_shared::protocol::{Op, Validate};
 use reddit_shared::routing::shard_for;
 use reddit_shared::{subject, IDEMPOTENCY_HEADER, PROTOCOL_VERSION, SERVICE_NAME};
@@ -663,15 +656,6 @@ impl RedditClient {
         self.send(Some(session), &req).await
     }
 
-    /// `post.create`.
-    pub async fn create_post(
-        &self,
-        session: &Session,
-        req: &CreatePostRequest,
-    ) -> Result<PostView, ClientError> {
-        self.send(Some(session), req).await
-    }
-
     /// `post.get`.
     pub async fn get_post(
         &self,
@@ -680,43 +664,6 @@ impl RedditClient {
     ) -> Result<PostView, ClientError> {
         let subreddit = subreddit.clone();
         self.send(None, &GetPostRequest { subreddit, id }).await
-    }
-
-    /// `post.list`.
-    pub async fn list_posts(&self, req: &ListPostsRequest) -> Result<PostPage, ClientError> {
-        self.send(None, req).await
-    }
-
-    /// `comment.create`.
-    pub async fn create_comment(
-        &self,
-        session: &Session,
-        req: &CreateCommentRequest,
-    ) -> Result<CommentView, ClientError> {
-        self.send(Some(session), req).await
-    }
-
-    /// `comment.tree`.
-    pub async fn comment_tree(&self, req: &CommentTreeRequest) -> Result<CommentTree, ClientError> {
-        self.send(None, req).await
-    }
-
-    /// `vote.cast`.
-    pub async fn vote(
-        &self,
-        session: &Session,
-        req: &VoteRequest,
-    ) -> Result<VoteReply, ClientError> {
-        self.send(Some(session), req).await
-    }
-
-    /// `feed.get`.
-    pub async fn feed(
-        &self,
-        session: &Session,
-        req: &FeedRequest,
-    ) -> Result<PostPage, ClientError> {
-        self.send(Some(session), req).await
     }
 
     /// `dm.send`.
@@ -740,15 +687,6 @@ impl RedditClient {
         let body = body.to_owned();
         self.send(Some(session), &ReplyDmRequest { dm_id, body })
             .await
-    }
-
-    /// `dm.list`.
-    pub async fn list_dms(
-        &self,
-        session: &Session,
-        req: &ListDmsRequest,
-    ) -> Result<DmPage, ClientError> {
-        self.send(Some(session), req).await
     }
 
     /// `dm.read`.

@@ -127,8 +127,8 @@ pub async fn run(
     let session = client.login(&user, &id).await?;
     client.create_subreddit(&session, &sub, "benchmark").await?;
     let post = client
-        .create_post(
-            &session,
+        .send(
+            Some(&session),
             &CreatePostRequest {
                 subreddit: sub.clone(),
                 title: "benchmark post".into(),

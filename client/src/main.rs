@@ -664,7 +664,7 @@ async fn run(cli: Cli) -> Result<()> {
                 let v = ctx
                     .authed(|s| {
                         let (c, req) = (c.clone(), req.clone());
-                        async move { c.create_post(&s, &req).await }
+                        async move { c.send(Some(&s), &req).await }
                     })
                     .await?;
                 ctx.print(&v, output::post)?;
@@ -679,7 +679,7 @@ async fn run(cli: Cli) -> Result<()> {
                     limit: page.limit,
                     cursor: page.cursor,
                 };
-                ctx.print(&c.list_posts(&req).await?, output::posts)?;
+                ctx.print(&c.send(None, &req).await?, output::posts)?;
             }
         },
         Command::Comment {
@@ -697,7 +697,7 @@ async fn run(cli: Cli) -> Result<()> {
             let v = ctx
                 .authed(|s| {
                     let (c, req) = (c.clone(), req.clone());
-                    async move { c.create_comment(&s, &req).await }
+                    async move { c.send(Some(&s), &req).await }
                 })
                 .await?;
             ctx.print(&v, output::comment)?;
@@ -716,7 +716,7 @@ async fn run(cli: Cli) -> Result<()> {
                 limit,
                 root,
             };
-            ctx.print(&c.comment_tree(&req).await?, output::tree)?;
+            ctx.print(&c.send(None, &req).await?, output::tree)?;
         }
         Command::Vote {
             subreddit,
@@ -737,7 +737,7 @@ async fn run(cli: Cli) -> Result<()> {
             let v = ctx
                 .authed(|s| {
                     let (c, req) = (c.clone(), req.clone());
-                    async move { c.vote(&s, &req).await }
+                    async move { c.send(Some(&s), &req).await }
                 })
                 .await?;
             ctx.print(&v, |v| {
@@ -756,7 +756,7 @@ async fn run(cli: Cli) -> Result<()> {
             let v = ctx
                 .authed(|s| {
                     let (c, req) = (c.clone(), req.clone());
-                    async move { c.feed(&s, &req).await }
+                    async move { c.send(Some(&s), &req).await }
                 })
                 .await?;
             ctx.print(&v, output::posts)?;
@@ -800,7 +800,7 @@ async fn run(cli: Cli) -> Result<()> {
                 let v = ctx
                     .authed(|s| {
                         let (c, req) = (c.clone(), req.clone());
-                        async move { c.list_dms(&s, &req).await }
+                        async move { c.send(Some(&s), &req).await }
                     })
                     .await?;
                 ctx.print(&v, output::dms)?;

@@ -45,8 +45,8 @@ async fn actor(
             }
             2 => {
                 let p = c
-                    .create_post(
-                        s,
+                    .send(
+                        Some(s),
                         &CreatePostRequest {
                             subreddit: sub.clone(),
                             title: "t".into(),
@@ -72,8 +72,8 @@ async fn actor(
                         .choose(&mut rng)
                         .copied();
                     let cm = c
-                        .create_comment(
-                            s,
+                        .send(
+                            Some(s),
                             &CreateCommentRequest {
                                 subreddit: sub.clone(),
                                 post_id: post,
@@ -102,8 +102,8 @@ async fn actor(
                         .map(|(s, _, c)| (s.clone(), VoteTarget::Comment, c.0))
                 };
                 if let Some((subreddit, target, id)) = target {
-                    c.vote(
-                        s,
+                    c.send(
+                        Some(s),
                         &VoteRequest {
                             subreddit,
                             target,
@@ -132,7 +132,7 @@ async fn actor(
                 if let Some(id) = mine.choose(&mut rng) {
                     c.reply_dm(s, *id, "re").await.unwrap();
                 } else {
-                    c.list_dms(s, &ListDmsRequest::default()).await.unwrap();
+                    c.send(Some(s), &ListDmsRequest::default()).await.unwrap();
                 }
             }
         }

@@ -176,12 +176,12 @@ async fn bad_input_gets_clear_errors_and_the_engine_keeps_serving() {
     .await;
     expect(&e, ErrorCode::InvalidRequest, "body");
     let ok = c
-        .create_post(&alice, &post("t".repeat(300), "é".repeat(40_000)))
+        .send(Some(&alice), &post("t".repeat(300), "é".repeat(40_000)))
         .await
         .unwrap();
     assert_eq!(ok.title.chars().count(), 300);
     assert!(
-        c.create_post(&alice, &post("t".repeat(301), String::new()))
+        c.send(Some(&alice), &post("t".repeat(301), String::new()))
             .await
             .unwrap_err()
             .kind()
@@ -247,7 +247,7 @@ async fn bad_input_gets_clear_errors_and_the_engine_keeps_serving() {
         value: 1,
     };
     expect(
-        &c.vote(&bob, &vote).await.unwrap_err(),
+        &c.send(Some(&bob), &vote).await.unwrap_err(),
         ErrorCode::NotFound,
         "no post",
     );
@@ -262,14 +262,14 @@ async fn bad_input_gets_clear_errors_and_the_engine_keeps_serving() {
         body: "hello?".into(),
     };
     expect(
-        &c.create_comment(&bob, &comment).await.unwrap_err(),
+        &c.send(Some(&bob), &comment).await.unwrap_err(),
         ErrorCode::NotFound,
         "no post",
     );
     let mut in_missing_sub = comment.clone();
     in_missing_sub.subreddit = sn("nowhere");
     expect(
-        &c.create_comment(&bob, &in_missing_sub).await.unwrap_err(),
+        &c.send(Some(&bob), &in_missing_sub).await.unwrap_err(),
         ErrorCode::NotFound,
         "no subreddit",
     );

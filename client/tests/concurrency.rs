@@ -64,8 +64,8 @@ async fn two_hundred_concurrent_votes_give_the_exact_score() {
     let author = cluster.user("author").await;
     c.create_subreddit(&author, &sn("votes"), "").await.unwrap();
     let post = c
-        .create_post(
-            &author,
+        .send(
+            Some(&author),
             &CreatePostRequest {
                 subreddit: sn("votes"),
                 title: "vote on me".into(),
@@ -89,7 +89,7 @@ async fn two_hundred_concurrent_votes_give_the_exact_score() {
             id: post.id.0,
             value: if i < 150 { 1 } else { -1 },
         };
-        async move { c.vote(v, &req).await }
+        async move { c.send(Some(v), &req).await }
     }))
     .await;
     assert!(results.iter().all(|r| r.is_ok()));
@@ -101,7 +101,7 @@ async fn two_hundred_concurrent_votes_give_the_exact_score() {
             id: post.id.0,
             value: -1,
         };
-        async move { c.vote(v, &req).await }
+        async move { c.send(Some(v), &req).await }
     }))
     .await;
     assert!(flips.iter().all(|r| r.is_ok()));

@@ -18,8 +18,8 @@ async fn karma_reaches_the_authors_shard() {
     let sub = sn(&name_on("sub", 1, 3));
     c.create_subreddit(&author, &sub, "").await.unwrap();
     let post = c
-        .create_post(
-            &author,
+        .send(
+            Some(&author),
             &CreatePostRequest {
                 subreddit: sub.clone(),
                 title: "cross".into(),
@@ -30,8 +30,8 @@ async fn karma_reaches_the_authors_shard() {
         .await
         .unwrap();
     let v = c
-        .vote(
-            &voter,
+        .send(
+            Some(&voter),
             &VoteRequest {
                 subreddit: sub.clone(),
                 target: VoteTarget::Post,
@@ -49,8 +49,8 @@ async fn karma_reaches_the_authors_shard() {
     )
     .await;
     // Changing the vote adjusts by the difference.
-    c.vote(
-        &voter,
+    c.send(
+        Some(&voter),
         &VoteRequest {
             subreddit: sub.clone(),
             target: VoteTarget::Post,
@@ -81,8 +81,8 @@ async fn whole_feed(
     let mut cursor = None;
     loop {
         let p = c
-            .feed(
-                s,
+            .send(
+                Some(s),
                 &FeedRequest {
                     sort,
                     limit: Some(page),
@@ -128,8 +128,8 @@ async fn feed_merges_subreddits_on_different_shards_in_order() {
             subs[i % 3].clone()
         };
         let p = c
-            .create_post(
-                &writer,
+            .send(
+                Some(&writer),
                 &CreatePostRequest {
                     subreddit: s,
                     title: format!("post {i}"),
@@ -142,8 +142,8 @@ async fn feed_merges_subreddits_on_different_shards_in_order() {
         // Scores: varied, with ties, including negatives.
         let score = [3i64, -1, 0, 5, 2, 2, -2, 4, 1, 6, 0, 9][i];
         for v in voters.iter().take(score.unsigned_abs() as usize) {
-            c.vote(
-                v,
+            c.send(
+                Some(v),
                 &VoteRequest {
                     subreddit: p.subreddit.clone(),
                     target: VoteTarget::Post,
@@ -219,7 +219,13 @@ async fn dms_cross_shards_and_land_in_both_folders() {
     }
     let reply = c.reply_dm(&b, dm.id, "pong").await.unwrap();
     assert_eq!(reply.to.to_lowercase(), a.username.key());
-    let inbox = c.list_dms(&a, &Default::default()).await.unwrap();
+    let inbox = c
+        .send(
+            Some(&a),
+            &reddit_shared::protocol::dm::ListDmsRequest::default(),
+        )
+        .await
+        .unwrap();
     assert_eq!(inbox.messages[0].id, reply.id);
     assert_eq!(inbox.messages[0].in_reply_to, Some(dm.id));
     quiesce(c).await;

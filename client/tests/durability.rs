@@ -51,10 +51,10 @@ async fn acknowledged_writes_survive_restarts_with_and_without_a_snapshot() {
     let sub = sn(&name_on("rust", 0, 2));
     c.create_subreddit(&alice, &sub, "d").await.unwrap();
     c.join(&bob, &sub).await.unwrap();
-    let post = c.create_post(&bob, &post_req(&sub, "t")).await.unwrap();
+    let post = c.send(Some(&bob), &post_req(&sub, "t")).await.unwrap();
     let comment = c
-        .create_comment(
-            &alice,
+        .send(
+            Some(&alice),
             &CreateCommentRequest {
                 subreddit: sub.clone(),
                 post_id: post.id,
@@ -64,8 +64,8 @@ async fn acknowledged_writes_survive_restarts_with_and_without_a_snapshot() {
         )
         .await
         .unwrap();
-    c.vote(
-        &alice,
+    c.send(
+        Some(&alice),
         &VoteRequest {
             subreddit: sub.clone(),
             target: VoteTarget::Post,
@@ -88,7 +88,7 @@ async fn acknowledged_writes_survive_restarts_with_and_without_a_snapshot() {
     let got = c.get_post(&sub, post.id).await.unwrap();
     assert_eq!((got.score, got.comments), (1, 1));
     let inbox = c
-        .list_dms(&alice, &ListDmsRequest::default())
+        .send(Some(&alice), &ListDmsRequest::default())
         .await
         .unwrap();
     assert_eq!(inbox.messages.len(), 1);
@@ -102,13 +102,16 @@ async fn acknowledged_writes_survive_restarts_with_and_without_a_snapshot() {
     assert_eq!(bob_view.joined, vec![sub.clone()]);
     // Tokens issued before the restart still work, and the thread is intact.
     let tree = c
-        .comment_tree(&CommentTreeRequest {
-            subreddit: sub.clone(),
-            post_id: post.id,
-            sort: Default::default(),
-            limit: None,
-            root: None,
-        })
+        .send(
+            None,
+            &CommentTreeRequest {
+                subreddit: sub.clone(),
+                post_id: post.id,
+                sort: Default::default(),
+                limit: None,
+                root: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(tree.comments[0].id, comment.id);
@@ -146,7 +149,7 @@ async fn snapshots_are_taken_periodically_and_the_log_before_them_purged() {
     let sub = sn("rust");
     c.create_subreddit(&alice, &sub, "d").await.unwrap();
     for i in 0..60 {
-        c.create_post(&alice, &post_req(&sub, &format!("p{i}")))
+        c.send(Some(&alice), &post_req(&sub, &format!("p{i}")))
             .await
             .unwrap();
     }
@@ -160,12 +163,15 @@ async fn snapshots_are_taken_periodically_and_the_log_before_them_purged() {
     let _shard = common::shard_process(&url, 0, 1, &args);
     common::wait_serving(&url, 0).await;
     let page = c
-        .list_posts(&ListPostsRequest {
-            subreddit: sub.clone(),
-            sort: Default::default(),
-            limit: Some(100),
-            cursor: None,
-        })
+        .send(
+            None,
+            &ListPostsRequest {
+                subreddit: sub.clone(),
+                sort: Default::default(),
+                limit: Some(100),
+                cursor: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(page.posts.len(), 60);
@@ -209,12 +215,15 @@ async fn a_retried_write_gets_the_original_reply_and_applies_once() {
     let again = send(&req, &key).await.unwrap();
     assert_eq!(first.id, again.id);
     let page = c
-        .list_posts(&ListPostsRequest {
-            subreddit: sub.clone(),
-            sort: Default::default(),
-            limit: None,
-            cursor: None,
-        })
+        .send(
+            None,
+            &ListPostsRequest {
+                subreddit: sub.clone(),
+                sort: Default::default(),
+                limit: None,
+                cursor: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(page.posts.len(), 1);
@@ -262,11 +271,14 @@ async fn a_retried_write_gets_the_original_reply_and_applies_once() {
             .unwrap();
         assert_eq!(view.id.0, dm_key);
     }
-    let inbox = c.list_dms(&bob, &ListDmsRequest::default()).await.unwrap();
+    let inbox = c
+        .send(Some(&bob), &ListDmsRequest::default())
+        .await
+        .unwrap();
     assert_eq!(inbox.messages.len(), 1);
     let sent = c
-        .list_dms(
-            &alice,
+        .send(
+            Some(&alice),
             &ListDmsRequest {
                 folder: DmFolder::Sent,
                 ..Default::default()

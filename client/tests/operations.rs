@@ -86,8 +86,8 @@ async fn every_operation(shards: u32) {
 
     // post.create / get / list, repost
     let post = c
-        .create_post(
-            &alice,
+        .send(
+            Some(&alice),
             &CreatePostRequest {
                 subreddit: sn("rust"),
                 title: "Hello".into(),
@@ -107,8 +107,8 @@ async fn every_operation(shards: u32) {
         other => panic!("expected a post event, got {other:?}"),
     }
     let repost = c
-        .create_post(
-            &bob,
+        .send(
+            Some(&bob),
             &CreatePostRequest {
                 subreddit: sn("cooking"),
                 title: "Seen in r/rust".into(),
@@ -123,8 +123,8 @@ async fn every_operation(shards: u32) {
         .unwrap();
     assert_eq!(repost.repost_of.as_ref().unwrap().id, post.id);
     let missing = c
-        .create_post(
-            &bob,
+        .send(
+            Some(&bob),
             &CreatePostRequest {
                 subreddit: sn("cooking"),
                 title: "Ghost".into(),
@@ -143,8 +143,8 @@ async fn every_operation(shards: u32) {
         "Hello"
     );
     let second = c
-        .create_post(
-            &carol,
+        .send(
+            Some(&carol),
             &CreatePostRequest {
                 subreddit: sn("rust"),
                 title: "Second".into(),
@@ -155,22 +155,28 @@ async fn every_operation(shards: u32) {
         .await
         .unwrap();
     let page = c
-        .list_posts(&ListPostsRequest {
-            subreddit: sn("rust"),
-            sort: PostSort::New,
-            limit: Some(1),
-            cursor: None,
-        })
+        .send(
+            None,
+            &ListPostsRequest {
+                subreddit: sn("rust"),
+                sort: PostSort::New,
+                limit: Some(1),
+                cursor: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(page.posts[0].id, second.id);
     let page2 = c
-        .list_posts(&ListPostsRequest {
-            subreddit: sn("rust"),
-            sort: PostSort::New,
-            limit: Some(1),
-            cursor: page.next_cursor.clone(),
-        })
+        .send(
+            None,
+            &ListPostsRequest {
+                subreddit: sn("rust"),
+                sort: PostSort::New,
+                limit: Some(1),
+                cursor: page.next_cursor.clone(),
+            },
+        )
         .await
         .unwrap();
     assert_eq!(page2.posts[0].id, post.id);
@@ -178,8 +184,8 @@ async fn every_operation(shards: u32) {
 
     // comments at depth, tree, reply push
     let c1 = c
-        .create_comment(
-            &bob,
+        .send(
+            Some(&bob),
             &CreateCommentRequest {
                 subreddit: sn("rust"),
                 post_id: post.id,
@@ -199,8 +205,8 @@ async fn every_operation(shards: u32) {
     let mut parent = c1.id;
     for depth in 1..=5 {
         let reply = c
-            .create_comment(
-                if depth % 2 == 0 { &bob } else { &carol },
+            .send(
+                Some(if depth % 2 == 0 { &bob } else { &carol }),
                 &CreateCommentRequest {
                     subreddit: sn("rust"),
                     post_id: post.id,
@@ -214,13 +220,16 @@ async fn every_operation(shards: u32) {
         parent = reply.id;
     }
     let tree = c
-        .comment_tree(&CommentTreeRequest {
-            subreddit: sn("rust"),
-            post_id: post.id,
-            sort: CommentSort::Best,
-            limit: None,
-            root: None,
-        })
+        .send(
+            None,
+            &CommentTreeRequest {
+                subreddit: sn("rust"),
+                post_id: post.id,
+                sort: CommentSort::Best,
+                limit: None,
+                root: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(tree.total, 6);
@@ -233,8 +242,8 @@ async fn every_operation(shards: u32) {
     assert_eq!(depth, 5);
     assert_eq!(node.body, "depth 5");
     let bad_parent = c
-        .create_comment(
-            &bob,
+        .send(
+            Some(&bob),
             &CreateCommentRequest {
                 subreddit: sn("rust"),
                 post_id: post.id,
@@ -254,47 +263,47 @@ async fn every_operation(shards: u32) {
         value,
     };
     assert_eq!(
-        c.vote(&bob, &vote(1, VoteTarget::Post, post.id.0))
+        c.send(Some(&bob), &vote(1, VoteTarget::Post, post.id.0))
             .await
             .unwrap()
             .score,
         1
     );
     assert_eq!(
-        c.vote(&bob, &vote(1, VoteTarget::Post, post.id.0))
+        c.send(Some(&bob), &vote(1, VoteTarget::Post, post.id.0))
             .await
             .unwrap()
             .score,
         1
     );
     assert_eq!(
-        c.vote(&carol, &vote(1, VoteTarget::Post, post.id.0))
+        c.send(Some(&carol), &vote(1, VoteTarget::Post, post.id.0))
             .await
             .unwrap()
             .score,
         2
     );
     assert_eq!(
-        c.vote(&carol, &vote(-1, VoteTarget::Post, post.id.0))
+        c.send(Some(&carol), &vote(-1, VoteTarget::Post, post.id.0))
             .await
             .unwrap()
             .score,
         0
     );
     let v = c
-        .vote(&carol, &vote(0, VoteTarget::Post, post.id.0))
+        .send(Some(&carol), &vote(0, VoteTarget::Post, post.id.0))
         .await
         .unwrap();
     assert_eq!((v.score, v.ups, v.downs, v.value), (1, 1, 0, 0));
     assert_eq!(
-        c.vote(&alice, &vote(-1, VoteTarget::Comment, c1.id.0))
+        c.send(Some(&alice), &vote(-1, VoteTarget::Comment, c1.id.0))
             .await
             .unwrap()
             .score,
         -1
     );
     let nothing = c
-        .vote(&alice, &vote(1, VoteTarget::Comment, post.id.0))
+        .send(Some(&alice), &vote(1, VoteTarget::Comment, post.id.0))
         .await
         .unwrap_err();
     assert_eq!(nothing.kind(), ErrorKind::NotFound);
@@ -311,8 +320,8 @@ async fn every_operation(shards: u32) {
 
     // feed across joined subreddits
     let feed = c
-        .feed(
-            &bob,
+        .send(
+            Some(&bob),
             &FeedRequest {
                 sort: PostSort::New,
                 limit: Some(10),
@@ -324,8 +333,8 @@ async fn every_operation(shards: u32) {
     let ids: Vec<_> = feed.posts.iter().map(|p| p.id).collect();
     assert_eq!(ids, vec![second.id, repost.id, post.id]);
     let top = c
-        .feed(
-            &bob,
+        .send(
+            Some(&bob),
             &FeedRequest {
                 sort: PostSort::Top,
                 limit: Some(1),
@@ -348,8 +357,8 @@ async fn every_operation(shards: u32) {
         other => panic!("expected a DM event, got {other:?}"),
     }
     let inbox = c
-        .list_dms(
-            &alice,
+        .send(
+            Some(&alice),
             &ListDmsRequest {
                 unread_only: true,
                 ..Default::default()
@@ -367,8 +376,8 @@ async fn every_operation(shards: u32) {
     let marked = c.mark_read(&alice, vec![dm.id]).await.unwrap();
     assert_eq!((marked.marked, marked.unread), (1, 0));
     let sent = c
-        .list_dms(
-            &bob,
+        .send(
+            Some(&bob),
             &ListDmsRequest {
                 folder: DmFolder::Sent,
                 ..Default::default()
@@ -377,7 +386,10 @@ async fn every_operation(shards: u32) {
         .await
         .unwrap();
     assert_eq!(sent.messages.len(), 1);
-    let bob_inbox = c.list_dms(&bob, &ListDmsRequest::default()).await.unwrap();
+    let bob_inbox = c
+        .send(Some(&bob), &ListDmsRequest::default())
+        .await
+        .unwrap();
     assert_eq!(bob_inbox.messages[0].body, "hi bob");
     let nobody = c.send_dm(&bob, &un("nobody"), "?").await.unwrap_err();
     assert_eq!(nobody.kind(), ErrorKind::NotFound);

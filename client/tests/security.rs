@@ -211,7 +211,7 @@ async fn sniffing_replies_and_pushes_is_refused_and_sees_nothing() {
         .await
         .unwrap();
     let page = alice_c
-        .list_dms(&alice, &ListDmsRequest::default())
+        .send(Some(&alice), &ListDmsRequest::default())
         .await
         .unwrap();
     assert_eq!(page.messages.len(), 1);
@@ -237,7 +237,7 @@ async fn sniffing_replies_and_pushes_is_refused_and_sees_nothing() {
     // The token itself is useless on mallory's connection: replies to a request
     // acting as alice go only to alice's inbox.
     let stolen = mallory_c
-        .list_dms(&alice, &ListDmsRequest::default())
+        .send(Some(&alice), &ListDmsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(stolen.code(), Some(ErrorCode::Forbidden), "{stolen}");
@@ -336,8 +336,8 @@ async fn reply_subject_injection_has_no_effect_and_the_shard_keeps_serving() {
     let sub = sn("rust");
     c.create_subreddit(&victim, &sub, "d").await.unwrap();
     let post = c
-        .create_post(
-            &victim,
+        .send(
+            Some(&victim),
             &CreatePostRequest {
                 subreddit: sub.clone(),
                 title: "kept".into(),
@@ -461,7 +461,7 @@ async fn forged_tokens_with_published_secrets_fail_and_shards_refuse_them() {
             expires_at,
         };
         let e = c
-            .list_dms(&forged, &ListDmsRequest::default())
+            .send(Some(&forged), &ListDmsRequest::default())
             .await
             .unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::Unauthenticated), "{secret}");
@@ -627,8 +627,8 @@ async fn a_dm_retried_with_a_v4_key_across_a_stalled_recipient_is_stored_once() 
     resume.await.unwrap();
     common::quiesce(&c).await;
     let page = c
-        .list_dms(
-            &recipient,
+        .send(
+            Some(&recipient),
             &ListDmsRequest {
                 limit: Some(100),
                 ..ListDmsRequest::default()
@@ -658,8 +658,8 @@ async fn the_largest_documented_posts_comments_and_dms_list_fine() {
         c.join(&reader, sub).await.unwrap();
         for i in 0..8 {
             let p = c
-                .create_post(
-                    &author,
+                .send(
+                    Some(&author),
                     &CreatePostRequest {
                         subreddit: sub.clone(),
                         title: format!("big {i}"),
@@ -675,8 +675,8 @@ async fn the_largest_documented_posts_comments_and_dms_list_fine() {
     for i in 0..8 {
         let body = format!("{i}{}", &big[4..]);
         c.send_dm(&author, &reader.username, &body).await.unwrap();
-        c.create_comment(
-            &author,
+        c.send(
+            Some(&author),
             &CreateCommentRequest {
                 subreddit: subs[0].clone(),
                 post_id: posts[0].id,
@@ -692,12 +692,15 @@ async fn the_largest_documented_posts_comments_and_dms_list_fine() {
     let (subs, reader) = (&subs, &reader);
     let posts_seen = all_pages(|cursor| async move {
         let page = c
-            .list_posts(&ListPostsRequest {
-                subreddit: subs[0].clone(),
-                sort: PostSort::New,
-                limit: Some(100),
-                cursor,
-            })
+            .send(
+                None,
+                &ListPostsRequest {
+                    subreddit: subs[0].clone(),
+                    sort: PostSort::New,
+                    limit: Some(100),
+                    cursor,
+                },
+            )
             .await
             .unwrap();
         (page.posts, page.next_cursor)
@@ -707,8 +710,8 @@ async fn the_largest_documented_posts_comments_and_dms_list_fine() {
     for sort in [PostSort::New, PostSort::Top, PostSort::Hot] {
         let feed = all_pages(|cursor| async move {
             let page = c
-                .feed(
-                    reader,
+                .send(
+                    Some(reader),
                     &FeedRequest {
                         sort,
                         limit: Some(100),
@@ -726,8 +729,8 @@ async fn the_largest_documented_posts_comments_and_dms_list_fine() {
     }
     let dms = all_pages(|cursor| async move {
         let page = c
-            .list_dms(
-                reader,
+            .send(
+                Some(reader),
                 &ListDmsRequest {
                     folder: DmFolder::Inbox,
                     unread_only: false,
@@ -742,13 +745,16 @@ async fn the_largest_documented_posts_comments_and_dms_list_fine() {
     .await;
     assert_eq!(dms.len(), 8);
     let tree = c
-        .comment_tree(&CommentTreeRequest {
-            subreddit: subs[0].clone(),
-            post_id: posts[0].id,
-            sort: Default::default(),
-            limit: None,
-            root: None,
-        })
+        .send(
+            None,
+            &CommentTreeRequest {
+                subreddit: subs[0].clone(),
+                post_id: posts[0].id,
+                sort: Default::default(),
+                limit: None,
+                root: None,
+            },
+        )
         .await
         .unwrap();
     assert!(tree.truncated, "the tree says it stopped early");

@@ -295,7 +295,7 @@ impl Worker {
                 limit: Some(25),
                 cursor: None,
             };
-            let result = c.feed(&s, &req).await.map(|page| Effect::Fed {
+            let result = c.send(Some(&s), &req).await.map(|page| Effect::Fed {
                 posts: page
                     .posts
                     .into_iter()
@@ -345,7 +345,7 @@ impl Worker {
                 Some(
                     async move {
                         let result = c
-                            .create_post(&s, &req)
+                            .send(Some(&s), &req)
                             .await
                             .map(|p| Effect::Posted { rank, id: p.id });
                         Done {
@@ -378,13 +378,10 @@ impl Worker {
                 };
                 Some(
                     async move {
-                        let result = c
-                            .create_comment(&s, &req)
-                            .await
-                            .map(|cm| Effect::Commented {
-                                post: req.post_id,
-                                id: cm.id,
-                            });
+                        let result = c.send(Some(&s), &req).await.map(|cm| Effect::Commented {
+                            post: req.post_id,
+                            id: cm.id,
+                        });
                         Done {
                             user: u,
                             op: "comment.create",
@@ -425,7 +422,7 @@ impl Worker {
                 Some(
                     async move {
                         let result = c
-                            .vote(&s, &req)
+                            .send(Some(&s), &req)
                             .await
                             .map(|_| Effect::Voted { item: id, value });
                         Done {
@@ -544,7 +541,7 @@ impl Worker {
                 limit: Some(100),
                 ..Default::default()
             };
-            let result = c.list_dms(&s2, &req).await.map(|page| Effect::Unread {
+            let result = c.send(Some(&s2), &req).await.map(|page| Effect::Unread {
                 ids: page.messages.into_iter().map(|m| m.id).collect(),
             });
             Done {

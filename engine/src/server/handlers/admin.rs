@@ -1,7 +1,7 @@
 //! Operations about the cluster itself: `shard.stats` and `audit.run` (which pulls
 //! every shard's facts page by page and checks the cross-shard invariants).
 
-use super::{answer, parse, Actor, Handled};
+use super::{answer, parse, Actor, Call, Handled};
 use crate::cross_shard::Peers;
 use crate::state::audit;
 use futures::FutureExt;
@@ -16,13 +16,13 @@ pub(super) const AUDIT_PAGE: u32 = 4_000;
 
 impl Actor {
     /// `shard.stats`.
-    pub(super) fn shard_stats(&mut self, p: &[u8]) -> Result<Handled, WireError> {
-        answer(p, |_: StatsRequest| Ok(self.stats()))
+    pub(super) fn shard_stats(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        answer(c.payload(), |_: StatsRequest| Ok(self.stats()))
     }
 
     /// `audit.run`: in a spawned task (it waits on every shard, this one too).
-    pub(super) fn audit_run(&mut self, p: &[u8]) -> Result<Handled, WireError> {
-        let r: AuditRequest = parse(p)?;
+    pub(super) fn audit_run(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        let r: AuditRequest = parse(c.payload())?;
         let peers = self.ctx.peers.clone();
         let shards = self.ctx.shards;
         let max = r.max_violations.unwrap_or(100) as usize;

@@ -3,9 +3,8 @@
 //! (`internal.dm.deliver`), with one id per idempotency key so a retry is stored
 //! once.
 
-use super::{answer, parse, reply, Actor, Handled};
+use super::{parse, reply, Actor, Call, Handled};
 use crate::state::Effects;
-use async_nats::Message;
 use futures::FutureExt;
 use reddit_shared::error::WireError;
 use reddit_shared::ids::DmId;
@@ -16,51 +15,37 @@ use reddit_shared::protocol::internal::DeliverDm;
 
 impl Actor {
     /// `dm.send`.
-    pub(super) fn dm_send(
-        &mut self,
-        request: &Message,
-        now: i64,
-        fx: &mut Effects,
-    ) -> Result<Handled, WireError> {
-        let who = self.caller(request, now)?;
-        let r: SendDmRequest = parse(&request.payload)?;
+    pub(super) fn dm_send(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        let who = self.caller(c.request, c.now)?;
+        let r: SendDmRequest = parse(c.payload())?;
         let mut dm = self
             .state
-            .prepare_dm(DmId::new(), &who, &r.to, r.body, None, now)?;
+            .prepare_dm(DmId::new(), &who, &r.to, r.body, None, c.now)?;
         dm.id = self.dm_id();
-        self.send_dm(dm, fx)
+        self.send_dm(dm, c.fx)
     }
 
     /// `dm.reply`: to the other party of a DM in the caller's folders.
-    pub(super) fn dm_reply(
-        &mut self,
-        request: &Message,
-        now: i64,
-        fx: &mut Effects,
-    ) -> Result<Handled, WireError> {
-        let who = self.caller(request, now)?;
-        let r: ReplyDmRequest = parse(&request.payload)?;
+    pub(super) fn dm_reply(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        let who = self.caller(c.request, c.now)?;
+        let r: ReplyDmRequest = parse(c.payload())?;
         let to = self.state.reply_target(&who, r.dm_id)?;
         let mut dm = self
             .state
-            .prepare_dm(DmId::new(), &who, &to, r.body, Some(r.dm_id), now)?;
+            .prepare_dm(DmId::new(), &who, &to, r.body, Some(r.dm_id), c.now)?;
         dm.id = self.dm_id();
-        self.send_dm(dm, fx)
+        self.send_dm(dm, c.fx)
     }
 
     /// `dm.list`: the caller's inbox or sent folder.
-    pub(super) fn dm_list(&mut self, request: &Message, now: i64) -> Result<Handled, WireError> {
-        let who = self.caller(request, now)?;
-        answer(&request.payload, |r: ListDmsRequest| {
-            self.state.list_dms(&who, &r)
-        })
+    pub(super) fn dm_list(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        self.as_user(c, |s, who, r: ListDmsRequest, _| s.state.list_dms(&who, &r))
     }
 
     /// `dm.read`: marks DMs of the caller's inbox read.
-    pub(super) fn dm_read(&mut self, request: &Message, now: i64) -> Result<Handled, WireError> {
-        let who = self.caller(request, now)?;
-        answer(&request.payload, |r: MarkReadRequest| {
-            self.state.mark_read(&who, r.ids)
+    pub(super) fn dm_read(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        self.as_user(c, |s, who, r: MarkReadRequest, _| {
+            s.state.mark_read(&who, r.ids)
         })
     }
 

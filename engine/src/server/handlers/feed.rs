@@ -2,9 +2,8 @@
 //! them. Each shard returns encoded candidate views with their ranks; the merge
 //! sorts by key and splices the views into the reply without decoding them.
 
-use super::{parse, Actor, Handled};
+use super::{parse, Actor, Call, Handled};
 use crate::state::ranking::{encode_cursor, Rank};
-use async_nats::Message;
 use futures::FutureExt;
 use reddit_shared::error::WireError;
 use reddit_shared::names::SubredditName;
@@ -16,9 +15,9 @@ use std::collections::BTreeMap;
 
 impl Actor {
     /// `feed.get`: local candidates at once; other shards' in a spawned task.
-    pub(super) fn feed_get(&mut self, request: &Message, now: i64) -> Result<Handled, WireError> {
-        let who = self.caller(request, now)?;
-        let r: FeedRequest = parse(&request.payload)?;
+    pub(super) fn feed_get(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        let who = self.caller(c.request, c.now)?;
+        let r: FeedRequest = parse(c.payload())?;
         let joined = self.state.joined(&who)?;
         let limit = r.limit.unwrap_or(DEFAULT_PAGE) as usize;
         let mut by_shard: BTreeMap<u32, Vec<SubredditName>> = BTreeMap::new();

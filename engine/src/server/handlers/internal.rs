@@ -3,8 +3,7 @@
 //! `internal.audit.export`, `internal.hello`.
 
 use super::admin::AUDIT_PAGE;
-use super::{parse, reply, Actor, Handled};
-use crate::state::Effects;
+use super::{parse, reply, Actor, Call, Handled};
 use reddit_shared::error::WireError;
 use reddit_shared::protocol::internal::{
     AuditExport, AuditExportRequest, DeliverDm, FeedCandidates, FeedCandidatesRequest, Hello,
@@ -16,8 +15,8 @@ use std::sync::atomic::Ordering;
 
 impl Actor {
     /// `internal.sync`: memberships and karma from the subreddits' shards.
-    pub(super) fn internal_sync(&mut self, p: &[u8]) -> Result<Handled, WireError> {
-        let r: SyncBatch = parse(p)?;
+    pub(super) fn internal_sync(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        let r: SyncBatch = parse(c.payload())?;
         let mut applied = 0;
         for item in r.items {
             if self.state.apply_sync_checked(item)? {
@@ -28,18 +27,17 @@ impl Actor {
     }
 
     /// `internal.dm.deliver`: a DM into the recipient's inbox (once per id).
-    pub(super) fn internal_dm_deliver(
-        &mut self,
-        p: &[u8],
-        fx: &mut Effects,
-    ) -> Result<Handled, WireError> {
-        let r: DeliverDm = parse(p)?;
-        reply(&self.state.deliver_dm(r.dm, fx)?)
+    pub(super) fn internal_dm_deliver(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        let r: DeliverDm = parse(c.payload())?;
+        reply(&self.state.deliver_dm(r.dm, c.fx)?)
     }
 
     /// `internal.feed.candidates`: this shard's part of a feed page.
-    pub(super) fn internal_feed_candidates(&mut self, p: &[u8]) -> Result<Handled, WireError> {
-        let r: FeedCandidatesRequest = parse(p)?;
+    pub(super) fn internal_feed_candidates(
+        &mut self,
+        c: &mut Call<'_>,
+    ) -> Result<Handled, WireError> {
+        let r: FeedCandidatesRequest = parse(c.payload())?;
         let (posts, truncated) = self.state.feed_candidates(
             &r.subreddits,
             r.sort,
@@ -51,8 +49,8 @@ impl Actor {
 
     /// `internal.audit.export`: one page of this shard's facts. One snapshot per
     /// audit, served page by page: linear, not quadratic.
-    pub(super) fn internal_audit_export(&mut self, p: &[u8]) -> Result<Handled, WireError> {
-        let r: AuditExportRequest = parse(p)?;
+    pub(super) fn internal_audit_export(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        let r: AuditExportRequest = parse(c.payload())?;
         let limit = r.limit.clamp(1, 10 * AUDIT_PAGE) as usize;
         let offset = usize::try_from(r.offset).unwrap_or(usize::MAX);
         if r.offset == 0
@@ -81,8 +79,8 @@ impl Actor {
     }
 
     /// `internal.hello`: who owns this shard (start-up checks of other processes).
-    pub(super) fn internal_hello(&mut self, p: &[u8]) -> Result<Handled, WireError> {
-        let _: HelloRequest = parse(p)?;
+    pub(super) fn internal_hello(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        let _: HelloRequest = parse(c.payload())?;
         reply(&Hello {
             shard: self.ctx.shard,
             shards: self.ctx.shards,

@@ -1,8 +1,6 @@
 //! Posts: `post.create` (text posts and reposts), `post.get`, `post.list`.
 
-use super::{answer, parse, reply, Actor, Handled};
-use crate::state::Effects;
-use async_nats::Message;
+use super::{answer, parse, reply, Actor, Call, Handled};
 use futures::FutureExt;
 use reddit_shared::error::{ErrorCode, WireError};
 use reddit_shared::names::SubredditName;
@@ -12,14 +10,9 @@ use reddit_shared::protocol::post::{CreatePostRequest, GetPostRequest, ListPosts
 impl Actor {
     /// `post.create`. A repost of a post on another shard first checks that the
     /// original exists there, then creates the repost in a continuation.
-    pub(super) fn post_create(
-        &mut self,
-        request: &Message,
-        now: i64,
-        fx: &mut Effects,
-    ) -> Result<Handled, WireError> {
-        let who = self.caller(request, now)?;
-        let r: CreatePostRequest = parse(&request.payload)?;
+    pub(super) fn post_create(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        let who = self.caller(c.request, c.now)?;
+        let r: CreatePostRequest = parse(c.payload())?;
         self.state.get_subreddit(&r.subreddit)?;
         match r.repost_of.clone() {
             Some(orig) if self.state.owner(orig.subreddit.key()) != self.ctx.shard => {
@@ -64,23 +57,23 @@ impl Actor {
                     r.title,
                     r.body,
                     repost_of,
-                    now,
-                    fx,
+                    c.now,
+                    c.fx,
                 )?)
             }
         }
     }
 
     /// `post.get`.
-    pub(super) fn post_get(&mut self, p: &[u8]) -> Result<Handled, WireError> {
-        answer(p, |r: GetPostRequest| {
+    pub(super) fn post_get(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        answer(c.payload(), |r: GetPostRequest| {
             self.state.get_post(&r.subreddit, r.id)
         })
     }
 
     /// `post.list`: one page of a subreddit, by hot/new/top/controversial.
-    pub(super) fn post_list(&mut self, p: &[u8]) -> Result<Handled, WireError> {
-        answer(p, |r: ListPostsRequest| {
+    pub(super) fn post_list(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        answer(c.payload(), |r: ListPostsRequest| {
             self.state
                 .list_posts(&r.subreddit, r.sort, r.limit, r.cursor.as_ref())
         })

@@ -1,9 +1,7 @@
 //! Subreddits: `sub.create`, `sub.get`, `sub.list`, `sub.join`, `sub.leave`.
 
-use super::{answer, parse, reply, Actor, Handled};
+use super::{answer, parse, reply, Actor, Call, Handled};
 use crate::cross_shard::SyncEnvelope;
-use crate::state::Effects;
-use async_nats::Message;
 use futures::FutureExt;
 use reddit_shared::codec::encode;
 use reddit_shared::error::WireError;
@@ -16,24 +14,23 @@ use tokio::sync::oneshot;
 
 impl Actor {
     /// `sub.create`: the caller creates (and does not join) a subreddit.
-    pub(super) fn sub_create(&mut self, request: &Message, now: i64) -> Result<Handled, WireError> {
-        let who = self.caller(request, now)?;
-        answer(&request.payload, |r: CreateSubredditRequest| {
-            self.state
-                .create_subreddit(&who, &r.name, r.description, now)
+    pub(super) fn sub_create(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        let now = c.now;
+        self.as_user(c, |s, who, r: CreateSubredditRequest, _| {
+            s.state.create_subreddit(&who, &r.name, r.description, now)
         })
     }
 
     /// `sub.get`.
-    pub(super) fn sub_get(&mut self, p: &[u8]) -> Result<Handled, WireError> {
-        answer(p, |r: GetSubredditRequest| {
+    pub(super) fn sub_get(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        answer(c.payload(), |r: GetSubredditRequest| {
             self.state.get_subreddit(&r.name)
         })
     }
 
     /// `sub.list`: this shard's subreddits, most members first.
-    pub(super) fn sub_list(&mut self, p: &[u8]) -> Result<Handled, WireError> {
-        answer(p, |r: ListSubredditsRequest| {
+    pub(super) fn sub_list(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        answer(c.payload(), |r: ListSubredditsRequest| {
             let limit = r.limit.unwrap_or(DEFAULT_PAGE) as usize;
             Ok(SubredditList {
                 subreddits: self.state.list_subreddits(limit),
@@ -46,16 +43,14 @@ impl Actor {
     /// confirm in time; the outbox keeps retrying).
     pub(super) fn sub_membership(
         &mut self,
-        request: &Message,
-        now: i64,
+        c: &mut Call<'_>,
         join: bool,
-        fx: &mut Effects,
     ) -> Result<Handled, WireError> {
-        let who = self.caller(request, now)?;
-        let r: MembershipRequest = parse(&request.payload)?;
+        let who = self.caller(c.request, c.now)?;
+        let r: MembershipRequest = parse(c.payload())?;
         self.need_sync_room()?;
-        let result = self.state.set_membership(&who, &r.name, join, fx)?;
-        let Some((dest, item)) = fx.sync.pop() else {
+        let result = self.state.set_membership(&who, &r.name, join, c.fx)?;
+        let Some((dest, item)) = c.fx.sync.pop() else {
             return reply(&result);
         };
         let (tx, rx) = oneshot::channel();

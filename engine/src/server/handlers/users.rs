@@ -1,8 +1,7 @@
 //! Accounts and login: `user.register`, `user.get`, `auth.challenge`, `auth.login`.
 
-use super::{answer, parse, reply, Actor, Handled};
+use super::{answer, parse, reply, Actor, Call, Handled};
 use crate::auth::Requester;
-use async_nats::Message;
 use reddit_shared::error::WireError;
 use reddit_shared::protocol::user::{
     parse_public_key, ChallengeReply, ChallengeRequest, GetUserRequest, LoginReply, LoginRequest,
@@ -12,34 +11,32 @@ use reddit_shared::subject::ReplyTo;
 
 impl Actor {
     /// `user.register`: a new account with its Ed25519 public key.
-    pub(super) fn user_register(&mut self, p: &[u8], now: i64) -> Result<Handled, WireError> {
-        answer(p, |r: RegisterRequest| {
+    pub(super) fn user_register(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        answer(c.payload(), |r: RegisterRequest| {
             let key = parse_public_key(&r.public_key)?;
-            self.state.register(&r.username, key, now)
+            self.state.register(&r.username, key, c.now)
         })
     }
 
     /// `user.get`: the public profile (key, karma, joined subreddits).
-    pub(super) fn user_get(&mut self, p: &[u8]) -> Result<Handled, WireError> {
-        answer(p, |r: GetUserRequest| self.state.get_user(&r.username))
+    pub(super) fn user_get(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        answer(c.payload(), |r: GetUserRequest| {
+            self.state.get_user(&r.username)
+        })
     }
 
     /// `auth.challenge`: a stateless challenge; issuing is rate-limited per
     /// requesting connection, and per user for connections not the user's own.
-    pub(super) fn auth_challenge(
-        &mut self,
-        request: &Message,
-        now: i64,
-    ) -> Result<Handled, WireError> {
-        let r: ChallengeRequest = parse(&request.payload)?;
+    pub(super) fn auth_challenge(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        let r: ChallengeRequest = parse(c.payload())?;
         let (_, name) = self.state.public_key(&r.username)?;
-        let inbox = request.reply.as_ref().map_or("", |r| r.as_str());
+        let inbox = c.request.reply.as_ref().map_or("", |r| r.as_str());
         let who = match ReplyTo::classify(inbox) {
             Some(ReplyTo::Service | ReplyTo::Engine) => Requester::Trusted,
             Some(ReplyTo::User(k)) if k == name.key() => Requester::Own(ReplyTo::connection(inbox)),
             _ => Requester::Foreign(ReplyTo::connection(inbox)),
         };
-        let (challenge, expires_at) = self.challenges.issue(name.key(), who, now)?;
+        let (challenge, expires_at) = self.challenges.issue(name.key(), who, c.now)?;
         reply(&ChallengeReply {
             challenge,
             expires_at,
@@ -47,12 +44,12 @@ impl Actor {
     }
 
     /// `auth.login`: a signed challenge for a token.
-    pub(super) fn auth_login(&mut self, p: &[u8], now: i64) -> Result<Handled, WireError> {
-        let r: LoginRequest = parse(p)?;
+    pub(super) fn auth_login(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        let r: LoginRequest = parse(c.payload())?;
         let (key, name) = self.state.public_key(&r.username)?;
         self.challenges
-            .verify(&name, &r.challenge, &r.signature, &key, now)?;
-        let (token, expires_at) = self.ctx.tokens.issue(&name, now);
+            .verify(&name, &r.challenge, &r.signature, &key, c.now)?;
+        let (token, expires_at) = self.ctx.tokens.issue(&name, c.now);
         reply(&LoginReply {
             username: name.to_string(),
             token,
