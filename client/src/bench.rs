@@ -134,6 +134,7 @@ pub async fn run(
                 title: "benchmark post".into(),
                 body: "x".repeat(200),
                 repost_of: None,
+                signature: None,
             },
         )
         .await?;

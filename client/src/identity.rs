@@ -2,14 +2,55 @@
 //! CLI uses: `<dir>/users/<username>.key` (the 32-byte secret as hex, mode 0600) and
 //! `<dir>/users/<username>.token` (the cached login token).
 
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use rand::rngs::OsRng;
-use reddit_shared::auth::login_message;
+use reddit_shared::auth::{comment_message, login_message, post_message};
 use reddit_shared::names::Username;
+use reddit_shared::protocol::comment::CommentView;
+use reddit_shared::protocol::post::PostView;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// A signing key for logging in.
+/// Whether `signature` (128 hex digits) is the signature of `message` by
+/// `public_key` (64 hex digits, as `user.get` returns it).
+pub fn verify_hex(public_key: &str, message: &[u8], signature: &str) -> bool {
+    let mut key = [0u8; 32];
+    let mut sig = [0u8; 64];
+    if hex::decode_to_slice(public_key, &mut key).is_err()
+        || hex::decode_to_slice(signature, &mut sig).is_err()
+    {
+        return false;
+    }
+    VerifyingKey::from_bytes(&key).is_ok_and(|k| {
+        k.verify(message, &ed25519_dalek::Signature::from_bytes(&sig))
+            .is_ok()
+    })
+}
+
+/// The bytes the author of `post` signed (docs/protocol.md, "Signed posts and
+/// comments").
+pub fn signed_post(post: &PostView) -> Vec<u8> {
+    post_message(
+        &post.author.to_ascii_lowercase(),
+        post.subreddit.key(),
+        post.repost_of.as_ref(),
+        &post.title,
+        &post.body,
+    )
+}
+
+/// The bytes the author of `comment` signed.
+pub fn signed_comment(comment: &CommentView) -> Vec<u8> {
+    comment_message(
+        &comment.author.to_ascii_lowercase(),
+        comment.subreddit.key(),
+        &comment.post_id,
+        comment.parent_id.as_ref(),
+        &comment.body,
+    )
+}
+
+/// A signing key for logging in, and for signing posts and comments.
 #[derive(Clone)]
 pub struct Identity {
     key: SigningKey,
@@ -50,6 +91,13 @@ impl Identity {
                 .sign(&login_message(username.key(), challenge))
                 .to_bytes(),
         )
+    }
+
+    /// The signature of `message` as 128 hex digits: what `post.create` and
+    /// `comment.create` take as `signature` (of [`signed_post`]'s or
+    /// [`signed_comment`]'s bytes).
+    pub fn sign_hex(&self, message: &[u8]) -> String {
+        hex::encode(self.key.sign(message).to_bytes())
     }
 
     /// The public key in NATS nkey form (`U...`): a user connects to NATS with it.
@@ -206,5 +254,34 @@ mod tests {
         store.clear_token(&alice);
         assert!(store.load_token(&alice).is_none());
         let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[cfg(test)]
+mod signing_tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_post_verifies_and_a_changed_one_does_not() {
+        let id = Identity::from_secret([1u8; 32]);
+        let mut post = PostView {
+            subreddit: "rust".parse().unwrap(),
+            id: reddit_shared::ids::PostId::new(),
+            author: "Ann".into(),
+            title: "t".into(),
+            body: "b".into(),
+            repost_of: None,
+            score: 0,
+            ups: 0,
+            downs: 0,
+            comments: 0,
+            created_at: 0,
+            signature: None,
+        };
+        let sig = id.sign_hex(&signed_post(&post));
+        assert!(verify_hex(&id.public_key_hex(), &signed_post(&post), &sig));
+        post.body.push('!');
+        assert!(!verify_hex(&id.public_key_hex(), &signed_post(&post), &sig));
+        assert!(!verify_hex("zz", b"", &sig));
     }
 }

@@ -17,11 +17,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use reddit_client::{
     ClientError, ClientOptions, ErrorKind, Identity, KeyStore, RedditClient, Session,
 };
+use reddit_shared::auth::{comment_message, post_message};
 use reddit_shared::ids::{CommentId, DmId, PostId};
 use reddit_shared::names::{SubredditName, Username};
+use reddit_shared::protocol::comment::CommentView;
 use reddit_shared::protocol::comment::{CommentSort, CommentTreeRequest, CreateCommentRequest};
 use reddit_shared::protocol::dm::{DmFolder, ListDmsRequest};
 use reddit_shared::protocol::feed::FeedRequest;
+use reddit_shared::protocol::post::PostView;
 use reddit_shared::protocol::post::{CreatePostRequest, ListPostsRequest, PostSort};
 use reddit_shared::protocol::push::PushEvent;
 use reddit_shared::protocol::vote::{VoteRequest, VoteTarget};
@@ -52,6 +55,11 @@ struct Cli {
     /// Print replies as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// After reading posts or comments, check their authors' signatures against
+    /// the authors' registered keys (`user.get`); the result goes to stderr, and
+    /// the exit status is 1 if any signature does not verify.
+    #[arg(long, global = true)]
+    verify: bool,
     /// Where keys and tokens are kept [default: $REDDIT_CLIENT_DIR or the platform config dir].
     #[arg(long, global = true)]
     config_dir: Option<PathBuf>,
@@ -372,9 +380,94 @@ struct Ctx {
     store: KeyStore,
     user: Option<String>,
     json: bool,
+    verify: bool,
+}
+
+/// Something read that its author may have signed: what to call it, who wrote
+/// it, the signature, and the bytes signed.
+struct Signed {
+    what: String,
+    author: String,
+    signature: Option<String>,
+    bytes: Vec<u8>,
+}
+
+impl Signed {
+    fn post(p: &PostView) -> Self {
+        Self {
+            what: format!("post {} by {}", p.id, p.author),
+            author: p.author.clone(),
+            signature: p.signature.clone(),
+            bytes: reddit_client::identity::signed_post(p),
+        }
+    }
+
+    fn comments(all: &[CommentView], out: &mut Vec<Signed>) {
+        for c in all {
+            out.push(Self {
+                what: format!("comment {} by {}", c.id, c.author),
+                author: c.author.clone(),
+                signature: c.signature.clone(),
+                bytes: reddit_client::identity::signed_comment(c),
+            });
+            Self::comments(&c.replies, out);
+        }
+    }
 }
 
 impl Ctx {
+    /// With --verify: checks `items`' signatures with their authors' registered
+    /// keys, reports on stderr, and fails if any does not verify.
+    async fn check_signatures(&self, items: Vec<Signed>) -> Result<()> {
+        if !self.verify {
+            return Ok(());
+        }
+        let mut keys: std::collections::HashMap<String, String> = Default::default();
+        let (mut ok, mut unsigned, mut bad) = (0, 0, Vec::new());
+        for item in items {
+            let Some(sig) = &item.signature else {
+                unsigned += 1;
+                continue;
+            };
+            let author = item.author.to_ascii_lowercase();
+            if !keys.contains_key(&author) {
+                let user = self.client.get_user(&author.parse()?).await?;
+                keys.insert(author.clone(), user.public_key);
+            }
+            let key = keys.get(&author).map(String::as_str).unwrap_or_default();
+            if reddit_client::identity::verify_hex(key, &item.bytes, sig) {
+                ok += 1;
+            } else {
+                bad.push(item.what);
+            }
+        }
+        eprintln!(
+            "signatures: {ok} verified, {unsigned} unsigned, {} do not verify",
+            bad.len()
+        );
+        for what in &bad {
+            eprintln!("  DOES NOT VERIFY: {what}");
+        }
+        if !bad.is_empty() {
+            bail!(
+                "{} signature(s) do not verify with their authors' keys",
+                bad.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// The user's own key, for signing what they write.
+    fn identity(&self) -> Result<Identity> {
+        let user = self.username()?;
+        self.store.load_key(&user)?.ok_or_else(|| {
+            anyhow!(
+                "no key for {user} in {}; run `reddit-client register {user}` first (or pass --config-dir)",
+                self.store.dir().display()
+            )
+        })
+    }
+
     fn username(&self) -> Result<Username> {
         let name = self.user.as_deref().ok_or_else(|| {
             anyhow!("this command acts as a user: pass --user NAME (or set REDDIT_USER)")
@@ -398,12 +491,7 @@ impl Ctx {
                 }
             }
         }
-        let id = self.store.load_key(&user)?.ok_or_else(|| {
-            anyhow!(
-                "no key for {user} in {}; run `reddit-client register {user}` first (or pass --config-dir)",
-                self.store.dir().display()
-            )
-        })?;
+        let id = self.identity()?;
         let session = self.client.login(&user, &id).await?;
         self.store.save_token(
             &user,
@@ -548,6 +636,7 @@ async fn run(cli: Cli) -> Result<()> {
         store,
         user: cli.user.clone(),
         json: cli.json,
+        verify: cli.verify,
     };
     let c = &ctx.client;
     match cli.command {
@@ -655,11 +744,19 @@ async fn run(cli: Cli) -> Result<()> {
                         })
                     }
                 };
+                let signed = post_message(
+                    ctx.username()?.key(),
+                    subreddit.key(),
+                    repost_of.as_ref(),
+                    &title,
+                    &body,
+                );
                 let req = CreatePostRequest {
                     subreddit: subreddit.clone(),
                     title,
                     body,
                     repost_of,
+                    signature: Some(ctx.identity()?.sign_hex(&signed)),
                 };
                 let v = ctx
                     .authed(|s| {
@@ -670,7 +767,9 @@ async fn run(cli: Cli) -> Result<()> {
                 ctx.print(&v, output::post)?;
             }
             PostCommand::Get { subreddit, id } => {
-                ctx.print(&c.get_post(&subreddit.clone(), id).await?, output::post)?;
+                let post = c.get_post(&subreddit, id).await?;
+                ctx.print(&post, output::post)?;
+                ctx.check_signatures(vec![Signed::post(&post)]).await?;
             }
             PostCommand::List { subreddit, page } => {
                 let req = ListPostsRequest {
@@ -679,7 +778,10 @@ async fn run(cli: Cli) -> Result<()> {
                     limit: page.limit,
                     cursor: page.cursor,
                 };
-                ctx.print(&c.send(None, &req).await?, output::posts)?;
+                let page = c.send(None, &req).await?;
+                ctx.print(&page, output::posts)?;
+                ctx.check_signatures(page.posts.iter().map(Signed::post).collect())
+                    .await?;
             }
         },
         Command::Comment {
@@ -688,11 +790,19 @@ async fn run(cli: Cli) -> Result<()> {
             body,
             parent,
         } => {
+            let signed = comment_message(
+                ctx.username()?.key(),
+                subreddit.key(),
+                &post_id,
+                parent.as_ref(),
+                &body,
+            );
             let req = CreateCommentRequest {
                 subreddit: subreddit.clone(),
                 post_id,
                 parent_id: parent,
                 body,
+                signature: Some(ctx.identity()?.sign_hex(&signed)),
             };
             let v = ctx
                 .authed(|s| {
@@ -716,7 +826,11 @@ async fn run(cli: Cli) -> Result<()> {
                 limit,
                 root,
             };
-            ctx.print(&c.send(None, &req).await?, output::tree)?;
+            let tree = c.send(None, &req).await?;
+            ctx.print(&tree, output::tree)?;
+            let mut signed = Vec::new();
+            Signed::comments(&tree.comments, &mut signed);
+            ctx.check_signatures(signed).await?;
         }
         Command::Vote {
             subreddit,
@@ -760,6 +874,8 @@ async fn run(cli: Cli) -> Result<()> {
                 })
                 .await?;
             ctx.print(&v, output::posts)?;
+            ctx.check_signatures(v.posts.iter().map(Signed::post).collect())
+                .await?;
         }
         Command::Dm(cmd) => match cmd {
             DmCommand::Send { to, body } => {

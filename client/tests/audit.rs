@@ -52,6 +52,7 @@ async fn actor(
                             title: "t".into(),
                             body: "b".into(),
                             repost_of: None,
+                            signature: None,
                         },
                     )
                     .await
@@ -79,6 +80,7 @@ async fn actor(
                                 post_id: post,
                                 parent_id: parent,
                                 body: "c".into(),
+                                signature: None,
                             },
                         )
                         .await

@@ -147,6 +147,7 @@ async fn bad_input_gets_clear_errors_and_the_engine_keeps_serving() {
         title,
         body,
         repost_of: None,
+        signature: None,
     };
     let e = raw(
         c,
@@ -196,11 +197,15 @@ async fn bad_input_gets_clear_errors_and_the_engine_keeps_serving() {
     let e = raw(c, "rust", "sub.join", Some(&forged), body.clone()).await;
     expect(&e, ErrorCode::Unauthenticated, "not valid");
     let other = reddit_engine::auth::TokenSigner::new(b"another-secret", 3_600_000);
-    let (foreign, _) = other.issue(&un("alice"), reddit_shared::now_millis());
+    let (foreign, _) = other.issue(&un("alice"), &[7u8; 32], reddit_shared::now_millis());
     let e = raw(c, "rust", "sub.join", Some(&foreign), body.clone()).await;
     expect(&e, ErrorCode::Unauthenticated, "not valid");
     let ours = reddit_engine::auth::TokenSigner::new(SECRET.as_bytes(), 1_000);
-    let (expired, _) = ours.issue(&un("alice"), reddit_shared::now_millis() - 60_000);
+    let (expired, _) = ours.issue(
+        &un("alice"),
+        &[7u8; 32],
+        reddit_shared::now_millis() - 60_000,
+    );
     let e = raw(c, "rust", "sub.join", Some(&expired), body.clone()).await;
     expect(&e, ErrorCode::Unauthenticated, "expired");
     let e = raw(c, "rust", "sub.join", Some("garbage"), body.clone()).await;
@@ -260,6 +265,7 @@ async fn bad_input_gets_clear_errors_and_the_engine_keeps_serving() {
         post_id: ghost,
         parent_id: None,
         body: "hello?".into(),
+        signature: None,
     };
     expect(
         &c.send(Some(&bob), &comment).await.unwrap_err(),

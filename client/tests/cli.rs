@@ -116,6 +116,16 @@ async fn a_person_uses_the_cli_against_three_shards() {
                 "{tree}"
             );
 
+            // The CLI signed what it wrote; --verify checks it with the authors' keys.
+            let (ok, _, err) = cli.run(Some("carol"), &["comments", "rust", &post_id, "--verify"]);
+            assert!(ok, "{err}");
+            assert!(
+                err.contains("signatures: 3 verified, 0 unsigned, 0 do not verify"),
+                "{err}"
+            );
+            let (ok, _, err) = cli.run(Some("bob"), &["post", "get", "rust", &post_id, "--verify"]);
+            assert!(ok && err.contains("signatures: 1 verified"), "{err}");
+
             let v = cli.json(Some("bob"), &["vote", "rust", "post", &post_id, "up"]);
             assert_eq!(v["score"], 1);
             cli.ok(Some("carol"), &["vote", "rust", "post", &post_id, "up"]);

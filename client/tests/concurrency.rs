@@ -71,6 +71,7 @@ async fn two_hundred_concurrent_votes_give_the_exact_score() {
                 title: "vote on me".into(),
                 body: String::new(),
                 repost_of: None,
+                signature: None,
             },
         )
         .await

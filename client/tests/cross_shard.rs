@@ -25,6 +25,7 @@ async fn karma_reaches_the_authors_shard() {
                 title: "cross".into(),
                 body: String::new(),
                 repost_of: None,
+                signature: None,
             },
         )
         .await
@@ -135,6 +136,7 @@ async fn feed_merges_subreddits_on_different_shards_in_order() {
                     title: format!("post {i}"),
                     body: String::new(),
                     repost_of: None,
+                    signature: None,
                 },
             )
             .await

@@ -23,6 +23,7 @@ fn post_req(sub: &reddit_shared::names::SubredditName, title: &str) -> CreatePos
         title: title.into(),
         body: String::new(),
         repost_of: None,
+        signature: None,
     }
 }
 
@@ -60,6 +61,7 @@ async fn acknowledged_writes_survive_restarts_with_and_without_a_snapshot() {
                 post_id: post.id,
                 parent_id: None,
                 body: "nice".into(),
+                signature: None,
             },
         )
         .await
@@ -191,6 +193,7 @@ async fn a_retried_write_gets_the_original_reply_and_applies_once() {
         title: "once".into(),
         body: String::new(),
         repost_of: None,
+        signature: None,
     };
     let key = uuid::Uuid::now_v7().to_string();
     let send = |req: &CreatePostRequest, key: &str| {

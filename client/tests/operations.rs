@@ -93,6 +93,7 @@ async fn every_operation(shards: u32) {
                 title: "Hello".into(),
                 body: "First post".into(),
                 repost_of: None,
+                signature: None,
             },
         )
         .await
@@ -117,6 +118,7 @@ async fn every_operation(shards: u32) {
                     subreddit: sn("rust"),
                     id: post.id,
                 }),
+                signature: None,
             },
         )
         .await
@@ -133,6 +135,7 @@ async fn every_operation(shards: u32) {
                     subreddit: sn("gardening"),
                     id: reddit_shared::ids::PostId::new(),
                 }),
+                signature: None,
             },
         )
         .await
@@ -150,6 +153,7 @@ async fn every_operation(shards: u32) {
                 title: "Second".into(),
                 body: String::new(),
                 repost_of: None,
+                signature: None,
             },
         )
         .await
@@ -191,6 +195,7 @@ async fn every_operation(shards: u32) {
                 post_id: post.id,
                 parent_id: None,
                 body: "top".into(),
+                signature: None,
             },
         )
         .await
@@ -212,6 +217,7 @@ async fn every_operation(shards: u32) {
                     post_id: post.id,
                     parent_id: Some(parent),
                     body: format!("depth {depth}"),
+                    signature: None,
                 },
             )
             .await
@@ -249,6 +255,7 @@ async fn every_operation(shards: u32) {
                 post_id: post.id,
                 parent_id: Some(reddit_shared::ids::CommentId::new()),
                 body: "orphan".into(),
+                signature: None,
             },
         )
         .await

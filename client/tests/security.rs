@@ -343,6 +343,7 @@ async fn reply_subject_injection_has_no_effect_and_the_shard_keeps_serving() {
                 title: "kept".into(),
                 body: String::new(),
                 repost_of: None,
+                signature: None,
             },
         )
         .await
@@ -454,7 +455,8 @@ async fn forged_tokens_with_published_secrets_fail_and_shards_refuse_them() {
     secrets.extend(["engine-dev-password", "client-dev-password"]);
     for secret in secrets {
         let forger = reddit_engine::auth::TokenSigner::new(secret.as_bytes(), 3_600_000);
-        let (token, expires_at) = forger.issue(&victim.username, reddit_shared::now_millis());
+        let (token, expires_at) =
+            forger.issue(&victim.username, &[7u8; 32], reddit_shared::now_millis());
         let forged = Session {
             username: victim.username.clone(),
             token,
@@ -665,6 +667,7 @@ async fn the_largest_documented_posts_comments_and_dms_list_fine() {
                         title: format!("big {i}"),
                         body: big.clone(),
                         repost_of: None,
+                        signature: None,
                     },
                 )
                 .await
@@ -682,6 +685,7 @@ async fn the_largest_documented_posts_comments_and_dms_list_fine() {
                 post_id: posts[0].id,
                 parent_id: None,
                 body: big.clone(),
+                signature: None,
             },
         )
         .await

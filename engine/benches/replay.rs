@@ -86,6 +86,7 @@ fn event(i: u64, users: u64, subs: u64, posts: &mut Vec<(u64, PostId)>) -> Event
                 body: "Simulated post body with a few words in it.".into(),
                 repost_of: None,
                 at,
+                signature: None,
             }
         }
         3..=5 if !posts.is_empty() => {
@@ -98,6 +99,7 @@ fn event(i: u64, users: u64, subs: u64, posts: &mut Vec<(u64, PostId)>) -> Event
                 author: user(i * 13),
                 body: "Simulated comment.".into(),
                 at,
+                signature: None,
             }
         }
         _ if !posts.is_empty() => {

@@ -1,8 +1,10 @@
 //! Tokens and login challenges.
 //!
-//! A token is `v1.<username>.<expires_ms>.<hmac>`: the HMAC-SHA256 of the first three
-//! parts under the cluster's shared secret, in hex. Any shard verifies it locally.
-//! Clients treat it as opaque.
+//! A token is `v2.<username>.<expires_ms>.<public key>.<hmac>`: the HMAC-SHA256 of
+//! the first four parts under the cluster's shared secret, in hex. Any shard
+//! verifies it locally, and learns the user's registered public key from it (to
+//! check signed posts and comments without asking the user's shard). Clients treat
+//! it as opaque.
 //!
 //! A login challenge is 32 random bytes, kept by the user's shard for one minute and
 //! accepted once, so a captured login cannot be replayed.
@@ -17,6 +19,40 @@ use sha2::Sha256;
 use std::collections::HashMap;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// What a verified token says.
+#[derive(Clone, Debug)]
+pub struct Bearer {
+    /// The user it speaks for.
+    pub user: Username,
+    /// Their registered public key.
+    pub key: VerifyingKey,
+    /// When it expires (Unix ms).
+    pub expires: i64,
+}
+
+impl Bearer {
+    /// Checks `signature` (128 hex digits) of `message` with this user's key:
+    /// `400 invalid_request` naming `what` if it does not verify.
+    pub fn check_signature(
+        &self,
+        what: &str,
+        message: &[u8],
+        signature: &str,
+    ) -> Result<(), WireError> {
+        let bad = || {
+            WireError::invalid(format!(
+                "signature: the {what}'s signature does not verify with {}'s registered key (sign the exact bytes docs/protocol.md gives, with that key)",
+                self.user
+            ))
+        };
+        let mut raw = [0u8; 64];
+        hex::decode_to_slice(signature, &mut raw).map_err(|_| bad())?;
+        self.key
+            .verify(message, &Signature::from_bytes(&raw))
+            .map_err(|_| bad())
+    }
+}
 
 /// Issues and verifies tokens with the cluster secret.
 #[derive(Clone)]
@@ -74,24 +110,27 @@ impl TokenSigner {
         }
     }
 
-    /// A token for `username` issued at `now` (ms), and its expiry.
-    pub fn issue(&self, username: &Username, now: i64) -> (String, i64) {
+    /// A token for `username` (whose registered key is `key`) issued at `now`
+    /// (ms), and its expiry.
+    pub fn issue(&self, username: &Username, key: &[u8; 32], now: i64) -> (String, i64) {
         let expires = now.saturating_add(self.ttl_ms);
-        let body = format!("v1.{}.{expires}", username.as_str());
+        let body = format!("v2.{}.{expires}.{}", username.as_str(), hex::encode(key));
         let mac = self.mac(&body);
         (format!("{body}.{mac}"), expires)
     }
 
-    /// The user a token speaks for, if it is genuine and not expired at `now`.
-    pub fn verify(&self, token: &str, now: i64) -> Result<Username, WireError> {
+    /// The user a token speaks for and their public key, if the token is genuine
+    /// and not expired at `now`.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Bearer, WireError> {
         let forged = || {
             WireError::unauthenticated(
-                "the token is not valid (malformed or not signed by this cluster)",
+                "the token is not valid (malformed, from an older version, or not signed by this cluster); log in again",
             )
         };
         let (body, mac) = token.rsplit_once('.').ok_or_else(forged)?;
-        let mut parts = body.splitn(3, '.');
-        let (Some("v1"), Some(name), Some(expires)) = (parts.next(), parts.next(), parts.next())
+        let mut parts = body.splitn(4, '.');
+        let (Some("v2"), Some(name), Some(expires), Some(key)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(forged());
         };
@@ -106,7 +145,13 @@ impl TokenSigner {
                 "the token has expired; log in again",
             ));
         }
-        Username::parse(name).map_err(|_| forged())
+        let mut raw = [0u8; 32];
+        hex::decode_to_slice(key, &mut raw).map_err(|_| forged())?;
+        Ok(Bearer {
+            user: Username::parse(name).map_err(|_| forged())?,
+            key: VerifyingKey::from_bytes(&raw).map_err(|_| forged())?,
+            expires,
+        })
     }
 
     /// A short fingerprint of the secret, so shards can check they share it without
@@ -123,40 +168,35 @@ impl TokenSigner {
 /// an HMAC each. Bounded: cleared when full. Expiry is checked on every use.
 #[derive(Debug, Default)]
 pub struct VerifiedTokens {
-    seen: HashMap<String, (Username, i64)>,
+    seen: HashMap<String, Bearer>,
 }
 
 /// Most tokens [`VerifiedTokens`] holds.
 pub const VERIFIED_TOKENS: usize = 65_536;
 
 impl VerifiedTokens {
-    /// The user `token` speaks for at `now`, verifying it with `signer` unless it was
-    /// verified before.
+    /// What `token` says at `now` (user, key), verifying it with `signer` unless
+    /// it was verified before.
     pub fn verify(
         &mut self,
         signer: &TokenSigner,
         token: &str,
         now: i64,
-    ) -> Result<Username, WireError> {
-        if let Some((user, expires)) = self.seen.get(token) {
-            if *expires > now {
-                return Ok(user.clone());
+    ) -> Result<Bearer, WireError> {
+        if let Some(bearer) = self.seen.get(token) {
+            if bearer.expires > now {
+                return Ok(bearer.clone());
             }
             return Err(WireError::unauthenticated(
                 "the token has expired; log in again",
             ));
         }
-        let user = signer.verify(token, now)?;
-        let expires = token
-            .rsplit('.')
-            .nth(1)
-            .and_then(|e| e.parse::<i64>().ok())
-            .unwrap_or(now);
+        let bearer = signer.verify(token, now)?;
         if self.seen.len() >= VERIFIED_TOKENS {
             self.seen.clear();
         }
-        self.seen.insert(token.to_owned(), (user.clone(), expires));
-        Ok(user)
+        self.seen.insert(token.to_owned(), bearer.clone());
+        Ok(bearer)
     }
 }
 
@@ -372,9 +412,19 @@ mod tests {
     fn tokens_verify_and_reject_forgeries() {
         let s = TokenSigner::new(b"secret", 1000);
         let alice: Username = "Alice".parse().unwrap();
-        let (token, exp) = s.issue(&alice, 5000);
+        let key = SigningKey::from_bytes(&[3u8; 32]).verifying_key();
+        let (token, exp) = s.issue(&alice, key.as_bytes(), 5000);
         assert_eq!(exp, 6000);
-        assert_eq!(s.verify(&token, 5500).unwrap().as_str(), "Alice");
+        let bearer = s.verify(&token, 5500).unwrap();
+        assert_eq!(bearer.user.as_str(), "Alice");
+        assert_eq!(bearer.key, key, "the token carries the registered key");
+        let other_key = hex::encode(
+            SigningKey::from_bytes(&[4u8; 32])
+                .verifying_key()
+                .as_bytes(),
+        );
+        let swapped = token.replace(&hex::encode(key.as_bytes()), &other_key);
+        assert!(s.verify(&swapped, 5500).is_err(), "the key is signed too");
         assert!(s.verify(&token, 6000).is_err(), "expired");
         let other = TokenSigner::new(b"other", 1000);
         assert!(other.verify(&token, 5500).is_err(), "other secret");
@@ -388,13 +438,41 @@ mod tests {
     }
 
     #[test]
+    fn content_signatures_verify_with_the_tokens_key() {
+        let s = TokenSigner::new(b"secret", 1000);
+        let signing = SigningKey::from_bytes(&[5u8; 32]);
+        let (token, _) = s.issue(
+            &"ann".parse().unwrap(),
+            signing.verifying_key().as_bytes(),
+            0,
+        );
+        let bearer = s.verify(&token, 1).unwrap();
+        let msg = b"reddit-post-v1\nann\nrust\n-\nhi\n";
+        let sig = hex::encode(signing.sign(msg).to_bytes());
+        assert!(bearer.check_signature("post", msg, &sig).is_ok());
+        let err = bearer
+            .check_signature("post", b"reddit-post-v1\nann\nrust\n-\nhi!\n", &sig)
+            .unwrap_err();
+        assert_eq!(err.code, reddit_shared::error::ErrorCode::InvalidRequest);
+        assert!(err.message.starts_with("signature:"), "{}", err.message);
+        assert!(bearer.check_signature("post", msg, "zz").is_err());
+    }
+
+    #[test]
     fn the_verified_cache_still_checks_expiry_and_forgery() {
         let s = TokenSigner::new(b"secret", 1000);
         let alice: Username = "alice".parse().unwrap();
-        let (token, _) = s.issue(&alice, 5000);
+        let key = SigningKey::from_bytes(&[3u8; 32]).verifying_key();
+        let (token, _) = s.issue(&alice, key.as_bytes(), 5000);
         let mut cache = VerifiedTokens::default();
-        assert_eq!(cache.verify(&s, &token, 5100).unwrap().as_str(), "alice");
-        assert_eq!(cache.verify(&s, &token, 5200).unwrap().as_str(), "alice");
+        assert_eq!(
+            cache.verify(&s, &token, 5100).unwrap().user.as_str(),
+            "alice"
+        );
+        assert_eq!(
+            cache.verify(&s, &token, 5200).unwrap().user.as_str(),
+            "alice"
+        );
         assert!(
             cache.verify(&s, &token, 6000).is_err(),
             "expired, though cached"

@@ -18,6 +18,50 @@ pub fn login_message(username_key: &str, challenge: &str) -> Vec<u8> {
     format!("reddit-login-v1\n{username_key}\n{challenge}").into_bytes()
 }
 
+/// The bytes an author signs for a post (`post.create`'s optional `signature`):
+///
+/// ```text
+/// reddit-post-v1\n<author key>\n<subreddit key>\n<repost>\n<title>\n<body>
+/// ```
+///
+/// Keys are lowercase names; `<repost>` is `-`, or for a repost the original's
+/// `<subreddit key>/<post id>` (the id hyphenated, lowercase). Titles are one line,
+/// and the body is last, so the bytes are unambiguous.
+pub fn post_message(
+    author_key: &str,
+    subreddit_key: &str,
+    repost_of: Option<&crate::protocol::PostRef>,
+    title: &str,
+    body: &str,
+) -> Vec<u8> {
+    let repost = repost_of.map_or_else(
+        || "-".to_owned(),
+        |r| format!("{}/{}", r.subreddit.key(), r.id.0.hyphenated()),
+    );
+    format!("reddit-post-v1\n{author_key}\n{subreddit_key}\n{repost}\n{title}\n{body}").into_bytes()
+}
+
+/// The bytes an author signs for a comment (`comment.create`'s optional
+/// `signature`):
+///
+/// ```text
+/// reddit-comment-v1\n<author key>\n<subreddit key>\n<post id>\n<parent id or ->\n<body>
+/// ```
+pub fn comment_message(
+    author_key: &str,
+    subreddit_key: &str,
+    post_id: &crate::ids::PostId,
+    parent_id: Option<&crate::ids::CommentId>,
+    body: &str,
+) -> Vec<u8> {
+    let parent = parent_id.map_or_else(|| "-".to_owned(), |p| p.0.hyphenated().to_string());
+    format!(
+        "reddit-comment-v1\n{author_key}\n{subreddit_key}\n{}\n{parent}\n{body}",
+        post_id.0.hyphenated()
+    )
+    .into_bytes()
+}
+
 /// The header value for `token`: `Bearer <token>`.
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
@@ -33,6 +77,27 @@ pub fn parse_bearer(value: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_content_bytes_are_fixed() {
+        let id = crate::ids::PostId(uuid::Uuid::from_u128(1));
+        assert_eq!(
+            post_message("ann", "rust", None, "Hi", "a\nb"),
+            b"reddit-post-v1\nann\nrust\n-\nHi\na\nb"
+        );
+        let orig = crate::protocol::PostRef {
+            subreddit: "Go_lang".parse().unwrap(),
+            id,
+        };
+        assert_eq!(
+            String::from_utf8(post_message("ann", "rust", Some(&orig), "t", "")).unwrap(),
+            "reddit-post-v1\nann\nrust\ngo_lang/00000000-0000-0000-0000-000000000001\nt\n"
+        );
+        assert_eq!(
+            String::from_utf8(comment_message("bob", "rust", &id, None, "yes")).unwrap(),
+            "reddit-comment-v1\nbob\nrust\n00000000-0000-0000-0000-000000000001\n-\nyes"
+        );
+    }
 
     #[test]
     fn bearer_round_trip() {

@@ -63,6 +63,7 @@ fn seeds() -> Vec<Vec<u8>> {
                 subreddit: "other".parse().unwrap(),
                 id: reddit_shared::ids::PostId::new(),
             }),
+            signature: None,
         })
         .unwrap(),
         encode(&VoteRequest {

@@ -341,6 +341,7 @@ impl Worker {
                     title: format!("post {pick:x}"),
                     body: "Simulated post body.".to_owned(),
                     repost_of,
+                    signature: None,
                 };
                 Some(
                     async move {
@@ -375,6 +376,7 @@ impl Worker {
                     post_id: k.id,
                     parent_id,
                     body: "Simulated comment.".to_owned(),
+                    signature: None,
                 };
                 Some(
                     async move {

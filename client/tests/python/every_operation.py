@@ -11,7 +11,7 @@ the replies' shapes, the documented errors, and a push. Prints "ok" at the end.
 """
 import asyncio, json, os, sys, uuid
 import msgpack, nats
-from nacl.signing import SigningKey
+from nacl.signing import SigningKey, VerifyKey
 from nkeys import encode_seed, PREFIX_BYTE_USER
 
 URL = os.environ["NATS_URL"]
@@ -83,8 +83,12 @@ def keys(d, *names):
         assert n in d, (n, d)
 
 
+KEYS = {}
+
+
 async def person(anon, name):
     key = SigningKey.generate()
+    KEYS[name] = key
     view = await anon.call(name, "user.register", {"username": name, "public_key": key.verify_key.encode().hex()})
     keys(view, "username", "public_key", "post_karma", "comment_karma", "joined", "created_at")
     nc = await nats.connect(URL, name=name, nkeys_seed_str=encode_seed(key.encode(), PREFIX_BYTE_USER).decode(),
@@ -199,6 +203,27 @@ async def main():
     sent = await alice.call(a, "dm.list", {"folder": "sent"}, token=ta)
     assert sent["messages"][0]["body"] == "hello"
     await alice.fails(403, "forbidden", a, "dm.reply", {"dm_id": r["id"], "body": "not mine"}, token=ta)
+
+    # Signed posts and comments: the bytes of the document's "Signed posts and
+    # comments", signed with the registered key; checked on the way in and
+    # verifiable on the way out.
+    text = f"reddit-post-v1\n{a.lower()}\n{sub.lower()}\n-\nsigned\nby alice"
+    sig = KEYS[a].sign(text.encode()).signature.hex()
+    sp = await alice.call(sub, "post.create", {"subreddit": sub, "title": "signed", "body": "by alice",
+                                               "signature": sig}, token=ta)
+    assert sp["signature"] == sig
+    got = await bob.call(sub, "post.get", {"subreddit": sub, "id": sp["id"]})
+    rebuilt = f"reddit-post-v1\n{got['author'].lower()}\n{got['subreddit'].lower()}\n-\n{got['title']}\n{got['body']}"
+    VerifyKey(bytes.fromhex(u["public_key"])).verify(rebuilt.encode(), bytes.fromhex(got["signature"]))
+    e = await alice.fails(400, "invalid_request", sub, "post.create",
+                          {"subreddit": sub, "title": "signed!", "body": "by alice", "signature": sig}, token=ta)
+    assert e.message.startswith("signature:"), e.message
+    post_id = str(uuid.UUID(bytes=sp["id"]))
+    ctext = f"reddit-comment-v1\n{b.lower()}\n{sub.lower()}\n{post_id}\n-\nverified"
+    csig = KEYS[b].sign(ctext.encode()).signature.hex()
+    sc = await bob.call(sub, "comment.create", {"subreddit": sub, "post_id": sp["id"], "body": "verified",
+                                                "signature": csig}, token=tb)
+    assert sc["signature"] == csig
 
     # Operators: stats from any shard; the audit as the service role
     st = await bob.call("", "shard.stats", {}, shard=0)

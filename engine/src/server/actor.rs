@@ -5,7 +5,7 @@
 
 use super::journal::{Journal, LogStore};
 use super::{reply_allowed, respond, Ctx, Job, RunJob};
-use crate::auth::{Challenges, VerifiedTokens};
+use crate::auth::{Bearer, Challenges, VerifiedTokens};
 use crate::cross_shard::SyncEnvelope;
 use crate::replies::{payload_hash, Cached, Lookup, ReplyCache};
 use crate::state::{Effects, Event, PushTarget, ShardState};
@@ -504,6 +504,12 @@ impl Actor {
     }
 
     pub(super) fn caller(&mut self, request: &Message, now: i64) -> Result<Username, WireError> {
+        self.bearer(request, now).map(|b| b.user)
+    }
+
+    /// What the request's token says (the user and their registered key), after
+    /// the same checks as [`caller`](Self::caller).
+    pub(super) fn bearer(&mut self, request: &Message, now: i64) -> Result<Bearer, WireError> {
         let value = request
             .headers
             .as_ref()
@@ -517,13 +523,14 @@ impl Actor {
         let token = parse_bearer(&value).ok_or_else(|| {
             WireError::unauthenticated("the Authorization header must be `Bearer <token>`")
         })?;
-        let user = self.verified.verify(&self.ctx.tokens, token, now)?;
+        let bearer = self.verified.verify(&self.ctx.tokens, token, now)?;
+        let user = &bearer.user;
         // What a request does as a user is answered only where that user (or a
         // trusted role) reads: never to the anonymous inbox or another user's.
         let reply = request.reply.as_ref().map(|r| r.as_str());
         match reply.and_then(ReplyTo::classify) {
-            Some(ReplyTo::User(k)) if k == user.key() => Ok(user),
-            Some(ReplyTo::Service | ReplyTo::Engine) => Ok(user),
+            Some(ReplyTo::User(k)) if k == user.key() => Ok(bearer),
+            Some(ReplyTo::Service | ReplyTo::Engine) => Ok(bearer),
             _ => Err(WireError::forbidden(format!(
                 "a request acting as {user} must take its reply in {}.> (that user's own connection) or a service inbox",
                 subject::user_inbox_prefix(user.key())

@@ -213,6 +213,7 @@ async fn register_login_and_post_without_nats() {
         title: "hello".into(),
         body: String::new(),
         repost_of: None,
+        signature: None,
     };
     let created = shard.call(&post, Some(auth)).await.unwrap();
     let got = shard
@@ -248,6 +249,7 @@ async fn a_retry_with_the_same_idempotency_key_gets_the_first_reply() {
         title: "once".into(),
         body: String::new(),
         repost_of: None,
+        signature: None,
     };
     let key = "0190f5c2-6d4e-7a31-9b8c-0123456789ab";
     let first = shard

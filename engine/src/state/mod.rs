@@ -74,6 +74,9 @@ pub enum Event {
         body: String,
         /// Original, for a repost.
         repost_of: Option<PostRef>,
+        /// The author's signature, if signed (absent in logs of older versions).
+        #[serde(default)]
+        signature: Option<String>,
         /// Unix ms.
         at: i64,
     },
@@ -91,6 +94,9 @@ pub enum Event {
         author: Username,
         /// Body.
         body: String,
+        /// The author's signature, if signed (absent in logs of older versions).
+        #[serde(default)]
+        signature: Option<String>,
         /// Unix ms.
         at: i64,
     },
@@ -401,10 +407,19 @@ impl ShardState {
                 title,
                 body,
                 repost_of,
+                signature,
                 at,
             } => {
                 if let Some(sub) = self.subs.get_mut(subreddit) {
-                    if sub.add_post(*id, author, title, body, repost_of.clone(), *at) {
+                    if sub.add_post(
+                        *id,
+                        author,
+                        title,
+                        body,
+                        repost_of.clone(),
+                        signature.clone(),
+                        *at,
+                    ) {
                         self.totals.posts += 1;
                     }
                 }
@@ -416,10 +431,19 @@ impl ShardState {
                 parent_id,
                 author,
                 body,
+                signature,
                 at,
             } => {
                 if let Some(sub) = self.subs.get_mut(subreddit) {
-                    if sub.add_comment(*post_id, *id, *parent_id, author, body, *at) {
+                    if sub.add_comment(
+                        *post_id,
+                        *id,
+                        *parent_id,
+                        author,
+                        body,
+                        signature.clone(),
+                        *at,
+                    ) {
                         self.totals.comments += 1;
                     }
                 }

@@ -38,6 +38,9 @@ pub struct Post {
     tally: Tally,
     comments: u32,
     children: Vec<CommentId>,
+    /// The author's signature (hex), if the post was signed.
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 /// A comment and its tally.
@@ -52,6 +55,9 @@ struct Comment {
     depth: u32,
     tally: Tally,
     children: Vec<CommentId>,
+    /// The author's signature (hex), if the comment was signed.
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 /// Score totals of one author's items in one subreddit.
@@ -123,6 +129,7 @@ impl Post {
             downs: self.tally.downs,
             comments: self.comments,
             created_at: self.created_at,
+            signature: self.signature.clone(),
         }
     }
 }
@@ -142,6 +149,7 @@ impl Comment {
             depth: self.depth,
             created_at: self.created_at,
             replies: Vec::new(),
+            signature: self.signature.clone(),
         }
     }
 }
@@ -250,6 +258,7 @@ impl Subreddit {
         members.chain(left).chain(karma)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn add_post(
         &mut self,
         id: PostId,
@@ -257,6 +266,7 @@ impl Subreddit {
         title: &str,
         body: &str,
         repost_of: Option<PostRef>,
+        signature: Option<String>,
         at: i64,
     ) -> bool {
         if self.posts.contains_key(&id) {
@@ -272,6 +282,7 @@ impl Subreddit {
             tally: Tally::default(),
             comments: 0,
             children: Vec::new(),
+            signature,
         };
         for sort in SORTS {
             let key = post.key(sort);
@@ -284,6 +295,7 @@ impl Subreddit {
         true
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn add_comment(
         &mut self,
         post_id: PostId,
@@ -291,6 +303,7 @@ impl Subreddit {
         parent_id: Option<CommentId>,
         author: &Username,
         body: &str,
+        signature: Option<String>,
         at: i64,
     ) -> bool {
         if self.comments.contains_key(&id) || !self.posts.contains_key(&post_id) {
@@ -327,6 +340,7 @@ impl Subreddit {
                 depth,
                 tally: Tally::default(),
                 children: Vec::new(),
+                signature,
             },
         );
         true
@@ -670,6 +684,7 @@ impl ShardState {
         title: String,
         body: String,
         repost_of: Option<PostRef>,
+        signature: Option<String>,
         now: i64,
         fx: &mut Effects,
     ) -> Result<PostView, WireError> {
@@ -684,6 +699,7 @@ impl ShardState {
             title,
             body,
             repost_of,
+            signature,
             at: now,
         });
         let view = self.get_post(name, id)?;
@@ -804,6 +820,7 @@ impl ShardState {
             parent_id: req.parent_id,
             author: author.clone(),
             body: req.body,
+            signature: req.signature,
             at: now,
         });
         let sub = self.sub(&req.subreddit)?;

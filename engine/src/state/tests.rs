@@ -102,6 +102,7 @@ fn busy_state() -> ShardState {
                 format!("t{i}"),
                 "b".into(),
                 None,
+                None,
                 3_000 + i as i64,
                 &mut fx,
             )
@@ -118,6 +119,7 @@ fn busy_state() -> ShardState {
                     post_id: posts[1].id,
                     parent_id: parent,
                     body: format!("c{i}"),
+                    signature: None,
                 },
                 4_000 + i as i64,
                 &mut fx,
@@ -280,6 +282,7 @@ fn a_resync_repeats_every_membership_leave_and_karma_total() {
             "t".into(),
             String::new(),
             None,
+            None,
             2,
             &mut fx,
         )
@@ -318,6 +321,7 @@ fn votes_adjust_by_the_difference_and_karma_follows() {
             "v".into(),
             String::new(),
             None,
+            None,
             9_000,
             &mut fx,
         )
@@ -353,6 +357,7 @@ fn threads_of_any_depth_can_be_read_subtree_by_subtree() {
             "down".into(),
             String::new(),
             None,
+            None,
             0,
             &mut fx,
         )
@@ -368,6 +373,7 @@ fn threads_of_any_depth_can_be_read_subtree_by_subtree() {
                     post_id: post.id,
                     parent_id: parent,
                     body: format!("level {i}"),
+                    signature: None,
                 },
                 i,
                 &mut fx,
@@ -451,6 +457,7 @@ fn a_user_this_shard_does_not_hold_cannot_act() {
                 &sn("rust"),
                 "boo".into(),
                 String::new(),
+                None,
                 None,
                 0,
                 &mut fx
@@ -544,6 +551,7 @@ mod properties {
                         "t".into(),
                         String::new(),
                         repost_of,
+                        None,
                         t,
                         &mut fx,
                     ) {
@@ -566,6 +574,7 @@ mod properties {
                         post_id: post,
                         parent_id,
                         body: "c".into(),
+                        signature: None,
                     };
                     if let Ok(cv) = s.create_comment(&un(USERS[*u as usize]), req, t, &mut fx) {
                         comments.push((sub, post, cv.id));

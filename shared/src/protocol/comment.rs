@@ -23,11 +23,16 @@ pub struct CreateCommentRequest {
     pub parent_id: Option<CommentId>,
     /// 1–40,000 characters.
     pub body: String,
+    /// The author's Ed25519 signature of [`crate::auth::comment_message`], 128
+    /// hex digits; checked before the comment is stored, and returned with it.
+    #[serde(default)]
+    pub signature: Option<String>,
 }
 
 impl Validate for CreateCommentRequest {
     fn validate(&self) -> Result<(), WireError> {
-        check_text("body", &self.body, 1, MAX_BODY_CHARS)
+        check_text("body", &self.body, 1, MAX_BODY_CHARS)?;
+        super::check_signature(self.signature.as_deref())
     }
 }
 
@@ -110,4 +115,8 @@ pub struct CommentView {
     /// Answers, in the requested order (only in `comment.tree`).
     #[serde(default)]
     pub replies: Vec<CommentView>,
+    /// The author's signature of [`crate::auth::comment_message`] (hex), if
+    /// signed.
+    #[serde(default)]
+    pub signature: Option<String>,
 }

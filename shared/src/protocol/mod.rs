@@ -59,6 +59,16 @@ pub fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<()
     }
 }
 
+/// Checks an optional content signature's form: 128 hex digits (64 bytes).
+pub fn check_signature(signature: Option<&str>) -> Result<(), WireError> {
+    match signature {
+        Some(s) if s.len() != 128 || !s.bytes().all(|b| b.is_ascii_hexdigit()) => Err(
+            WireError::invalid("signature must be 128 hex digits (an Ed25519 signature)"),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Checks a page size.
 pub fn check_limit(limit: Option<u32>, max: u32) -> Result<(), WireError> {
     match limit {

@@ -1,7 +1,8 @@
 //! Posts: `post.create`, `post.get`, `post.list`. Routed by the subreddit name.
 
 use super::{
-    check_limit, check_text, PostRef, Validate, MAX_BODY_CHARS, MAX_PAGE, MAX_TITLE_CHARS,
+    check_limit, check_signature, check_text, PostRef, Validate, MAX_BODY_CHARS, MAX_PAGE,
+    MAX_TITLE_CHARS,
 };
 use crate::error::WireError;
 use crate::ids::PostId;
@@ -21,12 +22,21 @@ pub struct CreatePostRequest {
     /// The original post, for a repost. It must exist, in any subreddit.
     #[serde(default)]
     pub repost_of: Option<PostRef>,
+    /// The author's Ed25519 signature of [`crate::auth::post_message`], 128 hex
+    /// digits; checked against the author's registered key before the post is
+    /// stored, and returned with it.
+    #[serde(default)]
+    pub signature: Option<String>,
 }
 
 impl Validate for CreatePostRequest {
     fn validate(&self) -> Result<(), WireError> {
         check_text("title", &self.title, 1, MAX_TITLE_CHARS)?;
-        check_text("body", &self.body, 0, MAX_BODY_CHARS)
+        if self.title.contains(['\n', '\r']) {
+            return Err(WireError::invalid("title must be one line"));
+        }
+        check_text("body", &self.body, 0, MAX_BODY_CHARS)?;
+        check_signature(self.signature.as_deref())
     }
 }
 
@@ -114,4 +124,8 @@ pub struct PostView {
     pub comments: u32,
     /// Creation time (Unix milliseconds).
     pub created_at: i64,
+    /// The author's signature of [`crate::auth::post_message`] (hex), if the
+    /// post was signed; verify it with the author's public key (`user.get`).
+    #[serde(default)]
+    pub signature: Option<String>,
 }

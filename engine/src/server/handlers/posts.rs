@@ -2,6 +2,7 @@
 
 use super::{answer, parse, reply, Actor, Call, Handled};
 use futures::FutureExt;
+use reddit_shared::auth::post_message;
 use reddit_shared::error::{ErrorCode, WireError};
 use reddit_shared::names::SubredditName;
 use reddit_shared::now_millis;
@@ -11,8 +12,19 @@ impl Actor {
     /// `post.create`. A repost of a post on another shard first checks that the
     /// original exists there, then creates the repost in a continuation.
     pub(super) fn post_create(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
-        let who = self.caller(c.request, c.now)?;
+        let bearer = self.bearer(c.request, c.now)?;
         let r: CreatePostRequest = parse(c.payload())?;
+        if let Some(sig) = &r.signature {
+            let signed = post_message(
+                bearer.user.key(),
+                r.subreddit.key(),
+                r.repost_of.as_ref(),
+                &r.title,
+                &r.body,
+            );
+            bearer.check_signature("post", &signed, sig)?;
+        }
+        let who = bearer.user;
         self.state.get_subreddit(&r.subreddit)?;
         match r.repost_of.clone() {
             Some(orig) if self.state.owner(orig.subreddit.key()) != self.ctx.shard => {
@@ -36,6 +48,7 @@ impl Actor {
                                 r.title,
                                 r.body,
                                 r.repost_of,
+                                r.signature,
                                 now_millis(),
                                 fx,
                             )
@@ -57,6 +70,7 @@ impl Actor {
                     r.title,
                     r.body,
                     repost_of,
+                    r.signature,
                     c.now,
                     c.fx,
                 )?)

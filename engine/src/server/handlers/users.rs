@@ -49,7 +49,7 @@ impl Actor {
         let (key, name) = self.state.public_key(&r.username)?;
         self.challenges
             .verify(&name, &r.challenge, &r.signature, &key, c.now)?;
-        let (token, expires_at) = self.ctx.tokens.issue(&name, c.now);
+        let (token, expires_at) = self.ctx.tokens.issue(&name, &key, c.now);
         reply(&LoginReply {
             username: name.to_string(),
             token,
