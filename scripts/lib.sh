@@ -34,7 +34,7 @@ random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 
 # Loads the system's secrets from $1/secrets.env (mode 600), creating them first
 # if missing: the token secret, the NATS passwords of the engine and service
-# roles, and the auth callout's public issuer key (derived from the secret by
+# roles (and the gateways'), and the auth callout's public issuer key (derived from the secret by
 # the engine binary, which must be built). Exports them for nats-server and the
 # shards. There are no defaults: every system gets its own random ones.
 load_secrets() {
@@ -47,9 +47,14 @@ load_secrets() {
         echo "REDDIT_SECRET=$secret"
         echo "REDDIT_ENGINE_PASSWORD=$(random_hex 24)"
         echo "REDDIT_SERVICE_PASSWORD=$(random_hex 24)"
+        echo "REDDIT_GATEWAY_PASSWORD=$(random_hex 24)"
         echo "REDDIT_CALLOUT_ISSUER=$(REDDIT_SECRET=$secret "$BIN/reddit-engine" --print-callout-issuer)"
       } >"$file"
     )
+  fi
+  # Systems made before the gateway role existed get its password now.
+  if ! grep -q '^REDDIT_GATEWAY_PASSWORD=' "$file"; then
+    echo "REDDIT_GATEWAY_PASSWORD=$(random_hex 24)" >>"$file"
   fi
   set -a
   # shellcheck disable=SC1090
@@ -59,6 +64,9 @@ load_secrets() {
 
 # The NATS URL of the service role (simulator, benchmark, audit) on port $1.
 service_url() { echo "nats://service:$REDDIT_SERVICE_PASSWORD@127.0.0.1:$1"; }
+
+# The NATS URL of the gateway role on port $1.
+gateway_url() { echo "nats://gateway:$REDDIT_GATEWAY_PASSWORD@127.0.0.1:$1"; }
 
 # Stops the process whose pid is in file $1: SIGTERM, then SIGKILL after $2 s.
 stop_pidfile() {

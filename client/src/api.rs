@@ -500,7 +500,32 @@ impl RedditClient {
         session: Option<&Session>,
         req: &R,
     ) -> Result<R::Reply, ClientError> {
-        let shard = match req.route() {
+        let shard = self.route(session, req)?;
+        self.send_to(shard, session, req).await
+    }
+
+    /// [`send`](Self::send) with the caller's idempotency key (a UUID) on a write
+    /// instead of a fresh one, so that a repetition of the whole call (an HTTP
+    /// client retrying) gets the first answer. `None`: like `send`.
+    pub async fn send_keyed<R: Rpc>(
+        &self,
+        session: Option<&Session>,
+        req: &R,
+        key: Option<&str>,
+    ) -> Result<R::Reply, ClientError> {
+        let Some(key) = key.filter(|_| R::is_write()) else {
+            return self.send(session, req).await;
+        };
+        let shard = self.route(session, req)?;
+        req.validate()?;
+        let token = session.map(|s| s.token.as_str());
+        self.call_with_key(shard, R::OP.as_str(), token, encode(req)?, Some(key))
+            .await
+    }
+
+    /// The shard `req` goes to ([`Rpc::route`]).
+    fn route<R: Rpc>(&self, session: Option<&Session>, req: &R) -> Result<u32, ClientError> {
+        Ok(match req.route() {
             Route::Key(key) => self.shard_of(key),
             Route::AnyShard => 0,
             Route::Caller => {
@@ -512,8 +537,7 @@ impl RedditClient {
                 })?;
                 self.shard_of(s.username.key())
             }
-        };
-        self.send_to(shard, session, req).await
+        })
     }
 
     /// [`send`](Self::send) to shard `shard`.

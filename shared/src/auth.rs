@@ -62,6 +62,22 @@ pub fn comment_message(
     .into_bytes()
 }
 
+/// The username a token names, without checking it (only a shard can): for a
+/// gateway that must route a bearer's requests to the user's shard before the
+/// shard verifies the token. Clients otherwise treat tokens as opaque.
+pub fn token_username(token: &str) -> Option<&str> {
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next()) {
+        (Some("v2"), Some(name)) if !name.is_empty() => Some(name),
+        _ => None,
+    }
+}
+
+/// The expiry (Unix ms) a token names, unchecked (see [`token_username`]).
+pub fn token_expiry(token: &str) -> Option<i64> {
+    token.split('.').nth(2)?.parse().ok()
+}
+
 /// The header value for `token`: `Bearer <token>`.
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")

@@ -71,6 +71,21 @@ macro_rules! name_type {
             }
         }
 
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .min_length(Some($min))
+                    .max_length(Some($max))
+                    .description(Some(concat!($what, ": ", stringify!($min), "–", stringify!($max), " characters of ", $allowed)))
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
+
         impl TryFrom<String> for $name {
             type Error = NameError;
             fn try_from(value: String) -> Result<Self, NameError> {

@@ -17,6 +17,11 @@ pub fn engine_url(url: &str) -> String {
     url.replacen("://service:", "://engine:", 1)
 }
 
+/// The URL `url` (a role URL of a [`NatsServer`]) for the HTTP gateway role.
+pub fn gateway_url(url: &str) -> String {
+    url.replacen("://service:", "://gateway:", 1)
+}
+
 /// The URL `url` without credentials: an anonymous connection (or one that
 /// authenticates with a user key).
 pub fn anon_url(url: &str) -> String {
@@ -195,6 +200,7 @@ impl NatsServer {
             .args(args)
             .env("REDDIT_ENGINE_PASSWORD", password)
             .env("REDDIT_SERVICE_PASSWORD", password)
+            .env("REDDIT_GATEWAY_PASSWORD", password)
             .env("REDDIT_CALLOUT_ISSUER", issuer)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

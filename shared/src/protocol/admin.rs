@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Reply to `shard.stats`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShardStats {
     /// This shard's number.
     pub shard: u32,

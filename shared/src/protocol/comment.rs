@@ -13,6 +13,7 @@ pub const DEFAULT_TREE_COMMENTS: u32 = 500;
 
 /// `comment.create` (authenticated): a comment on a post, or a reply to a comment.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateCommentRequest {
     /// The subreddit holding the post.
     pub subreddit: SubredditName,
@@ -38,6 +39,7 @@ impl Validate for CreateCommentRequest {
 
 /// How to order comments among their siblings.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum CommentSort {
@@ -77,6 +79,7 @@ impl Validate for CommentTreeRequest {
 
 /// Reply to `comment.tree`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommentTree {
     /// Top-level comments, each with its `replies`.
     pub comments: Vec<CommentView>,
@@ -88,6 +91,7 @@ pub struct CommentTree {
 
 /// A comment as the engine shows it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommentView {
     /// The subreddit holding the post.
     pub subreddit: SubredditName,
@@ -114,6 +118,7 @@ pub struct CommentView {
     pub created_at: i64,
     /// Answers, in the requested order (only in `comment.tree`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub replies: Vec<CommentView>,
     /// The author's signature of [`crate::auth::comment_message`] (hex), if
     /// signed.

@@ -13,6 +13,7 @@ pub const MAX_MARK_READ: usize = 1_000;
 
 /// `dm.send`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SendDmRequest {
     /// The recipient.
     pub to: Username,
@@ -28,6 +29,7 @@ impl Validate for SendDmRequest {
 
 /// `dm.reply`: answers a DM in the caller's inbox; goes to that DM's sender.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplyDmRequest {
     /// The DM being answered; it must be in the caller's inbox.
     pub dm_id: DmId,
@@ -43,6 +45,7 @@ impl Validate for ReplyDmRequest {
 
 /// Which folder to list.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum DmFolder {
@@ -78,6 +81,7 @@ impl Validate for ListDmsRequest {
 
 /// One page of DMs.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DmPage {
     /// Newest first.
     pub messages: Vec<DmView>,
@@ -90,6 +94,7 @@ pub struct DmPage {
 
 /// `dm.read`: mark inbox messages read.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MarkReadRequest {
     /// Messages in the caller's inbox (at most 1,000).
     pub ids: Vec<DmId>,
@@ -109,6 +114,7 @@ impl Validate for MarkReadRequest {
 
 /// Reply to `dm.read`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MarkReadReply {
     /// How many were unread and are now read.
     pub marked: u32,
@@ -118,6 +124,7 @@ pub struct MarkReadReply {
 
 /// A DM as the engine shows it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DmView {
     /// Its id.
     pub id: DmId,

@@ -199,6 +199,7 @@ impl Op {
 
 /// A reference to a post from anywhere: its subreddit (the routing key) and id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PostRef {
     /// The subreddit holding the post.
     pub subreddit: crate::names::SubredditName,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// `post.create` (authenticated): a text post, optionally a repost of another post.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatePostRequest {
     /// Where to post.
     pub subreddit: SubredditName,
@@ -52,6 +53,7 @@ impl Validate for GetPostRequest {}
 
 /// How to order posts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum PostSort {
@@ -90,6 +92,7 @@ impl Validate for ListPostsRequest {
 
 /// One page of posts (`post.list`, `feed.get`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PostPage {
     /// The posts, in the requested order.
     pub posts: Vec<PostView>,
@@ -100,6 +103,7 @@ pub struct PostPage {
 
 /// A post as the engine shows it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PostView {
     /// Where it lives.
     pub subreddit: SubredditName,

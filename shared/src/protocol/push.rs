@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// One push event: a map whose `kind` field says which.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PushEvent {
     /// On the recipient's user subject: a DM arrived.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// `sub.create` (authenticated).
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateSubredditRequest {
     /// The new subreddit's name.
     pub name: SubredditName,
@@ -47,6 +48,7 @@ impl Validate for ListSubredditsRequest {
 
 /// Reply to `sub.list`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubredditList {
     /// Most members first, then by name.
     pub subreddits: Vec<SubredditView>,
@@ -62,6 +64,7 @@ impl Validate for MembershipRequest {}
 
 /// Reply to `sub.join` and `sub.leave`. Both are idempotent.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MembershipReply {
     /// The subreddit.
     pub subreddit: SubredditName,
@@ -75,6 +78,7 @@ pub struct MembershipReply {
 
 /// A subreddit as the engine shows it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubredditView {
     /// The name as created.
     pub name: SubredditName,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// `user.register`: create an account with an Ed25519 public key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
     /// The new user's name.
     pub username: Username,
@@ -32,6 +33,7 @@ pub fn parse_public_key(hex_key: &str) -> Result<[u8; 32], WireError> {
 
 /// `auth.challenge`: ask for a one-time login challenge.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChallengeRequest {
     /// Who is logging in.
     pub username: Username,
@@ -40,6 +42,7 @@ impl Validate for ChallengeRequest {}
 
 /// Reply to `auth.challenge`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChallengeReply {
     /// 64 hex digits to sign with [`crate::auth::login_message`].
     pub challenge: String,
@@ -49,6 +52,7 @@ pub struct ChallengeReply {
 
 /// `auth.login`: prove possession of the private key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginRequest {
     /// Who is logging in.
     pub username: Username,
@@ -61,6 +65,7 @@ impl Validate for LoginRequest {}
 
 /// Reply to `auth.login`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginReply {
     /// The user's name as registered.
     pub username: String,
@@ -72,6 +77,7 @@ pub struct LoginReply {
 
 /// `user.get`: a user's public profile.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GetUserRequest {
     /// Whose profile.
     pub username: Username,
@@ -80,6 +86,7 @@ impl Validate for GetUserRequest {}
 
 /// A user as the engine shows it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserView {
     /// The name as registered.
     pub username: String,

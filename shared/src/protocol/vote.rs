@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 /// What is voted on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum VoteTarget {
@@ -20,6 +21,7 @@ pub enum VoteTarget {
 
 /// `vote.cast` (authenticated).
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VoteRequest {
     /// The subreddit holding the item.
     pub subreddit: SubredditName,
@@ -46,6 +48,7 @@ impl Validate for VoteRequest {
 
 /// Reply to `vote.cast`: the item's tally after the vote.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VoteReply {
     /// Upvotes minus downvotes.
     pub score: i64,

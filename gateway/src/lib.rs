@@ -1,0 +1,222 @@
+//! `reddit-gateway`: the HTTP front door. A stateless NATS client like every
+//! other (it discovers the shards through the NATS micro-service API and routes
+//! each request by the contract's table), so any number of gateways run behind
+//! any load balancer.
+//!
+//! - [`routes`]: the REST API under `/api/v1`, JSON, every public operation;
+//! - [`events`]: live pushes as Server-Sent Events;
+//! - [`error`]: engine and gateway errors as HTTP statuses with `{code, message}`;
+//! - [`limits`]: per-IP and per-user rate limits;
+//! - [`docs`]: the OpenAPI document (generated from the code) and a page for it.
+//!
+//! The gateway holds no keys and no secrets but its NATS password: users log in
+//! through the API (challenge, signature) and send the engine's token as
+//! `Authorization: Bearer`; the shards verify it.
+
+pub mod docs;
+pub mod error;
+pub mod events;
+pub mod limits;
+pub mod routes;
+
+use reddit_client::{ClientOptions, RedditClient};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// NATS inbox prefix of gateways: inside the service shape (`_INBOX_SERVICE.>`),
+/// which the shards answer for any user's token, but a subtree of its own, so the
+/// `gateway` NATS user cannot read other services' replies (nats-auth.conf).
+pub const GATEWAY_INBOX: &str = "_INBOX_SERVICE.gateway";
+
+/// How a gateway runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// NATS URL(s), with the `gateway` user's credentials.
+    pub nats_url: String,
+    /// Where to listen for HTTP.
+    pub listen: SocketAddr,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest time one HTTP request may take.
+    pub request_timeout: Duration,
+    /// Timeout of each engine request attempt.
+    pub engine_timeout: Duration,
+    /// How long an engine call keeps retrying (timeouts, `503`s).
+    pub retry_budget: Duration,
+    /// Requests per second per client IP, and the burst.
+    pub per_ip: (u32, u32),
+    /// Requests per second per user (bearer), and the burst.
+    pub per_user: (u32, u32),
+    /// Origins allowed by CORS (none: no CORS headers).
+    pub cors_origins: Vec<String>,
+    /// Events buffered per SSE connection before a slow reader is dropped.
+    pub sse_buffer: usize,
+    /// Most SSE connections at once.
+    pub max_sse: usize,
+}
+
+impl Config {
+    /// Defaults for `nats_url`, listening on `listen`.
+    pub fn new(nats_url: impl Into<String>, listen: SocketAddr) -> Self {
+        Self {
+            nats_url: nats_url.into(),
+            listen,
+            max_body_bytes: reddit_shared::MAX_REQUEST_BYTES,
+            request_timeout: Duration::from_secs(30),
+            engine_timeout: Duration::from_secs(5),
+            retry_budget: Duration::from_secs(10),
+            per_ip: (200, 400),
+            per_user: (50, 100),
+            cors_origins: Vec::new(),
+            sse_buffer: 256,
+            max_sse: 10_000,
+        }
+    }
+}
+
+/// Why the gateway could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// NATS or the shards could not be reached.
+    #[error("cannot reach the engine")]
+    Engine(#[source] reddit_client::ClientError),
+    /// The listening socket.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bad setting.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine, through NATS.
+    pub client: RedditClient,
+    /// The raw connection (for push subscriptions).
+    pub nats: async_nats::Client,
+    /// Rate limits.
+    pub limits: Arc<limits::Limits>,
+    /// Settings.
+    pub config: Arc<Config>,
+    /// Live SSE connections.
+    pub sse: Arc<tokio::sync::Semaphore>,
+    /// False once shutting down (readiness).
+    pub accepting: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// Whether the gateway should get traffic: connected, shards discovered, not
+    /// shutting down.
+    pub fn ready(&self) -> bool {
+        self.accepting.load(Ordering::Relaxed)
+            && matches!(
+                self.nats.connection_state(),
+                async_nats::connection::State::Connected
+            )
+    }
+}
+
+/// Connects to NATS as the gateway and discovers the shards.
+pub async fn connect(config: &Config) -> Result<(async_nats::Client, RedditClient), GatewayError> {
+    let options = ClientOptions {
+        request_timeout: config.engine_timeout,
+        retry_budget: config.retry_budget,
+        name: "reddit-gateway".to_owned(),
+        ..ClientOptions::default()
+    };
+    let nats = reddit_shared::connect::connect_with(
+        &config.nats_url,
+        "reddit-gateway",
+        async_nats::ConnectOptions::new().custom_inbox_prefix(GATEWAY_INBOX),
+        None,
+    )
+    .await
+    .map_err(|e| {
+        GatewayError::Engine(reddit_client::ClientError::new(
+            reddit_client::ErrorKind::Connect,
+            reddit_shared::error::Chain(&e).to_string(),
+        ))
+    })?;
+    let client = RedditClient::discover(nats.clone(), options)
+        .await
+        .map_err(GatewayError::Engine)?;
+    Ok((nats, client))
+}
+
+/// A gateway connected to the engine and listening, not yet serving.
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+}
+
+impl Bound {
+    /// The address it listens on (the port, when `listen` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves HTTP until `shutdown` resolves, then stops taking connections and
+    /// finishes the requests in flight.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GatewayError> {
+        let Bound {
+            listener,
+            addr,
+            state,
+        } = self;
+        let accepting = state.accepting.clone();
+        let nats = state.nats.clone();
+        let app = routes::router(state)?;
+        tracing::info!(%addr, "serving HTTP");
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            accepting.store(false, Ordering::Relaxed);
+            tracing::info!("shutting down: finishing the requests in flight");
+        })
+        .await
+        .map_err(|source| GatewayError::Listen { addr, source })?;
+        let _ = tokio::time::timeout(Duration::from_secs(2), nats.flush()).await;
+        Ok(())
+    }
+}
+
+/// Connects to the engine and binds `config.listen`.
+pub async fn bind(config: Config) -> Result<Bound, GatewayError> {
+    let (nats, client) = connect(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| GatewayError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().unwrap_or(config.listen);
+    let state = AppState {
+        client,
+        nats,
+        limits: Arc::new(limits::Limits::new(config.per_ip, config.per_user)),
+        sse: Arc::new(tokio::sync::Semaphore::new(config.max_sse)),
+        accepting: Arc::new(AtomicBool::new(true)),
+        config: Arc::new(config),
+    };
+    Ok(Bound {
+        listener,
+        addr,
+        state,
+    })
+}
