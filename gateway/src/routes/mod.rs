@@ -207,6 +207,13 @@ pub fn router(state: AppState) -> Result<Router, GatewayError> {
                 format!("no route for {method} {}; see /docs", uri.path()),
             )
         })
+        .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} does not take {method}; see /docs", uri.path()),
+            )
+        })
         .with_state(state.clone())
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
