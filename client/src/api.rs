@@ -64,6 +64,8 @@ pub enum Role {
     /// The engine role (engine-to-engine subjects too): for tools and tests that
     /// connect with the engine's credentials.
     Engine,
+    /// Through HTTP gateways: they decide what the caller may do.
+    Gateway,
 }
 
 impl Default for ClientOptions {
@@ -123,7 +125,10 @@ struct InfoReply {
 /// The typed client. Cheap to clone; clones share the NATS connection.
 #[derive(Clone, Debug)]
 pub struct RedditClient {
-    nats: async_nats::Client,
+    /// None over HTTP ([`RedditClient::connect_http`]).
+    nats: Option<async_nats::Client>,
+    /// Set: every request goes through gateways instead of NATS.
+    http: Option<std::sync::Arc<crate::http::HttpTransport>>,
     shards: u32,
     timeout: Duration,
     retry_budget: Duration,
@@ -138,6 +143,7 @@ impl std::fmt::Display for Role {
             Role::User(u) => write!(f, "user {u}"),
             Role::Service => f.write_str("service"),
             Role::Engine => f.write_str("engine"),
+            Role::Gateway => f.write_str("gateway (HTTP)"),
         }
     }
 }
@@ -200,6 +206,28 @@ impl RedditClient {
         let mut client = Self::discover(nats, options).await?;
         client.role = role;
         Ok(client)
+    }
+
+    /// A client that sends every request through the gateways at `urls`
+    /// (comma-separated `http://host:port`; [`crate::http`]) instead of NATS. The
+    /// gateways decide what the caller may do; pushes are not available (a
+    /// gateway serves them as Server-Sent Events).
+    pub async fn connect_http(urls: &str, options: ClientOptions) -> Result<Self, ClientError> {
+        let http = crate::http::HttpTransport::connect(urls, &options).await?;
+        Ok(Self {
+            nats: None,
+            shards: http.shards(),
+            http: Some(std::sync::Arc::new(http)),
+            timeout: options.request_timeout,
+            retry_budget: options.retry_budget,
+            info: Vec::new(),
+            role: Role::Gateway,
+        })
+    }
+
+    /// Whether requests go through gateways ([`connect_http`](Self::connect_http)).
+    pub fn is_http(&self) -> bool {
+        self.http.is_some()
     }
 
     /// The NATS role of this client's connection.
@@ -316,7 +344,8 @@ impl RedditClient {
             ));
         }
         Ok(Self {
-            nats,
+            nats: Some(nats),
+            http: None,
             shards: n,
             timeout: options.request_timeout,
             retry_budget: options.retry_budget,
@@ -329,7 +358,8 @@ impl RedditClient {
     /// see [`with_retry_budget`](Self::with_retry_budget)).
     pub fn with_shards(nats: async_nats::Client, shards: u32, request_timeout: Duration) -> Self {
         Self {
-            nats,
+            nats: Some(nats),
+            http: None,
             shards: shards.max(1),
             timeout: request_timeout,
             retry_budget: Duration::ZERO,
@@ -351,7 +381,7 @@ impl RedditClient {
         let refused = match &self.role {
             Role::Anonymous => op != Op::UserRegister.as_str(),
             Role::User(_) => internal || op == Op::AuditRun.as_str(),
-            Role::Service => internal,
+            Role::Service | Role::Gateway => internal,
             Role::Engine => false,
         };
         if refused {
@@ -381,9 +411,18 @@ impl RedditClient {
         &self.info
     }
 
-    /// The NATS connection.
-    pub fn nats(&self) -> &async_nats::Client {
-        &self.nats
+    /// The NATS connection (none over HTTP).
+    pub fn nats(&self) -> Option<&async_nats::Client> {
+        self.nats.as_ref()
+    }
+
+    fn need_nats(&self, what: &str) -> Result<&async_nats::Client, ClientError> {
+        self.nats.as_ref().ok_or_else(|| {
+            ClientError::new(
+                ErrorKind::Unavailable,
+                format!("{what} needs a NATS connection; over HTTP use the gateway's API (/api/v1/events for pushes)"),
+            )
+        })
     }
 
     /// The shard owning `key`.
@@ -475,7 +514,7 @@ impl RedditClient {
         }
         let subject = subject::request_raw(shard, op);
         let msg = self
-            .nats
+            .need_nats("a raw request")?
             .send_request(subject, request)
             .await
             .map_err(|e| {
@@ -516,6 +555,11 @@ impl RedditClient {
         let Some(key) = key.filter(|_| R::is_write()) else {
             return self.send(session, req).await;
         };
+        if let Some(http) = &self.http {
+            req.validate()?;
+            let token = session.map(|s| s.token.as_str());
+            return http.call(R::OP, None, token, req, Some(key)).await;
+        }
         let shard = self.route(session, req)?;
         req.validate()?;
         let token = session.map(|s| s.token.as_str());
@@ -548,6 +592,12 @@ impl RedditClient {
         req: &R,
     ) -> Result<R::Reply, ClientError> {
         let token = session.map(|s| s.token.as_str());
+        if let Some(http) = &self.http {
+            req.validate()?;
+            let shard = matches!(req.route(), Route::AnyShard).then_some(shard);
+            let key = R::is_write().then(|| uuid::Uuid::now_v7().hyphenated().to_string());
+            return http.call(R::OP, shard, token, req, key.as_deref()).await;
+        }
         self.call_shard(shard, R::OP, token, req).await
     }
 
@@ -591,11 +641,15 @@ impl RedditClient {
                 challenge: challenge.challenge,
             };
             req.validate()?;
-            let payload = encode(&req)?.into();
-            match self
-                .attempt(shard, Op::AuthLogin.as_str(), None, payload, None)
-                .await
-            {
+            let attempt = match &self.http {
+                Some(http) => http.call_once(Op::AuthLogin, &req).await,
+                None => {
+                    let payload = encode(&req)?.into();
+                    self.attempt(shard, Op::AuthLogin.as_str(), None, payload, None)
+                        .await
+                }
+            };
+            match attempt {
                 Err(e) if e.is_retryable() => {
                     let pause = delays.next().unwrap_or(MAX_BACKOFF);
                     if tokio::time::Instant::now() + pause >= deadline {
@@ -741,14 +795,13 @@ impl RedditClient {
         timeout: Duration,
     ) -> Result<BTreeMap<u32, u64>, ClientError> {
         let err = |e: String| ClientError::new(ErrorKind::Connect, e);
-        let inbox = self.nats.new_inbox();
-        let mut replies = self
-            .nats
+        let nats = self.need_nats("$SRV.STATS")?;
+        let inbox = nats.new_inbox();
+        let mut replies = nats
             .subscribe(inbox.clone())
             .await
             .map_err(|e| err(e.to_string()))?;
-        self.nats
-            .publish_with_reply(subject::service_stats(), inbox, Vec::new().into())
+        nats.publish_with_reply(subject::service_stats(), inbox, Vec::new().into())
             .await
             .map_err(|e| err(e.to_string()))?;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -799,13 +852,12 @@ impl RedditClient {
     }
 
     async fn events(&self, subject: String) -> Result<EventStream, ClientError> {
-        let sub = self
-            .nats
+        let nats = self.need_nats("push events")?;
+        let sub = nats
             .subscribe(subject)
             .await
             .map_err(|e| ClientError::new(ErrorKind::Connect, e.to_string()))?;
-        self.nats
-            .flush()
+        nats.flush()
             .await
             .map_err(|e| ClientError::new(ErrorKind::Connect, e.to_string()))?;
         Ok(EventStream { sub })

@@ -139,7 +139,15 @@ pub async fn run(
         )
         .await?;
     let shard = client.shard_of(sub.key());
-    let nats = client.nats().clone();
+    let nats = client
+        .nats()
+        .ok_or_else(|| {
+            ClientError::new(
+                crate::error::ErrorKind::Unavailable,
+                "the benchmark compares the engine with an echo responder over NATS: it needs a NATS URL",
+            )
+        })?
+        .clone();
     let reply_size = |subject: String, payload: Bytes, headers: async_nats::HeaderMap| {
         let nats = nats.clone();
         async move {

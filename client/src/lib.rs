@@ -4,6 +4,7 @@
 pub mod api;
 pub mod bench;
 pub mod error;
+pub mod http;
 pub mod identity;
 pub mod sim;
 pub mod table;

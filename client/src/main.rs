@@ -49,6 +49,12 @@ struct Cli {
         default_value = "nats://127.0.0.1:4222"
     )]
     nats_url: String,
+    /// Send every request through these HTTP gateways (comma-separated
+    /// `http://host:port`) instead of NATS. With `simulate`, the simulated users'
+    /// requests go through them (round-robin, failing over); setup and the audit
+    /// still use --nats-url.
+    #[arg(long, global = true, env = "REDDIT_HTTP")]
+    http: Option<String>,
     /// Act as this user (their key must be in the config directory).
     #[arg(long, short, global = true, env = "REDDIT_USER")]
     user: Option<String>,
@@ -546,7 +552,13 @@ async fn main() {
     }
 }
 
-async fn simulate(nats_url: String, timeout_ms: u64, retry_ms: u64, a: SimulateArgs) -> Result<()> {
+async fn simulate(
+    nats_url: String,
+    http: Option<String>,
+    timeout_ms: u64,
+    retry_ms: u64,
+    a: SimulateArgs,
+) -> Result<()> {
     use reddit_client::sim::{launcher, Load, Mix, SimConfig};
     let tag = match a.tag {
         Some(t) => t,
@@ -568,6 +580,7 @@ async fn simulate(nats_url: String, timeout_ms: u64, retry_ms: u64, a: SimulateA
     };
     let cfg = SimConfig {
         nats_url,
+        http,
         out_dir: a
             .out
             .unwrap_or_else(|| PathBuf::from("run").join(format!("sim-{tag}"))),
@@ -600,7 +613,7 @@ async fn simulate(nats_url: String, timeout_ms: u64, retry_ms: u64, a: SimulateA
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Simulate(args) => {
-            return simulate(cli.nats_url, cli.timeout_ms, cli.retry_ms, *args).await
+            return simulate(cli.nats_url, cli.http, cli.timeout_ms, cli.retry_ms, *args).await
         }
         Command::SimWorker { config, part } => {
             let text =
@@ -630,7 +643,10 @@ async fn run(cli: Cli) -> Result<()> {
         as_user,
         ..ClientOptions::default()
     };
-    let client = RedditClient::connect(&cli.nats_url, options).await?;
+    let client = match &cli.http {
+        Some(urls) => RedditClient::connect_http(urls, options).await?,
+        None => RedditClient::connect(&cli.nats_url, options).await?,
+    };
     let ctx = Ctx {
         client,
         store,

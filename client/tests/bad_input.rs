@@ -343,6 +343,7 @@ async fn bad_input_gets_clear_errors_and_the_engine_keeps_serving() {
     // The error reply carries the micro-service headers and a MessagePack body.
     let msg = c
         .nats()
+        .unwrap()
         .request(
             reddit_shared::subject::request(c.shard_of("alice"), Op::UserGet),
             vec![0xc1].into(),

@@ -21,7 +21,7 @@ async fn a_missing_shard_gives_a_quick_unavailable_error() {
     cluster.stop_shard(1).await;
     // A long client timeout: the error must come from NATS' no-responders reply,
     // not from waiting the timeout out.
-    let patient = RedditClient::with_shards(c.nats().clone(), 2, Duration::from_secs(600));
+    let patient = RedditClient::with_shards(c.nats().unwrap().clone(), 2, Duration::from_secs(600));
     let e = tokio::time::timeout(Duration::from_secs(30), patient.get_user(&on_one))
         .await
         .expect("a request to a missing shard must not hang")
@@ -211,8 +211,9 @@ async fn the_projects_nats_conf_keeps_clients_off_internal_subjects() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Forbidden, "{e}");
-    let pretending = RedditClient::with_shards(client.nats().clone(), 1, Duration::from_secs(1))
-        .with_role(reddit_client::Role::Engine);
+    let pretending =
+        RedditClient::with_shards(client.nats().unwrap().clone(), 1, Duration::from_secs(1))
+            .with_role(reddit_client::Role::Engine);
     let e = pretending
         .call_raw::<serde::de::IgnoredAny>(0, "internal.hello", None, Vec::new())
         .await

@@ -416,9 +416,10 @@ async fn every_operation(shards: u32) {
     })
     .await;
     // $SRV.STATS carries the per-operation counters as endpoint data.
-    let inbox = c.nats().new_inbox();
-    let mut replies = c.nats().subscribe(inbox.clone()).await.unwrap();
+    let inbox = c.nats().unwrap().new_inbox();
+    let mut replies = c.nats().unwrap().subscribe(inbox.clone()).await.unwrap();
     c.nats()
+        .unwrap()
         .publish_with_reply(
             reddit_shared::subject::service_stats(),
             inbox,

@@ -12,54 +12,19 @@ use ed25519_dalek::{Signer, SigningKey};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A `reddit-gateway` process (killed on drop).
-struct Gateway {
-    child: Child,
-    base: String,
-}
+/// The gateway under test, as a process.
+struct Gateway(common::GatewayProcess);
 
 impl Gateway {
     fn start(nats_url: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_reddit-gateway"))
-            .args(["--nats-url", &common::gateway_url(nats_url)])
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start reddit-gateway");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the gateway says where it listens within 20 s");
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        Self { child, base }
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_reddit-gateway"));
+        Self(common::GatewayProcess::start(bin, nats_url, extra))
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.url(path)
     }
 }
 

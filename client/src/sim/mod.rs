@@ -141,8 +141,13 @@ pub enum Load {
 /// output directory for its workers.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SimConfig {
-    /// NATS URL(s).
+    /// NATS URL(s): the launcher's (setup of subreddits, stats, the audit) and,
+    /// without `http`, the workers'.
     pub nats_url: String,
+    /// Gateway URL(s), comma-separated: the workers send every request through
+    /// them over HTTP (round-robin, failing over), not over NATS.
+    #[serde(default)]
+    pub http: Option<String>,
     /// Prefix that makes this run's names unique (`u<tag><n>`, `r<tag>_<rank>`).
     pub tag: String,
     /// Simulated users in all processes.

@@ -343,6 +343,7 @@ mod tests {
     fn cfg(seed: u64, load: Load) -> SimConfig {
         SimConfig {
             nats_url: String::new(),
+            http: None,
             tag: "t".into(),
             users: 500,
             subreddits: 20,

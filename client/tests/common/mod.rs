@@ -426,6 +426,7 @@ pub fn small_sim(url: &str, out: &Path) -> reddit_client::sim::SimConfig {
     use reddit_client::sim::{Load, Mix, SimConfig};
     SimConfig {
         nats_url: url.to_owned(),
+        http: None,
         tag: "ci".into(),
         users: 300,
         subreddits: 20,
@@ -541,5 +542,67 @@ impl Drop for ChildGuard {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A `reddit-gateway` process on a free port (killed on drop).
+pub struct GatewayProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl GatewayProcess {
+    /// Starts the gateway binary `bin` against the NATS server whose service URL
+    /// is `nats_url` (it connects as the gateway role), with `extra` flags.
+    pub fn start(bin: &Path, nats_url: &str, extra: &[&str]) -> Self {
+        use std::io::BufRead;
+        assert!(
+            bin.exists(),
+            "{} is missing: build the workspace (cargo build --workspace, as scripts/test.sh does)",
+            bin.display()
+        );
+        let mut child = Command::new(bin)
+            .args(["--nats-url", &gateway_url(nats_url)])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start reddit-gateway");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the gateway says where it listens within 20 s");
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the gateway: {line:?}"))
+            .to_owned();
+        Self { child, base }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Kills it with SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -7,6 +7,7 @@
 mod auth;
 mod messages;
 mod posts;
+pub mod rpc;
 mod subreddits;
 mod users;
 
@@ -187,6 +188,8 @@ pub fn router(state: AppState) -> Result<Router, GatewayError> {
         .routes(routes!(messages::read))
         .routes(routes!(crate::events::events))
         .routes(routes!(stats))
+        .routes(routes!(rpc::rpc))
+        .routes(routes!(rpc::cluster))
         .split_for_parts();
     let openapi = std::sync::Arc::new(openapi);
     let docs = crate::docs::router(openapi);

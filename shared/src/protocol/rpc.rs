@@ -38,11 +38,11 @@ pub enum Route<'a> {
 }
 
 /// A request of the wire contract.
-pub trait Rpc: Serialize + DeserializeOwned + Validate {
+pub trait Rpc: Serialize + DeserializeOwned + Validate + Send + Sync + 'static {
     /// Its operation (the subject suffix).
     const OP: Op;
     /// What a success answers with.
-    type Reply: Serialize + DeserializeOwned;
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
     /// Which shard it goes to.
     fn route(&self) -> Route<'_>;
     /// Whether it changes state (answered once durable; retried with one
@@ -95,6 +95,16 @@ macro_rules! rpcs {
         pub fn visit_public(v: &mut impl RpcVisitor) {
             $(v.visit::<$req>();)*
         }
+
+        /// Calls `c` with the request type of public operation `op` (none for an
+        /// engine-to-engine operation): how a front end turns an operation named
+        /// at run time into a typed call.
+        pub fn with_public<C: RpcCall>(op: Op, c: C) -> Option<C::Output> {
+            match op {
+                $(Op::$op => Some(c.call::<$req>()),)*
+                _ => None,
+            }
+        }
     };
 }
 
@@ -103,6 +113,14 @@ macro_rules! rpcs {
 pub trait RpcVisitor {
     /// Called once per request type.
     fn visit<R: Rpc>(&mut self);
+}
+
+/// Something done with one request type chosen at run time ([`with_public`]).
+pub trait RpcCall {
+    /// What it produces.
+    type Output;
+    /// Does it with request type `R`.
+    fn call<R: Rpc>(self) -> Self::Output;
 }
 
 /// Calls `v` with every request type, public and engine-to-engine.
@@ -180,6 +198,21 @@ mod tests {
             assert_eq!(n, 1, "{} has {n} request types", op.as_str());
         }
         assert_eq!(PUBLIC_OPS.len(), public.len());
+    }
+
+    #[test]
+    fn with_public_picks_the_operations_request_type() {
+        struct Name;
+        impl RpcCall for Name {
+            type Output = &'static str;
+            fn call<R: Rpc>(self) -> &'static str {
+                R::OP.as_str()
+            }
+        }
+        for op in PUBLIC_OPS {
+            assert_eq!(with_public(*op, Name), Some(op.as_str()));
+        }
+        assert_eq!(with_public(Op::InternalSync, Name), None);
     }
 
     #[test]
