@@ -23,7 +23,7 @@ wait_port() {
 # Builds the release binaries (progress shown by cargo).
 build_release() {
   say "building release binaries (first build takes a few minutes) ..."
-  (cd "$ROOT" && cargo build --release --bin reddit-engine --bin reddit-client --bin reddit-echo) >&2
+  (cd "$ROOT" && cargo build --release --bin reddit-engine --bin reddit-client --bin reddit-echo --bin reddit-gateway) >&2
   BIN="$ROOT/target/release"
 }
 

@@ -19,6 +19,12 @@ done
 stopped=0
 # Ask every shard at once (each drains, appends its last log record and stores a
 # snapshot), then wait for each: up to 25 s, past the engine's own 15 s grace.
+# Gateways first: they stop taking requests and finish those in flight.
+for f in "$run"/gateway-*.pid; do
+  [ -e "$f" ] || continue
+  stop_pidfile "$f" 35
+  stopped=$((stopped + 1))
+done
 for f in "$run"/shard-*.pid; do
   [ -e "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null || true
 done
