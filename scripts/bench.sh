@@ -45,7 +45,11 @@ for storage in $storages; do
   run="$ROOT/run/bench-run-$$-$storage"
   mkdir -p "$out/$storage"
   export REDDIT_STORAGE=$storage
-  start_throwaway_system "$shards" "$run"
+  # One HTTP gateway, its rate limits lifted: the benchmark is one address and
+  # one user at 512 requests in flight.
+  export REDDIT_RATE_PER_IP=10000000 REDDIT_BURST_PER_IP=10000000
+  export REDDIT_RATE_PER_USER=10000000 REDDIT_BURST_PER_USER=10000000
+  start_throwaway_system "$shards" "$run" 1
   # The echo responder, the benchmark and the simulator are the service role
   # (nats-auth.conf); URLs with passwords go in the environment.
   export NATS_URL="$SERVICE_URL"
@@ -60,6 +64,10 @@ for storage in $storages; do
   say "== [$storage] engine vs echo (closed loop, ${seconds}s per measurement)"
   "$BIN/reddit-client" bench --levels 1,64,512 --seconds "$seconds" \
     --out "$out/$storage/bench.json" | tee "$out/$storage/bench.txt"
+
+  say "== [$storage] through the HTTP gateway vs NATS directly (same reads and votes, decoded)"
+  "$BIN/reddit-client" --http "$GATEWAY_URL" bench --levels 1,64,512 --seconds "$seconds" \
+    --out "$out/$storage/gateway.json" | tee "$out/$storage/gateway.txt"
 
   say "== [$storage] mixed workload: $users users, 4 client processes, $sim_in_flight in flight each, ${sim_seconds}s"
   "$BIN/reddit-client" simulate \

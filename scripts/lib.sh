@@ -137,18 +137,22 @@ wait_shard() {
   return 1
 }
 
-# Starts nats-server and $1 shards on free ports in run dir $2, and stops them
+# Starts nats-server, $1 shards and $3 gateways (default none; the first at
+# $GATEWAY_URL) on free ports in run dir $2, and stops them
 # (and anything whose pid file is in $2) when the calling script exits, also on
 # failure or Ctrl-C. Sets PORT, BIN and SERVICE_URL (and exports the secrets).
 start_throwaway_system() {
-  local shards=$1
+  local shards=$1 gateways=${3:-0}
   THROWAWAY_RUN=$2
   trap '"$ROOT/scripts/stop.sh" --run-dir "$THROWAWAY_RUN" >/dev/null 2>&1 || true' EXIT
   trap 'exit 130' INT TERM
   PORT=$(free_port)
-  local mport
+  local mport hport
   mport=$(free_port)
-  "$ROOT/scripts/start.sh" --shards "$shards" --port "$PORT" --monitor-port "$mport" --run-dir "$THROWAWAY_RUN" 2>&1 |
+  hport=$(free_port)
+  GATEWAY_URL="http://127.0.0.1:$hport"
+  "$ROOT/scripts/start.sh" --shards "$shards" --gateways "$gateways" --http-port "$hport" \
+    --port "$PORT" --monitor-port "$mport" --run-dir "$THROWAWAY_RUN" 2>&1 |
     grep -vE '^\s+(export|/|source|\$)|^stop with' >&2
   BIN="$ROOT/target/release"
   load_secrets "$THROWAWAY_RUN"

@@ -262,6 +262,159 @@ pub async fn run(
     Ok(out)
 }
 
+/// A closed loop of typed calls made by `call` (given the request number; it
+/// answers whether the call failed).
+async fn typed_loop<F, Fut>(
+    call: F,
+    in_flight: usize,
+    duration: Duration,
+) -> (u64, u64, hdrhistogram::Histogram<u64>, f64)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut hist = new_histogram();
+    let (mut count, mut errors) = (0u64, 0u64);
+    let mut sent = 0usize;
+    let mut pending = FuturesUnordered::new();
+    let start = Instant::now();
+    let end = start + duration;
+    let timed = |i: usize| {
+        let f = call(i);
+        async move {
+            let t = Instant::now();
+            let failed = f.await;
+            (t.elapsed(), failed)
+        }
+    };
+    for _ in 0..in_flight {
+        pending.push(timed(sent));
+        sent += 1;
+    }
+    while let Some((latency, failed)) = pending.next().await {
+        count += 1;
+        errors += u64::from(failed);
+        let _ = hist.record((latency.as_micros() as u64).max(1));
+        if Instant::now() < end {
+            pending.push(timed(sent));
+            sent += 1;
+        }
+    }
+    (count, errors, hist, start.elapsed().as_secs_f64())
+}
+
+/// The same typed reads (`post.get`) and votes (`vote.cast`) through the client
+/// library over NATS (`direct`) and through HTTP gateways (`gateway`, made with
+/// [`RedditClient::connect_http`]), at each of `levels` requests in flight.
+/// Unlike [`run`], replies are decoded on both paths: this measures what a client
+/// of each front door gets.
+pub async fn gateway(
+    direct: &RedditClient,
+    gateway: &RedditClient,
+    levels: &[usize],
+    seconds: f64,
+) -> Result<Vec<Measurement>, ClientError> {
+    let tag: String = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let bad = |e: reddit_shared::names::NameError| ClientError::new(ErrorKind::Invalid, e.to_string());
+    let user: Username = format!("gwbench{tag}").parse().map_err(bad)?;
+    let sub: SubredditName = format!("gwbench_{tag}").parse().map_err(bad)?;
+    let id = Identity::generate();
+    direct.register(&user, &id).await?;
+    let session = direct.login(&user, &id).await?;
+    direct.create_subreddit(&session, &sub, "benchmark").await?;
+    let post = direct
+        .send(
+            Some(&session),
+            &CreatePostRequest {
+                subreddit: sub.clone(),
+                title: "benchmark post".into(),
+                body: "x".repeat(200),
+                repost_of: None,
+                signature: None,
+            },
+        )
+        .await?;
+    let read = GetPostRequest {
+        subreddit: sub.clone(),
+        id: post.id,
+    };
+    let vote = |i: usize| VoteRequest {
+        subreddit: sub.clone(),
+        target: VoteTarget::Post,
+        id: post.id.0,
+        value: if i % 2 == 0 { 1 } else { -1 },
+    };
+    let duration = Duration::from_secs_f64(seconds);
+    let mut out = Vec::new();
+    let targets = [("nats", direct), ("gateway", gateway)];
+    for (_, c) in targets {
+        // Warm up: connections, pools, caches.
+        typed_loop(|_| async { c.send(None, &read).await.is_err() }, 16, Duration::from_millis(500)).await;
+    }
+    for &level in levels {
+        for op in ["read", "vote"] {
+            for (target, c) in targets {
+                let (count, errors, hist, secs) = if op == "read" {
+                    typed_loop(|_| async { c.send(None, &read).await.is_err() }, level, duration)
+                        .await
+                } else {
+                    let s = &session;
+                    let vote = &vote;
+                    typed_loop(
+                        |i| async move { c.send(Some(s), &vote(i)).await.is_err() },
+                        level,
+                        duration,
+                    )
+                    .await
+                };
+                let m = Measurement {
+                    target: target.to_owned(),
+                    op: op.to_owned(),
+                    in_flight: level,
+                    count,
+                    errors,
+                    throughput: count as f64 / secs.max(1e-9),
+                    p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+                    p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+                };
+                eprintln!(
+                    "  {:>7} {:<4} in-flight {:>3}: {:>8.0} ops/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+                    m.target, m.op, m.in_flight, m.throughput, m.p50_ms, m.p99_ms, m.errors
+                );
+                out.push(m);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The gateway comparison table: one row per (in flight, op), gateway/NATS ratios.
+pub fn gateway_table(ms: &[Measurement]) -> String {
+    let rows = ms.iter().filter(|m| m.target == "nats").filter_map(|d| {
+        let g = ms
+            .iter()
+            .find(|m| m.target == "gateway" && m.op == d.op && m.in_flight == d.in_flight)?;
+        Some(vec![
+            d.in_flight.to_string(),
+            d.op.clone(),
+            format!("{:.0}", d.throughput),
+            format!("{:.0}", g.throughput),
+            format!("{:.2}", g.throughput / d.throughput.max(1e-9)),
+            format!("{:.2}ms", d.p99_ms),
+            format!("{:.2}ms", g.p99_ms),
+            format!("{}", d.errors + g.errors),
+        ])
+    });
+    crate::table::render(
+        &[
+            "in-flight", "op", "NATS ops/s", "gateway ops/s", "ratio", "NATS p99", "gateway p99",
+            "errors",
+        ],
+        rows,
+        0,
+    )
+}
+
 /// The comparison table: one row per (in flight, op) with engine/echo ratios.
 pub fn table(ms: &[Measurement]) -> String {
     let rows = ms.iter().filter(|m| m.target == "echo").filter_map(|e| {

@@ -160,7 +160,9 @@ enum Command {
     /// engine did (see docs/simulator.md).
     Simulate(Box<SimulateArgs>),
     /// Benchmark the engine against the do-nothing responder `reddit-echo` (which
-    /// must be running) at several numbers of requests in flight.
+    /// must be running) at several numbers of requests in flight. With --http:
+    /// the same reads and votes over NATS (--nats-url) and through the gateways,
+    /// side by side.
     Bench {
         /// Requests in flight, comma-separated.
         #[arg(long, default_value = "1,64,512", value_delimiter = ',')]
@@ -622,6 +624,27 @@ async fn run(cli: Cli) -> Result<()> {
             // The config file has the URL redacted; the real one is NATS_URL.
             cfg.nats_url = cli.nats_url;
             return reddit_client::sim::worker::run(cfg, part).await;
+        }
+        Command::Bench {
+            levels,
+            seconds,
+            out,
+        } if cli.http.is_some() => {
+            let options = || ClientOptions {
+                request_timeout: Duration::from_millis(cli.timeout_ms.max(1)),
+                retry_budget: Duration::from_millis(cli.retry_ms),
+                name: "reddit-bench".into(),
+                ..ClientOptions::default()
+            };
+            let direct = RedditClient::connect(&cli.nats_url, options()).await?;
+            let urls = cli.http.as_deref().unwrap_or_default();
+            let gateway = RedditClient::connect_http(urls, options()).await?;
+            let ms = reddit_client::bench::gateway(&direct, &gateway, &levels, seconds).await?;
+            println!("{}", reddit_client::bench::gateway_table(&ms));
+            if let Some(path) = out {
+                std::fs::write(&path, serde_json::to_vec_pretty(&ms)?)?;
+            }
+            return Ok(());
         }
         _ => {}
     }

@@ -23,16 +23,16 @@ struct Args {
     #[arg(long, env = "REDDIT_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Requests per second per client IP.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, env = "REDDIT_RATE_PER_IP", default_value_t = 200)]
     rate_per_ip: u32,
     /// Burst per client IP.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, env = "REDDIT_BURST_PER_IP", default_value_t = 400)]
     burst_per_ip: u32,
     /// Requests per second per bearer token.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, env = "REDDIT_RATE_PER_USER", default_value_t = 50)]
     rate_per_user: u32,
     /// Burst per bearer token.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "REDDIT_BURST_PER_USER", default_value_t = 100)]
     burst_per_user: u32,
     /// An origin allowed by CORS (repeat for more; none: no CORS headers).
     #[arg(long = "cors-origin")]
