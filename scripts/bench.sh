@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark: on one broker and one harness, the engine against the do-nothing
 # responder reddit-echo (same service framework, same request bytes, same reply
-# sizes) at 1, 64 and 512 requests in flight, then the mixed simulator workload
-# (4 shards, 4 client processes, closed loop). Starts and stops everything itself.
+# sizes) at 1, 64 and 512 requests in flight; the same typed reads and votes over
+# NATS and through an HTTP gateway; then the mixed simulator workload (4 shards, 4
+# client processes, closed loop). Starts and stops everything itself.
 # Both are run once per storage mode (--storage, default "jetstream memory"), each
 # on a fresh system: durable shards that log every write to JetStream before
 # answering, and in-memory shards.

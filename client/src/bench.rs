@@ -315,7 +315,8 @@ pub async fn gateway(
     seconds: f64,
 ) -> Result<Vec<Measurement>, ClientError> {
     let tag: String = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
-    let bad = |e: reddit_shared::names::NameError| ClientError::new(ErrorKind::Invalid, e.to_string());
+    let bad =
+        |e: reddit_shared::names::NameError| ClientError::new(ErrorKind::Invalid, e.to_string());
     let user: Username = format!("gwbench{tag}").parse().map_err(bad)?;
     let sub: SubredditName = format!("gwbench_{tag}").parse().map_err(bad)?;
     let id = Identity::generate();
@@ -342,21 +343,30 @@ pub async fn gateway(
         subreddit: sub.clone(),
         target: VoteTarget::Post,
         id: post.id.0,
-        value: if i % 2 == 0 { 1 } else { -1 },
+        value: if i.is_multiple_of(2) { 1 } else { -1 },
     };
     let duration = Duration::from_secs_f64(seconds);
     let mut out = Vec::new();
     let targets = [("nats", direct), ("gateway", gateway)];
     for (_, c) in targets {
         // Warm up: connections, pools, caches.
-        typed_loop(|_| async { c.send(None, &read).await.is_err() }, 16, Duration::from_millis(500)).await;
+        typed_loop(
+            |_| async { c.send(None, &read).await.is_err() },
+            16,
+            Duration::from_millis(500),
+        )
+        .await;
     }
     for &level in levels {
         for op in ["read", "vote"] {
             for (target, c) in targets {
                 let (count, errors, hist, secs) = if op == "read" {
-                    typed_loop(|_| async { c.send(None, &read).await.is_err() }, level, duration)
-                        .await
+                    typed_loop(
+                        |_| async { c.send(None, &read).await.is_err() },
+                        level,
+                        duration,
+                    )
+                    .await
                 } else {
                     let s = &session;
                     let vote = &vote;
@@ -407,7 +417,13 @@ pub fn gateway_table(ms: &[Measurement]) -> String {
     });
     crate::table::render(
         &[
-            "in-flight", "op", "NATS ops/s", "gateway ops/s", "ratio", "NATS p99", "gateway p99",
+            "in-flight",
+            "op",
+            "NATS ops/s",
+            "gateway ops/s",
+            "ratio",
+            "NATS p99",
+            "gateway p99",
             "errors",
         ],
         rows,

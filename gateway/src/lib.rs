@@ -99,8 +99,10 @@ pub enum GatewayError {
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    /// The engine, through NATS.
-    pub client: RedditClient,
+    /// The engine, through NATS. Shared, not cloned: axum clones the state for
+    /// every request, and a client clone (a NATS handle, the shard list) cost
+    /// several percent of the gateway's CPU.
+    pub client: Arc<RedditClient>,
     /// The raw connection (for push subscriptions).
     pub nats: async_nats::Client,
     /// Rate limits.
@@ -207,7 +209,7 @@ pub async fn bind(config: Config) -> Result<Bound, GatewayError> {
         })?;
     let addr = listener.local_addr().unwrap_or(config.listen);
     let state = AppState {
-        client,
+        client: Arc::new(client),
         nats,
         limits: Arc::new(limits::Limits::new(config.per_ip, config.per_user)),
         sse: Arc::new(tokio::sync::Semaphore::new(config.max_sse)),
