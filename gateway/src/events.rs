@@ -33,6 +33,7 @@ pub const MAX_SUBS_PER_STREAM: usize = 50;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct EventsQuery {
     /// Subreddits whose new posts to stream, comma-separated (at most 50).
+    #[param(nullable = false)]
     pub sub: Option<String>,
 }
 

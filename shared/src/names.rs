@@ -44,7 +44,7 @@ fn check(
 }
 
 macro_rules! name_type {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $min:literal, $max:literal, $allowed:literal, $ok:expr) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $min:literal, $max:literal, $allowed:literal, $pattern:literal, $ok:expr) => {
         $(#[$doc])*
         #[derive(Clone, Debug, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -78,6 +78,7 @@ macro_rules! name_type {
                     .schema_type(utoipa::openapi::schema::Type::String)
                     .min_length(Some($min))
                     .max_length(Some($max))
+                    .pattern(Some($pattern))
                     .description(Some(concat!($what, ": ", stringify!($min), "–", stringify!($max), " characters of ", $allowed)))
                     .into()
             }
@@ -130,12 +131,12 @@ macro_rules! name_type {
 
 name_type!(
     /// A user's name: 3–20 characters of `[A-Za-z0-9_-]`, unique case-insensitively.
-    Username, "username", 3, 20, "A-Z a-z 0-9 _ -",
+    Username, "username", 3, 20, "A-Z a-z 0-9 _ -", "^[A-Za-z0-9_-]{3,20}$",
     |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 );
 name_type!(
     /// A subreddit's name: 3–21 characters of `[A-Za-z0-9_]`, unique case-insensitively.
-    SubredditName, "subreddit name", 3, 21, "A-Z a-z 0-9 _",
+    SubredditName, "subreddit name", 3, 21, "A-Z a-z 0-9 _", "^[A-Za-z0-9_]{3,21}$",
     |b: u8| b.is_ascii_alphanumeric() || b == b'_'
 );
 

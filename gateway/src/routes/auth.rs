@@ -36,7 +36,8 @@ pub async fn challenge(
     request_body = LoginRequest,
     responses(
         (status = 200, description = "The token: send it as `Authorization: Bearer <token>`", body = LoginReply),
-        (status = 401, description = "Bad, used or expired challenge or signature", body = ErrorBody)
+        (status = 401, description = "Bad, used or expired challenge or signature", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody)
     )
 )]
 pub async fn login(

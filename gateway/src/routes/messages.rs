@@ -17,12 +17,16 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct DmQuery {
     /// inbox (default) or sent.
+    #[param(nullable = false)]
     pub folder: Option<DmFolder>,
     /// Only unread messages (inbox).
+    #[param(nullable = false)]
     pub unread_only: Option<bool>,
     /// The `next_cursor` of the previous page.
+    #[param(nullable = false)]
     pub after: Option<String>,
     /// Page size, 1–100 (default 25).
+    #[param(nullable = false, minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 
@@ -79,6 +83,7 @@ pub async fn send(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ReplyBody {
     /// 1–40,000 characters.
+    #[schema(min_length = 1, max_length = 40000)]
     pub body: String,
 }
 
@@ -87,7 +92,7 @@ pub struct ReplyBody {
     post,
     path = "/api/v1/messages/{id}/reply",
     tag = "messages",
-    params(("id" = String, Path, description = "A message in the caller's inbox")),
+    params(("id" = DmId, Path, description = "A message in the caller's inbox")),
     request_body = ReplyBody,
     security(("bearer" = [])),
     responses(

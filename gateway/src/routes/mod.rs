@@ -23,7 +23,6 @@ use axum::{Json, Router};
 use reddit_client::Session;
 use std::time::Duration;
 use tower_http::cors::CorsLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -70,6 +69,32 @@ impl From<JsonRejection> for ApiError {
             ),
             other => ApiError::invalid(other.body_text()),
         }
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(r: axum::extract::rejection::BytesRejection) -> Self {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "invalid_request"
+        };
+        ApiError::new(status, code, r.body_text())
+    }
+}
+
+/// A raw body; too large is `413 too_large` in JSON.
+pub struct ApiBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(ApiBytes)
+            .map_err(ApiError::from)
     }
 }
 
@@ -154,7 +179,12 @@ pub fn created<T: serde::Serialize>(value: T) -> impl IntoResponse {
         description = "The HTTP front door of the sharded Reddit engine. Every engine operation as JSON; ids are strings; errors are `{code, message}` with the engine's codes. Authenticate with `Authorization: Bearer <token>` from POST /api/v1/auth/login.",
         license(name = "MIT")
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(
+        ErrorBody,
+        reddit_shared::protocol::post::PostSort,
+        reddit_shared::protocol::comment::CommentSort,
+        reddit_shared::protocol::dm::DmFolder
+    )),
     tags(
         (name = "users", description = "Accounts and login"),
         (name = "subreddits", description = "Subreddits and membership"),
@@ -191,7 +221,7 @@ pub fn router(state: AppState) -> Result<Router, GatewayError> {
         .routes(routes!(rpc::rpc))
         .routes(routes!(rpc::cluster))
         .split_for_parts();
-    let openapi = std::sync::Arc::new(openapi);
+    let openapi = std::sync::Arc::new(with_common_responses(openapi));
     let docs = crate::docs::router(openapi);
     let config = state.config.clone();
     let limited = api.layer(axum::middleware::from_fn_with_state(
@@ -218,7 +248,9 @@ pub fn router(state: AppState) -> Result<Router, GatewayError> {
             )
         })
         .with_state(state.clone())
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        // The extractors enforce it, so a body too large is answered in JSON
+        // like every other error (413 `too_large`).
+        .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
@@ -253,6 +285,81 @@ pub fn router(state: AppState) -> Result<Router, GatewayError> {
         }
     });
     Ok(app)
+}
+
+/// Adds the answers any operation may give (bad input, limits, the engine
+/// unavailable) to every operation that does not list them, so the document
+/// describes every status the server sends.
+fn with_common_responses(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |what: &str| {
+        ResponseBuilder::new()
+            .description(what)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    let common = [
+        (
+            "400",
+            "Malformed or invalid input (the message names the field)",
+        ),
+        ("408", "The request took longer than the gateway allows"),
+        ("413", "The body is too large"),
+        ("415", "The body is not `application/json`"),
+        ("429", "Too many requests; see `Retry-After`"),
+        ("502", "The engine answered something undecodable"),
+        (
+            "503",
+            "The engine is unavailable or overloaded; see `Retry-After`",
+        ),
+        ("504", "The engine did not answer in time"),
+    ];
+    if let Some(components) = api.components.as_mut() {
+        components.add_security_scheme(
+            "bearer",
+            utoipa::openapi::security::SecurityScheme::Http(
+                utoipa::openapi::security::HttpBuilder::new()
+                    .scheme(utoipa::openapi::security::HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "the token from POST /api/v1/auth/login (Authorization: Bearer <token>)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+    for item in api.paths.paths.values_mut() {
+        for op in [
+            item.get.as_mut(),
+            item.post.as_mut(),
+            item.put.as_mut(),
+            item.delete.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let needs_auth = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            let mut add = |code: &str, what: &str| {
+                op.responses
+                    .responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| error(what).into());
+            };
+            for (code, what) in common {
+                add(code, what);
+            }
+            if needs_auth {
+                add("401", "Missing, malformed, forged or expired token");
+                add("403", "Not allowed for this user");
+                add("404", "Not found");
+            }
+        }
+    }
+    api
 }
 
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {

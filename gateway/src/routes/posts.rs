@@ -24,8 +24,10 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct PageQuery {
     /// The `next_cursor` of the previous page.
+    #[param(nullable = false)]
     pub after: Option<String>,
     /// Page size, 1–100 (default 25).
+    #[param(nullable = false, minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 
@@ -35,7 +37,7 @@ pub struct PageQuery {
     path = "/api/v1/r/{sub}/{sort}",
     tag = "posts",
     params(
-        ("sub" = String, Path, description = "Subreddit name"),
+        ("sub" = SubredditName, Path, description = "Subreddit name"),
         ("sort" = PostSort, Path, description = "hot, new, top or controversial"),
         PageQuery
     ),
@@ -63,9 +65,11 @@ pub async fn listing(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewPost {
     /// 1–300 characters, one line.
+    #[schema(min_length = 1, max_length = 300, pattern = "^[^\\r\\n]+$")]
     pub title: String,
     /// Up to 40,000 characters.
     #[serde(default)]
+    #[schema(max_length = 40000)]
     pub body: Option<String>,
     /// The original, for a repost.
     #[serde(default)]
@@ -74,6 +78,7 @@ pub struct NewPost {
     /// `reddit-post-v1\n<author>\n<subreddit>\n<repost>\n<title>\n<body>`
     /// (docs/protocol.md, "Signed posts and comments").
     #[serde(default)]
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub signature: Option<String>,
 }
 
@@ -82,7 +87,7 @@ pub struct NewPost {
     post,
     path = "/api/v1/r/{sub}/posts",
     tag = "posts",
-    params(("sub" = String, Path, description = "Subreddit name")),
+    params(("sub" = SubredditName, Path, description = "Subreddit name")),
     request_body = NewPost,
     security(("bearer" = [])),
     responses(
@@ -119,8 +124,8 @@ pub async fn create(
     path = "/api/v1/r/{sub}/posts/{id}",
     tag = "posts",
     params(
-        ("sub" = String, Path, description = "Subreddit name"),
-        ("id" = String, Path, description = "Post id")
+        ("sub" = SubredditName, Path, description = "Subreddit name"),
+        ("id" = PostId, Path, description = "Post id")
     ),
     responses(
         (status = 200, description = "The post", body = PostView),
@@ -143,10 +148,13 @@ pub async fn get_post(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct TreeQuery {
     /// best (default), top or new.
+    #[param(nullable = false)]
     pub sort: Option<CommentSort>,
-    /// At most this many comments.
+    /// At most this many comments (1–2,000).
+    #[param(nullable = false, minimum = 1, maximum = 2000)]
     pub limit: Option<u32>,
     /// Only the thread under this comment.
+    #[param(nullable = false)]
     pub root: Option<CommentId>,
 }
 
@@ -156,8 +164,8 @@ pub struct TreeQuery {
     path = "/api/v1/r/{sub}/posts/{id}/comments",
     tag = "posts",
     params(
-        ("sub" = String, Path, description = "Subreddit name"),
-        ("id" = String, Path, description = "Post id"),
+        ("sub" = SubredditName, Path, description = "Subreddit name"),
+        ("id" = PostId, Path, description = "Post id"),
         TreeQuery
     ),
     responses(
@@ -184,6 +192,7 @@ pub async fn comments(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewComment {
     /// 1–40,000 characters.
+    #[schema(min_length = 1, max_length = 40000)]
     pub body: String,
     /// The comment answered; absent for a comment on the post.
     #[serde(default)]
@@ -191,6 +200,7 @@ pub struct NewComment {
     /// The author's signature of
     /// `reddit-comment-v1\n<author>\n<subreddit>\n<post_id>\n<parent_id or ->\n<body>`.
     #[serde(default)]
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub signature: Option<String>,
 }
 
@@ -200,8 +210,8 @@ pub struct NewComment {
     path = "/api/v1/r/{sub}/posts/{id}/comments",
     tag = "posts",
     params(
-        ("sub" = String, Path, description = "Subreddit name"),
-        ("id" = String, Path, description = "Post id")
+        ("sub" = SubredditName, Path, description = "Subreddit name"),
+        ("id" = PostId, Path, description = "Post id")
     ),
     request_body = NewComment,
     security(("bearer" = [])),
@@ -263,10 +273,13 @@ pub async fn vote(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct FeedQuery {
     /// hot (default), new, top or controversial.
+    #[param(nullable = false)]
     pub sort: Option<PostSort>,
     /// The `next_cursor` of the previous page.
+    #[param(nullable = false)]
     pub after: Option<String>,
     /// Page size, 1–100 (default 25).
+    #[param(nullable = false, minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 

@@ -5,7 +5,7 @@
 //! gateway without a route of its own; `GET /api/v1/cluster` says how many
 //! shards there are (for per-shard operations, `?shard=k`).
 
-use super::{ApiPath, ApiQuery, Bearer, IdempotencyKey};
+use super::{ApiBytes, ApiPath, ApiQuery, Bearer, IdempotencyKey};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::AppState;
 use axum::body::Bytes;
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ShardQuery {
     /// For operations that go to any one shard (`sub.list`, `shard.stats`): which.
+    #[param(nullable = false)]
     pub shard: Option<u32>,
 }
 
@@ -93,7 +94,7 @@ pub async fn rpc(
     ApiQuery(q): ApiQuery<ShardQuery>,
     MaybeBearer(session): MaybeBearer,
     IdempotencyKey(key): IdempotencyKey,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> ApiResult<Response> {
     let op = Op::parse(&op).filter(|o| !o.is_internal()).ok_or_else(|| {
         ApiError::new(

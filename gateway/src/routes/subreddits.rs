@@ -19,6 +19,7 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct LimitQuery {
     /// At most this many (1–100, default 25).
+    #[param(nullable = false, minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 
@@ -73,7 +74,7 @@ pub async fn create(
     get,
     path = "/api/v1/r/{sub}",
     tag = "subreddits",
-    params(("sub" = String, Path, description = "Subreddit name")),
+    params(("sub" = SubredditName, Path, description = "Subreddit name")),
     responses(
         (status = 200, description = "The subreddit", body = SubredditView),
         (status = 404, description = "No such subreddit", body = ErrorBody)
@@ -96,7 +97,7 @@ pub async fn get_subreddit(
     post,
     path = "/api/v1/r/{sub}/join",
     tag = "subreddits",
-    params(("sub" = String, Path, description = "Subreddit name")),
+    params(("sub" = SubredditName, Path, description = "Subreddit name")),
     security(("bearer" = [])),
     responses((status = 200, description = "Member", body = MembershipReply))
 )]
@@ -120,7 +121,7 @@ pub async fn join(
     post,
     path = "/api/v1/r/{sub}/leave",
     tag = "subreddits",
-    params(("sub" = String, Path, description = "Subreddit name")),
+    params(("sub" = SubredditName, Path, description = "Subreddit name")),
     security(("bearer" = [])),
     responses((status = 200, description = "Not a member", body = MembershipReply))
 )]

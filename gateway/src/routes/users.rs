@@ -36,7 +36,7 @@ pub async fn register(
     get,
     path = "/api/v1/users/{name}",
     tag = "users",
-    params(("name" = String, Path, description = "The username")),
+    params(("name" = Username, Path, description = "The username")),
     responses(
         (status = 200, description = "The user", body = UserView),
         (status = 404, description = "No such user", body = ErrorBody)

@@ -18,6 +18,7 @@ pub struct SendDmRequest {
     /// The recipient.
     pub to: Username,
     /// 1–40,000 characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 40000))]
     pub body: String,
 }
 
@@ -97,6 +98,7 @@ pub struct DmPage {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MarkReadRequest {
     /// Messages in the caller's inbox (at most 1,000).
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
     pub ids: Vec<DmId>,
 }
 

@@ -16,9 +16,14 @@ pub struct CreatePostRequest {
     /// Where to post.
     pub subreddit: SubredditName,
     /// 1–300 characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 300, pattern = "^[^\\r\\n]+$")
+    )]
     pub title: String,
     /// Up to 40,000 characters; may be empty.
     #[serde(default, deserialize_with = "crate::protocol::nil_as_default")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 40000))]
     pub body: String,
     /// The original post, for a repost. It must exist, in any subreddit.
     #[serde(default)]
@@ -27,6 +32,7 @@ pub struct CreatePostRequest {
     /// digits; checked against the author's registered key before the post is
     /// stored, and returned with it.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{128}$"))]
     pub signature: Option<String>,
 }
 

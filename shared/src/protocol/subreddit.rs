@@ -15,6 +15,7 @@ pub struct CreateSubredditRequest {
     pub name: SubredditName,
     /// What it is about (up to 500 characters).
     #[serde(default, deserialize_with = "crate::protocol::nil_as_default")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 500, nullable))]
     pub description: String,
 }
 

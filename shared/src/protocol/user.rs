@@ -13,6 +13,7 @@ pub struct RegisterRequest {
     /// The new user's name.
     pub username: Username,
     /// The 32-byte Ed25519 public key as 64 hex digits.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{64}$"))]
     pub public_key: String,
 }
 
@@ -59,6 +60,7 @@ pub struct LoginRequest {
     /// The challenge from `auth.challenge`.
     pub challenge: String,
     /// Ed25519 signature of [`crate::auth::login_message`], 128 hex digits.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{128}$"))]
     pub signature: String,
 }
 impl Validate for LoginRequest {}

@@ -30,6 +30,7 @@ pub struct VoteRequest {
     /// The post's or comment's id.
     pub id: Uuid,
     /// 1 up, -1 down, 0 clear.
+    #[cfg_attr(feature = "openapi", schema(minimum = -1, maximum = 1))]
     pub value: i8,
 }
 
