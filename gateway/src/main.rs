@@ -46,6 +46,9 @@ struct Args {
     /// Most SSE streams at once.
     #[arg(long, default_value_t = 10_000)]
     max_sse: usize,
+    /// Runtime worker threads (0: one per core).
+    #[arg(long, env = "REDDIT_GATEWAY_THREADS", default_value_t = 0)]
+    threads: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,7 +67,15 @@ fn main() -> anyhow::Result<()> {
     config.request_timeout = Duration::from_secs(args.request_timeout_secs.max(1));
     config.sse_buffer = args.sse_buffer;
     config.max_sse = args.max_sse;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if args.threads > 1 {
+        builder.worker_threads(args.threads);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
