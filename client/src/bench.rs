@@ -60,12 +60,6 @@ async fn closed_loop(
     duration: Duration,
     timeout: Duration,
 ) -> (u64, u64, hdrhistogram::Histogram<u64>, f64) {
-    let mut hist = new_histogram();
-    let (mut count, mut errors) = (0u64, 0u64);
-    let mut sent = 0usize;
-    let mut pending = FuturesUnordered::new();
-    let start = Instant::now();
-    let end = start + duration;
     let send = |i: usize| {
         let nats = nats.clone();
         let request = async_nats::Request::new()
@@ -74,32 +68,16 @@ async fn closed_loop(
             .timeout(Some(timeout));
         let subject = subject.to_owned();
         async move {
-            let t = Instant::now();
-            let r = nats.send_request(subject, request).await;
-            let failed = match &r {
+            match nats.send_request(subject, request).await {
                 Ok(msg) => msg
                     .headers
                     .as_ref()
                     .is_some_and(|h| h.get(ERROR_CODE_HEADER).is_some()),
                 Err(_) => true,
-            };
-            (t.elapsed(), failed)
+            }
         }
     };
-    for _ in 0..in_flight {
-        pending.push(send(sent));
-        sent += 1;
-    }
-    while let Some((latency, failed)) = pending.next().await {
-        count += 1;
-        errors += u64::from(failed);
-        let _ = hist.record((latency.as_micros() as u64).max(1));
-        if Instant::now() < end {
-            pending.push(send(sent));
-            sent += 1;
-        }
-    }
-    (count, errors, hist, start.elapsed().as_secs_f64())
+    typed_loop(send, in_flight, duration).await
 }
 
 /// Runs the comparison at each of `levels` requests in flight, `seconds` each.
@@ -262,8 +240,9 @@ pub async fn run(
     Ok(out)
 }
 
-/// A closed loop of typed calls made by `call` (given the request number; it
-/// answers whether the call failed).
+/// A closed loop of `in_flight` calls made by `call` (given the request number;
+/// it answers whether the call failed) for `duration`: counts, errors, the
+/// latency histogram and the seconds it took.
 async fn typed_loop<F, Fut>(
     call: F,
     in_flight: usize,
