@@ -533,14 +533,19 @@ async fn bad_input_gets_a_clear_4xx_and_everything_keeps_serving() {
     );
     let big = format!("{{\"title\":\"{}\"}}", "a".repeat(400_000));
     let r = h
-        .post(g.url("/api/v1/r/x/posts"))
+        .post(g.url("/api/v1/r/webdev/posts"))
         .bearer_auth(&ann.token)
         .header("content-type", "application/json")
         .body(big)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (s, v) = json_of(r).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large")),
+        "{v}"
+    );
     // Still serving, both the gateway and the engine behind it.
     assert_eq!(get(&h, g.url("/healthz"), None).await.0, StatusCode::OK);
     assert_eq!(get(&h, g.url("/readyz"), None).await.0, StatusCode::OK);
