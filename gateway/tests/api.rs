@@ -768,3 +768,42 @@ async fn the_openapi_document_describes_every_route() {
     assert!(page.contains("/api/v1/r/{sub}/posts/{id}/comments") && page.contains("PostView"));
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_bounded_per_gateway() {
+    let cluster = Cluster::start(1).await;
+    let g = Gateway::start(&cluster.nats.url(), &["--max-sse", "1"]);
+    let h = http();
+    let ann = person(&h, &g, "ann_bounded").await;
+    let first = h
+        .get(g.url("/api/v1/events"))
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = h
+        .get(g.url("/api/v1/events"))
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(second.headers().contains_key("retry-after"));
+    let (_, v) = json_of(second).await;
+    assert_eq!(v["code"], "unavailable");
+    // Closing the first frees its place.
+    drop(first);
+    common::eventually("a freed stream slot", Duration::from_secs(10), || {
+        let (h, url, token) = (h.clone(), g.url("/api/v1/events"), ann.token.clone());
+        async move {
+            h.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK)
+        }
+    })
+    .await;
+    cluster.stop().await;
+}
