@@ -4,9 +4,10 @@
 //! [`connect_http`](crate::RedditClient::connect_http) sends every request this
 //! way instead of over NATS: the CLI's `--http` and the simulator's `--http`.
 //!
-//! Requests go round-robin over the gateways; a failed attempt (connection
-//! refused, timeout, `503`) is retried with backoff on the next one within the
-//! retry budget, with the same `Idempotency-Key` on every attempt of a write, so
+//! Requests go round-robin over the gateways; a gateway that refuses a
+//! connection is skipped for two seconds, then tried again. A failed attempt
+//! (connection refused, timeout, `503`) is retried with backoff on the next one
+//! within the retry budget, with the same `Idempotency-Key` on every attempt of a write, so
 //! losing a gateway mid-run loses nothing and doubles nothing.
 
 use crate::api::ClientOptions;
@@ -15,19 +16,25 @@ use reddit_shared::error::{ErrorCode, WireError};
 use reddit_shared::protocol::Op;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// First pause between retries; it doubles (with jitter) up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest pause between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a gateway that refused a connection is skipped (then tried again).
+const DOWN_FOR: Duration = Duration::from_secs(2);
 
 /// One or more gateways.
 #[derive(Debug)]
 pub struct HttpTransport {
     bases: Vec<String>,
     next: AtomicUsize,
+    /// Per gateway: until when (ms since `epoch`) it is skipped after a
+    /// connection failure.
+    down_until: Vec<AtomicU64>,
+    epoch: std::time::Instant,
     http: reqwest::Client,
     shards: u32,
     retry_budget: Duration,
@@ -72,13 +79,7 @@ impl HttpTransport {
                             format!("{base}/api/v1/cluster is not a gateway's answer: {e}"),
                         )
                     })?;
-                    return Ok(Self {
-                        bases,
-                        next: AtomicUsize::new(0),
-                        http,
-                        shards: info.shards.max(1),
-                        retry_budget: options.retry_budget,
-                    });
+                    return Ok(Self::with(bases, http, info.shards, options.retry_budget));
                 }
                 Ok(r) => last = format!("{base}: HTTP {}", r.status()),
                 Err(e) => last = format!("{base}: {e}"),
@@ -88,6 +89,23 @@ impl HttpTransport {
             ErrorKind::Connect,
             format!("no gateway answered ({last})"),
         ))
+    }
+
+    fn with(
+        bases: Vec<String>,
+        http: reqwest::Client,
+        shards: u32,
+        retry_budget: Duration,
+    ) -> Self {
+        Self {
+            down_until: bases.iter().map(|_| AtomicU64::new(0)).collect(),
+            epoch: std::time::Instant::now(),
+            bases,
+            next: AtomicUsize::new(0),
+            http,
+            shards: shards.max(1),
+            retry_budget,
+        }
     }
 
     /// Shards behind the gateways.
@@ -128,6 +146,28 @@ impl HttpTransport {
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The next gateway in turn that is not marked down (or the next in turn, if
+    /// all are).
+    fn pick(&self) -> usize {
+        let n = self.bases.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| self.down_until[i].load(Ordering::Relaxed) <= now)
+            .unwrap_or(start % n)
+    }
+
+    /// Skips gateway `i` for the next [`DOWN_FOR`].
+    fn mark_down(&self, i: usize) {
+        let until = self.now_ms() + DOWN_FOR.as_millis() as u64;
+        self.down_until[i].store(until, Ordering::Relaxed);
+    }
+
     /// One attempt, no retries (a login: its challenge is single-use).
     pub async fn call_once<Req: Serialize, Resp: DeserializeOwned>(
         &self,
@@ -147,7 +187,7 @@ impl HttpTransport {
         body: &[u8],
         key: Option<&str>,
     ) -> Result<Resp, ClientError> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.bases.len();
+        let i = self.pick();
         let base = &self.bases[i];
         let mut url = format!("{base}/api/v1/rpc/{}", op.as_str());
         if let Some(k) = shard {
@@ -168,7 +208,9 @@ impl HttpTransport {
             let kind = if e.is_timeout() {
                 ErrorKind::TimedOut
             } else {
-                // Refused, reset, or a gateway gone: another may answer.
+                // Refused, reset, or a gateway gone: another may answer, and
+                // this one is skipped for a while.
+                self.mark_down(i);
                 ErrorKind::Unavailable
             };
             ClientError::new(kind, format!("{} via {base}: {e}", op.as_str()))
@@ -217,5 +259,35 @@ impl HttpTransport {
                 op.as_str()
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_that_refused_is_skipped_until_its_time_is_up() {
+        let t = HttpTransport::with(
+            vec!["http://a".into(), "http://b".into(), "http://c".into()],
+            reqwest::Client::new(),
+            1,
+            Duration::ZERO,
+        );
+        let picks: Vec<usize> = (0..6).map(|_| t.pick()).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2], "round-robin");
+        t.mark_down(1);
+        let picks: Vec<usize> = (0..6).map(|_| t.pick()).collect();
+        assert!(!picks.contains(&1), "skipped while down: {picks:?}");
+        assert!(picks.contains(&0) && picks.contains(&2));
+        t.down_until[1].store(0, Ordering::Relaxed);
+        assert!(
+            (0..6).map(|_| t.pick()).any(|i| i == 1),
+            "back once its time is up"
+        );
+        for i in 0..3 {
+            t.mark_down(i);
+        }
+        let _ = t.pick(); // all down: still answers some gateway
     }
 }
