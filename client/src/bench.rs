@@ -44,6 +44,70 @@ pub struct Measurement {
     pub p99_ms: f64,
 }
 
+impl Measurement {
+    /// A measurement from a closed loop's (count, errors, histogram, seconds),
+    /// printed as it is made.
+    fn of(
+        target: &str,
+        op: &str,
+        in_flight: usize,
+        (count, errors, hist, secs): (u64, u64, hdrhistogram::Histogram<u64>, f64),
+    ) -> Self {
+        let m = Measurement {
+            target: target.to_owned(),
+            op: op.to_owned(),
+            in_flight,
+            count,
+            errors,
+            throughput: count as f64 / secs.max(1e-9),
+            p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        };
+        eprintln!(
+            "  {:>7} {:<4} in-flight {:>3}: {:>8.0} ops/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+            m.target, m.op, m.in_flight, m.throughput, m.p50_ms, m.p99_ms, m.errors
+        );
+        m
+    }
+}
+
+/// A user (logged in), a subreddit and a post of it, named with `prefix` and a
+/// random tag: what both benchmarks read and vote on.
+async fn setup(
+    client: &RedditClient,
+    prefix: &str,
+) -> Result<
+    (
+        crate::Session,
+        SubredditName,
+        reddit_shared::protocol::post::PostView,
+    ),
+    ClientError,
+> {
+    let tag: String = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let bad =
+        |e: reddit_shared::names::NameError| ClientError::new(ErrorKind::Invalid, e.to_string());
+    let user: Username = format!("{prefix}{tag}").parse().map_err(bad)?;
+    let sub: SubredditName = format!("{prefix}_{tag}").parse().map_err(bad)?;
+    let id = Identity::generate();
+    client.register(&user, &id).await?;
+    let session = client.login(&user, &id).await?;
+    client.create_subreddit(&session, &sub, "benchmark").await?;
+    let post = client
+        .send(
+            Some(&session),
+            &CreatePostRequest {
+                subreddit: sub.clone(),
+                title: "benchmark post".into(),
+                body: "x".repeat(200),
+                repost_of: None,
+                signature: None,
+            },
+        )
+        .await?;
+    Ok((session, sub, post))
+}
+
 struct Workload {
     op: &'static str,
     engine_subject: String,
@@ -87,35 +151,7 @@ pub async fn run(
     seconds: f64,
     timeout: Duration,
 ) -> Result<Vec<Measurement>, ClientError> {
-    let tag: String = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
-    let user: Username =
-        format!("bench{tag}")
-            .parse()
-            .map_err(|e: reddit_shared::names::NameError| {
-                ClientError::new(ErrorKind::Invalid, e.to_string())
-            })?;
-    let sub: SubredditName =
-        format!("bench_{tag}")
-            .parse()
-            .map_err(|e: reddit_shared::names::NameError| {
-                ClientError::new(ErrorKind::Invalid, e.to_string())
-            })?;
-    let id = Identity::generate();
-    client.register(&user, &id).await?;
-    let session = client.login(&user, &id).await?;
-    client.create_subreddit(&session, &sub, "benchmark").await?;
-    let post = client
-        .send(
-            Some(&session),
-            &CreatePostRequest {
-                subreddit: sub.clone(),
-                title: "benchmark post".into(),
-                body: "x".repeat(200),
-                repost_of: None,
-                signature: None,
-            },
-        )
-        .await?;
+    let (session, sub, post) = setup(client, "bench").await?;
     let shard = client.shard_of(sub.key());
     let nats = client
         .nats()
@@ -219,21 +255,12 @@ pub async fn run(
             for (target, subject) in [("echo", &w.echo_subject), ("engine", &w.engine_subject)] {
                 let (count, errors, hist, secs) =
                     closed_loop(&nats, subject, w, level, duration, timeout).await;
-                let m = Measurement {
-                    target: target.to_owned(),
-                    op: w.op.to_owned(),
-                    in_flight: level,
-                    count,
-                    errors,
-                    throughput: count as f64 / secs.max(1e-9),
-                    p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
-                    p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
-                };
-                eprintln!(
-                    "  {:>6} {:<4} in-flight {:>3}: {:>8.0} ops/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
-                    m.target, m.op, m.in_flight, m.throughput, m.p50_ms, m.p99_ms, m.errors
-                );
-                out.push(m);
+                out.push(Measurement::of(
+                    target,
+                    w.op,
+                    level,
+                    (count, errors, hist, secs),
+                ));
             }
         }
     }
@@ -293,27 +320,7 @@ pub async fn gateway(
     levels: &[usize],
     seconds: f64,
 ) -> Result<Vec<Measurement>, ClientError> {
-    let tag: String = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
-    let bad =
-        |e: reddit_shared::names::NameError| ClientError::new(ErrorKind::Invalid, e.to_string());
-    let user: Username = format!("gwbench{tag}").parse().map_err(bad)?;
-    let sub: SubredditName = format!("gwbench_{tag}").parse().map_err(bad)?;
-    let id = Identity::generate();
-    direct.register(&user, &id).await?;
-    let session = direct.login(&user, &id).await?;
-    direct.create_subreddit(&session, &sub, "benchmark").await?;
-    let post = direct
-        .send(
-            Some(&session),
-            &CreatePostRequest {
-                subreddit: sub.clone(),
-                title: "benchmark post".into(),
-                body: "x".repeat(200),
-                repost_of: None,
-                signature: None,
-            },
-        )
-        .await?;
+    let (session, sub, post) = setup(direct, "gwbench").await?;
     let read = GetPostRequest {
         subreddit: sub.clone(),
         id: post.id,
@@ -356,21 +363,12 @@ pub async fn gateway(
                     )
                     .await
                 };
-                let m = Measurement {
-                    target: target.to_owned(),
-                    op: op.to_owned(),
-                    in_flight: level,
-                    count,
-                    errors,
-                    throughput: count as f64 / secs.max(1e-9),
-                    p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
-                    p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
-                };
-                eprintln!(
-                    "  {:>7} {:<4} in-flight {:>3}: {:>8.0} ops/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
-                    m.target, m.op, m.in_flight, m.throughput, m.p50_ms, m.p99_ms, m.errors
-                );
-                out.push(m);
+                out.push(Measurement::of(
+                    target,
+                    op,
+                    level,
+                    (count, errors, hist, secs),
+                ));
             }
         }
     }
