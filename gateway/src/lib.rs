@@ -116,6 +116,19 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Sends the write `req` as the user `session` names, with the caller's
+    /// `Idempotency-Key` (if any): what every authenticated REST write does.
+    pub async fn write<R: reddit_shared::protocol::rpc::Rpc>(
+        &self,
+        session: &reddit_client::Session,
+        req: &R,
+        key: Option<String>,
+    ) -> Result<R::Reply, reddit_client::ClientError> {
+        self.client
+            .send_keyed(Some(session), req, key.as_deref())
+            .await
+    }
+
     /// Whether the gateway should get traffic: connected, shards discovered, not
     /// shutting down.
     pub fn ready(&self) -> bool {

@@ -71,12 +71,7 @@ pub async fn send(
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(req): ApiJson<SendDmRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(created(
-        state
-            .client
-            .send_keyed(Some(&s), &req, key.as_deref())
-            .await?,
-    ))
+    Ok(created(state.write(&s, &req, key).await?))
 }
 
 /// The body of a reply.
@@ -111,12 +106,7 @@ pub async fn reply(
         dm_id,
         body: r.body,
     };
-    Ok(created(
-        state
-            .client
-            .send_keyed(Some(&s), &req, key.as_deref())
-            .await?,
-    ))
+    Ok(created(state.write(&s, &req, key).await?))
 }
 
 /// Marks messages of the caller's inbox read.
@@ -134,10 +124,5 @@ pub async fn read(
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(req): ApiJson<MarkReadRequest>,
 ) -> ApiResult<Json<MarkReadReply>> {
-    Ok(Json(
-        state
-            .client
-            .send_keyed(Some(&s), &req, key.as_deref())
-            .await?,
-    ))
+    Ok(Json(state.write(&s, &req, key).await?))
 }

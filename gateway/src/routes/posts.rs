@@ -110,12 +110,7 @@ pub async fn create(
         repost_of: p.repost_of,
         signature: p.signature,
     };
-    Ok(created(
-        state
-            .client
-            .send_keyed(Some(&s), &req, key.as_deref())
-            .await?,
-    ))
+    Ok(created(state.write(&s, &req, key).await?))
 }
 
 /// One post.
@@ -235,12 +230,7 @@ pub async fn comment(
         body: c.body,
         signature: c.signature,
     };
-    Ok(created(
-        state
-            .client
-            .send_keyed(Some(&s), &req, key.as_deref())
-            .await?,
-    ))
+    Ok(created(state.write(&s, &req, key).await?))
 }
 
 /// Votes on a post or comment: `value` 1, -1 or 0 (clear).
@@ -261,12 +251,7 @@ pub async fn vote(
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(req): ApiJson<VoteRequest>,
 ) -> ApiResult<Json<VoteReply>> {
-    Ok(Json(
-        state
-            .client
-            .send_keyed(Some(&s), &req, key.as_deref())
-            .await?,
-    ))
+    Ok(Json(state.write(&s, &req, key).await?))
 }
 
 /// `?sort=&after=&limit=` of the feed.

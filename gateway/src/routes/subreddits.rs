@@ -61,12 +61,7 @@ pub async fn create(
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(req): ApiJson<CreateSubredditRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(created(
-        state
-            .client
-            .send_keyed(Some(&s), &req, key.as_deref())
-            .await?,
-    ))
+    Ok(created(state.write(&s, &req, key).await?))
 }
 
 /// One subreddit.
@@ -108,12 +103,7 @@ pub async fn join(
     ApiPath(name): ApiPath<SubredditName>,
 ) -> ApiResult<Json<MembershipReply>> {
     let req = JoinRequest(MembershipRequest { name });
-    Ok(Json(
-        state
-            .client
-            .send_keyed(Some(&s), &req, key.as_deref())
-            .await?,
-    ))
+    Ok(Json(state.write(&s, &req, key).await?))
 }
 
 /// Leaves a subreddit.
@@ -132,10 +122,5 @@ pub async fn leave(
     ApiPath(name): ApiPath<SubredditName>,
 ) -> ApiResult<Json<MembershipReply>> {
     let req = LeaveRequest(MembershipRequest { name });
-    Ok(Json(
-        state
-            .client
-            .send_keyed(Some(&s), &req, key.as_deref())
-            .await?,
-    ))
+    Ok(Json(state.write(&s, &req, key).await?))
 }
