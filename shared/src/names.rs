@@ -1,5 +1,6 @@
 //! Validated names. A [`Username`] is 3–20 characters of `[A-Za-z0-9_-]`, a
-//! [`SubredditName`] 3–21 characters of `[A-Za-z0-9_]`. Both keep the spelling they
+//! [`SubredditName`] 3–21 characters of `[A-Za-z0-9_]`, a chat [`RoomName`] 2–32 of
+//! `[A-Za-z0-9_-]`. Both keep the spelling they
 //! were created with for display, and are unique case-insensitively: their
 //! [`key`](Username::key) is the lowercase form, used for routing, lookups and subjects.
 
@@ -138,6 +139,12 @@ name_type!(
     /// A subreddit's name: 3–21 characters of `[A-Za-z0-9_]`, unique case-insensitively.
     SubredditName, "subreddit name", 3, 21, "A-Z a-z 0-9 _", "^[A-Za-z0-9_]{3,21}$",
     |b: u8| b.is_ascii_alphanumeric() || b == b'_'
+);
+name_type!(
+    /// A chat room's name (`reddit-chat`): 2–32 characters of `[A-Za-z0-9_-]`,
+    /// unique case-insensitively.
+    RoomName, "room name", 2, 32, "A-Z a-z 0-9 _ -", "^[A-Za-z0-9_-]{2,32}$",
+    |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 );
 
 #[cfg(test)]

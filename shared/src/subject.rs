@@ -167,6 +167,45 @@ pub fn service_stats() -> String {
     format!("$SRV.STATS.{}", crate::SERVICE_NAME)
 }
 
+/// The chat gateways' subjects (`reddit-chat`; only the `chat` role may use
+/// them). A room is named by its key `c.<name>` (a chat room) or `r.<name>` (the
+/// room of subreddit `name`); a connected name by `g.<name>` (a guest) or
+/// `u.<name>` (a logged-in user); names and room names are lowercase here.
+pub mod chat {
+    /// The JetStream stream that keeps every room's history (subjects
+    /// [`all_rooms`]), bounded per room by count and by age.
+    pub const HISTORY_STREAM: &str = "CHAT_ROOMS";
+    /// KV bucket of connected names (a TTL renewed while connected).
+    pub const NAMES_BUCKET: &str = "chat-names";
+    /// KV bucket of the rooms that exist (they persist).
+    pub const ROOMS_BUCKET: &str = "chat-rooms";
+    /// The micro-service name of chat gateways (`$SRV.*.reddit-chat`).
+    pub const SERVICE: &str = "reddit-chat";
+    /// Inbox prefix of chat gateways (inside the service shape).
+    pub const INBOX: &str = "_INBOX_SERVICE.chat";
+
+    /// `chat.room.<room key>`: what is said and announced in a room.
+    pub fn room(room_key: &str) -> String {
+        format!("chat.room.{room_key}")
+    }
+
+    /// `chat.room.>`: every room (the history stream's subjects).
+    pub fn all_rooms() -> String {
+        "chat.room.>".to_owned()
+    }
+
+    /// `chat.user.<name key>`: private messages to a connected name (a request:
+    /// the gateway holding it answers once it has queued the line).
+    pub fn user(name_key: &str) -> String {
+        format!("chat.user.{name_key}")
+    }
+
+    /// `$SRV.STATS.reddit-chat`: every chat gateway's counters.
+    pub fn service_stats() -> String {
+        format!("$SRV.STATS.{SERVICE}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,6 +119,10 @@ async def main():
     u = await bob.call(a, "user.get", {"username": a})
     assert u["username"] == a and len(u["public_key"]) == 64
     await bob.fails(404, "not_found", "nobody" + TAG, "user.get", {"username": "nobody" + TAG})
+    me = await alice.call(a, "auth.whoami", {}, token=ta)
+    assert me["username"] == a and me["expires_at"] > 0, me
+    await alice.fails(401, "unauthenticated", a, "auth.whoami", {})
+    await alice.fails(401, "unauthenticated", a, "auth.whoami", {}, token=ta[:-1] + ("0" if ta[-1] != "0" else "1"))
 
     # Subreddits
     sub = f"s{TAG}"

@@ -140,6 +140,8 @@ ops! {
     AuthChallenge => "auth.challenge",
     /// [`user::LoginRequest`] → [`user::LoginReply`].
     AuthLogin => "auth.login",
+    /// [`user::WhoAmIRequest`] → [`user::WhoAmIReply`].
+    AuthWhoami => "auth.whoami",
     /// [`user::GetUserRequest`] → [`user::UserView`].
     UserGet => "user.get",
     /// [`subreddit::CreateSubredditRequest`] → [`subreddit::SubredditView`].

@@ -20,7 +20,7 @@ use super::subreddit::{
 };
 use super::user::{
     ChallengeReply, ChallengeRequest, GetUserRequest, LoginReply, LoginRequest, RegisterRequest,
-    UserView,
+    UserView, WhoAmIReply, WhoAmIRequest,
 };
 use super::{Op, Validate};
 use serde::de::DeserializeOwned;
@@ -161,6 +161,7 @@ rpcs! {
     RegisterRequest => UserRegister, UserView, |r| Route::Key(r.username.key());
     ChallengeRequest => AuthChallenge, ChallengeReply, |r| Route::Key(r.username.key());
     LoginRequest => AuthLogin, LoginReply, |r| Route::Key(r.username.key());
+    WhoAmIRequest => AuthWhoami, WhoAmIReply, |_r| Route::Caller;
     GetUserRequest => UserGet, UserView, |r| Route::Key(r.username.key());
     CreateSubredditRequest => SubCreate, SubredditView, |r| Route::Key(r.name.key());
     GetSubredditRequest => SubGet, SubredditView, |r| Route::Key(r.name.key());

@@ -77,6 +77,23 @@ pub struct LoginReply {
     pub expires_at: i64,
 }
 
+/// `auth.whoami`: no fields; the bearer token is the question.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WhoAmIRequest {}
+impl Validate for WhoAmIRequest {}
+
+/// Reply to `auth.whoami`: whom the token speaks for, checked by the engine (a
+/// front door proves a user's name with it without holding the token secret).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WhoAmIReply {
+    /// The user's name as registered.
+    pub username: String,
+    /// When the token expires (Unix milliseconds).
+    pub expires_at: i64,
+}
+
 /// `user.get`: a user's public profile.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

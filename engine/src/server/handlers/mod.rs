@@ -96,6 +96,7 @@ impl Actor {
             Op::UserRegister => self.user_register(c),
             Op::AuthChallenge => self.auth_challenge(c),
             Op::AuthLogin => self.auth_login(c),
+            Op::AuthWhoami => self.auth_whoami(c),
             Op::UserGet => self.user_get(c),
             Op::SubCreate => self.sub_create(c),
             Op::SubGet => self.sub_get(c),

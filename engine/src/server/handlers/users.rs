@@ -1,11 +1,12 @@
-//! Accounts and login: `user.register`, `user.get`, `auth.challenge`, `auth.login`.
+//! Accounts and login: `user.register`, `user.get`, `auth.challenge`, `auth.login`,
+//! `auth.whoami`.
 
 use super::{answer, parse, reply, Actor, Call, Handled};
 use crate::auth::Requester;
 use reddit_shared::error::WireError;
 use reddit_shared::protocol::user::{
     parse_public_key, ChallengeReply, ChallengeRequest, GetUserRequest, LoginReply, LoginRequest,
-    RegisterRequest,
+    RegisterRequest, WhoAmIReply, WhoAmIRequest,
 };
 use reddit_shared::subject::ReplyTo;
 
@@ -54,6 +55,17 @@ impl Actor {
             username: name.to_string(),
             token,
             expires_at,
+        })
+    }
+
+    /// `auth.whoami`: whom the bearer token speaks for and until when (the
+    /// token checks of every authenticated operation, nothing else).
+    pub(super) fn auth_whoami(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        let bearer = self.bearer(c.request, c.now)?;
+        let _: WhoAmIRequest = parse(c.payload())?;
+        reply(&WhoAmIReply {
+            username: bearer.user.to_string(),
+            expires_at: bearer.expires,
         })
     }
 }
