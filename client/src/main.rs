@@ -89,6 +89,9 @@ enum Command {
     },
     /// Log in as --user now (commands log in by themselves when needed).
     Login,
+    /// Print a bearer token of --user (logging in if the cached one is about to
+    /// expire): for `/login TOKEN` in the chat gateway, or curl.
+    Token,
     /// Show a user's profile (default: --user).
     User {
         /// Whose.
@@ -710,6 +713,17 @@ async fn run(cli: Cli) -> Result<()> {
                     session.username,
                     output::time(session.expires_at)
                 );
+            }
+        }
+        Command::Token => {
+            let (session, _) = ctx.session(false).await?;
+            if ctx.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"username": session.username.as_str(), "token": session.token, "expires_at": session.expires_at})
+                );
+            } else {
+                println!("{}", session.token);
             }
         }
         Command::User { username } => {

@@ -22,6 +22,11 @@ pub fn gateway_url(url: &str) -> String {
     url.replacen("://service:", "://gateway:", 1)
 }
 
+/// The URL `url` (the service role's) as the chat gateways' role.
+pub fn chat_url(url: &str) -> String {
+    url.replacen("://service:", "://chat:", 1)
+}
+
 /// The URL `url` without credentials: an anonymous connection (or one that
 /// authenticates with a user key).
 pub fn anon_url(url: &str) -> String {
@@ -201,6 +206,7 @@ impl NatsServer {
             .env("REDDIT_ENGINE_PASSWORD", password)
             .env("REDDIT_SERVICE_PASSWORD", password)
             .env("REDDIT_GATEWAY_PASSWORD", password)
+            .env("REDDIT_CHAT_PASSWORD", password)
             .env("REDDIT_CALLOUT_ISSUER", issuer)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -556,6 +562,12 @@ impl GatewayProcess {
     /// Starts the gateway binary `bin` against the NATS server whose service URL
     /// is `nats_url` (it connects as the gateway role), with `extra` flags.
     pub fn start(bin: &Path, nats_url: &str, extra: &[&str]) -> Self {
+        Self::start_as(bin, &gateway_url(nats_url), extra)
+    }
+
+    /// Starts a front-door binary `bin` (HTTP or chat gateway) that connects
+    /// with `role_url` and says `listening on ADDR` first on stdout.
+    pub fn start_as(bin: &Path, role_url: &str, extra: &[&str]) -> Self {
         use std::io::BufRead;
         assert!(
             bin.exists(),
@@ -563,14 +575,14 @@ impl GatewayProcess {
             bin.display()
         );
         let mut child = Command::new(bin)
-            .args(["--nats-url", &gateway_url(nats_url)])
+            .args(["--nats-url", role_url])
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start reddit-gateway");
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -598,6 +610,22 @@ impl GatewayProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Stops it with SIGTERM (a graceful shutdown) and waits up to 20 s for
+    /// it to exit; true if it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 }
 
