@@ -179,6 +179,8 @@ async fn sniffing_replies_and_pushes_is_refused_and_sees_nothing() {
         "reddit.events.user.*",
         "$SYS.>",
         "reddit.wal.>",
+        "chat.>",
+        "chat.user.*",
     ];
     let mut subs = Vec::new();
     for raw in [&anon, &user] {
@@ -191,6 +193,7 @@ async fn sniffing_replies_and_pushes_is_refused_and_sees_nothing() {
         raw.refused("_INBOX_USER.alice.>").await;
         raw.refused("reddit.events.user.alice").await;
         raw.refused("_INBOX_SERVICE.>").await;
+        raw.refused("chat.user.*").await;
     }
     // What mallory may read still works: her own pushes.
     let mut own = mallory_c.user_events(&mallory_name).await.unwrap();
@@ -311,6 +314,69 @@ async fn connections_prove_the_registered_key_and_anonymous_ones_only_register()
 }
 
 /// Requests whose reply subjects point where the engine must never publish.
+/// The chat's subjects, stream and buckets belong to chat gateways alone: no
+/// other role reads private messages or writes into rooms or the names
+/// bucket; and a chat gateway reaches nothing of the engine but discovery,
+/// `user.get`, `sub.get` and `auth.whoami`, and nothing of its JetStream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_chat_gateways_use_the_chat_subjects_and_they_nothing_else() {
+    let cluster = Cluster::start(1).await;
+    let url = cluster.nats.url();
+    let (_, _, mallory_id) = person(&url, "mallory").await;
+    let outsiders = [
+        Raw::connect(&url, None).await,
+        Raw::connect(&url, Some((&un("mallory"), &mallory_id))).await,
+        Raw::connect_as(&common::gateway_url(&url), None).await,
+        Raw::connect_as(&url, None).await,
+    ];
+    for raw in &outsiders {
+        let _sub = raw.nats.subscribe("chat.user.g.alice").await.unwrap();
+        for target in [
+            "chat.room.c.lobby",
+            "$KV.chat-names.g.alice",
+            "chat.user.g.alice",
+        ] {
+            raw.nats.publish(target, "forged".into()).await.unwrap();
+        }
+        raw.nats.flush().await.unwrap();
+        raw.refused("chat.user.g.alice").await;
+        raw.refused("chat.room.c.lobby").await;
+        raw.refused("$KV.chat-names.g.alice").await;
+    }
+    let chat = Raw::connect_as(&common::chat_url(&url), None).await;
+    for sub in [
+        "reddit.events.user.alice",
+        "_INBOX_SERVICE.gateway.>",
+        "reddit.shard.>",
+    ] {
+        let _s = chat.nats.subscribe(sub).await.unwrap();
+        chat.nats.flush().await.unwrap();
+        chat.refused(sub).await;
+    }
+    for op in [
+        Op::PostCreate,
+        Op::DmSend,
+        Op::DmList,
+        Op::AuthLogin,
+        Op::InternalSync,
+    ] {
+        let target = subject::request(0, op);
+        chat.nats.publish(target.clone(), "x".into()).await.unwrap();
+        chat.nats.flush().await.unwrap();
+        chat.refused(&target).await;
+    }
+    for target in [
+        "$JS.API.STREAM.INFO.REDDIT_WAL_0",
+        "$JS.API.STREAM.DELETE.CHAT_ROOMS",
+        "reddit.wal.0",
+    ] {
+        chat.nats.publish(target, "x".into()).await.unwrap();
+        chat.nats.flush().await.unwrap();
+        chat.refused(target).await;
+    }
+    cluster.stop().await;
+}
+
 fn hostile_replies(victim: &str) -> Vec<String> {
     vec![
         subject::wal(0),
