@@ -23,10 +23,10 @@ fi
 empty=$(mktemp)
 trap 'rm -f "$empty"' EXIT
 if env -u REDDIT_SECRET -u REDDIT_ENGINE_PASSWORD -u REDDIT_SERVICE_PASSWORD \
-  -u REDDIT_GATEWAY_PASSWORD -u REDDIT_CALLOUT_ISSUER \
+  -u REDDIT_GATEWAY_PASSWORD -u REDDIT_CHAT_PASSWORD -u REDDIT_CALLOUT_ISSUER \
   "${compose[@]}" -f docker-compose.yml --env-file "$empty" config >/dev/null 2>&1; then
   die "docker-compose.yml resolves without secrets; every secret must be required (\${VAR:?...})"
 fi
 REDDIT_SECRET=check REDDIT_ENGINE_PASSWORD=check REDDIT_SERVICE_PASSWORD=check \
-  REDDIT_GATEWAY_PASSWORD=check REDDIT_CALLOUT_ISSUER=check "${compose[@]}" -f docker-compose.yml --env-file "$empty" config >/dev/null
+  REDDIT_GATEWAY_PASSWORD=check REDDIT_CHAT_PASSWORD=check REDDIT_CALLOUT_ISSUER=check "${compose[@]}" -f docker-compose.yml --env-file "$empty" config >/dev/null
 say "docker-compose.yml is valid and requires its secrets (${compose[*]} config)"

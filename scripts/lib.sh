@@ -23,7 +23,7 @@ wait_port() {
 # Builds the release binaries (progress shown by cargo).
 build_release() {
   say "building release binaries (first build takes a few minutes) ..."
-  (cd "$ROOT" && cargo build --release --bin reddit-engine --bin reddit-client --bin reddit-echo --bin reddit-gateway) >&2
+  (cd "$ROOT" && cargo build --release --bin reddit-engine --bin reddit-client --bin reddit-echo --bin reddit-gateway --bin reddit-chat) >&2
   BIN="$ROOT/target/release"
 }
 
@@ -48,14 +48,18 @@ load_secrets() {
         echo "REDDIT_ENGINE_PASSWORD=$(random_hex 24)"
         echo "REDDIT_SERVICE_PASSWORD=$(random_hex 24)"
         echo "REDDIT_GATEWAY_PASSWORD=$(random_hex 24)"
+        echo "REDDIT_CHAT_PASSWORD=$(random_hex 24)"
         echo "REDDIT_CALLOUT_ISSUER=$(REDDIT_SECRET=$secret "$BIN/reddit-engine" --print-callout-issuer)"
       } >"$file"
     )
   fi
-  # Systems made before the gateway role existed get its password now.
-  if ! grep -q '^REDDIT_GATEWAY_PASSWORD=' "$file"; then
-    echo "REDDIT_GATEWAY_PASSWORD=$(random_hex 24)" >>"$file"
-  fi
+  # Systems made before the gateway and chat roles existed get their passwords now.
+  local role
+  for role in GATEWAY CHAT; do
+    if ! grep -q "^REDDIT_${role}_PASSWORD=" "$file"; then
+      echo "REDDIT_${role}_PASSWORD=$(random_hex 24)" >>"$file"
+    fi
+  done
   set -a
   # shellcheck disable=SC1090
   source "$file"
@@ -67,6 +71,9 @@ service_url() { echo "nats://service:$REDDIT_SERVICE_PASSWORD@127.0.0.1:$1"; }
 
 # The NATS URL of the gateway role on port $1.
 gateway_url() { echo "nats://gateway:$REDDIT_GATEWAY_PASSWORD@127.0.0.1:$1"; }
+
+# The NATS URL of the chat gateways' role on port $1.
+chat_url() { echo "nats://chat:$REDDIT_CHAT_PASSWORD@127.0.0.1:$1"; }
 
 # Stops the process whose pid is in file $1: SIGTERM, then SIGKILL after $2 s.
 stop_pidfile() {
@@ -137,23 +144,28 @@ wait_shard() {
   return 1
 }
 
-# Starts nats-server, $1 shards and $3 gateways (default none; the first at
-# $GATEWAY_URL) on free ports in run dir $2, and stops them
+# Starts nats-server, $1 shards, $3 HTTP gateways (default none; the first at
+# $GATEWAY_URL) and $4 chat gateways (default none; at $CHAT_ADDRS) on free
+# ports in run dir $2, and stops them
 # (and anything whose pid file is in $2) when the calling script exits, also on
 # failure or Ctrl-C. Sets PORT, BIN and SERVICE_URL (and exports the secrets).
 start_throwaway_system() {
-  local shards=$1 gateways=${3:-0}
+  local shards=$1 gateways=${3:-0} chats=${4:-0}
   THROWAWAY_RUN=$2
   trap '"$ROOT/scripts/stop.sh" --run-dir "$THROWAWAY_RUN" >/dev/null 2>&1 || true' EXIT
   trap 'exit 130' INT TERM
   PORT=$(free_port)
-  local mport hport
+  local mport hport cport
   mport=$(free_port)
   hport=$(free_port)
+  cport=$(free_port)
   GATEWAY_URL="http://127.0.0.1:$hport"
+  # Chat gateways listen on cport, cport+1, ...
+  CHAT_ADDRS=$(for ((g = 0; g < chats; g++)); do printf '%s127.0.0.1:%d' "$([ "$g" -gt 0 ] && echo ,)" "$((cport + g))"; done)
   "$ROOT/scripts/start.sh" --shards "$shards" --gateways "$gateways" --http-port "$hport" \
+    --chats "$chats" --chat-port "$cport" \
     --port "$PORT" --monitor-port "$mport" --run-dir "$THROWAWAY_RUN" 2>&1 |
-    grep -vE '^\s+(export|/|source|\$)|^stop with' >&2
+    grep -vE '^\s+(export|/|source|\$|chat:)|^stop with' >&2
   BIN="$ROOT/target/release"
   load_secrets "$THROWAWAY_RUN"
   SERVICE_URL=$(service_url "$PORT")

@@ -1,34 +1,44 @@
 #!/usr/bin/env bash
-# Starts a local system: nats-server (with nats.conf), N engine shards and G HTTP
-# gateways, each a separate process, with logs and pid files in the run directory.
+# Starts a local system: nats-server (with nats.conf), N engine shards, G HTTP
+# gateways and C chat gateways, each a separate process, with logs and pid files
+# in the run directory.
 #
-#   scripts/start.sh [--shards N] [--gateways G] [--http-port H] [--port P]
-#                    [--monitor-port M] [--run-dir DIR]
+#   scripts/start.sh [--shards N] [--gateways G] [--http-port H] [--chats C]
+#                    [--chat-port T] [--port P] [--monitor-port M] [--run-dir DIR]
 #
-# Defaults: 3 shards, 1 gateway on 8080 (the next ones on 8081, ...), NATS on
-# 4222, monitoring on 8222, run dir ./run.
+# Defaults: 3 shards, 1 HTTP gateway on 8080 (the next ones on 8081, ...), 2 chat
+# gateways on 4000 and 4001 (nc localhost 4000), NATS on 4222, monitoring on
+# 8222, run dir ./run.
 # Stop everything with scripts/stop.sh; add a shard process with scripts/spawn-shard.sh.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-shards=3 gateways=1 hport=8080 port=4222 mport=8222 run="$ROOT/run"
+shards=3 gateways=1 hport=8080 chats=2 cport=4000 port=4222 mport=8222 run="$ROOT/run"
 while [ $# -gt 0 ]; do
   case "$1" in
     --shards) shards=$2; shift 2 ;;
     --gateways) gateways=$2; shift 2 ;;
     --http-port) hport=$2; shift 2 ;;
+    --chats) chats=$2; shift 2 ;;
+    --chat-port) cport=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
     --monitor-port) mport=$2; shift 2 ;;
     --run-dir) run=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
 [[ "$shards" =~ ^[1-9][0-9]*$ ]] || die "--shards must be a positive number"
 [[ "$gateways" =~ ^[0-9]+$ ]] || die "--gateways must be a number"
+[[ "$chats" =~ ^[0-9]+$ ]] || die "--chats must be a number"
 for ((g = 0; g < gateways; g++)); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$((hport + g))") 2>/dev/null; then
     die "port $((hport + g)) is in use; pick others with --http-port"
+  fi
+done
+for ((g = 0; g < chats; g++)); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$((cport + g))") 2>/dev/null; then
+    die "port $((cport + g)) is in use; pick others with --chat-port (or --chats 0)"
   fi
 done
 
@@ -82,14 +92,24 @@ for ((g = 0; g < gateways; g++)); do
   wait_port "$((hport + g))" 30 || { tail -5 "$run/gateway-$g.log" >&2; false; }
   urls+=("http://127.0.0.1:$((hport + g))")
 done
+if [ "$chats" -gt 0 ]; then
+  say "starting $chats chat gateway(s) ..."
+fi
+for ((g = 0; g < chats; g++)); do
+  NATS_URL="$(chat_url "$port")" nohup "$BIN/reddit-chat" \
+    --listen "127.0.0.1:$((cport + g))" >>"$run/chat-$g.log" 2>&1 &
+  echo $! >"$run/chat-$g.pid"
+  wait_port "$((cport + g))" 30 || { tail -5 "$run/chat-$g.log" >&2; false; }
+done
 trap - ERR
 
 http_urls=$(IFS=,; echo "${urls[*]:-}")
 [ -n "$http_urls" ] && echo "REDDIT_HTTP=$http_urls" >>"$run/env"
 cat >&2 <<MSG
-ready: nats-server + $shards shards + $gateways gateway(s) (logs and pids in $run; secrets in $run/secrets.env)
+ready: nats-server + $shards shards + $gateways HTTP gateway(s) + $chats chat gateway(s) (logs and pids in $run; secrets in $run/secrets.env)
 ${http_urls:+  HTTP API: ${urls[0]}/api/v1 (documentation: ${urls[0]}/docs)
-}  export NATS_URL=nats://127.0.0.1:$port
+}$( [ "$chats" -gt 0 ] && echo "  chat: nc localhost $cport$( [ "$chats" -gt 1 ] && echo " (and nc localhost $((cport + 1)) from another terminal)")" )
+  export NATS_URL=nats://127.0.0.1:$port
   $BIN/reddit-client register alice
   $BIN/reddit-client --user alice sub create rust
   $BIN/reddit-client --user alice stats

@@ -19,8 +19,9 @@ done
 stopped=0
 # Ask every shard at once (each drains, appends its last log record and stores a
 # snapshot), then wait for each: up to 25 s, past the engine's own 15 s grace.
-# Gateways first: they stop taking requests and finish those in flight.
-for f in "$run"/gateway-*.pid; do
+# Gateways first: they stop taking requests and finish those in flight (chat
+# gateways tell their users and free their names).
+for f in "$run"/gateway-*.pid "$run"/chat-*.pid; do
   [ -e "$f" ] || continue
   stop_pidfile "$f" 35
   stopped=$((stopped + 1))

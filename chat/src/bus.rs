@@ -33,7 +33,8 @@ pub struct Bus {
     /// The core connection (room subjects, private messages).
     pub nats: async_nats::Client,
     js: jetstream::Context,
-    history: stream::Stream,
+    /// Lines kept per room.
+    keep: i64,
     /// Connected names.
     pub names: kv::Store,
     /// Rooms that exist.
@@ -48,20 +49,21 @@ impl Bus {
     /// Finds or makes the stream and the buckets.
     pub async fn open(nats: async_nats::Client, storage: &Storage) -> Result<Self, ChatError> {
         let js = jetstream::new(nats.clone());
-        let history = js
-            .get_or_create_stream(stream::Config {
-                name: subjects::HISTORY_STREAM.to_owned(),
-                description: Some("reddit-chat: every room's recent lines".to_owned()),
-                subjects: vec![subjects::all_rooms()],
-                max_messages_per_subject: storage.history_per_room,
-                max_age: storage.history_age,
-                discard: stream::DiscardPolicy::Old,
-                storage: stream::StorageType::File,
-                num_replicas: storage.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats_err("cannot open the history stream")(e.into()))?;
+        js.get_or_create_stream(stream::Config {
+            name: subjects::HISTORY_STREAM.to_owned(),
+            description: Some("reddit-chat: every room's recent lines".to_owned()),
+            subjects: vec![subjects::all_rooms()],
+            max_messages_per_subject: storage.history_per_room,
+            max_age: storage.history_age,
+            discard: stream::DiscardPolicy::Old,
+            storage: stream::StorageType::File,
+            num_replicas: storage.replicas,
+            // History is read with batched direct gets, not consumers.
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats_err("cannot open the history stream")(e.into()))?;
         let names = bucket(
             &js,
             kv::Config {
@@ -92,7 +94,7 @@ impl Bus {
         Ok(Self {
             nats,
             js,
-            history,
+            keep: storage.history_per_room,
             names,
             rooms,
         })
@@ -112,59 +114,54 @@ impl Bus {
         Ok(())
     }
 
-    /// The last `n` events of a room, oldest first.
+    /// The last `n` events of a room, oldest first: one batched direct get of
+    /// everything the stream keeps for the room (at most
+    /// [`Storage::history_per_room`]), no consumer.
     pub async fn history(&self, room_key: &str, n: usize) -> Result<Vec<RoomEvent>, ChatError> {
-        let subject = subjects::room(room_key);
-        let info = self
-            .history
-            .clone()
-            .info()
-            .await
-            .map_err(|e| nats_err("cannot read the history stream")(e.into()))?
-            .clone();
-        if info.state.messages == 0 || n == 0 {
+        if n == 0 {
             return Ok(Vec::new());
         }
-        let consumer = self
-            .history
-            .create_consumer(jetstream::consumer::push::OrderedConfig {
-                deliver_subject: self.nats.new_inbox(),
-                filter_subject: subject,
-                deliver_policy: jetstream::consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
+        let fail = nats_err("cannot read a room's history");
+        let inbox = self.nats.new_inbox();
+        let mut replies = self
+            .nats
+            .subscribe(inbox.clone())
             .await
-            .map_err(|e| nats_err("cannot read a room's history")(e.into()))?;
-        let mut consumer = consumer;
-        let pending = consumer
-            .info()
+            .map_err(|e| fail(e.into()))?;
+        let request = serde_json::json!({
+            "seq": 1,
+            "next_by_subj": subjects::room(room_key),
+            "batch": self.keep,
+        });
+        self.nats
+            .publish_with_reply(
+                format!("$JS.API.DIRECT.GET.{}", subjects::HISTORY_STREAM),
+                inbox,
+                request.to_string().into(),
+            )
             .await
-            .map_err(|e| nats_err("cannot read a room's history")(e.into()))?
-            .num_pending;
+            .map_err(|e| fail(e.into()))?;
         let mut out = std::collections::VecDeque::with_capacity(n.min(1024));
-        if pending == 0 {
-            return Ok(Vec::new());
-        }
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| nats_err("cannot read a room's history")(e.into()))?;
         loop {
-            let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
-            let msg = match next {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => return Err(nats_err("reading a room's history")(e.into())),
-                Ok(None) | Err(_) => break,
+            let msg = match tokio::time::timeout(Duration::from_secs(5), replies.next()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err(fail("the history read ended early".into())),
+                Err(_) => return Err(fail("no answer from JetStream in 5 s".into())),
             };
-            let left = msg.info().map(|i| i.pending).unwrap_or(0);
+            match msg.status.map(|s| s.as_u16()) {
+                // 204 ends a batch; 404: the room has no history.
+                Some(204) | Some(404) => break,
+                Some(code) => {
+                    let why = msg.description.unwrap_or_default();
+                    return Err(fail(format!("JetStream answered {code} {why}").into()));
+                }
+                None => {}
+            }
             if let Ok(ev) = serde_json::from_slice::<RoomEvent>(&msg.payload) {
                 if out.len() == n {
                     out.pop_front();
                 }
                 out.push_back(ev);
-            }
-            if left == 0 {
-                break;
             }
         }
         Ok(out.into())

@@ -100,7 +100,7 @@ impl Config {
             history_on_join: 20,
             max_rooms: 10_000,
             storage: Storage {
-                history_per_room: 500,
+                history_per_room: 100,
                 history_age: Duration::from_secs(7 * 24 * 3600),
                 name_ttl: Duration::from_secs(30),
                 replicas: 1,

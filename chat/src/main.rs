@@ -72,8 +72,9 @@ struct ServeArgs {
     /// History lines shown on joining a room.
     #[arg(long, default_value_t = 20)]
     history_on_join: usize,
-    /// Lines kept per room (when this gateway creates the history stream).
-    #[arg(long, default_value_t = 500)]
+    /// Lines kept per room (when this gateway creates the history stream), and
+    /// the most `/history N` shows.
+    #[arg(long, default_value_t = 100)]
     history_per_room: i64,
     /// Days a line is kept (when this gateway creates the history stream).
     #[arg(long, default_value_t = 7)]
