@@ -113,13 +113,50 @@ pub struct Metrics {
     pub too_slow: AtomicU64,
     /// Rooms with members on this gateway now.
     pub rooms: AtomicU64,
+    /// Lines said per second over the last [`Metrics::WINDOW`] (f64 bits).
+    said_rate: AtomicU64,
+    /// Lines delivered per second over the last window (f64 bits).
+    delivered_rate: AtomicU64,
 }
 
 impl Metrics {
+    /// The window of the per-second rates.
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// Lines said and delivered per second over the last window.
+    pub fn rates(&self) -> (f64, f64) {
+        (
+            f64::from_bits(self.said_rate.load(Ordering::Relaxed)),
+            f64::from_bits(self.delivered_rate.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Updates the rates every [`WINDOW`](Self::WINDOW) until `stop`.
+    pub async fn keep_rates(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Self::WINDOW);
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (mut said, mut delivered) = (g(&self.said), g(&self.delivered));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let (s, d) = (g(&self.said), g(&self.delivered));
+            let secs = Self::WINDOW.as_secs_f64();
+            let rate = |now: u64, before: u64| (now.saturating_sub(before) as f64 / secs).to_bits();
+            self.said_rate.store(rate(s, said), Ordering::Relaxed);
+            self.delivered_rate.store(rate(d, delivered), Ordering::Relaxed);
+            (said, delivered) = (s, d);
+        }
+    }
+
     /// The counters as JSON.
     pub fn to_json(&self) -> serde_json::Value {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (said_per_second, delivered_per_second) = self.rates();
         serde_json::json!({
+            "said_per_second": said_per_second,
+            "delivered_per_second": delivered_per_second,
             "connections": g(&self.connections),
             "accepted": g(&self.accepted),
             "refused": g(&self.refused),

@@ -188,6 +188,7 @@ pub async fn bind(config: Config) -> Result<Bound, ChatError> {
     let shutdown = CancellationToken::new();
     let dir = bus::watch(&bus, shutdown.clone());
     let metrics = Arc::new(Metrics::default());
+    tokio::spawn(metrics.clone().keep_rates(shutdown.clone()));
     let hub = Hub::new(nats.clone(), config.clock.clone(), metrics.clone());
     let id = format!("gw-{:08x}", rand::random::<u32>());
     let default_entry = wire::RoomEntry {

@@ -692,8 +692,9 @@ impl Session {
     fn stats(&self) {
         let m = &self.gw.metrics;
         let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let (said, delivered) = m.rates();
         self.notice(format!(
-            "this gateway ({}): {} connections, {} rooms with members here, {} lines said, {} delivered, {} readers dropped as too slow",
+            "this gateway ({}): {} connections, {} rooms with members here, {} lines said ({said:.1}/s), {} delivered ({delivered:.1}/s), {} readers dropped as too slow",
             self.gw.id,
             g(&m.connections),
             g(&m.rooms),

@@ -703,4 +703,5 @@ async fn stats_over_nats_micro() {
     let data = &v["endpoints"][0]["data"];
     assert_eq!(data["connections"], 1, "{v}");
     assert!(data["accepted"].as_u64().unwrap() >= 1, "{v}");
+    assert!(data["delivered_per_second"].is_number(), "{v}");
 }
