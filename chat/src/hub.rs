@@ -145,7 +145,8 @@ impl Metrics {
             let secs = Self::WINDOW.as_secs_f64();
             let rate = |now: u64, before: u64| (now.saturating_sub(before) as f64 / secs).to_bits();
             self.said_rate.store(rate(s, said), Ordering::Relaxed);
-            self.delivered_rate.store(rate(d, delivered), Ordering::Relaxed);
+            self.delivered_rate
+                .store(rate(d, delivered), Ordering::Relaxed);
             (said, delivered) = (s, d);
         }
     }
