@@ -7,7 +7,8 @@
 //! - [`events`]: live pushes as Server-Sent Events;
 //! - [`error`]: engine and gateway errors as HTTP statuses with `{code, message}`;
 //! - [`limits`]: per-IP and per-user rate limits;
-//! - [`docs`]: the OpenAPI document (generated from the code) and a page for it.
+//! - [`docs`]: the OpenAPI document (generated from the code) and a page for it;
+//! - [`web`]: the web page at `/` (plain ES module on the API, keys kept in the browser).
 //!
 //! The gateway holds no keys and no secrets but its NATS password: users log in
 //! through the API (challenge, signature) and send the engine's token as
@@ -18,6 +19,7 @@ pub mod error;
 pub mod events;
 pub mod limits;
 pub mod routes;
+pub mod web;
 
 use reddit_client::{ClientOptions, RedditClient};
 use std::net::SocketAddr;

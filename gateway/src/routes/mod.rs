@@ -231,6 +231,7 @@ pub fn router(state: AppState) -> Result<Router, GatewayError> {
     let mut app = Router::new()
         .merge(limited)
         .merge(docs)
+        .merge(crate::web::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|method: Method, uri: axum::http::Uri| async move {
