@@ -107,7 +107,7 @@ http_urls=$(IFS=,; echo "${urls[*]:-}")
 [ -n "$http_urls" ] && echo "REDDIT_HTTP=$http_urls" >>"$run/env"
 cat >&2 <<MSG
 ready: nats-server + $shards shards + $gateways HTTP gateway(s) + $chats chat gateway(s) (logs and pids in $run; secrets in $run/secrets.env)
-${http_urls:+  HTTP API: ${urls[0]}/api/v1 (documentation: ${urls[0]}/docs)
+${http_urls:+  web page: ${urls[0]}/   HTTP API: ${urls[0]}/api/v1 (documentation: ${urls[0]}/docs)
 }$( [ "$chats" -gt 0 ] && echo "  chat: nc localhost $cport$( [ "$chats" -gt 1 ] && echo " (and nc localhost $((cport + 1)) from another terminal)")" )
   export NATS_URL=nats://127.0.0.1:$port
   $BIN/reddit-client register alice

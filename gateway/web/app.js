@@ -310,6 +310,12 @@ async function frontPage() {
   const subs = (await api("GET", "/subreddits?limit=100")).subreddits;
   const me = session ? await api("GET", `/users/${session.username}`) : null;
   const joined = new Set((me?.joined ?? []).map((s) => s.toLowerCase()));
+  // Popular posts: the hot posts of the five biggest subreddits, hottest first.
+  const pages = await Promise.all(subs.slice(0, 5).map((s) => api("GET", `/r/${s.name}/hot?limit=10`).catch(() => ({ posts: [] }))));
+  const popular = pages
+    .flatMap((p) => p.posts)
+    .sort((x, y) => y.score - x.score || y.created_at - x.created_at)
+    .slice(0, 10);
   return [
     h("h1", {}, "Subreddits"),
     session
@@ -335,13 +341,14 @@ async function frontPage() {
               "li",
               { class: "card" },
               h("a", { href: `#/r/${s.name}` }, h("strong", {}, `r/${s.name}`)),
-              ` · ${s.members} members · ${s.posts} posts`,
+              ` · ${s.members} member${s.members === 1 ? "" : "s"} · ${s.posts} post${s.posts === 1 ? "" : "s"}`,
               s.description ? h("div", { class: "meta" }, s.description) : null,
               session ? joinButton(s.name, joined.has(s.name.toLowerCase())) : null,
             ),
           ),
         )
       : h("p", {}, "No subreddits yet."),
+    popular.length ? [h("h2", {}, "Popular posts"), postList(popular, "")] : null,
   ];
 }
 
