@@ -97,7 +97,8 @@ stop_pidfile() {
 }
 
 # Starts shard $1 of $2 in run dir $3 against NATS port $4, under the supervisor
-# (scripts/supervise.sh restarts it if it crashes; the pid file holds the
+# (scripts/supervise.sh restarts it if it crashes; with --standby, a restarted
+# process that finds a standby serving in its place waits as the standby; the pid file holds the
 # supervisor's pid, and SIGTERM to it stops both). REDDIT_STORAGE (jetstream or
 # memory) and the engine's other REDDIT_* variables pass through.
 start_shard() {
@@ -106,11 +107,24 @@ start_shard() {
   touch "$run/shard-$k.log"
   SHARD_LOG_OFFSET=$(($(wc -c <"$run/shard-$k.log") + 1))
   load_secrets "$run"
-  RUST_LOG="${RUST_LOG:-info}" \
-    nohup "$ROOT/scripts/supervise.sh" "shard-$k" -- "$BIN/reddit-engine" \
-    --nats-url "nats://engine:$REDDIT_ENGINE_PASSWORD@127.0.0.1:$port" \
+  # The password travels in the environment, not on the command line.
+  RUST_LOG="${RUST_LOG:-info}" NATS_URL="nats://engine:$REDDIT_ENGINE_PASSWORD@127.0.0.1:$port" \
+    nohup "$ROOT/scripts/supervise.sh" "shard-$k" -- "$BIN/reddit-engine" --standby \
     --shard "$k" --shards "$n" >>"$run/shard-$k.log" 2>&1 &
   echo $! >"$run/shard-$k.pid"
+}
+
+# Starts a standby for shard $1 of $2 (run dir $3, NATS port $4): a
+# `reddit-engine --standby` under the supervisor that waits for the shard's
+# lease and takes over when its owner dies. Its pid file is standby-<k>-<i>.pid.
+start_standby() {
+  local k=$1 n=$2 run=$3 port=$4 i=0
+  while [ -e "$run/standby-$k-$i.pid" ] && is_running "$run/standby-$k-$i.pid"; do i=$((i + 1)); done
+  load_secrets "$run"
+  RUST_LOG="${RUST_LOG:-info}" NATS_URL="nats://engine:$REDDIT_ENGINE_PASSWORD@127.0.0.1:$port" \
+    nohup "$ROOT/scripts/supervise.sh" "standby-$k-$i" -- "$BIN/reddit-engine" --standby \
+    --shard "$k" --shards "$n" >>"$run/standby-$k-$i.log" 2>&1 &
+  echo $! >"$run/standby-$k-$i.pid"
 }
 
 # Waits until discovery finds all shards, up to $2 seconds; $1 is the NATS URL

@@ -3,20 +3,23 @@
 # gateways and C chat gateways, each a separate process, with logs and pid files
 # in the run directory.
 #
-#   scripts/start.sh [--shards N] [--gateways G] [--http-port H] [--chats C]
-#                    [--chat-port T] [--port P] [--monitor-port M] [--run-dir DIR]
+#   scripts/start.sh [--shards N] [--standbys S] [--gateways G] [--http-port H]
+#                    [--chats C] [--chat-port T] [--port P] [--monitor-port M]
+#                    [--run-dir DIR]
 #
 # Defaults: 3 shards, 1 HTTP gateway on 8080 (the next ones on 8081, ...), 2 chat
-# gateways on 4000 and 4001 (nc localhost 4000), NATS on 4222, monitoring on
-# 8222, run dir ./run.
+# gateways on 4000 and 4001 (nc localhost 4000), no standbys (S per shard: each
+# waits for its shard's lease and takes over when the owner dies), NATS on
+# 4222, monitoring on 8222, run dir ./run.
 # Stop everything with scripts/stop.sh; add a shard process with scripts/spawn-shard.sh.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-shards=3 gateways=1 hport=8080 chats=2 cport=4000 port=4222 mport=8222 run="$ROOT/run"
+shards=3 standbys=0 gateways=1 hport=8080 chats=2 cport=4000 port=4222 mport=8222 run="$ROOT/run"
 while [ $# -gt 0 ]; do
   case "$1" in
     --shards) shards=$2; shift 2 ;;
+    --standbys) standbys=$2; shift 2 ;;
     --gateways) gateways=$2; shift 2 ;;
     --http-port) hport=$2; shift 2 ;;
     --chats) chats=$2; shift 2 ;;
@@ -24,13 +27,14 @@ while [ $# -gt 0 ]; do
     --port) port=$2; shift 2 ;;
     --monitor-port) mport=$2; shift 2 ;;
     --run-dir) run=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
 [[ "$shards" =~ ^[1-9][0-9]*$ ]] || die "--shards must be a positive number"
 [[ "$gateways" =~ ^[0-9]+$ ]] || die "--gateways must be a number"
 [[ "$chats" =~ ^[0-9]+$ ]] || die "--chats must be a number"
+[[ "$standbys" =~ ^[0-9]+$ ]] || die "--standbys must be a number"
 for ((g = 0; g < gateways; g++)); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$((hport + g))") 2>/dev/null; then
     die "port $((hport + g)) is in use; pick others with --http-port"
@@ -80,6 +84,12 @@ for ((k = 0; k < shards; k++)); do
   wait_shard "$k" "$run" 30
 done
 wait_discovery "nats://127.0.0.1:$port" 30
+if [ "$standbys" -gt 0 ]; then
+  say "starting $standbys standby(s) per shard ..."
+  for ((k = 0; k < shards; k++)); do
+    for ((j = 0; j < standbys; j++)); do start_standby "$k" "$shards" "$run" "$port"; done
+  done
+fi
 urls=()
 if [ "$gateways" -gt 0 ]; then
   say "starting $gateways HTTP gateway(s) ..."
@@ -106,7 +116,7 @@ trap - ERR
 http_urls=$(IFS=,; echo "${urls[*]:-}")
 [ -n "$http_urls" ] && echo "REDDIT_HTTP=$http_urls" >>"$run/env"
 cat >&2 <<MSG
-ready: nats-server + $shards shards + $gateways HTTP gateway(s) + $chats chat gateway(s) (logs and pids in $run; secrets in $run/secrets.env)
+ready: nats-server + $shards shards (+ $standbys standby each) + $gateways HTTP gateway(s) + $chats chat gateway(s) (logs and pids in $run; secrets in $run/secrets.env)
 ${http_urls:+  web page: ${urls[0]}/   HTTP API: ${urls[0]}/api/v1 (documentation: ${urls[0]}/docs)
 }$( [ "$chats" -gt 0 ] && echo "  chat: nc localhost $cport$( [ "$chats" -gt 1 ] && echo " (and nc localhost $((cport + 1)) from another terminal)")" )
   export NATS_URL=nats://127.0.0.1:$port

@@ -26,6 +26,12 @@ for f in "$run"/gateway-*.pid "$run"/chat-*.pid; do
   stop_pidfile "$f" 35
   stopped=$((stopped + 1))
 done
+# Standbys first, so that none takes over from a shard that is stopping.
+for f in "$run"/standby-*.pid; do
+  [ -e "$f" ] || continue
+  stop_pidfile "$f" 10
+  stopped=$((stopped + 1))
+done
 for f in "$run"/shard-*.pid; do
   [ -e "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null || true
 done

@@ -110,6 +110,11 @@ pub struct ShardInfo {
     pub instance: String,
     /// Engine version.
     pub version: String,
+    /// The serving process's id and host name (metadata `pid`, `host`), when
+    /// the engine says.
+    pub pid: Option<u32>,
+    /// The serving process's host name.
+    pub host: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -314,6 +319,8 @@ impl RedditClient {
                 shard,
                 ShardInfo {
                     shard,
+                    pid: meta("pid"),
+                    host: info.metadata.get("host").cloned(),
                     instance: info.id,
                     version: info.version,
                 },

@@ -1001,11 +1001,16 @@ async fn run(cli: Cli) -> Result<()> {
                 info.iter()
                     .map(|i| {
                         format!(
-                            "shard {} of {}: instance {} (v{})",
+                            "shard {} of {}: instance {} (v{}){}",
                             i.shard,
                             c.shards(),
                             i.instance,
-                            i.version
+                            i.version,
+                            match (i.pid, &i.host) {
+                                (Some(pid), Some(host)) => format!(", pid {pid} on {host}"),
+                                (Some(pid), None) => format!(", pid {pid}"),
+                                _ => String::new(),
+                            }
                         )
                     })
                     .collect::<Vec<_>>()

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod bus;
 pub mod callout;
 pub mod cross_shard;
+pub mod lease;
 pub mod replies;
 pub mod server;
 pub mod state;
@@ -88,6 +89,11 @@ pub struct Config {
     /// Messages the request subscription may buffer before NATS drops some (a slow
     /// consumer). Far above the queue, so a burst gets `503`s, not silence.
     pub subscription_capacity: usize,
+    /// Wait for the shard's lease instead of refusing to start when another
+    /// process holds it (durable mode; [`lease`]).
+    pub standby: bool,
+    /// How long a shard's lease outlives its holder (renewed every quarter).
+    pub lease_ttl: Duration,
 }
 
 /// Secrets that are published (in this repository's history or docs) and so sign
@@ -125,6 +131,8 @@ pub mod defaults {
     pub const TOKEN_TTL_SECS: u64 = 24 * 3600;
     /// [`Config::subscription_capacity`](super::Config::subscription_capacity).
     pub const SUBSCRIPTION_CAPACITY: usize = 1 << 18;
+    /// [`Config::lease_ttl`](super::Config::lease_ttl), in milliseconds.
+    pub const LEASE_TTL_MS: u64 = 2000;
 }
 
 /// The default [`Config::serve_user`].
@@ -158,6 +166,8 @@ impl Config {
             serve_user: SERVE_USER.to_owned(),
             work_user: WORK_USER.to_owned(),
             subscription_capacity: defaults::SUBSCRIPTION_CAPACITY,
+            standby: false,
+            lease_ttl: Duration::from_millis(defaults::LEASE_TTL_MS),
         }
     }
 }
@@ -207,6 +217,12 @@ pub enum EngineError {
     /// The write-ahead log could not be used.
     #[error(transparent)]
     Wal(#[from] wal::WalError),
+    /// The shard's lease could not be taken or was lost.
+    #[error(transparent)]
+    Lease(#[from] lease::LeaseError),
+    /// Another process took the shard's lease: this one stopped serving.
+    #[error("{0}; stopped serving")]
+    LeaseLost(String),
 }
 
 impl EngineError {
@@ -275,11 +291,14 @@ async fn startup_checks(
     peers: &Peers,
     config: &Config,
     fingerprint: &str,
+    leased: bool,
 ) -> Result<(), EngineError> {
     for other in 0..=config.shards {
         let hello = peers.call(other, &HelloRequest {}).await;
         let Ok(hello) = hello else { continue };
-        if other == config.shard && hello.shards == config.shards {
+        // With the lease in hand, an old owner still answering is on its way
+        // out (it stops serving when it cannot renew); the lease decides.
+        if other == config.shard && hello.shards == config.shards && !leased {
             return Err(EngineError::AlreadyOwned {
                 shard: other,
                 instance: hello.instance,
@@ -361,16 +380,87 @@ pub async fn run(
         callout::Issuer::from_secret(config.secret.as_bytes())
             .map_err(|e| EngineError::Config(e.to_string()))?,
     );
-    startup_checks(&peers, &config, &tokens.fingerprint()).await?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    // Durable mode: open the log (it says so if JetStream is missing), then take
+    // the shard's lease before reading it (a standby waits for it), so that of
+    // two processes exactly one serves.
+    // Shards that disagree about the cluster size or the secret are refused
+    // before anything else (the owner check comes with the lease, below).
+    startup_checks(&peers, &config, &tokens.fingerprint(), true).await?;
+    let opened = match config.storage {
+        Storage::Memory => None,
+        Storage::Jetstream => Some(wal::Log::open(&log_client, config.shard, config.shards).await?),
+    };
+    let lease = match config.storage {
+        Storage::Memory => None,
+        Storage::Jetstream => {
+            let js = async_nats::jetstream::new(log_client.clone());
+            let store = lease::bucket(&js, config.lease_ttl).await?;
+            let holder = lease::Holder {
+                instance: uuid::Uuid::now_v7().simple().to_string(),
+                pid: std::process::id(),
+                since: reddit_shared::now_millis(),
+            };
+            let taken = if config.standby {
+                tracing::info!(
+                    shard = config.shard,
+                    "standby: waiting for the shard's lease"
+                );
+                tokio::select! {
+                    l = lease::Lease::acquire_waiting(&store, config.shard, holder, config.lease_ttl) => l,
+                    () = &mut shutdown => return Ok(()),
+                }
+            } else {
+                // Refuse to start next to a live owner; wait out the lease of
+                // one that died (a restart after a crash), probing meanwhile.
+                loop {
+                    match lease::Lease::try_acquire(
+                        &store,
+                        config.shard,
+                        holder.clone(),
+                        config.lease_ttl,
+                    )
+                    .await
+                    {
+                        Err(lease::LeaseError::Held { shard, holder: h }) => {
+                            let owner = peers.call(config.shard, &HelloRequest {}).await;
+                            if owner.is_ok_and(|o| o.shards == config.shards) {
+                                return Err(EngineError::AlreadyOwned {
+                                    shard,
+                                    instance: h.instance,
+                                });
+                            }
+                            tracing::info!(shard, holder = %h.instance, "the shard's lease is held by a process that does not serve (it died, or is still starting); waiting for it");
+                            tokio::select! {
+                                () = tokio::time::sleep(config.lease_ttl / 4) => {}
+                                () = &mut shutdown => return Ok(()),
+                            }
+                        }
+                        other => break other,
+                    }
+                }
+            };
+            match taken {
+                Ok(l) => Some(l),
+                Err(lease::LeaseError::Held { shard, holder }) => {
+                    return Err(EngineError::AlreadyOwned {
+                        shard,
+                        instance: holder.instance,
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    startup_checks(&peers, &config, &tokens.fingerprint(), lease.is_some()).await?;
 
-    let (state, replies, journal) = match config.storage {
-        Storage::Memory => (
+    let (state, replies, journal) = match opened {
+        None => (
             ShardState::new(config.shard, config.shards),
             replies::ReplyCache::new(config.reply_cache),
             None,
         ),
-        Storage::Jetstream => {
-            let log = wal::Log::open(&log_client, config.shard, config.shards).await?;
+        Some(log) => {
             let r = log.recover(config.reply_cache).await?;
             tracing::info!(
                 shard = config.shard,
@@ -395,6 +485,15 @@ pub async fn run(
         ("shard".to_owned(), config.shard.to_string()),
         ("shards".to_owned(), config.shards.to_string()),
         ("protocol".to_owned(), PROTOCOL_VERSION.to_owned()),
+        // Which process serves (`reddit-client shards`), e.g. to find the
+        // owner among standbys.
+        ("pid".to_owned(), std::process::id().to_string()),
+        (
+            "host".to_owned(),
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default(),
+        ),
     ]);
     let stats_metrics = metrics.clone();
     use async_nats::service::ServiceExt;
@@ -462,13 +561,17 @@ pub async fn run(
         config.shard,
         stop_rx,
     ));
+    let (lease_stop, lease_stop_rx) = tokio::sync::watch::channel(false);
+    let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel::<String>();
+    let keeper = lease.map(|l| tokio::spawn(l.keep(lease_stop_rx, lost_tx)));
     tracing::info!(shard = config.shard, shards = config.shards, storage = ?config.storage, %instance, callout_issuer = %issuer.public_key(), "serving");
 
     // The actor ends early only if the log refuses this process (a second writer)
     // or breaks for good: then stop serving at once.
     let mut fatal: Option<EngineError> = None;
     tokio::select! {
-        () = shutdown => {}
+        () = &mut shutdown => {}
+        Ok(why) = &mut lost_rx => fatal = Some(EngineError::LeaseLost(why)),
         result = &mut actor => {
             fatal = Some(match result {
                 Ok(Err(e)) => EngineError::Wal(e),
@@ -485,6 +588,7 @@ pub async fn run(
     }
     if let Some(e) = fatal {
         tracing::error!(shard = config.shard, error = %Chain(&e), "stopping");
+        let _ = lease_stop.send(true);
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), service.stop()).await;
         return Err(e);
@@ -511,6 +615,13 @@ pub async fn run(
             shard = config.shard,
             "shutdown did not finish within {SHUTDOWN_GRACE:?} (is NATS reachable?); exiting anyway"
         );
+    }
+    // The last record is in the log: hand the shard over now, not after the TTL.
+    let _ = lease_stop.send(true);
+    if let Some(keeper) = keeper {
+        if let Ok(lease) = keeper.await {
+            lease.release().await;
+        }
     }
     match tokio::time::timeout(Duration::from_secs(2), service.stop()).await {
         Ok(Err(e)) => tracing::debug!(error = %e, "service stop"),

@@ -77,6 +77,14 @@ struct Args {
     /// Lifetime of login tokens, in seconds.
     #[arg(long, env = "REDDIT_TOKEN_TTL_SECS", default_value_t = reddit_engine::defaults::TOKEN_TTL_SECS)]
     token_ttl_secs: u64,
+    /// Stand by: wait for the shard's lease (held by its serving process) and
+    /// take over when it lapses, instead of refusing to start (durable mode).
+    #[arg(long, env = "REDDIT_STANDBY")]
+    standby: bool,
+    /// How long a shard's lease outlives a process that died, in milliseconds
+    /// (renewed every quarter of it): about the time a standby waits.
+    #[arg(long, env = "REDDIT_LEASE_TTL_MS", default_value_t = reddit_engine::defaults::LEASE_TTL_MS)]
+    lease_ttl_ms: u64,
 }
 
 /// Exit status for an error a restart cannot fix (the supervisor stops trying).
@@ -140,6 +148,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.queue_capacity = args.queue_capacity.max(1);
     config.peer_timeout = Duration::from_millis(args.peer_timeout_ms.max(1));
     config.token_ttl = Duration::from_secs(args.token_ttl_secs.max(1));
+    config.standby = args.standby;
+    config.lease_ttl = Duration::from_millis(args.lease_ttl_ms.max(200));
     config.storage = args.storage;
     config.snapshot_every = args.snapshot_every;
     config.reply_cache = args.reply_cache.max(1);

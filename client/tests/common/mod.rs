@@ -280,6 +280,11 @@ pub struct ShardHandle {
 }
 
 impl ShardHandle {
+    /// Whether it has ended (by itself, or stopped).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Waits for it to end by itself and returns its result.
     pub async fn join(mut self) -> Result<(), reddit_engine::EngineError> {
         self.stop.take();

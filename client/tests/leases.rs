@@ -1,0 +1,144 @@
+//! Shard ownership by lease (durable mode): of two processes started in the
+//! same instant exactly one serves, every time; a standby (`--standby`) takes
+//! over when the owner is killed, and writes in flight at the kill land once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{eventually, shard_process, sn, spawn_shard, user, wait_serving, NatsServer, SECRET};
+use reddit_client::{ClientOptions, RedditClient};
+use reddit_engine::{Config, EngineError};
+use reddit_shared::protocol::post::{CreatePostRequest, ListPostsRequest};
+use reddit_shared::protocol::subreddit::CreateSubredditRequest;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twins_started_together_exactly_one_serves_a_hundred_times() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let config = || {
+        let mut c = Config::new(&url, 0, 1, SECRET);
+        // Short, so that the twin that lost notices the winner quickly.
+        c.lease_ttl = Duration::from_millis(400);
+        c
+    };
+    for round in 0..100 {
+        let a = spawn_shard(config());
+        let b = spawn_shard(config());
+        eventually(
+            &format!("a twin to give way (round {round})"),
+            Duration::from_secs(20),
+            || {
+                let done = a.is_finished() || b.is_finished();
+                async move { done }
+            },
+        )
+        .await;
+        let (loser, winner) = if a.is_finished() { (a, b) } else { (b, a) };
+        let lost = loser.join().await;
+        assert!(
+            matches!(lost, Err(EngineError::AlreadyOwned { shard: 0, .. })),
+            "round {round}: {lost:?}"
+        );
+        assert!(
+            !winner.is_finished(),
+            "round {round}: the winner stopped too"
+        );
+        wait_serving(&url, 0).await;
+        // A clean stop hands the lease back at once.
+        winner.stop().await.unwrap();
+    }
+}
+
+fn post(sub: &str, title: String) -> CreatePostRequest {
+    CreatePostRequest {
+        subreddit: sn(sub),
+        title,
+        body: String::new(),
+        repost_of: None,
+        signature: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_from_a_killed_owner_and_nothing_acknowledged_is_lost() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let ttl = ["--lease-ttl-ms", "1000"];
+    let mut owner = shard_process(&url, 0, 1, &ttl);
+    wait_serving(&url, 0).await;
+    let _standby = shard_process(&url, 0, 1, &["--standby", ttl[0], ttl[1]]);
+    let c = RedditClient::connect(&url, ClientOptions::default())
+        .await
+        .unwrap();
+    let alice = user(&c, "alice").await;
+    c.send(
+        Some(&alice),
+        &CreateSubredditRequest {
+            name: sn("rust"),
+            description: String::new(),
+        },
+    )
+    .await
+    .unwrap();
+    let before = c
+        .send(Some(&alice), &post("rust", "before".into()))
+        .await
+        .unwrap();
+
+    // Writes in flight when the owner dies: the client retries each with its
+    // idempotency key until the standby answers.
+    let writes: Vec<_> = (0..40)
+        .map(|i| {
+            let (c, alice) = (c.clone(), alice.clone());
+            tokio::spawn(async move {
+                c.send(Some(&alice), &post("rust", format!("in flight {i}")))
+                    .await
+            })
+        })
+        .collect();
+    owner.kill();
+    let killed = Instant::now();
+    let fast = RedditClient::with_shards(
+        common::connect_service(&url).await,
+        1,
+        Duration::from_millis(200),
+    );
+    eventually("the standby to serve", Duration::from_secs(20), || {
+        let fast = fast.clone();
+        async move { fast.shard_stats(0).await.is_ok() }
+    })
+    .await;
+    eprintln!("the standby served {:?} after the kill", killed.elapsed());
+    let mut ids = vec![before.id];
+    for w in writes {
+        ids.push(
+            w.await
+                .unwrap()
+                .expect("every write lands, through the standby")
+                .id,
+        );
+    }
+    eprintln!(
+        "the standby answered every write within {:?} of the kill",
+        killed.elapsed()
+    );
+
+    // Every acknowledged post is there once.
+    let page = c
+        .send(
+            None,
+            &ListPostsRequest {
+                subreddit: sn("rust"),
+                sort: Default::default(),
+                limit: Some(100),
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    let mut listed: Vec<_> = page.posts.iter().map(|p| p.id).collect();
+    listed.sort();
+    ids.sort();
+    assert_eq!(listed, ids, "each acknowledged post once, nothing else");
+}
