@@ -1,6 +1,7 @@
 //! Fault tests with real processes: a simulation runs against shard processes with
 //! `--storage jetstream`, and in the middle of it a shard is killed with SIGKILL and
-//! restarted, or the NATS server is killed and restarted on the same port and store.
+//! restarted, or the NATS server is killed and restarted on the same port and store,
+//! or one node of a 3-node NATS cluster (logs replicated R3) is killed for good.
 //! Either way the audit passes and the simulator's ledger shows no acknowledged
 //! write lost and none applied twice.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -78,20 +79,27 @@ fn check(report: &Report) {
     );
 }
 
-async fn run_with_fault(fault: impl FnOnce(&mut Procs)) -> Report {
-    let mut procs = start().await;
+/// Runs the simulation against `url` and, once its run phase writes on every
+/// shard, `fault`.
+async fn simulate_with(url: &str, fault: impl FnOnce()) -> Report {
     let out = std::env::temp_dir().join(format!("reddit-fault-{}", uuid::Uuid::now_v7()));
-    let cfg = sim_config(&procs.nats.url(), &out);
+    let cfg = sim_config(url, &out);
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_reddit-client"));
-    let url = procs.nats.url();
     let sim = tokio::time::timeout(Duration::from_secs(240), launcher::run(cfg, &exe));
     let inject = async {
-        wait_for_run_phase(&url).await;
-        fault(&mut procs);
+        wait_for_run_phase(url).await;
+        fault();
     };
     let (report, ()) = tokio::join!(sim, inject);
     let report = report.expect("the simulation ends").unwrap();
     let _ = std::fs::remove_dir_all(out);
+    report
+}
+
+async fn run_with_fault(fault: impl FnOnce(&mut Procs)) -> Report {
+    let mut procs = start().await;
+    let url = procs.nats.url();
+    let report = simulate_with(&url, || fault(&mut procs)).await;
     drop(procs);
     report
 }
@@ -106,6 +114,23 @@ async fn a_shard_killed_mid_simulation_loses_nothing_acknowledged() {
     })
     .await;
     check(&report);
+}
+
+/// On a 3-node NATS cluster with the logs replicated on every node (R3), one
+/// node killed for good mid-run: the engines, the simulator's workers and the
+/// log move to the other two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_node_killed_mid_simulation_on_a_3_node_cluster_loses_nothing_acknowledged() {
+    let mut cluster = common::NatsCluster::start(3).await;
+    let url = cluster.url();
+    let mut shards = Vec::new();
+    for k in 0..SHARDS {
+        shards.push(shard_process(&url, k, SHARDS, &["--replicas", "3"]));
+        wait_serving(&url, k).await;
+    }
+    let report = simulate_with(&url, || cluster.nodes[1].kill()).await;
+    check(&report);
+    drop(shards);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -159,7 +159,7 @@ async fn main() {
             }
         }
     };
-    let log = Log::open(&client, 0, 1).await.unwrap();
+    let log = Log::open(&client, 0, 1, 1).await.unwrap();
 
     eprintln!("writing {total} events in records of {PER_RECORD} writes ...");
     let started = Instant::now();

@@ -58,8 +58,13 @@ fn key(shard: u32) -> String {
     format!("shard-{shard}")
 }
 
-/// Opens (or makes) the lease bucket, whose entries live `ttl`.
-pub async fn bucket(js: &jetstream::Context, ttl: Duration) -> Result<kv::Store, LeaseError> {
+/// Opens (or makes, with `replicas` copies) the lease bucket, whose entries
+/// live `ttl`.
+pub async fn bucket(
+    js: &jetstream::Context,
+    ttl: Duration,
+    replicas: usize,
+) -> Result<kv::Store, LeaseError> {
     if let Ok(store) = js.get_key_value(BUCKET).await {
         return Ok(store);
     }
@@ -71,6 +76,7 @@ pub async fn bucket(js: &jetstream::Context, ttl: Duration) -> Result<kv::Store,
         // Expiry leaves a marker, so that a waiting standby's watch sees it.
         limit_markers: Some(ttl.max(Duration::from_secs(1))),
         storage: jetstream::stream::StorageType::File,
+        num_replicas: replicas.max(1),
         ..Default::default()
     };
     match js.create_key_value(config).await {

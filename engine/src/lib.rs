@@ -94,6 +94,10 @@ pub struct Config {
     pub standby: bool,
     /// How long a shard's lease outlives its holder (renewed every quarter).
     pub lease_ttl: Duration,
+    /// Copies of the log, the snapshots and the leases that JetStream keeps (1
+    /// on a single server, 3 on a 3-node cluster: an append is then
+    /// acknowledged once a majority has it).
+    pub replicas: usize,
 }
 
 /// Secrets that are published (in this repository's history or docs) and so sign
@@ -168,6 +172,7 @@ impl Config {
             subscription_capacity: defaults::SUBSCRIPTION_CAPACITY,
             standby: false,
             lease_ttl: Duration::from_millis(defaults::LEASE_TTL_MS),
+            replicas: 1,
         }
     }
 }
@@ -389,13 +394,15 @@ pub async fn run(
     startup_checks(&peers, &config, &tokens.fingerprint(), true).await?;
     let opened = match config.storage {
         Storage::Memory => None,
-        Storage::Jetstream => Some(wal::Log::open(&log_client, config.shard, config.shards).await?),
+        Storage::Jetstream => {
+            Some(wal::Log::open(&log_client, config.shard, config.shards, config.replicas).await?)
+        }
     };
     let lease = match config.storage {
         Storage::Memory => None,
         Storage::Jetstream => {
             let js = async_nats::jetstream::new(log_client.clone());
-            let store = lease::bucket(&js, config.lease_ttl).await?;
+            let store = lease::bucket(&js, config.lease_ttl, config.replicas).await?;
             let holder = lease::Holder {
                 instance: uuid::Uuid::now_v7().simple().to_string(),
                 pid: std::process::id(),

@@ -85,6 +85,11 @@ struct Args {
     /// (renewed every quarter of it): about the time a standby waits.
     #[arg(long, env = "REDDIT_LEASE_TTL_MS", default_value_t = reddit_engine::defaults::LEASE_TTL_MS)]
     lease_ttl_ms: u64,
+    /// Copies JetStream keeps of the log, snapshots and leases when this shard
+    /// creates them: 1 on a single nats-server, 3 on a 3-node cluster (an
+    /// append is acknowledged once a majority has it on disk).
+    #[arg(long, env = "REDDIT_REPLICAS", default_value_t = 1)]
+    replicas: usize,
 }
 
 /// Exit status for an error a restart cannot fix (the supervisor stops trying).
@@ -150,6 +155,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.token_ttl = Duration::from_secs(args.token_ttl_secs.max(1));
     config.standby = args.standby;
     config.lease_ttl = Duration::from_millis(args.lease_ttl_ms.max(200));
+    config.replicas = args.replicas.clamp(1, 5);
     config.storage = args.storage;
     config.snapshot_every = args.snapshot_every;
     config.reply_cache = args.reply_cache.max(1);

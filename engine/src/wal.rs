@@ -261,12 +261,14 @@ impl std::fmt::Debug for Log {
 }
 
 impl Log {
-    /// Opens (creating if needed) shard `shard`'s stream and the snapshot bucket, and
-    /// checks that the log belongs to a cluster of `shards`.
+    /// Opens (creating if needed, with `replicas` copies) shard `shard`'s stream
+    /// and the snapshot bucket, and checks that the log belongs to a cluster of
+    /// `shards`.
     pub async fn open(
         client: &async_nats::Client,
         shard: u32,
         shards: u32,
+        replicas: usize,
     ) -> Result<Self, WalError> {
         let js = jetstream::new(client.clone());
         let subject = reddit_shared::subject::wal(shard);
@@ -281,6 +283,7 @@ impl Log {
             discard: stream::DiscardPolicy::New,
             duplicate_window: Duration::from_secs(120),
             allow_direct: true,
+            num_replicas: replicas.max(1),
             metadata: HashMap::from([
                 ("format".to_owned(), FORMAT.to_owned()),
                 ("shard".to_owned(), shard.to_string()),
@@ -317,6 +320,7 @@ impl Log {
                     bucket: SNAPSHOT_BUCKET.to_owned(),
                     description: Some("snapshots of Reddit engine shards".to_owned()),
                     storage: stream::StorageType::File,
+                    num_replicas: replicas.max(1),
                     ..Default::default()
                 })
                 .await

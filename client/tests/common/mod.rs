@@ -14,17 +14,17 @@ pub const SECRET: &str = "reddit-engine-tests-0b6f3c9a71d24e58";
 
 /// The URL `url` (a role URL of a [`NatsServer`]) for the engine role.
 pub fn engine_url(url: &str) -> String {
-    url.replacen("://service:", "://engine:", 1)
+    url.replace("://service:", "://engine:")
 }
 
 /// The URL `url` (a role URL of a [`NatsServer`]) for the HTTP gateway role.
 pub fn gateway_url(url: &str) -> String {
-    url.replacen("://service:", "://gateway:", 1)
+    url.replace("://service:", "://gateway:")
 }
 
 /// The URL `url` (the service role's) as the chat gateways' role.
 pub fn chat_url(url: &str) -> String {
-    url.replacen("://service:", "://chat:", 1)
+    url.replace("://service:", "://chat:")
 }
 
 /// The URL `url` without credentials: an anonymous connection (or one that
@@ -50,7 +50,7 @@ pub async fn connect_service(url: &str) -> async_nats::Client {
 /// requests, as a test of corruption or of the audit).
 pub async fn engine_client(url: &str, shards: u32) -> RedditClient {
     let nats = reddit_shared::connect::connect_with(
-        &url.replacen("://service:", "://engine-work:", 1),
+        &url.replace("://service:", "://engine-work:"),
         "test-engine-work",
         async_nats::ConnectOptions::new().custom_inbox_prefix(reddit_shared::subject::ENGINE_INBOX),
         None,
@@ -115,11 +115,20 @@ pub struct NatsServer {
     dir: PathBuf,
     args: Vec<String>,
     password: String,
+    /// Lines added to its configuration (a cluster node's name and routes).
+    extra_conf: String,
 }
 
 impl NatsServer {
     /// Starts one with extra `args`.
     pub fn start_with(args: &[&str]) -> Self {
+        let password = format!("{:032x}", rand::random::<u128>());
+        Self::start_configured(args, &password, String::new())
+    }
+
+    /// Starts one with `password` for every role and `extra_conf` in its
+    /// configuration file.
+    fn start_configured(args: &[&str], password: &str, extra_conf: String) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "reddit-test-nats-{}-{}",
             std::process::id(),
@@ -127,14 +136,14 @@ impl NatsServer {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let password = format!("{:032x}", rand::random::<u128>());
-        let (child, port) = Self::spawn(&dir, "-1", &args, &password);
+        let (child, port) = Self::spawn(&dir, "-1", &args, password, &extra_conf);
         Self {
             child,
             port,
             dir,
             args,
-            password,
+            password: password.to_owned(),
+            extra_conf,
         }
     }
 
@@ -153,6 +162,7 @@ impl NatsServer {
             &self.port.to_string(),
             &self.args,
             &self.password,
+            &self.extra_conf,
         );
         assert_eq!(port, self.port);
         self.child = child;
@@ -175,7 +185,13 @@ impl NatsServer {
 
     /// Starts nats-server with the project's own roles (`nats-auth.conf`, copied
     /// next to a generated config) and JetStream unless `--no-jetstream`.
-    fn spawn(dir: &Path, port: &str, args: &[String], password: &str) -> (Child, u16) {
+    fn spawn(
+        dir: &Path,
+        port: &str,
+        args: &[String],
+        password: &str,
+        extra_conf: &str,
+    ) -> (Child, u16) {
         // As in nats.conf: every JetStream write is synced before it is
         // acknowledged, so a killed server keeps what it acknowledged.
         std::fs::copy(root().join("nats-auth.conf"), dir.join("nats-auth.conf")).unwrap();
@@ -190,7 +206,7 @@ impl NatsServer {
         let conf = dir.join("nats.conf");
         std::fs::write(
             &conf,
-            format!("max_payload: 1MB\n{jetstream}include ./nats-auth.conf\n"),
+            format!("max_payload: 1MB\n{extra_conf}{jetstream}include ./nats-auth.conf\n"),
         )
         .unwrap();
         let issuer = reddit_engine::callout::Issuer::from_secret(SECRET.as_bytes())
@@ -262,6 +278,73 @@ impl NatsServer {
     /// The port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+}
+
+/// A 3-node (or `n`-node) NATS cluster on loopback, JetStream on every node,
+/// the project's roles on each; URLs list every node.
+pub struct NatsCluster {
+    /// The nodes.
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `n` nodes routed to each other and waits until JetStream answers.
+    pub async fn start(n: usize) -> Self {
+        let password = format!("{:032x}", rand::random::<u128>());
+        // Route ports must be known up front: take free ones from the OS.
+        let ports: Vec<u16> = (0..n)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            })
+            .collect();
+        let nodes = (0..n)
+            .map(|i| {
+                let routes: Vec<String> = ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| format!("\"nats-route://127.0.0.1:{p}\""))
+                    .collect();
+                let conf = format!(
+                    "server_name: \"n{i}\"\ncluster {{\n  name: \"reddit\"\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
+                    ports[i],
+                    routes.join(", ")
+                );
+                NatsServer::start_configured(&[], &password, conf)
+            })
+            .collect();
+        let cluster = Self { nodes };
+        let url = cluster.url();
+        eventually(
+            "the JetStream cluster to elect a leader",
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move {
+                    let nats = connect_engine(&url).await;
+                    async_nats::jetstream::new(nats)
+                        .query_account()
+                        .await
+                        .is_ok()
+                }
+            },
+        )
+        .await;
+        cluster
+    }
+
+    /// Every node's service-role URL, comma-separated.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
