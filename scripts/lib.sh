@@ -66,14 +66,28 @@ load_secrets() {
   set +a
 }
 
-# The NATS URL of the service role (simulator, benchmark, audit) on port $1.
-service_url() { echo "nats://service:$REDDIT_SERVICE_PASSWORD@127.0.0.1:$1"; }
+# NATS URLs of role $1 (password $2; no role: anonymous) on the loopback ports
+# $3, comma-separated (every node of a cluster), as a comma-separated list.
+role_urls() {
+  local user=$1 pw=$2 p out=() ports
+  IFS=, read -ra ports <<<"$3"
+  for p in "${ports[@]}"; do
+    if [ -n "$user" ]; then out+=("nats://$user:$pw@127.0.0.1:$p"); else out+=("nats://127.0.0.1:$p"); fi
+  done
+  (IFS=,; echo "${out[*]}")
+}
 
-# The NATS URL of the gateway role on port $1.
-gateway_url() { echo "nats://gateway:$REDDIT_GATEWAY_PASSWORD@127.0.0.1:$1"; }
+# The NATS URL(s) of the service role (simulator, benchmark, audit) on port(s) $1.
+service_url() { role_urls service "$REDDIT_SERVICE_PASSWORD" "$1"; }
 
-# The NATS URL of the chat gateways' role on port $1.
-chat_url() { echo "nats://chat:$REDDIT_CHAT_PASSWORD@127.0.0.1:$1"; }
+# The NATS URL(s) of the gateway role on port(s) $1.
+gateway_url() { role_urls gateway "$REDDIT_GATEWAY_PASSWORD" "$1"; }
+
+# The NATS URL(s) of the chat gateways' role on port(s) $1.
+chat_url() { role_urls chat "$REDDIT_CHAT_PASSWORD" "$1"; }
+
+# The NATS URL(s) of the engine role on port(s) $1.
+engine_url() { role_urls engine "$REDDIT_ENGINE_PASSWORD" "$1"; }
 
 # Stops the process whose pid is in file $1: SIGTERM, then SIGKILL after $2 s.
 stop_pidfile() {
@@ -96,7 +110,8 @@ stop_pidfile() {
   rm -f "$file"
 }
 
-# Starts shard $1 of $2 in run dir $3 against NATS port $4, under the supervisor
+# Starts shard $1 of $2 in run dir $3 against NATS port(s) $4 (comma-separated
+# for a cluster), under the supervisor
 # (scripts/supervise.sh restarts it if it crashes; with --standby, a restarted
 # process that finds a standby serving in its place waits as the standby; the pid file holds the
 # supervisor's pid, and SIGTERM to it stops both). REDDIT_STORAGE (jetstream or
@@ -108,7 +123,7 @@ start_shard() {
   SHARD_LOG_OFFSET=$(($(wc -c <"$run/shard-$k.log") + 1))
   load_secrets "$run"
   # The password travels in the environment, not on the command line.
-  RUST_LOG="${RUST_LOG:-info}" NATS_URL="nats://engine:$REDDIT_ENGINE_PASSWORD@127.0.0.1:$port" \
+  RUST_LOG="${RUST_LOG:-info}" NATS_URL="$(engine_url "$port")" \
     nohup "$ROOT/scripts/supervise.sh" "shard-$k" -- "$BIN/reddit-engine" --standby \
     --shard "$k" --shards "$n" >>"$run/shard-$k.log" 2>&1 &
   echo $! >"$run/shard-$k.pid"
@@ -121,7 +136,7 @@ start_standby() {
   local k=$1 n=$2 run=$3 port=$4 i=0
   while [ -e "$run/standby-$k-$i.pid" ] && is_running "$run/standby-$k-$i.pid"; do i=$((i + 1)); done
   load_secrets "$run"
-  RUST_LOG="${RUST_LOG:-info}" NATS_URL="nats://engine:$REDDIT_ENGINE_PASSWORD@127.0.0.1:$port" \
+  RUST_LOG="${RUST_LOG:-info}" NATS_URL="$(engine_url "$port")" \
     nohup "$ROOT/scripts/supervise.sh" "standby-$k-$i" -- "$BIN/reddit-engine" --standby \
     --shard "$k" --shards "$n" >>"$run/standby-$k-$i.log" 2>&1 &
   echo $! >"$run/standby-$k-$i.pid"

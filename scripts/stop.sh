@@ -40,8 +40,9 @@ for f in "$run"/shard-*.pid "$run"/echo-*.pid "$run"/client-*.pid; do
   stop_pidfile "$f" 25
   stopped=$((stopped + 1))
 done
-if [ -e "$run/nats.pid" ]; then
-  stop_pidfile "$run/nats.pid" 10
+for f in "$run"/nats.pid "$run"/nats-*.pid; do
+  [ -e "$f" ] || continue
+  stop_pidfile "$f" 10
   stopped=$((stopped + 1))
-fi
+done
 say "stopped $stopped process(es) from $run"

@@ -87,7 +87,7 @@ struct ServeArgs {
     #[arg(long, default_value_t = 30)]
     name_ttl: u64,
     /// Replicas of the stream and buckets it creates (3 on a 3-node cluster).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "REDDIT_REPLICAS", default_value_t = 1)]
     replicas: usize,
 }
 
