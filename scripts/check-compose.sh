@@ -27,6 +27,10 @@ if env -u REDDIT_SECRET -u REDDIT_ENGINE_PASSWORD -u REDDIT_SERVICE_PASSWORD \
   "${compose[@]}" -f docker-compose.yml --env-file "$empty" config >/dev/null 2>&1; then
   die "docker-compose.yml resolves without secrets; every secret must be required (\${VAR:?...})"
 fi
-REDDIT_SECRET=check REDDIT_ENGINE_PASSWORD=check REDDIT_SERVICE_PASSWORD=check \
-  REDDIT_GATEWAY_PASSWORD=check REDDIT_CHAT_PASSWORD=check REDDIT_CALLOUT_ISSUER=check "${compose[@]}" -f docker-compose.yml --env-file "$empty" config >/dev/null
-say "docker-compose.yml is valid and requires its secrets (${compose[*]} config)"
+for files in "-f docker-compose.yml" "-f docker-compose.yml -f docker-compose.cluster.yml"; do
+  # shellcheck disable=SC2086
+  REDDIT_SECRET=check REDDIT_ENGINE_PASSWORD=check REDDIT_SERVICE_PASSWORD=check \
+    REDDIT_GATEWAY_PASSWORD=check REDDIT_CHAT_PASSWORD=check REDDIT_CALLOUT_ISSUER=check \
+    "${compose[@]}" $files --env-file "$empty" config >/dev/null
+done
+say "docker-compose.yml (alone and with docker-compose.cluster.yml) is valid and requires its secrets (${compose[*]} config)"
