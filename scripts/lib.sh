@@ -175,15 +175,17 @@ wait_shard() {
 
 # Starts nats-server, $1 shards, $3 HTTP gateways (default none; the first at
 # $GATEWAY_URL) and $4 chat gateways (default none; at $CHAT_ADDRS) on free
-# ports in run dir $2, and stops them
+# ports in run dir $2, on $5 NATS nodes (default 1; 3: a cluster, at NATS_PORTS), and stops them
 # (and anything whose pid file is in $2) when the calling script exits, also on
 # failure or Ctrl-C. Sets PORT, BIN and SERVICE_URL (and exports the secrets).
 start_throwaway_system() {
-  local shards=$1 gateways=${3:-0} chats=${4:-0}
+  local shards=$1 gateways=${3:-0} chats=${4:-0} nodes=${5:-1}
   THROWAWAY_RUN=$2
   trap '"$ROOT/scripts/stop.sh" --run-dir "$THROWAWAY_RUN" >/dev/null 2>&1 || true' EXIT
   trap 'exit 130' INT TERM
   PORT=$(free_port)
+  # A cluster's nodes listen on PORT.. and route on PORT+1000..: check those too.
+  while [ "$nodes" -gt 1 ] && { [ "$PORT" -gt 60000 ] || ! ports_free "$PORT" "$nodes"; }; do PORT=$(free_port); done
   local mport hport cport
   mport=$(free_port)
   hport=$(free_port)
@@ -192,10 +194,21 @@ start_throwaway_system() {
   # Chat gateways listen on cport, cport+1, ...
   CHAT_ADDRS=$(for ((g = 0; g < chats; g++)); do printf '%s127.0.0.1:%d' "$([ "$g" -gt 0 ] && echo ,)" "$((cport + g))"; done)
   "$ROOT/scripts/start.sh" --shards "$shards" --gateways "$gateways" --http-port "$hport" \
-    --chats "$chats" --chat-port "$cport" \
+    --chats "$chats" --chat-port "$cport" --cluster "$nodes" \
     --port "$PORT" --monitor-port "$mport" --run-dir "$THROWAWAY_RUN" 2>&1 |
     grep -vE '^\s+(export|/|source|\$|chat:)|^stop with' >&2
   BIN="$ROOT/target/release"
   load_secrets "$THROWAWAY_RUN"
-  SERVICE_URL=$(service_url "$PORT")
+  NATS_PORTS=$(for ((i = 0; i < nodes; i++)); do printf '%s%d' "$([ "$i" -gt 0 ] && echo ,)" "$((PORT + i))"; done)
+  SERVICE_URL=$(service_url "$NATS_PORTS")
+}
+
+# Whether ports $1..$1+$2-1 and $1+1000.. are free on loopback.
+ports_free() {
+  local i
+  for ((i = 0; i < $2; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$(($1 + i))") 2>/dev/null || (exec 3<>"/dev/tcp/127.0.0.1/$(($1 + 1000 + i))") 2>/dev/null; then
+      return 1
+    fi
+  done
 }

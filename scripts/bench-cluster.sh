@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The cluster benchmark: the mixed simulator workload (4 durable shards, 4 client
+# processes, closed loop) on one nats-server and then on a 3-node NATS cluster
+# with the logs replicated on all three (R3), in one run, and the ratio.
+# Starts and stops everything itself.
+#
+#   scripts/bench-cluster.sh [--seconds S] [--users N] [--in-flight N]
+#
+# Results go to run/bench-cluster-<time>/.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+seconds=20 users=10000 in_flight=64 shards=4
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) seconds=$2; shift 2 ;;
+    --users) users=$2; shift 2 ;;
+    --in-flight) in_flight=$2; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) die "unknown option $1" ;;
+  esac
+done
+out="$ROOT/run/bench-cluster-$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$out"
+{
+  echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
+  echo "command: scripts/bench-cluster.sh --seconds $seconds --users $users --in-flight $in_flight"
+} | tee "$out/machine.txt" >&2
+export REDDIT_STORAGE=jetstream
+for nodes in 1 3; do
+  run="$ROOT/run/bench-cluster-run-$$-$nodes"
+  (
+    start_throwaway_system "$shards" "$run" 0 0 "$nodes"
+    export NATS_URL="$SERVICE_URL"
+    say "== $nodes NATS node(s): mixed workload, $users users, 4 client processes, $in_flight in flight each, ${seconds}s"
+    "$BIN/reddit-client" simulate --users "$users" --processes 4 --in-flight "$in_flight" \
+      --duration "$seconds" --offline-mean 10 --online-mean 30 --out "$out/nodes-$nodes" |
+      tee "$out/nodes-$nodes.txt"
+  )
+done
+python3 - "$out" <<'PY'
+import json, sys, os
+out = sys.argv[1]
+def load(n):
+    with open(os.path.join(out, f"nodes-{n}", "report.json")) as f:
+        return json.load(f)
+one, three = load(1), load(3)
+def line(r):
+    t = r["total"]
+    return t["throughput"], t.get("p99_ms"), t["ok"], sum(t["errors"].values())
+(o1, p1, ok1, e1), (o3, p3, ok3, e3) = line(one), line(three)
+print(f"single server:          {o1:,.0f} ops/s, p99 {p1} ms, {ok1} ok, {e1} errors")
+print(f"3-node cluster (R3):    {o3:,.0f} ops/s, p99 {p3} ms, {ok3} ok, {e3} errors")
+print(f"ratio cluster / single: {o3 / o1:.2f}")
+for n, r in ((1, one), (3, three)):
+    print(f"nodes {n}: audit ok {r['audit']['ok']}, ledger ok {r['ledger_ok']}")
+PY
+say "results in $out"
