@@ -10,35 +10,15 @@
 //! `NATS_SERVER_BIN`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::{Path, PathBuf};
+#[path = "support.rs"]
+mod support;
+use support::{free_port, nats_bin, root};
+
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "reddit-failover-bench-7f3c2a9d81e4";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn nats_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
-        return PathBuf::from(p);
-    }
-    let out = Command::new("bash")
-        .arg(root().join("scripts/install-nats.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Kills every process it holds when dropped.
 struct Procs(Vec<Child>, PathBuf);

@@ -7,33 +7,21 @@
 //! `scripts/install-nats.sh` (or `NATS_SERVER_BIN`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "support.rs"]
+mod support;
+use support::{free_port, nats_bin};
+
 use reddit_engine::replies::Cached;
 use reddit_engine::state::Event;
 use reddit_engine::wal::{encode_snapshot, Entry, Log, RecordBuilder};
 use reddit_shared::ids::{CommentId, PostId};
 use reddit_shared::names::{SubredditName, Username};
 use reddit_shared::protocol::vote::VoteTarget;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PER_RECORD: usize = 500;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn nats_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
-        return PathBuf::from(p);
-    }
-    let out = Command::new("bash")
-        .arg(root().join("scripts/install-nats.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 struct Server(std::process::Child, PathBuf);
 impl Drop for Server {
@@ -42,14 +30,6 @@ impl Drop for Server {
         let _ = self.0.wait();
         let _ = std::fs::remove_dir_all(&self.1);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The i-th event of a synthetic but realistic shard history: users, subreddits,
