@@ -115,6 +115,9 @@ pub struct ShardInfo {
     pub pid: Option<u32>,
     /// The serving process's host name.
     pub host: Option<String>,
+    /// Processes standing by to take the shard over (from `shard.stats`; not
+    /// known at discovery).
+    pub standbys: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -321,6 +324,7 @@ impl RedditClient {
                     shard,
                     pid: meta("pid"),
                     host: info.metadata.get("host").cloned(),
+                    standbys: None,
                     instance: info.id,
                     version: info.version,
                 },

@@ -997,11 +997,20 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Shards => {
-            ctx.print(&c.shard_info().to_vec(), |info| {
+            let mut infos = c.shard_info().to_vec();
+            if let Ok(stats) = c.all_stats().await {
+                for i in &mut infos {
+                    i.standbys = stats
+                        .iter()
+                        .find(|s| s.shard == i.shard)
+                        .map(|s| s.standbys);
+                }
+            }
+            ctx.print(&infos, |info| {
                 info.iter()
                     .map(|i| {
                         format!(
-                            "shard {} of {}: instance {} (v{}){}",
+                            "shard {} of {}: instance {} (v{}){}{}",
                             i.shard,
                             c.shards(),
                             i.instance,
@@ -1010,6 +1019,11 @@ async fn run(cli: Cli) -> Result<()> {
                                 (Some(pid), Some(host)) => format!(", pid {pid} on {host}"),
                                 (Some(pid), None) => format!(", pid {pid}"),
                                 _ => String::new(),
+                            },
+                            match i.standbys {
+                                Some(1) => ", 1 standby".to_owned(),
+                                Some(n) => format!(", {n} standbys"),
+                                None => String::new(),
                             }
                         )
                     })

@@ -85,6 +85,16 @@ async fn a_standby_takes_over_from_a_killed_owner_and_nothing_acknowledged_is_lo
         .send(Some(&alice), &post("rust", "before".into()))
         .await
         .unwrap();
+    // The owner counts the standby waiting for its lease.
+    eventually(
+        "the owner to see its standby",
+        Duration::from_secs(20),
+        || {
+            let c = c.clone();
+            async move { c.shard_stats(0).await.is_ok_and(|s| s.standbys == 1) }
+        },
+    )
+    .await;
 
     // Writes in flight when the owner dies: the client retries each with its
     // idempotency key until the standby answers.

@@ -58,6 +58,11 @@ fn key(shard: u32) -> String {
     format!("shard-{shard}")
 }
 
+/// `standby.<shard>.<instance>`: a waiting standby, renewed like a lease.
+fn standby_key(shard: u32, instance: &str) -> String {
+    format!("standby.{shard}.{instance}")
+}
+
 /// Opens (or makes, with `replicas` copies) the lease bucket, whose entries
 /// live `ttl`.
 pub async fn bucket(
@@ -144,9 +149,16 @@ impl Lease {
         ttl: Duration,
     ) -> Result<Lease, LeaseError> {
         let mut seen: Option<String> = None;
+        // Seen by the owner (its stats count the standbys) while it waits.
+        let me = standby_key(shard, &holder.instance);
+        let body: bytes::Bytes = serde_json::to_vec(&holder).unwrap_or_default().into();
         loop {
+            let _ = store.put(&me, body.clone()).await;
             match Self::try_acquire(store, shard, holder.clone(), ttl).await {
-                Ok(lease) => return Ok(lease),
+                Ok(lease) => {
+                    let _ = store.delete(&me).await;
+                    return Ok(lease);
+                }
                 Err(LeaseError::Held { holder: h, .. }) => {
                     if seen.as_deref() != Some(h.instance.as_str()) {
                         tracing::info!(shard, holder = %h.instance, pid = h.pid, "standing by: the shard's lease is held");
@@ -162,7 +174,7 @@ impl Lease {
                 .map_err(|e| nats("cannot watch the lease")(e.into()))?;
             tokio::select! {
                 _ = watch.next() => {}
-                _ = tokio::time::sleep(ttl) => {}
+                _ = tokio::time::sleep(ttl / 4) => {}
             }
         }
     }
@@ -236,6 +248,38 @@ impl Lease {
                 Err(None)
             }
         }
+    }
+
+    /// Counts shard `shard`'s waiting standbys into `count` (their entries
+    /// expire within a TTL of their death) until `stop`.
+    pub async fn count_standbys(
+        store: kv::Store,
+        shard: u32,
+        count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut live = std::collections::HashSet::new();
+        let Ok(mut watch) = store.watch_with_history(format!("standby.{shard}.*")).await else {
+            return;
+        };
+        loop {
+            let next = tokio::select! {
+                _ = stop.changed() => return,
+                n = watch.next() => n,
+            };
+            let Some(Ok(entry)) = next else { return };
+            if matches!(entry.operation, kv::Operation::Put) {
+                live.insert(entry.key);
+            } else {
+                live.remove(&entry.key);
+            }
+            count.store(live.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The bucket it lives in.
+    pub fn store(&self) -> &kv::Store {
+        &self.store
     }
 
     /// Gives the lease up (at shutdown, after the last log record), so that a

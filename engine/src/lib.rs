@@ -503,6 +503,7 @@ pub async fn run(
         ),
     ]);
     let stats_metrics = metrics.clone();
+    let standbys = metrics.standbys.clone();
     use async_nats::service::ServiceExt;
     let service = serve
         .service_builder()
@@ -570,6 +571,14 @@ pub async fn run(
     ));
     let (lease_stop, lease_stop_rx) = tokio::sync::watch::channel(false);
     let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel::<String>();
+    if let Some(l) = &lease {
+        tokio::spawn(lease::Lease::count_standbys(
+            l.store().clone(),
+            config.shard,
+            standbys,
+            lease_stop_rx.clone(),
+        ));
+    }
     let keeper = lease.map(|l| tokio::spawn(l.keep(lease_stop_rx, lost_tx)));
     tracing::info!(shard = config.shard, shards = config.shards, storage = ?config.storage, %instance, callout_issuer = %issuer.public_key(), "serving");
 

@@ -611,6 +611,7 @@ impl Actor {
             retries_answered: m.retries_answered.load(Ordering::Relaxed),
             replies_refused: m.replies_refused.load(Ordering::Relaxed),
             slow_consumer_events: m.slow_consumer_events.load(Ordering::Relaxed),
+            standbys: m.standbys.load(Ordering::Relaxed),
         }
     }
 }

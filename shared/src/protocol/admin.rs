@@ -61,6 +61,10 @@ pub struct ShardStats {
     /// (requests dropped before the shard saw them) since start.
     #[serde(default)]
     pub slow_consumer_events: u64,
+    /// Processes standing by for this shard's lease (durable mode; they
+    /// replay the log when they take over).
+    #[serde(default)]
+    pub standbys: u64,
 }
 
 /// `audit.run`.
