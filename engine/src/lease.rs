@@ -6,7 +6,8 @@
 //! TTL, so the lease of a process that died frees itself. A holder that finds
 //! its lease taken stops serving at once; the log's expected-last-sequence
 //! check stays the final fence against a second writer. A standby
-//! (`--standby`) waits for the lease instead of refusing to start.
+//! (`--standby`) waits for the lease instead of refusing to start, keeping its
+//! state warm meanwhile (the engine follows the log between attempts).
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
@@ -141,41 +142,30 @@ impl Lease {
         }
     }
 
-    /// Waits until shard `shard`'s lease is free and takes it (a standby).
-    pub async fn acquire_waiting(
-        store: &kv::Store,
-        shard: u32,
-        holder: Holder,
-        ttl: Duration,
-    ) -> Result<Lease, LeaseError> {
-        let mut seen: Option<String> = None;
-        // Seen by the owner (its stats count the standbys) while it waits.
-        let me = standby_key(shard, &holder.instance);
-        let body: bytes::Bytes = serde_json::to_vec(&holder).unwrap_or_default().into();
-        loop {
-            let _ = store.put(&me, body.clone()).await;
-            match Self::try_acquire(store, shard, holder.clone(), ttl).await {
-                Ok(lease) => {
-                    let _ = store.delete(&me).await;
-                    return Ok(lease);
-                }
-                Err(LeaseError::Held { holder: h, .. }) => {
-                    if seen.as_deref() != Some(h.instance.as_str()) {
-                        tracing::info!(shard, holder = %h.instance, pid = h.pid, "standing by: the shard's lease is held");
-                        seen = Some(h.instance);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-            // Wake on any change of the key (release, expiry), or after a TTL.
-            let mut watch = store
-                .watch(key(shard))
-                .await
-                .map_err(|e| nats("cannot watch the lease")(e.into()))?;
-            tokio::select! {
-                _ = watch.next() => {}
-                _ = tokio::time::sleep(ttl / 4) => {}
-            }
+    /// Says that `holder` stands by for shard `shard` (an entry next to the
+    /// lease, expiring like it: call again within the TTL).
+    pub async fn announce_standby(store: &kv::Store, shard: u32, holder: &Holder) {
+        let body = serde_json::to_vec(holder).unwrap_or_default();
+        let _ = store
+            .put(standby_key(shard, &holder.instance), body.into())
+            .await;
+    }
+
+    /// Takes the standby entry of `holder` away (it took the lease, or stops).
+    pub async fn withdraw_standby(store: &kv::Store, shard: u32, holder: &Holder) {
+        let _ = store.delete(standby_key(shard, &holder.instance)).await;
+    }
+
+    /// Returns when shard `shard`'s lease changes (released, expired, taken),
+    /// or after a quarter of the TTL, whichever is first.
+    pub async fn wait_for_change(store: &kv::Store, shard: u32, ttl: Duration) {
+        let Ok(mut watch) = store.watch(key(shard)).await else {
+            tokio::time::sleep(ttl / 4).await;
+            return;
+        };
+        tokio::select! {
+            _ = watch.next() => {}
+            _ = tokio::time::sleep(ttl / 4) => {}
         }
     }
 

@@ -398,6 +398,7 @@ pub async fn run(
             Some(wal::Log::open(&log_client, config.shard, config.shards, config.replicas).await?)
         }
     };
+    let mut warm: Option<wal::Recovered> = None;
     let lease = match config.storage {
         Storage::Memory => None,
         Storage::Jetstream => {
@@ -409,14 +410,59 @@ pub async fn run(
                 since: reddit_shared::now_millis(),
             };
             let taken = if config.standby {
+                // A warm standby: the state is rebuilt now and follows the log
+                // while the lease is held elsewhere, so a takeover replays only
+                // the records since the last look.
+                let log = opened
+                    .as_ref()
+                    .ok_or_else(|| EngineError::Config("no log".into()))?;
+                let mut r = log.recover(config.reply_cache).await?;
                 tracing::info!(
                     shard = config.shard,
-                    "standby: waiting for the shard's lease"
+                    last_seq = r.last_seq,
+                    "standby: state loaded; waiting for the shard's lease"
                 );
-                tokio::select! {
-                    l = lease::Lease::acquire_waiting(&store, config.shard, holder, config.lease_ttl) => l,
-                    () = &mut shutdown => return Ok(()),
-                }
+                let mut seen: Option<String> = None;
+                let taken = loop {
+                    lease::Lease::announce_standby(&store, config.shard, &holder).await;
+                    match lease::Lease::try_acquire(
+                        &store,
+                        config.shard,
+                        holder.clone(),
+                        config.lease_ttl,
+                    )
+                    .await
+                    {
+                        Ok(l) => break Ok(l),
+                        Err(lease::LeaseError::Held { holder: h, .. }) => {
+                            if seen.as_deref() != Some(h.instance.as_str()) {
+                                tracing::info!(shard = config.shard, holder = %h.instance, pid = h.pid, "standing by: the shard's lease is held");
+                                seen = Some(h.instance);
+                            }
+                        }
+                        Err(e) => break Err(e),
+                    }
+                    tokio::select! {
+                        () = lease::Lease::wait_for_change(&store, config.shard, config.lease_ttl) => {}
+                        () = &mut shutdown => {
+                            lease::Lease::withdraw_standby(&store, config.shard, &holder).await;
+                            return Ok(());
+                        }
+                    }
+                    match log.catch_up(&mut r).await {
+                        Ok(()) => {}
+                        // A snapshot purged what this standby had not read yet.
+                        Err(wal::WalError::Gap { .. }) => {
+                            r = log.recover(config.reply_cache).await?
+                        }
+                        Err(e) => {
+                            tracing::warn!(shard = config.shard, error = %Chain(&e), "standby: cannot follow the log now")
+                        }
+                    }
+                };
+                lease::Lease::withdraw_standby(&store, config.shard, &holder).await;
+                warm = Some(r);
+                taken
             } else {
                 // Refuse to start next to a live owner; wait out the lease of
                 // one that died (a restart after a crash), probing meanwhile.
@@ -468,7 +514,15 @@ pub async fn run(
             None,
         ),
         Some(log) => {
-            let r = log.recover(config.reply_cache).await?;
+            let r = match warm.take() {
+                // A standby: only what was logged since its last look.
+                Some(mut r) => match log.catch_up(&mut r).await {
+                    Ok(()) => r,
+                    Err(wal::WalError::Gap { .. }) => log.recover(config.reply_cache).await?,
+                    Err(e) => return Err(e.into()),
+                },
+                None => log.recover(config.reply_cache).await?,
+            };
             tracing::info!(
                 shard = config.shard,
                 snapshot_seq = r.snapshot_seq,

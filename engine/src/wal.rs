@@ -398,7 +398,7 @@ impl Log {
     /// Rebuilds the state: the latest snapshot, then every record after it.
     pub async fn recover(&self, reply_capacity: usize) -> Result<Recovered, WalError> {
         let started = Instant::now();
-        let (mut state, mut replies, snapshot_seq) = match self.load_snapshot().await? {
+        let (state, replies, snapshot_seq) = match self.load_snapshot().await? {
             Some(s) => {
                 let mut state = s.state;
                 state.after_load();
@@ -414,6 +414,26 @@ impl Log {
                 0,
             ),
         };
+        let mut recovered = Recovered {
+            state,
+            replies,
+            last_seq: snapshot_seq,
+            snapshot_seq,
+            records: 0,
+            events: 0,
+            elapsed: Duration::ZERO,
+        };
+        self.catch_up(&mut recovered).await?;
+        recovered.elapsed = started.elapsed();
+        Ok(recovered)
+    }
+
+    /// Applies every record after `recovered.last_seq` that the log holds now
+    /// (a standby keeping its state warm; recovery's second half). A
+    /// [`WalError::Gap`] means a snapshot purged records it has not applied:
+    /// [`recover`](Self::recover) again.
+    pub async fn catch_up(&self, recovered: &mut Recovered) -> Result<(), WalError> {
+        let from = recovered.last_seq;
         let info = self
             .stream
             .get_info()
@@ -424,72 +444,61 @@ impl Log {
             info.state.last_sequence,
             info.state.messages,
         );
-        let mut recovered = Recovered {
-            state: ShardState::new(self.shard, self.shards),
-            replies: ReplyCache::new(1),
-            last_seq: last.max(snapshot_seq),
-            snapshot_seq,
-            records: 0,
-            events: 0,
-            elapsed: Duration::ZERO,
-        };
-        if last > snapshot_seq {
-            if messages == 0 || first > snapshot_seq + 1 {
-                return Err(WalError::Gap {
-                    shard: self.shard,
-                    first,
-                    covered: snapshot_seq,
-                });
-            }
-            let consumer = self
-                .stream
-                .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                    deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
-                        start_sequence: snapshot_seq + 1,
-                    },
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| self.failed("cannot read the log", e))?;
-            let mut messages = consumer
-                .messages()
-                .await
-                .map_err(|e| self.failed("cannot read the log", e))?;
-            let mut seq = snapshot_seq;
-            while seq < last {
-                let msg = match tokio::time::timeout(Duration::from_secs(30), messages.next()).await
-                {
-                    Ok(Some(Ok(msg))) => msg,
-                    Ok(Some(Err(e))) => return Err(self.failed("reading the log", e)),
-                    Ok(None) => return Err(self.nats("the log ended early")),
-                    Err(_) => {
-                        return Err(self.nats(format!(
-                            "no log record arrived within 30 s (after record {seq} of {last})"
-                        )))
-                    }
-                };
-                seq = msg
-                    .info()
-                    .map_err(|e| self.failed("a log message without metadata", e))?
-                    .stream_sequence;
-                let entries = decode_record(&msg.payload)
-                    .map_err(|e| self.corrupt(format!("record {seq}"), e))?;
-                for entry in entries {
-                    for event in &entry.events {
-                        state.apply(event);
-                    }
-                    recovered.events += entry.events.len() as u64;
-                    if let Some(reply) = entry.reply {
-                        replies.insert(reply);
-                    }
-                }
-                recovered.records += 1;
-            }
+        if last <= from {
+            return Ok(());
         }
-        recovered.state = state;
-        recovered.replies = replies;
-        recovered.elapsed = started.elapsed();
-        Ok(recovered)
+        if messages == 0 || first > from + 1 {
+            return Err(WalError::Gap {
+                shard: self.shard,
+                first,
+                covered: from,
+            });
+        }
+        let consumer = self
+            .stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.failed("cannot read the log", e))?;
+        let mut stream = consumer
+            .messages()
+            .await
+            .map_err(|e| self.failed("cannot read the log", e))?;
+        let mut seq = from;
+        while seq < last {
+            let msg = match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+                Ok(Some(Ok(msg))) => msg,
+                Ok(Some(Err(e))) => return Err(self.failed("reading the log", e)),
+                Ok(None) => return Err(self.nats("the log ended early")),
+                Err(_) => {
+                    return Err(self.nats(format!(
+                        "no log record arrived within 30 s (after record {seq} of {last})"
+                    )))
+                }
+            };
+            seq = msg
+                .info()
+                .map_err(|e| self.failed("a log message without metadata", e))?
+                .stream_sequence;
+            let entries = decode_record(&msg.payload)
+                .map_err(|e| self.corrupt(format!("record {seq}"), e))?;
+            for entry in entries {
+                for event in &entry.events {
+                    recovered.state.apply(event);
+                }
+                recovered.events += entry.events.len() as u64;
+                if let Some(reply) = entry.reply {
+                    recovered.replies.insert(reply);
+                }
+            }
+            recovered.records += 1;
+            recovered.last_seq = seq;
+        }
+        Ok(())
     }
 
     /// Appends `record` expecting record `expected_last` to be the stream's last, and
