@@ -323,6 +323,89 @@ async fn startup_checks(
     Ok(())
 }
 
+/// Takes shard `config.shard`'s lease ([`lease`]). A standby rebuilds the
+/// state first and follows the log while the lease is held elsewhere, and
+/// returns that warm state with the lease; any other process refuses to start
+/// next to a live owner, and waits out the lease of one that died (a restart
+/// after a crash), probing meanwhile. `None`: `shutdown` came first.
+async fn take_lease<F: Future<Output = ()>>(
+    config: &Config,
+    peers: &Peers,
+    log_client: &async_nats::Client,
+    log: &wal::Log,
+    mut shutdown: std::pin::Pin<&mut F>,
+) -> Result<Option<(lease::Lease, Option<wal::Recovered>)>, EngineError> {
+    let js = async_nats::jetstream::new(log_client.clone());
+    let store = lease::bucket(&js, config.lease_ttl, config.replicas).await?;
+    let holder = lease::Holder {
+        instance: uuid::Uuid::now_v7().simple().to_string(),
+        pid: std::process::id(),
+        since: reddit_shared::now_millis(),
+    };
+    let shard = config.shard;
+    let mut warm = if config.standby {
+        let r = log.recover(config.reply_cache).await?;
+        tracing::info!(
+            shard,
+            last_seq = r.last_seq,
+            "standby: state loaded; waiting for the shard's lease"
+        );
+        Some(r)
+    } else {
+        None
+    };
+    let mut seen: Option<String> = None;
+    loop {
+        if warm.is_some() {
+            lease::Lease::announce_standby(&store, shard, &holder).await;
+        }
+        let held = match lease::Lease::try_acquire(&store, shard, holder.clone(), config.lease_ttl)
+            .await
+        {
+            Ok(taken) => {
+                if warm.is_some() {
+                    lease::Lease::withdraw_standby(&store, shard, &holder).await;
+                }
+                return Ok(Some((taken, warm)));
+            }
+            Err(lease::LeaseError::Held { holder: h, .. }) => h,
+            Err(e) => return Err(e.into()),
+        };
+        if seen.as_deref() != Some(held.instance.as_str()) {
+            tracing::info!(shard, holder = %held.instance, pid = held.pid, "the shard's lease is held");
+            seen = Some(held.instance.clone());
+        }
+        if warm.is_none() {
+            let owner = peers.call(shard, &HelloRequest {}).await;
+            if owner.is_ok_and(|o| o.shards == config.shards) {
+                return Err(EngineError::AlreadyOwned {
+                    shard,
+                    instance: held.instance,
+                });
+            }
+        }
+        tokio::select! {
+            () = lease::Lease::wait_for_change(&store, shard, config.lease_ttl) => {}
+            () = &mut shutdown => {
+                if warm.is_some() {
+                    lease::Lease::withdraw_standby(&store, shard, &holder).await;
+                }
+                return Ok(None);
+            }
+        }
+        if let Some(r) = &mut warm {
+            match log.catch_up(r).await {
+                Ok(()) => {}
+                // A snapshot purged what this standby had not read yet.
+                Err(wal::WalError::Gap { .. }) => *r = log.recover(config.reply_cache).await?,
+                Err(e) => {
+                    tracing::warn!(shard, error = %Chain(&e), "standby: cannot follow the log now")
+                }
+            }
+        }
+    }
+}
+
 /// Serves shard `config.shard` until `shutdown` resolves, then stops taking requests,
 /// answers those already taken, delivers what it owes other shards (bounded in time)
 /// and returns.
@@ -386,122 +469,25 @@ pub async fn run(
             .map_err(|e| EngineError::Config(e.to_string()))?,
     );
     let mut shutdown = std::pin::pin!(shutdown);
-    // Durable mode: open the log (it says so if JetStream is missing), then take
-    // the shard's lease before reading it (a standby waits for it), so that of
-    // two processes exactly one serves.
     // Shards that disagree about the cluster size or the secret are refused
     // before anything else (the owner check comes with the lease, below).
     startup_checks(&peers, &config, &tokens.fingerprint(), true).await?;
+    // Durable mode: open the log (it says so if JetStream is missing), then take
+    // the shard's lease before reading it (a standby waits for it), so that of
+    // two processes exactly one serves.
     let opened = match config.storage {
         Storage::Memory => None,
         Storage::Jetstream => {
             Some(wal::Log::open(&log_client, config.shard, config.shards, config.replicas).await?)
         }
     };
-    let mut warm: Option<wal::Recovered> = None;
-    let lease = match config.storage {
-        Storage::Memory => None,
-        Storage::Jetstream => {
-            let js = async_nats::jetstream::new(log_client.clone());
-            let store = lease::bucket(&js, config.lease_ttl, config.replicas).await?;
-            let holder = lease::Holder {
-                instance: uuid::Uuid::now_v7().simple().to_string(),
-                pid: std::process::id(),
-                since: reddit_shared::now_millis(),
-            };
-            let taken = if config.standby {
-                // A warm standby: the state is rebuilt now and follows the log
-                // while the lease is held elsewhere, so a takeover replays only
-                // the records since the last look.
-                let log = opened
-                    .as_ref()
-                    .ok_or_else(|| EngineError::Config("no log".into()))?;
-                let mut r = log.recover(config.reply_cache).await?;
-                tracing::info!(
-                    shard = config.shard,
-                    last_seq = r.last_seq,
-                    "standby: state loaded; waiting for the shard's lease"
-                );
-                let mut seen: Option<String> = None;
-                let taken = loop {
-                    lease::Lease::announce_standby(&store, config.shard, &holder).await;
-                    match lease::Lease::try_acquire(
-                        &store,
-                        config.shard,
-                        holder.clone(),
-                        config.lease_ttl,
-                    )
-                    .await
-                    {
-                        Ok(l) => break Ok(l),
-                        Err(lease::LeaseError::Held { holder: h, .. }) => {
-                            if seen.as_deref() != Some(h.instance.as_str()) {
-                                tracing::info!(shard = config.shard, holder = %h.instance, pid = h.pid, "standing by: the shard's lease is held");
-                                seen = Some(h.instance);
-                            }
-                        }
-                        Err(e) => break Err(e),
-                    }
-                    tokio::select! {
-                        () = lease::Lease::wait_for_change(&store, config.shard, config.lease_ttl) => {}
-                        () = &mut shutdown => {
-                            lease::Lease::withdraw_standby(&store, config.shard, &holder).await;
-                            return Ok(());
-                        }
-                    }
-                    match log.catch_up(&mut r).await {
-                        Ok(()) => {}
-                        // A snapshot purged what this standby had not read yet.
-                        Err(wal::WalError::Gap { .. }) => {
-                            r = log.recover(config.reply_cache).await?
-                        }
-                        Err(e) => {
-                            tracing::warn!(shard = config.shard, error = %Chain(&e), "standby: cannot follow the log now")
-                        }
-                    }
-                };
-                lease::Lease::withdraw_standby(&store, config.shard, &holder).await;
-                warm = Some(r);
-                taken
-            } else {
-                // Refuse to start next to a live owner; wait out the lease of
-                // one that died (a restart after a crash), probing meanwhile.
-                loop {
-                    match lease::Lease::try_acquire(
-                        &store,
-                        config.shard,
-                        holder.clone(),
-                        config.lease_ttl,
-                    )
-                    .await
-                    {
-                        Err(lease::LeaseError::Held { shard, holder: h }) => {
-                            let owner = peers.call(config.shard, &HelloRequest {}).await;
-                            if owner.is_ok_and(|o| o.shards == config.shards) {
-                                return Err(EngineError::AlreadyOwned {
-                                    shard,
-                                    instance: h.instance,
-                                });
-                            }
-                            tracing::info!(shard, holder = %h.instance, "the shard's lease is held by a process that does not serve (it died, or is still starting); waiting for it");
-                            tokio::select! {
-                                () = tokio::time::sleep(config.lease_ttl / 4) => {}
-                                () = &mut shutdown => return Ok(()),
-                            }
-                        }
-                        other => break other,
-                    }
-                }
-            };
-            match taken {
-                Ok(l) => Some(l),
-                Err(lease::LeaseError::Held { shard, holder }) => {
-                    return Err(EngineError::AlreadyOwned {
-                        shard,
-                        instance: holder.instance,
-                    })
-                }
-                Err(e) => return Err(e.into()),
+    let (lease, mut warm) = match &opened {
+        None => (None, None),
+        Some(log) => {
+            match take_lease(&config, &peers, &log_client, log, shutdown.as_mut()).await? {
+                Some((lease, warm)) => (Some(lease), warm),
+                // Stopped while standing by.
+                None => return Ok(()),
             }
         }
     };
