@@ -115,9 +115,9 @@ pub struct ShardInfo {
     pub pid: Option<u32>,
     /// The serving process's host name.
     pub host: Option<String>,
-    /// Processes standing by to take the shard over (from `shard.stats`; not
-    /// known at discovery).
-    pub standbys: Option<u64>,
+    /// The shard's lease and the processes standing by to take it over (from
+    /// `shard.stats`; not known at discovery; `None` in memory mode).
+    pub lease: Option<reddit_shared::protocol::admin::LeaseStats>,
 }
 
 #[derive(Deserialize)]
@@ -324,7 +324,7 @@ impl RedditClient {
                     shard,
                     pid: meta("pid"),
                     host: info.metadata.get("host").cloned(),
-                    standbys: None,
+                    lease: None,
                     instance: info.id,
                     version: info.version,
                 },

@@ -1000,33 +1000,15 @@ async fn run(cli: Cli) -> Result<()> {
             let mut infos = c.shard_info().to_vec();
             if let Ok(stats) = c.all_stats().await {
                 for i in &mut infos {
-                    i.standbys = stats
+                    i.lease = stats
                         .iter()
                         .find(|s| s.shard == i.shard)
-                        .map(|s| s.standbys);
+                        .and_then(|s| s.lease.clone());
                 }
             }
             ctx.print(&infos, |info| {
                 info.iter()
-                    .map(|i| {
-                        format!(
-                            "shard {} of {}: instance {} (v{}){}{}",
-                            i.shard,
-                            c.shards(),
-                            i.instance,
-                            i.version,
-                            match (i.pid, &i.host) {
-                                (Some(pid), Some(host)) => format!(", pid {pid} on {host}"),
-                                (Some(pid), None) => format!(", pid {pid}"),
-                                _ => String::new(),
-                            },
-                            match i.standbys {
-                                Some(1) => ", 1 standby".to_owned(),
-                                Some(n) => format!(", {n} standbys"),
-                                None => String::new(),
-                            }
-                        )
-                    })
+                    .map(|i| output::shard_info(i, c.shards()))
                     .collect::<Vec<_>>()
                     .join("\n")
             })?;

@@ -231,6 +231,51 @@ pub fn stats(all: &[ShardStats]) -> String {
     )
 }
 
+/// One shard's serving process, its lease and its standbys (`shards`), e.g.
+/// `shard 0 of 2: instance ab12 (v0.1.0), pid 41 on box; lease renewed 130 ms
+/// ago (TTL 1000 ms); 1 standby: pid 57 on box, 0 records behind`.
+pub fn shard_info(i: &reddit_client::api::ShardInfo, shards: u32) -> String {
+    let mut line = format!(
+        "shard {} of {shards}: instance {} (v{})",
+        i.shard, i.instance, i.version
+    );
+    match (i.pid, &i.host) {
+        (Some(pid), Some(host)) => line.push_str(&format!(", pid {pid} on {host}")),
+        (Some(pid), None) => line.push_str(&format!(", pid {pid}")),
+        _ => {}
+    }
+    if let Some(l) = &i.lease {
+        line.push_str(&format!(
+            "; lease renewed {} ms ago (TTL {} ms){}; ",
+            l.renewed_ms_ago,
+            l.ttl_ms,
+            if l.serving {
+                ""
+            } else {
+                ", NOT SERVING: cannot confirm the lease"
+            }
+        ));
+        let standbys: Vec<String> = l
+            .standbys
+            .iter()
+            .map(|s| {
+                let host = if s.host.is_empty() {
+                    String::new()
+                } else {
+                    format!(" on {}", s.host)
+                };
+                format!("pid {}{host}, {} records behind", s.pid, s.lag)
+            })
+            .collect();
+        match standbys.len() {
+            0 => line.push_str("no standby"),
+            1 => line.push_str(&format!("1 standby: {}", standbys[0])),
+            n => line.push_str(&format!("{n} standbys: {}", standbys.join("; "))),
+        }
+    }
+    line
+}
+
 /// An audit report.
 pub fn audit(r: &AuditReport) -> String {
     let c = &r.checked;

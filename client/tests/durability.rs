@@ -413,8 +413,8 @@ async fn a_write_waits_while_jetstream_is_not_back_yet_and_lands_when_it_is() {
     assert_eq!(view.name, sn("rust"));
     assert_eq!(
         stream_state(&url, 0).await.1,
-        2,
-        "register, subreddit, nothing twice"
+        3,
+        "the new owner's fence record, register, subreddit, nothing twice"
     );
     shard.stop().await.unwrap();
 }

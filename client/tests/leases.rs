@@ -8,6 +8,7 @@ mod common;
 use common::{eventually, shard_process, sn, spawn_shard, user, wait_serving, NatsServer, SECRET};
 use reddit_client::{ClientOptions, RedditClient};
 use reddit_engine::{Config, EngineError};
+use reddit_shared::error::ErrorCode;
 use reddit_shared::protocol::post::{CreatePostRequest, ListPostsRequest};
 use reddit_shared::protocol::subreddit::CreateSubredditRequest;
 use std::time::{Duration, Instant};
@@ -151,4 +152,159 @@ async fn a_standby_takes_over_from_a_killed_owner_and_nothing_acknowledged_is_lo
     listed.sort();
     ids.sort();
     assert_eq!(listed, ids, "each acknowledged post once, nothing else");
+}
+
+fn list(sub: &str) -> ListPostsRequest {
+    ListPostsRequest {
+        subreddit: sn(sub),
+        sort: Default::default(),
+        limit: Some(100),
+        cursor: None,
+    }
+}
+
+/// A network partition on a 3-node cluster (logs and leases R3): the owner's
+/// node is cut off from the other two. The owner, unable to renew its lease,
+/// stops serving before the lease can expire (reads too: `unavailable`); the
+/// standby on the majority side takes over and serves; no write sent to the
+/// cut-off owner is acknowledged; after the partition heals, the old owner
+/// finds its lease taken and exits, and the log holds exactly what was
+/// acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_owner_stops_serving_and_the_majority_side_takes_over() {
+    let mut cluster = common::NatsCluster::start(3).await;
+    let minority = cluster.nodes[2].url();
+    let majority = format!("{},{}", cluster.nodes[0].url(), cluster.nodes[1].url());
+    let args = ["--replicas", "3", "--lease-ttl-ms", "1000"];
+    let mut owner = shard_process(&minority, 0, 1, &args);
+    wait_serving(&minority, 0).await;
+    let standby_args: Vec<&str> = args.iter().copied().chain(["--standby"]).collect();
+    let standby = shard_process(&majority, 0, 1, &standby_args);
+    let standby_pid = standby.id();
+
+    // Long retries: where the partition took a stream's leader away, the
+    // majority elects a new one first (NATS's election timeout, seconds).
+    let major = RedditClient::connect(
+        &majority,
+        ClientOptions {
+            retry_budget: Duration::from_secs(60),
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    // On the cut-off side: one attempt each, so that a refusal shows.
+    let minor = RedditClient::with_shards(
+        common::connect_service(&minority).await,
+        1,
+        Duration::from_millis(1500),
+    );
+    let alice = user(&major, "alice").await;
+    major
+        .send(
+            Some(&alice),
+            &CreateSubredditRequest {
+                name: sn("rust"),
+                description: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let before = major
+        .send(Some(&alice), &post("rust", "before".into()))
+        .await
+        .unwrap();
+    // The owner reports its standby, caught up with the log.
+    eventually(
+        "the owner to report its standby with its lag",
+        Duration::from_secs(20),
+        || {
+            let major = major.clone();
+            async move {
+                major.shard_stats(0).await.is_ok_and(|s| {
+                    s.lease.is_some_and(|l| {
+                        l.serving
+                            && l.standbys.len() == 1
+                            && l.standbys[0].pid == standby_pid
+                            && l.standbys[0].lag == 0
+                    })
+                })
+            }
+        },
+    )
+    .await;
+
+    cluster.partition(2);
+    let cut = Instant::now();
+    // The cut-off owner refuses reads (it cannot know whether it still owns
+    // the shard) and says so in its stats.
+    eventually(
+        "the cut-off owner to stop serving",
+        Duration::from_secs(20),
+        || {
+            let minor = minor.clone();
+            async move {
+                let read = minor.send(None, &list("rust")).await;
+                read.is_err_and(|e| e.code() == Some(ErrorCode::Unavailable))
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "the cut-off owner stopped serving {:?} after the cut",
+        cut.elapsed()
+    );
+    let stats = minor.shard_stats(0).await.unwrap();
+    assert!(
+        !stats.lease.unwrap().serving,
+        "its stats say it does not serve"
+    );
+    // Writes sent to it are never acknowledged.
+    for i in 0..5 {
+        let w = minor
+            .send(Some(&alice), &post("rust", format!("cut off {i}")))
+            .await;
+        assert!(
+            w.is_err(),
+            "a write acknowledged across the partition: {w:?}"
+        );
+    }
+    // The majority side: the standby takes over and serves writes.
+    let after = major
+        .send(Some(&alice), &post("rust", "after".into()))
+        .await
+        .expect("the majority side serves");
+    let stats = major.shard_stats(0).await.unwrap();
+    assert_eq!(
+        stats.lease.as_ref().map(|l| l.serving),
+        Some(true),
+        "{stats:?}"
+    );
+    eprintln!(
+        "the majority side served a write {:?} after the cut",
+        cut.elapsed()
+    );
+
+    // Healed: the old owner finds its lease taken and stops for good.
+    cluster.heal(2);
+    eventually("the old owner to exit", Duration::from_secs(30), || {
+        let exited = owner.has_exited();
+        async move { exited }
+    })
+    .await;
+    // One process serves, everywhere, with exactly the acknowledged posts.
+    let healed = RedditClient::with_shards(
+        common::connect_service(&minority).await,
+        1,
+        Duration::from_secs(5),
+    )
+    .with_retry_budget(Duration::from_secs(20));
+    let page = healed.send(None, &list("rust")).await.unwrap();
+    let mut listed: Vec<_> = page.posts.iter().map(|p| p.id).collect();
+    listed.sort();
+    let mut acknowledged = vec![before.id, after.id];
+    acknowledged.sort();
+    assert_eq!(listed, acknowledged, "the acknowledged posts, nothing else");
+    let info = healed.shard_stats(0).await.unwrap();
+    assert!(info.lease.is_some_and(|l| l.serving));
 }

@@ -4,7 +4,9 @@
 //! times (default 20), and each time the benchmark measures how long the shard
 //! answers nobody: from the kill until `$SRV.INFO` is answered by another
 //! process (polled every 2 ms). A new standby replaces each killed process.
-//! `FAILOVER_TTL_MS` sets the lease TTL (default the engine's, 2,000 ms).
+//! `FAILOVER_TTL_MS` sets the lease TTL (default the engine's). Each kill lands at
+//! a random point between two renewals; the benchmark also watches the lease
+//! and reports when JetStream's expiry marker came, for comparison.
 //!
 //! The nats-server binary comes from `scripts/install-nats.sh` (or
 //! `NATS_SERVER_BIN`).
@@ -14,8 +16,10 @@
 mod support;
 use support::{free_port, nats_bin, root};
 
+use futures::StreamExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "reddit-failover-bench-7f3c2a9d81e4";
@@ -71,7 +75,8 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let ttl_ms = std::env::var("FAILOVER_TTL_MS").unwrap_or_else(|_| "2000".into());
+    let ttl_ms = std::env::var("FAILOVER_TTL_MS")
+        .unwrap_or_else(|_| reddit_engine::defaults::LEASE_TTL_MS.to_string());
     let dir = std::env::temp_dir().join(format!("reddit-failover-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(root().join("nats-auth.conf"), dir.join("nats-auth.conf")).unwrap();
@@ -119,7 +124,43 @@ async fn main() {
     };
     procs.0.push(engine(&engine_url, &ttl_ms));
     procs.0.push(engine(&engine_url, &ttl_ms));
-    let ttl = Duration::from_millis(ttl_ms.parse().unwrap_or(2000));
+    // The lease's history as the bucket sees it: when it was last written
+    // before each kill, and when JetStream expired it (its marker).
+    let events: Arc<Mutex<Vec<(Instant, bool)>>> = Arc::default();
+    {
+        let options = async_nats::ConnectOptions::new()
+            .custom_inbox_prefix(reddit_shared::subject::ENGINE_INBOX);
+        let log = reddit_shared::connect::connect_with(
+            &engine_url,
+            "failover-bench-watch",
+            options,
+            None,
+        )
+        .await
+        .unwrap();
+        let js = async_nats::jetstream::new(log);
+        let store = loop {
+            if let Ok(s) = js.get_key_value(reddit_engine::lease::BUCKET).await {
+                break s;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "no lease bucket");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let mut watch = store.watch("shard-0").await.unwrap();
+        let events = events.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(e)) = watch.next().await {
+                let put = matches!(e.operation, async_nats::jetstream::kv::Operation::Put);
+                events.lock().unwrap().push((Instant::now(), put));
+            }
+        });
+    }
+    let mut expiries = Vec::with_capacity(kills);
+    let ttl = Duration::from_millis(
+        ttl_ms
+            .parse()
+            .unwrap_or(reddit_engine::defaults::LEASE_TTL_MS),
+    );
     let mut times = Vec::with_capacity(kills);
     for round in 0..kills {
         // The owner serves, and the standby has had time to start waiting.
@@ -131,7 +172,11 @@ async fn main() {
             assert!(Instant::now() < deadline, "no process serves shard 0");
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        tokio::time::sleep(ttl.max(Duration::from_millis(500))).await;
+        // Killed at a random point between two renewals (every TTL/4), as a
+        // crash would be.
+        let phase =
+            Duration::from_micros(rand::random::<u64>() % (ttl.as_micros() as u64 / 4).max(1));
+        tokio::time::sleep(ttl.max(Duration::from_millis(500)) + phase).await;
         let i = procs.0.iter().position(|c| c.id() == owner).unwrap();
         let mut victim = procs.0.remove(i);
         victim.kill().unwrap();
@@ -146,16 +191,46 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let took = killed.elapsed();
+        let (written, expired) = {
+            let events = events.lock().unwrap();
+            let written = events
+                .iter()
+                .rev()
+                .find(|(t, put)| *put && *t <= killed)
+                .map(|(t, _)| killed - *t);
+            let expired = events
+                .iter()
+                .find(|(t, put)| !*put && *t > killed)
+                .map(|(t, _)| *t - killed);
+            (written, expired)
+        };
+        let ms_or = |d: Option<Duration>| {
+            d.map_or("?".to_owned(), |d| {
+                format!("{:.0}", d.as_secs_f64() * 1000.0)
+            })
+        };
         eprintln!(
-            "kill {}: served again after {:.0} ms",
+            "kill {}: lease last renewed {} ms before, expired {} ms after; served again after {:.0} ms",
             round + 1,
+            ms_or(written),
+            ms_or(expired),
             took.as_secs_f64() * 1000.0
         );
+        if let Some(e) = expired {
+            expiries.push(e);
+        }
         times.push(took);
         procs.0.push(engine(&engine_url, &ttl_ms));
     }
     times.sort();
+    expiries.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    if !expiries.is_empty() {
+        println!(
+            "the lease was removed (by the standby, at the TTL by the clock, or by JetStream's expiry) a median {:.0} ms after the kill; the rest is the takeover",
+            ms(expiries[expiries.len() / 2])
+        );
+    }
     let q = |p: f64| times[((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1];
     println!(
         "failover over {} kills (lease TTL {} ms): median {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, min {:.0} ms, max {:.0} ms",

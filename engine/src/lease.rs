@@ -3,30 +3,80 @@
 //! KV bucket `reddit-leases` created only if absent (compare and set), so of
 //! two processes started in the same instant exactly one gets it. The holder
 //! renews it every quarter of its TTL; the bucket's entries expire after the
-//! TTL, so the lease of a process that died frees itself. A holder that finds
-//! its lease taken stops serving at once; the log's expected-last-sequence
-//! check stays the final fence against a second writer. A standby
-//! (`--standby`) waits for the lease instead of refusing to start, keeping its
-//! state warm meanwhile (the engine follows the log between attempts).
+//! TTL, so the lease of a process that died frees itself.
+//!
+//! The holder fences itself ([`Tenure`]): it answers requests only until
+//! `sent + TTL - TTL/5`, where `sent` is when it sent its last renewal that
+//! JetStream confirmed. The entry was stored after `sent`, so it expires
+//! after that instant, and nobody else can take the lease before it. A holder
+//! cut off from the JetStream majority (a partitioned NATS node) therefore
+//! stops serving before a standby on the other side may start; it resumes
+//! only if its own lease is still there, or if it takes the lease again and
+//! the log shows that nobody wrote meanwhile. A holder that finds its lease
+//! taken stops for good. The log's expected-last-sequence check stays the
+//! final fence against a second writer.
+//!
+//! A standby (`--standby`) waits for the lease instead of refusing to start,
+//! keeping its state warm meanwhile (the engine follows the log between
+//! attempts) and publishing how far it has read (`standby.<k>.<instance>`), so
+//! the owner can report each standby's lag.
 
 use async_nats::jetstream::{self, kv};
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 /// The KV bucket of shard leases.
 pub const BUCKET: &str = "reddit-leases";
 
-/// Who holds a lease (its value, JSON).
+/// Who holds a lease, or stands by for it (the entries' value, JSON).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Holder {
-    /// A random id of the holding process.
+    /// A random id of the process.
     pub instance: String,
     /// Its process id.
     pub pid: u32,
-    /// Since when it holds the lease (Unix ms).
+    /// Since when it holds the lease or stands by (Unix ms).
     pub since: i64,
+    /// Its host name.
+    #[serde(default)]
+    pub host: String,
+    /// A standby's last applied log record (0 in a lease).
+    #[serde(default)]
+    pub seq: u64,
+    /// The TTL its holder stops serving within (a standby judges the lease
+    /// stale by it, not by its own setting).
+    #[serde(default)]
+    pub ttl_ms: u64,
+}
+
+impl Holder {
+    /// This process, with a fresh instance id.
+    pub fn this_process() -> Self {
+        Holder {
+            instance: uuid::Uuid::now_v7().simple().to_string(),
+            pid: std::process::id(),
+            since: reddit_shared::now_millis(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default(),
+            seq: 0,
+            ttl_ms: 0,
+        }
+    }
+
+    fn body(&self) -> bytes::Bytes {
+        serde_json::to_vec(self).unwrap_or_default().into()
+    }
+
+    fn parse(value: &[u8]) -> Option<Holder> {
+        serde_json::from_slice(value).ok()
+    }
 }
 
 /// Why a lease could not be taken or kept.
@@ -65,8 +115,32 @@ fn standby_key(shard: u32, instance: &str) -> String {
 }
 
 /// Opens (or makes, with `replicas` copies) the lease bucket, whose entries
-/// live `ttl`.
+/// live `ttl`, and returns it with the TTL to hold leases under: `ttl`, or
+/// the bucket's own if an earlier process made it shorter (JetStream expires
+/// entries by the bucket's, so a holder must stop serving within it).
 pub async fn bucket(
+    js: &jetstream::Context,
+    ttl: Duration,
+    replicas: usize,
+) -> Result<(kv::Store, Duration), LeaseError> {
+    let store = open_bucket(js, ttl, replicas).await?;
+    let max_age = store
+        .status()
+        .await
+        .map_err(|e| nats("cannot read the lease bucket's settings")(e.into()))?
+        .max_age();
+    if !max_age.is_zero() && max_age < ttl {
+        tracing::warn!(
+            requested_ms = ttl.as_millis() as u64,
+            bucket_ms = max_age.as_millis() as u64,
+            "the lease bucket expires entries sooner than --lease-ttl-ms; holding leases under the bucket's TTL"
+        );
+        return Ok((store, max_age));
+    }
+    Ok((store, ttl))
+}
+
+async fn open_bucket(
     js: &jetstream::Context,
     ttl: Duration,
     replicas: usize,
@@ -95,13 +169,237 @@ pub async fn bucket(
     }
 }
 
+/// How long this process may still act as a shard's owner, and what it knows
+/// of its lease and standbys (for `shard.stats`). Shared by the lease keeper,
+/// which extends it, and the request loop, which checks it per request.
+#[derive(Debug)]
+pub struct Tenure {
+    epoch: Instant,
+    /// Milliseconds after `epoch` until which requests are served.
+    until_ms: AtomicU64,
+    /// Milliseconds after `epoch` of the last confirmed renewal.
+    renewed_ms: AtomicU64,
+    ttl: Duration,
+    holder: Holder,
+    standbys: Mutex<BTreeMap<String, Holder>>,
+}
+
+impl Tenure {
+    /// A tenure of `holder` under leases of `ttl`, not yet valid.
+    pub fn new(holder: Holder, ttl: Duration) -> Self {
+        Self {
+            epoch: Instant::now(),
+            until_ms: AtomicU64::new(0),
+            renewed_ms: AtomicU64::new(0),
+            ttl,
+            holder,
+            standbys: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// How much of the TTL the holder keeps in hand: it stops serving this
+    /// long before the lease could expire (slack for the NATS nodes' clocks
+    /// and for a request already being answered).
+    pub fn margin(&self) -> Duration {
+        self.ttl / 5
+    }
+
+    /// A renewal sent at `sent` was confirmed: serve until `sent + TTL -
+    /// margin`.
+    pub fn confirmed(&self, sent: Instant) {
+        let until = self.ms(sent + self.ttl - self.margin());
+        self.until_ms.fetch_max(until, Ordering::AcqRel);
+        self.renewed_ms.fetch_max(self.ms(sent), Ordering::AcqRel);
+    }
+
+    /// Whether the lease is surely still this process's.
+    pub fn holds(&self) -> bool {
+        self.ms(Instant::now()) < self.until_ms.load(Ordering::Acquire)
+    }
+
+    /// Milliseconds since the last confirmed renewal was sent.
+    pub fn renewed_ms_ago(&self) -> u64 {
+        self.ms(Instant::now())
+            .saturating_sub(self.renewed_ms.load(Ordering::Acquire))
+    }
+
+    /// The lease's TTL.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Who holds it (this process).
+    pub fn holder(&self) -> &Holder {
+        &self.holder
+    }
+
+    /// The standbys waiting for this shard, by instance, with the last log
+    /// record each has applied.
+    pub fn standbys(&self) -> Vec<Holder> {
+        self.standbys
+            .lock()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Follows shard `shard`'s standby entries (each expires within a TTL of
+    /// its standby's death) until `stop`.
+    pub async fn watch_standbys(
+        self: Arc<Self>,
+        store: kv::Store,
+        shard: u32,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let Ok(mut watch) = store.watch_with_history(format!("standby.{shard}.*")).await else {
+            return;
+        };
+        loop {
+            let next = tokio::select! {
+                _ = stop.changed() => return,
+                n = watch.next() => n,
+            };
+            let Some(Ok(entry)) = next else { return };
+            let Ok(mut standbys) = self.standbys.lock() else {
+                return;
+            };
+            match Holder::parse(&entry.value) {
+                Some(h) if matches!(entry.operation, kv::Operation::Put) => {
+                    standbys.insert(entry.key, h);
+                }
+                _ => {
+                    standbys.remove(&entry.key);
+                }
+            }
+        }
+    }
+}
+
+/// Checks, after this process took its lease again following an expiry,
+/// that nobody wrote the shard's log meanwhile (`true`: safe to serve on).
+pub type Verify = Box<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+
+/// What a waiting standby saw of the lease.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Released, or expired (JetStream's marker): take it now.
+    Freed,
+    /// Not renewed for a whole TTL by the clock (JetStream removes expired
+    /// entries up to a few hundred milliseconds late): its holder stopped
+    /// serving long ago; remove exactly this revision, then take it.
+    Stale(u64),
+    /// Held and renewed.
+    Held,
+}
+
+/// Follows a shard's lease entry for a waiting standby.
+pub struct LeaseWatch {
+    store: kv::Store,
+    shard: u32,
+    ttl: Duration,
+    watch: Option<kv::Watch>,
+    /// The last renewal seen: its revision, when JetStream stored it (Unix
+    /// ns), and its holder's TTL.
+    last: Option<(u64, i128, Duration)>,
+}
+
+fn unix_nanos() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+impl LeaseWatch {
+    /// Starts watching shard `shard`'s lease (before the first attempt to take
+    /// it, so that no release or expiry is missed).
+    pub async fn new(store: &kv::Store, shard: u32, ttl: Duration) -> Self {
+        let mut w = Self {
+            store: store.clone(),
+            shard,
+            ttl,
+            watch: None,
+            last: None,
+        };
+        w.rewatch().await;
+        w
+    }
+
+    async fn rewatch(&mut self) {
+        // With the current entry first, so that its age is known at once.
+        self.watch = self.store.watch_with_history(key(self.shard)).await.ok();
+    }
+
+    /// Waits at most `max` for the lease to be freed or to go stale.
+    pub async fn wait(&mut self, max: Duration) -> Seen {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            if self.watch.is_none() {
+                self.rewatch().await;
+            }
+            // When the last renewal seen runs out by the clock.
+            let stale_at = self.last.map(|(_, created, ttl)| {
+                let left = created + ttl.as_nanos() as i128 - unix_nanos();
+                tokio::time::Instant::now()
+                    + Duration::from_nanos(u64::try_from(left.max(0)).unwrap_or(u64::MAX))
+            });
+            let wake = stale_at.map_or(deadline, |s| s.min(deadline));
+            let Some(watch) = &mut self.watch else {
+                tokio::time::sleep_until(wake).await;
+                return self.timed_out(stale_at);
+            };
+            match tokio::time::timeout_at(wake, watch.next()).await {
+                Err(_) => return self.timed_out(stale_at),
+                Ok(Some(Ok(e))) if matches!(e.operation, kv::Operation::Put) => {
+                    let ttl = Holder::parse(&e.value)
+                        .map(|h| h.ttl_ms)
+                        .filter(|ms| *ms > 0)
+                        .map_or(self.ttl, Duration::from_millis);
+                    self.last = Some((e.revision, e.created.unix_timestamp_nanos(), ttl));
+                }
+                Ok(Some(Ok(_))) => {
+                    self.last = None;
+                    return Seen::Freed;
+                }
+                // The watch broke (NATS reconnecting): make a new one.
+                Ok(_) => {
+                    self.watch = None;
+                    if tokio::time::Instant::now() >= deadline {
+                        return Seen::Held;
+                    }
+                }
+            }
+        }
+    }
+
+    fn timed_out(&mut self, stale_at: Option<tokio::time::Instant>) -> Seen {
+        match (self.last, stale_at) {
+            (Some((revision, ..)), Some(at)) if tokio::time::Instant::now() >= at => {
+                self.last = None;
+                Seen::Stale(revision)
+            }
+            _ => Seen::Held,
+        }
+    }
+
+    /// Removes the stale lease entry of `revision` (only that one: a renewal
+    /// since then makes this a no-op), so that it can be taken.
+    pub async fn remove_stale(&mut self, revision: u64) -> bool {
+        self.store
+            .delete_expect_revision(key(self.shard), Some(revision))
+            .await
+            .is_ok()
+    }
+}
+
 /// A lease held by this process.
 pub struct Lease {
     store: kv::Store,
     shard: u32,
-    holder: Holder,
     revision: u64,
-    ttl: Duration,
+    tenure: Arc<Tenure>,
 }
 
 impl Lease {
@@ -112,26 +410,37 @@ impl Lease {
         holder: Holder,
         ttl: Duration,
     ) -> Result<Lease, LeaseError> {
-        let body = serde_json::to_vec(&holder).unwrap_or_default();
-        match store.create(key(shard), body.into()).await {
-            Ok(revision) => Ok(Lease {
-                store: store.clone(),
-                shard,
-                holder,
-                revision,
-                ttl,
-            }),
+        let sent = Instant::now();
+        let lease = Holder {
+            seq: 0,
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            ..holder
+        };
+        match store.create(key(shard), lease.body()).await {
+            Ok(revision) => {
+                let tenure = Arc::new(Tenure::new(lease, ttl));
+                tenure.confirmed(sent);
+                Ok(Lease {
+                    store: store.clone(),
+                    shard,
+                    revision,
+                    tenure,
+                })
+            }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 let current = store
                     .get(key(shard))
                     .await
                     .ok()
                     .flatten()
-                    .and_then(|v| serde_json::from_slice(&v).ok())
+                    .and_then(|v| Holder::parse(&v))
                     .unwrap_or(Holder {
                         instance: "unknown".into(),
                         pid: 0,
                         since: 0,
+                        host: String::new(),
+                        seq: 0,
+                        ttl_ms: 0,
                     });
                 Err(LeaseError::Held {
                     shard,
@@ -142,12 +451,12 @@ impl Lease {
         }
     }
 
-    /// Says that `holder` stands by for shard `shard` (an entry next to the
-    /// lease, expiring like it: call again within the TTL).
+    /// Says that `holder` stands by for shard `shard`, having applied the log
+    /// up to `holder.seq` (an entry next to the lease, expiring like it: call
+    /// again within the TTL).
     pub async fn announce_standby(store: &kv::Store, shard: u32, holder: &Holder) {
-        let body = serde_json::to_vec(holder).unwrap_or_default();
         let _ = store
-            .put(standby_key(shard, &holder.instance), body.into())
+            .put(standby_key(shard, &holder.instance), holder.body())
             .await;
     }
 
@@ -156,114 +465,143 @@ impl Lease {
         let _ = store.delete(standby_key(shard, &holder.instance)).await;
     }
 
-    /// Returns when shard `shard`'s lease changes (released, expired, taken),
-    /// or after a quarter of the TTL, whichever is first.
-    pub async fn wait_for_change(store: &kv::Store, shard: u32, ttl: Duration) {
-        let Ok(mut watch) = store.watch(key(shard)).await else {
-            tokio::time::sleep(ttl / 4).await;
-            return;
-        };
-        tokio::select! {
-            _ = watch.next() => {}
-            _ = tokio::time::sleep(ttl / 4) => {}
+    /// Renews through `client` from now on (a connection of the keeper's
+    /// own); keeps the current one if the bucket cannot be opened there.
+    pub async fn rebind(&mut self, client: async_nats::Client) {
+        match jetstream::new(client).get_key_value(BUCKET).await {
+            Ok(store) => self.store = store,
+            Err(e) => tracing::warn!(error = %e, "the lease keeper shares the log's connection"),
         }
     }
 
-    /// Who holds it.
-    pub fn holder(&self) -> &Holder {
-        &self.holder
+    /// What the request loop checks, and `shard.stats` reports.
+    pub fn tenure(&self) -> &Arc<Tenure> {
+        &self.tenure
     }
 
-    /// Renews the lease every quarter of its TTL until `stop`; sends on `lost`
-    /// (and returns the lease for [`release`](Self::release)) if someone else
-    /// took it.
+    /// Renews the lease every quarter of its TTL until `stop`, extending the
+    /// [`Tenure`] with each confirmed renewal. Sends on `lost` (and returns
+    /// the lease for [`release`](Self::release)) if someone else took it, or
+    /// if it had expired and `verify` finds that the log moved on meanwhile.
     pub async fn keep(
         mut self,
+        verify: Verify,
         mut stop: watch::Receiver<bool>,
         lost: oneshot::Sender<String>,
     ) -> Lease {
-        let every = (self.ttl / 4).max(Duration::from_millis(50));
+        let every = (self.tenure.ttl / 4).max(Duration::from_millis(50));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut fenced = false;
         loop {
             tokio::select! {
                 _ = stop.changed() => return self,
                 _ = tick.tick() => {}
             }
-            match self.renew().await {
-                Ok(()) => {}
-                Err(Some(why)) => {
+            let sent = Instant::now();
+            // Within the tick: a renewal stuck behind a partition must not
+            // hold up the next one.
+            match tokio::time::timeout(every, self.renew(&verify)).await {
+                Ok(Ok(())) => {
+                    self.tenure.confirmed(sent);
+                    if fenced {
+                        fenced = false;
+                        tracing::warn!(
+                            shard = self.shard,
+                            "the shard's lease is confirmed again; serving"
+                        );
+                    }
+                }
+                Ok(Err(Some(why))) => {
                     let _ = lost.send(why);
                     return self;
                 }
-                // NATS unreachable: try again at the next tick.
-                Err(None) => {}
+                // NATS unreachable or slow: try again at the next tick.
+                Ok(Err(None)) | Err(_) => {
+                    if !fenced && !self.tenure.holds() {
+                        fenced = true;
+                        tracing::warn!(
+                            shard = self.shard,
+                            last_renewed_ms_ago = self.tenure.renewed_ms_ago(),
+                            "cannot renew the shard's lease: not serving until it is confirmed (is this process cut off from the JetStream majority?)"
+                        );
+                    }
+                }
             }
         }
     }
 
     /// `Err(Some(why))`: the lease is someone else's; `Err(None)`: try again.
-    async fn renew(&mut self) -> Result<(), Option<String>> {
-        let body = serde_json::to_vec(&self.holder).unwrap_or_default();
+    async fn renew(&mut self, verify: &Verify) -> Result<(), Option<String>> {
+        let body = self.tenure.holder.body();
+        let shard = self.shard;
         match self
             .store
-            .update(key(self.shard), body.clone().into(), self.revision)
+            .update(key(shard), body.clone(), self.revision)
             .await
         {
             Ok(revision) => {
                 self.revision = revision;
-                Ok(())
+                return Ok(());
             }
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                // Expired while NATS was unreachable, or taken. Free: take it
-                // again (the log's sequence check still fences a second writer).
-                match self.store.create(key(self.shard), body.into()).await {
-                    Ok(revision) => {
-                        tracing::warn!(shard = self.shard, "the shard's lease had expired; taken again");
-                        self.revision = revision;
-                        Ok(())
-                    }
-                    Err(c) if c.kind() == kv::CreateErrorKind::AlreadyExists => Err(Some(format!(
-                        "shard {}'s lease was taken by another process (this one could not renew it within {:?})",
-                        self.shard, self.ttl
-                    ))),
-                    Err(c) => {
-                        tracing::warn!(shard = self.shard, error = %c, "cannot renew the lease");
-                        Err(None)
-                    }
-                }
-            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
             Err(e) => {
-                tracing::warn!(shard = self.shard, error = %e, "cannot renew the lease");
-                Err(None)
+                tracing::debug!(shard, error = %e, "cannot renew the lease");
+                return Err(None);
             }
         }
-    }
-
-    /// Counts shard `shard`'s waiting standbys into `count` (their entries
-    /// expire within a TTL of their death) until `stop`.
-    pub async fn count_standbys(
-        store: kv::Store,
-        shard: u32,
-        count: std::sync::Arc<std::sync::atomic::AtomicU64>,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let mut live = std::collections::HashSet::new();
-        let Ok(mut watch) = store.watch_with_history(format!("standby.{shard}.*")).await else {
-            return;
-        };
-        loop {
-            let next = tokio::select! {
-                _ = stop.changed() => return,
-                n = watch.next() => n,
-            };
-            let Some(Ok(entry)) = next else { return };
-            if matches!(entry.operation, kv::Operation::Put) {
-                live.insert(entry.key);
-            } else {
-                live.remove(&entry.key);
+        // Not the revision this process last wrote: a renewal that timed out
+        // here but was stored, an expiry, or another holder.
+        let current = match self.store.entry(key(shard)).await {
+            Ok(current) => current,
+            Err(e) => {
+                tracing::debug!(shard, error = %e, "cannot read the lease");
+                return Err(None);
             }
-            count.store(live.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        };
+        match current {
+            Some(entry) if matches!(entry.operation, kv::Operation::Put) => {
+                let holder = Holder::parse(&entry.value);
+                if holder.as_ref().map(|h| &h.instance) == Some(&self.tenure.holder.instance) {
+                    self.revision = entry.revision;
+                    return match self.store.update(key(shard), body, self.revision).await {
+                        Ok(revision) => {
+                            self.revision = revision;
+                            Ok(())
+                        }
+                        Err(_) => Err(None),
+                    };
+                }
+                Err(Some(format!(
+                    "shard {shard}'s lease was taken by {} (this process could not renew it within {:?})",
+                    holder.map_or_else(|| "another process".to_owned(), |h| format!("instance {} (pid {})", h.instance, h.pid)),
+                    self.tenure.ttl
+                )))
+            }
+            // Expired (or released) while NATS was out of reach.
+            _ => match self.store.create(key(shard), body).await {
+                Ok(revision) => {
+                    self.revision = revision;
+                    // The lease is this process's again; serve only if the
+                    // state it holds is still the log's.
+                    if verify().await {
+                        tracing::warn!(shard, "the shard's lease had expired; taken again (the log did not move meanwhile)");
+                        Ok(())
+                    } else {
+                        Err(Some(format!(
+                            "shard {shard}'s lease expired while this process could not renew it, and the log moved on meanwhile"
+                        )))
+                    }
+                }
+                Err(c) if c.kind() == kv::CreateErrorKind::AlreadyExists => Err(Some(format!(
+                    "shard {shard}'s lease was taken by another process (this one could not renew it within {:?})",
+                    self.tenure.ttl
+                ))),
+                Err(c) => {
+                    tracing::debug!(shard, error = %c, "cannot take the lease again");
+                    Err(None)
+                }
+            },
         }
     }
 
@@ -272,8 +610,9 @@ impl Lease {
         &self.store
     }
 
-    /// Gives the lease up (at shutdown, after the last log record), so that a
-    /// standby takes over at once instead of after the TTL.
+    /// Gives the lease up (at shutdown, after the last log record; or when
+    /// this process stops serving), so that a standby takes over at once
+    /// instead of after the TTL.
     pub async fn release(self) {
         let _ = tokio::time::timeout(
             Duration::from_secs(2),

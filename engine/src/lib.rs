@@ -136,7 +136,7 @@ pub mod defaults {
     /// [`Config::subscription_capacity`](super::Config::subscription_capacity).
     pub const SUBSCRIPTION_CAPACITY: usize = 1 << 18;
     /// [`Config::lease_ttl`](super::Config::lease_ttl), in milliseconds.
-    pub const LEASE_TTL_MS: u64 = 2000;
+    pub const LEASE_TTL_MS: u64 = 1000;
 }
 
 /// The default [`Config::serve_user`].
@@ -336,12 +336,8 @@ async fn take_lease<F: Future<Output = ()>>(
     mut shutdown: std::pin::Pin<&mut F>,
 ) -> Result<Option<(lease::Lease, Option<wal::Recovered>)>, EngineError> {
     let js = async_nats::jetstream::new(log_client.clone());
-    let store = lease::bucket(&js, config.lease_ttl, config.replicas).await?;
-    let holder = lease::Holder {
-        instance: uuid::Uuid::now_v7().simple().to_string(),
-        pid: std::process::id(),
-        since: reddit_shared::now_millis(),
-    };
+    let (store, ttl) = lease::bucket(&js, config.lease_ttl, config.replicas).await?;
+    let mut holder = lease::Holder::this_process();
     let shard = config.shard;
     let mut warm = if config.standby {
         let r = log.recover(config.reply_cache).await?;
@@ -354,14 +350,16 @@ async fn take_lease<F: Future<Output = ()>>(
     } else {
         None
     };
+    // Watching from before the first attempt, so that a release or an expiry
+    // between an attempt and the wait is not missed.
+    let mut changes = lease::LeaseWatch::new(&store, shard, ttl).await;
     let mut seen: Option<String> = None;
     loop {
-        if warm.is_some() {
+        if let Some(r) = &warm {
+            holder.seq = r.last_seq;
             lease::Lease::announce_standby(&store, shard, &holder).await;
         }
-        let held = match lease::Lease::try_acquire(&store, shard, holder.clone(), config.lease_ttl)
-            .await
-        {
+        let held = match lease::Lease::try_acquire(&store, shard, holder.clone(), ttl).await {
             Ok(taken) => {
                 if warm.is_some() {
                     lease::Lease::withdraw_standby(&store, shard, &holder).await;
@@ -384,14 +382,26 @@ async fn take_lease<F: Future<Output = ()>>(
                 });
             }
         }
-        tokio::select! {
-            () = lease::Lease::wait_for_change(&store, shard, config.lease_ttl) => {}
+        // Try again the moment the lease is freed; meanwhile follow the log
+        // and renew the standby entry every quarter of the TTL.
+        let seen = tokio::select! {
+            seen = changes.wait(ttl / 4) => seen,
             () = &mut shutdown => {
                 if warm.is_some() {
                     lease::Lease::withdraw_standby(&store, shard, &holder).await;
                 }
                 return Ok(None);
             }
+        };
+        match seen {
+            lease::Seen::Freed => continue,
+            lease::Seen::Stale(revision) => {
+                if changes.remove_stale(revision).await {
+                    tracing::info!(shard, holder = %held.instance, "the shard's lease was not renewed for its TTL; removed");
+                }
+                continue;
+            }
+            lease::Seen::Held => {}
         }
         if let Some(r) = &mut warm {
             match log.catch_up(r).await {
@@ -404,6 +414,49 @@ async fn take_lease<F: Future<Output = ()>>(
             }
         }
     }
+}
+
+/// Runs the lease keeper ([`lease::Lease::keep`]) on a thread of its own with
+/// its own NATS connection, so that a pause of the shard's runtime (a large
+/// snapshot being encoded) does not hold up the renewals and hand the shard
+/// to a standby. Once stopped (or the lease lost), it releases the lease (a
+/// no-op if another process holds it) and the returned receiver resolves.
+fn spawn_keeper(
+    url: &str,
+    name: String,
+    lease: lease::Lease,
+    verify: lease::Verify,
+    stop: tokio::sync::watch::Receiver<bool>,
+    lost: tokio::sync::oneshot::Sender<String>,
+) -> Result<tokio::sync::oneshot::Receiver<()>, EngineError> {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let url = url.to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            EngineError::Config(format!("cannot start the lease keeper's runtime: {e}"))
+        })?;
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let options = async_nats::ConnectOptions::new()
+                    .custom_inbox_prefix(subject::ENGINE_INBOX);
+                let mut lease = lease;
+                match reddit_shared::connect::connect_with(&url, &name, options, None).await {
+                    Ok(own) => lease.rebind(own).await,
+                    Err(e) => {
+                        tracing::warn!(error = %Chain(&e), "the lease keeper shares the log's connection")
+                    }
+                }
+                let lease = lease.keep(verify, stop, lost).await;
+                lease.release().await;
+                let _ = done.send(());
+            });
+        })
+        .map_err(|e| EngineError::Config(format!("cannot start the lease keeper: {e}")))?;
+    Ok(finished)
 }
 
 /// Serves shard `config.shard` until `shutdown` resolves, then stops taking requests,
@@ -500,7 +553,7 @@ pub async fn run(
             None,
         ),
         Some(log) => {
-            let r = match warm.take() {
+            let mut r = match warm.take() {
                 // A standby: only what was logged since its last look.
                 Some(mut r) => match log.catch_up(&mut r).await {
                     Ok(()) => r,
@@ -509,6 +562,8 @@ pub async fn run(
                 },
                 None => log.recover(config.reply_cache).await?,
             };
+            // Nothing a previous owner still sends lands after this point.
+            log.fence(&mut r).await?;
             tracing::info!(
                 shard = config.shard,
                 snapshot_seq = r.snapshot_seq,
@@ -543,7 +598,6 @@ pub async fn run(
         ),
     ]);
     let stats_metrics = metrics.clone();
-    let standbys = metrics.standbys.clone();
     use async_nats::service::ServiceExt;
     let service = serve
         .service_builder()
@@ -581,6 +635,7 @@ pub async fn run(
         sync_tx,
         permits: Arc::new(Semaphore::new(config.max_cross_shard)),
         peer_timeout: config.peer_timeout,
+        tenure: lease.as_ref().map(|l| l.tenure().clone()),
     };
     let syncer = tokio::spawn(cross_shard::run_syncer(
         peers,
@@ -589,7 +644,19 @@ pub async fn run(
         Duration::from_secs(5),
     ));
     let mut actor = Actor::new(state, ctx, jobs_tx.downgrade()).with_replies(replies);
+    // After an expiry, the lease keeper serves on only if the log ends where
+    // this process's last append did.
+    let mut verify: Option<lease::Verify> = None;
     if let Some((log, last_seq)) = journal {
+        let (ours, wal_seq) = (log.clone(), metrics.clone());
+        verify = Some(Box::new(move || {
+            let (log, wal_seq) = (ours.clone(), wal_seq.clone());
+            Box::pin(async move {
+                log.last_seq().await.is_ok_and(|last| {
+                    last == wal_seq.wal_seq.load(std::sync::atomic::Ordering::Acquire)
+                })
+            })
+        }));
         actor = actor.with_log(Arc::new(log), last_seq, config.snapshot_every);
     }
     let mut actor = tokio::spawn(actor.run(jobs_rx));
@@ -612,14 +679,23 @@ pub async fn run(
     let (lease_stop, lease_stop_rx) = tokio::sync::watch::channel(false);
     let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel::<String>();
     if let Some(l) = &lease {
-        tokio::spawn(lease::Lease::count_standbys(
+        tokio::spawn(l.tenure().clone().watch_standbys(
             l.store().clone(),
             config.shard,
-            standbys,
             lease_stop_rx.clone(),
         ));
     }
-    let keeper = lease.map(|l| tokio::spawn(l.keep(lease_stop_rx, lost_tx)));
+    let keeper = match (lease, verify) {
+        (Some(l), Some(verify)) => Some(spawn_keeper(
+            &config.nats_url,
+            format!("{name}-lease"),
+            l,
+            verify,
+            lease_stop_rx,
+            lost_tx,
+        )?),
+        _ => None,
+    };
     tracing::info!(shard = config.shard, shards = config.shards, storage = ?config.storage, %instance, callout_issuer = %issuer.public_key(), "serving");
 
     // The actor ends early only if the log refuses this process (a second writer)
@@ -647,6 +723,11 @@ pub async fn run(
         let _ = lease_stop.send(true);
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), service.stop()).await;
+        // Still ours (the log failed): the keeper frees it for a standby now.
+        // Taken by another process: it releases nothing.
+        if let Some(keeper) = keeper {
+            let _ = tokio::time::timeout(Duration::from_secs(3), keeper).await;
+        }
         return Err(e);
     }
     tracing::info!(
@@ -675,9 +756,7 @@ pub async fn run(
     // The last record is in the log: hand the shard over now, not after the TTL.
     let _ = lease_stop.send(true);
     if let Some(keeper) = keeper {
-        if let Ok(lease) = keeper.await {
-            lease.release().await;
-        }
+        let _ = tokio::time::timeout(Duration::from_secs(3), keeper).await;
     }
     match tokio::time::timeout(Duration::from_secs(2), service.stop()).await {
         Ok(Err(e)) => tracing::debug!(error = %e, "service stop"),

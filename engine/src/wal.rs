@@ -428,6 +428,16 @@ impl Log {
         Ok(recovered)
     }
 
+    /// The sequence of the log's last record (0: empty).
+    pub async fn last_seq(&self) -> Result<u64, WalError> {
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| self.failed("cannot read the stream's info", e))?;
+        Ok(info.state.last_sequence)
+    }
+
     /// Applies every record after `recovered.last_seq` that the log holds now
     /// (a standby keeping its state warm; recovery's second half). A
     /// [`WalError::Gap`] means a snapshot purged records it has not applied:
@@ -499,6 +509,31 @@ impl Log {
             recovered.last_seq = seq;
         }
         Ok(())
+    }
+
+    /// Catches up and appends an empty record after the last one read: from
+    /// then on, an append by a previous owner that is still on its way (sent
+    /// before that owner knew it lost the lease, e.g. from across a healed
+    /// partition) is refused by its expected sequence, and can never land
+    /// after records this process has not read. Called by a new owner before
+    /// it serves.
+    pub async fn fence(&self, recovered: &mut Recovered) -> Result<(), WalError> {
+        let mut attempts = 0;
+        loop {
+            self.catch_up(recovered).await?;
+            let id = format!("fence-{}", uuid::Uuid::now_v7().simple());
+            let empty = RecordBuilder::default().seal();
+            match self.append(empty, &id, recovered.last_seq).await {
+                Ok(seq) => {
+                    recovered.last_seq = seq;
+                    recovered.records += 1;
+                    return Ok(());
+                }
+                // Someone appended after the catch-up: read that too.
+                Err(WalError::Fenced { .. }) if attempts < 10 => attempts += 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Appends `record` expecting record `expected_last` to be the stream's last, and

@@ -177,24 +177,26 @@ impl NatsServer {
         self.args.retain(|a| a != "--no-jetstream");
     }
 
+    /// Replaces the extra lines of its configuration and has it reload
+    /// (SIGHUP), without a restart.
+    pub fn reconfigure(&mut self, extra_conf: String) {
+        Self::write_conf(&self.dir, &self.args, &extra_conf);
+        self.extra_conf = extra_conf;
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot signal nats-server");
+    }
+
     /// Kills it (SIGKILL) without restarting.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    /// Starts nats-server with the project's own roles (`nats-auth.conf`, copied
-    /// next to a generated config) and JetStream unless `--no-jetstream`.
-    fn spawn(
-        dir: &Path,
-        port: &str,
-        args: &[String],
-        password: &str,
-        extra_conf: &str,
-    ) -> (Child, u16) {
-        // As in nats.conf: every JetStream write is synced before it is
-        // acknowledged, so a killed server keeps what it acknowledged.
-        std::fs::copy(root().join("nats-auth.conf"), dir.join("nats-auth.conf")).unwrap();
+    /// Writes `nats.conf` in `dir` and returns its path.
+    fn write_conf(dir: &Path, args: &[String], extra_conf: &str) -> PathBuf {
         let jetstream = if args.iter().any(|a| a == "--no-jetstream") {
             String::new()
         } else {
@@ -209,6 +211,22 @@ impl NatsServer {
             format!("max_payload: 1MB\n{extra_conf}{jetstream}include ./nats-auth.conf\n"),
         )
         .unwrap();
+        conf
+    }
+
+    /// Starts nats-server with the project's own roles (`nats-auth.conf`, copied
+    /// next to a generated config) and JetStream unless `--no-jetstream`.
+    fn spawn(
+        dir: &Path,
+        port: &str,
+        args: &[String],
+        password: &str,
+        extra_conf: &str,
+    ) -> (Child, u16) {
+        // As in nats.conf: every JetStream write is synced before it is
+        // acknowledged, so a killed server keeps what it acknowledged.
+        std::fs::copy(root().join("nats-auth.conf"), dir.join("nats-auth.conf")).unwrap();
+        let conf = Self::write_conf(dir, args, extra_conf);
         let issuer = reddit_engine::callout::Issuer::from_secret(SECRET.as_bytes())
             .unwrap()
             .public_key();
@@ -281,6 +299,11 @@ impl NatsServer {
     }
 }
 
+/// The route user of [`NatsCluster`] nodes.
+const ROUTE_USER: &str = "route";
+/// Its password (loopback-only test clusters).
+const ROUTE_PASSWORD: &str = "route-test-password";
+
 /// A 3-node (or `n`-node) NATS cluster on loopback, JetStream on every node,
 /// the project's roles on each; URLs list every node.
 pub struct NatsCluster {
@@ -304,17 +327,7 @@ impl NatsCluster {
             .collect();
         let nodes = (0..n)
             .map(|i| {
-                let routes: Vec<String> = ports
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(_, p)| format!("\"nats-route://127.0.0.1:{p}\""))
-                    .collect();
-                let conf = format!(
-                    "server_name: \"n{i}\"\ncluster {{\n  name: \"reddit\"\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
-                    ports[i],
-                    routes.join(", ")
-                );
+                let conf = Self::node_conf(i, &ports, ROUTE_USER);
                 NatsServer::start_configured(&[], &password, conf)
             })
             .collect();
@@ -336,6 +349,47 @@ impl NatsCluster {
         )
         .await;
         cluster
+    }
+
+    /// Node `i`'s cluster block: it accepts routes from `user` and connects
+    /// to the others as `user` (see [`partition`](Self::partition)).
+    fn node_conf(i: usize, ports: &[u16], user: &str) -> String {
+        let routes: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, p)| format!("\"nats-route://{user}:{ROUTE_PASSWORD}@127.0.0.1:{p}\""))
+            .collect();
+        format!(
+            "server_name: \"n{i}\"\ncluster {{\n  name: \"reddit\"\n  listen: \"127.0.0.1:{}\"\n  authorization {{ user: {user}, password: {ROUTE_PASSWORD} }}\n  routes: [{}]\n}}\n",
+            ports[i],
+            routes.join(", ")
+        )
+    }
+
+    /// Cuts node `i` off from the others (a network partition, as its
+    /// clients see it: they stay connected to it, but nothing crosses to the
+    /// rest): it reloads its configuration with route credentials nobody
+    /// else shares, which closes its routes and refuses theirs.
+    pub fn partition(&mut self, i: usize) {
+        let ports = self.route_ports();
+        self.nodes[i].reconfigure(Self::node_conf(i, &ports, "partitioned"));
+    }
+
+    /// Undoes [`partition`](Self::partition): the routes come back.
+    pub fn heal(&mut self, i: usize) {
+        let ports = self.route_ports();
+        self.nodes[i].reconfigure(Self::node_conf(i, &ports, ROUTE_USER));
+    }
+
+    fn route_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let listen = n.extra_conf.split("listen: \"127.0.0.1:").nth(1).unwrap();
+                listen[..listen.find('"').unwrap()].parse().unwrap()
+            })
+            .collect()
     }
 
     /// Every node's service-role URL, comma-separated.
@@ -622,6 +676,13 @@ impl ChildGuard {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Whether it has exited (reaping it if so).
+    pub fn has_exited(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
     /// Hands the child back (the guard no longer kills it).

@@ -18,7 +18,7 @@ use reddit_shared::codec::encode;
 use reddit_shared::error::{ErrorCode, WireError};
 use reddit_shared::ids::DmId;
 use reddit_shared::names::Username;
-use reddit_shared::protocol::admin::ShardStats;
+use reddit_shared::protocol::admin::{LeaseStats, ShardStats, StandbyStats};
 use reddit_shared::protocol::Op;
 use reddit_shared::subject::{self, ReplyTo};
 use reddit_shared::{now_millis, IDEMPOTENCY_HEADER, MAX_REQUEST_BYTES};
@@ -348,6 +348,19 @@ impl Actor {
                     request.payload.len()
                 ),
             )),
+            // Not sure the lease is still this process's: another may serve
+            // the shard by now, so no data is answered, not even a read (the
+            // counters and the handshake hold none, and say why it waits).
+            Some(op)
+                if !matches!(op, Op::ShardStats | Op::InternalHello)
+                    && self.ctx.tenure.as_ref().is_some_and(|t| !t.holds()) =>
+            {
+                Err(WireError::unavailable(format!(
+                    "shard {} cannot confirm that it still owns the shard (its lease was last renewed {} ms ago; is it cut off from NATS?); retry",
+                    self.ctx.shard,
+                    self.ctx.tenure.as_ref().map_or(0, |t| t.renewed_ms_ago())
+                )))
+            }
             Some(op) => match self.idempotency(op, &request, now) {
                 Err(e) => Err(e),
                 Ok(Idem::Hit(body)) => Ok(Handled::Reply(body)),
@@ -611,7 +624,31 @@ impl Actor {
             retries_answered: m.retries_answered.load(Ordering::Relaxed),
             replies_refused: m.replies_refused.load(Ordering::Relaxed),
             slow_consumer_events: m.slow_consumer_events.load(Ordering::Relaxed),
-            standbys: m.standbys.load(Ordering::Relaxed),
+            standbys: self
+                .ctx
+                .tenure
+                .as_ref()
+                .map_or(0, |t| t.standbys().len() as u64),
+            lease: self.ctx.tenure.as_ref().map(|t| {
+                let wal_seq = m.wal_seq.load(Ordering::Relaxed);
+                LeaseStats {
+                    instance: t.holder().instance.clone(),
+                    ttl_ms: u64::try_from(t.ttl().as_millis()).unwrap_or(u64::MAX),
+                    renewed_ms_ago: t.renewed_ms_ago(),
+                    serving: t.holds(),
+                    standbys: t
+                        .standbys()
+                        .into_iter()
+                        .map(|h| StandbyStats {
+                            lag: wal_seq.saturating_sub(h.seq),
+                            instance: h.instance,
+                            pid: h.pid,
+                            host: h.host,
+                            seq: h.seq,
+                        })
+                        .collect(),
+                }
+            }),
         }
     }
 }

@@ -38,8 +38,6 @@ pub struct Metrics {
     pub replies_refused: AtomicU64,
     /// Slow-consumer reports for the request subscription.
     pub slow_consumer_events: AtomicU64,
-    /// Standbys waiting for this shard's lease (durable mode).
-    pub standbys: Arc<AtomicU64>,
 }
 
 impl Metrics {
@@ -60,7 +58,6 @@ impl Metrics {
             retries_answered: AtomicU64::new(0),
             replies_refused: AtomicU64::new(0),
             slow_consumer_events: AtomicU64::new(0),
-            standbys: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -120,7 +117,6 @@ impl Metrics {
             "retries_answered": self.retries_answered.load(Ordering::Relaxed),
             "replies_refused": self.replies_refused.load(Ordering::Relaxed),
             "slow_consumer_events": self.slow_consumer_events.load(Ordering::Relaxed),
-            "standbys": self.standbys.load(Ordering::Relaxed),
             "uptime_ms": self.started.elapsed().as_millis() as u64,
         })
     }

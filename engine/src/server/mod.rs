@@ -90,6 +90,10 @@ pub struct Ctx {
     pub permits: Arc<Semaphore>,
     /// How long a join waits for the user's shard.
     pub peer_timeout: Duration,
+    /// Durable mode: the shard's lease, which must be confirmed for a request
+    /// to be served (a process cut off from the JetStream majority answers
+    /// `unavailable` instead of possibly stale data). `None`: in memory.
+    pub tenure: Option<Arc<crate::lease::Tenure>>,
 }
 
 /// Whether `request` may be answered: its reply subject is an inbox of one of the

@@ -9,6 +9,7 @@ use super::{Actor, Ctx, Job, Metrics};
 use crate::auth::TokenSigner;
 use crate::bus::Bus;
 use crate::cross_shard::Peers;
+use crate::lease::Tenure;
 use crate::state::ShardState;
 use crate::wal::WalError;
 use async_nats::{HeaderMap, Message, Subject};
@@ -84,6 +85,10 @@ struct Shard {
 
 impl Shard {
     fn start(store: Option<Arc<MemStore>>) -> Self {
+        Self::start_with(store, None)
+    }
+
+    fn start_with(store: Option<Arc<MemStore>>, tenure: Option<Arc<Tenure>>) -> Self {
         let (out_tx, out) = mpsc::channel(1024);
         let bus: Arc<dyn Bus> = Arc::new(MemBus(out_tx));
         let (sync_tx, _sync_rx) = mpsc::channel(64);
@@ -99,6 +104,7 @@ impl Shard {
             sync_tx,
             permits: Arc::new(Semaphore::new(8)),
             peer_timeout: Duration::from_secs(1),
+            tenure,
         };
         let (jobs, rx) = mpsc::channel(64);
         let mut actor = Actor::new(ShardState::new(0, 1), ctx, jobs.downgrade());
@@ -192,6 +198,44 @@ impl Shard {
 fn with_key(mut h: HeaderMap, key: &str) -> HeaderMap {
     h.insert(IDEMPOTENCY_HEADER, key);
     h
+}
+
+#[tokio::test]
+async fn a_shard_that_cannot_confirm_its_lease_answers_no_data_until_it_can() {
+    let tenure = Arc::new(Tenure::new(
+        crate::lease::Holder::this_process(),
+        Duration::from_millis(250),
+    ));
+    tenure.confirmed(std::time::Instant::now());
+    let mut shard = Shard::start_with(None, Some(tenure.clone()));
+    let register = shard.register_request("alice");
+    shard.call(&register, None).await.unwrap();
+    // No renewal confirmed within the TTL (less the margin).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tenure.holds() {
+        assert!(std::time::Instant::now() < deadline, "the tenure lapses");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let read = shard
+        .call(&ListSubredditsRequest::default(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(read.code, ErrorCode::Unavailable, "{read:?}");
+    let write = shard.call(&shard.register_request("bob"), None).await;
+    assert_eq!(write.unwrap_err().code, ErrorCode::Unavailable);
+    // The counters are still answered, and say why.
+    let stats = shard.call(&StatsRequest {}, None).await.unwrap();
+    let lease = stats.lease.expect("the lease in the stats");
+    assert!(!lease.serving);
+    assert!(lease.renewed_ms_ago >= 200, "{lease:?}");
+    // Confirmed again: served again.
+    tenure.confirmed(std::time::Instant::now());
+    shard
+        .call(&ListSubredditsRequest::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(shard.call(&StatsRequest {}, None).await.unwrap().users, 1);
+    shard.stop().await;
 }
 
 #[tokio::test]

@@ -65,6 +65,52 @@ pub struct ShardStats {
     /// replay the log when they take over).
     #[serde(default)]
     pub standbys: u64,
+    /// The shard's lease as its owner sees it (durable mode; absent in
+    /// memory mode).
+    #[serde(default)]
+    pub lease: Option<LeaseStats>,
+}
+
+/// A shard's lease, in `shard.stats` (see docs/architecture.md, "Shard
+/// ownership").
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeaseStats {
+    /// The owning process's random instance id (the lease's value).
+    pub instance: String,
+    /// How long the lease outlives its last renewal, in milliseconds.
+    pub ttl_ms: u64,
+    /// Milliseconds since the owner sent its last confirmed renewal (it is
+    /// renewed every quarter of the TTL; the owner stops serving at four
+    /// fifths of it).
+    pub renewed_ms_ago: u64,
+    /// Whether the owner serves: `false` while it cannot confirm its lease
+    /// (cut off from the JetStream majority); it then answers only
+    /// `shard.stats` and `internal.hello`, everything else with
+    /// `unavailable`.
+    #[serde(default)]
+    pub serving: bool,
+    /// The processes standing by to take the shard over.
+    #[serde(default)]
+    pub standbys: Vec<StandbyStats>,
+}
+
+/// A standby of a shard, in [`LeaseStats`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StandbyStats {
+    /// Its random instance id.
+    pub instance: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Its host name.
+    pub host: String,
+    /// The last log record it has applied (it follows the log every quarter
+    /// of the lease's TTL).
+    pub seq: u64,
+    /// Records it is behind the owner's last append (`wal_seq - seq`): what a
+    /// takeover would read before serving.
+    pub lag: u64,
 }
 
 /// `audit.run`.
