@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The cluster benchmark: the mixed simulator workload (4 durable shards, 4 client
-# processes, closed loop) on one nats-server and then on a 3-node NATS cluster
-# with the logs replicated on all three (R3), in one run, and the ratio.
+# The cluster benchmark: the mixed simulator workload (4 durable shards, each
+# with one warm standby; 4 client processes, closed loop) on one nats-server and
+# then on a 3-node NATS cluster with the logs replicated on all three (R3), in
+# one run, and the ratio. Every half second it samples each standby's lag (log
+# records behind its owner, from shard.stats) and reports the distribution.
 # Starts and stops everything itself.
 #
 #   scripts/bench-cluster.sh [--seconds S] [--users N] [--in-flight N]
@@ -30,12 +32,21 @@ export REDDIT_STORAGE=jetstream
 for nodes in 1 3; do
   run="$ROOT/run/bench-cluster-run-$$-$nodes"
   (
-    start_throwaway_system "$shards" "$run" 0 0 "$nodes"
+    start_throwaway_system "$shards" "$run" 0 0 "$nodes" 1
     export NATS_URL="$SERVICE_URL"
     say "== $nodes NATS node(s): mixed workload, $users users, 4 client processes, $in_flight in flight each, ${seconds}s"
+    me=$BASHPID
+    # Standby lag samples, one JSON array of shard stats per line (ends with
+    # this subshell at the latest).
+    while kill -0 "$me" 2>/dev/null; do
+      "$BIN/reddit-client" --json stats 2>/dev/null | tr -d '\n' >>"$out/lag-$nodes.jsonl" && echo >>"$out/lag-$nodes.jsonl"
+      sleep 0.5
+    done &
+    sampler=$!
     "$BIN/reddit-client" simulate --users "$users" --processes 4 --in-flight "$in_flight" \
       --duration "$seconds" --offline-mean 10 --online-mean 30 --out "$out/nodes-$nodes" |
       tee "$out/nodes-$nodes.txt"
+    kill "$sampler" 2>/dev/null || true
   )
 done
 python3 - "$out" <<'PY'
@@ -54,5 +65,27 @@ print(f"3-node cluster (R3):    {o3:,.0f} ops/s, p99 {p3} ms, {ok3} ok, {e3} err
 print(f"ratio cluster / single: {o3 / o1:.2f}")
 for n, r in ((1, one), (3, three)):
     print(f"nodes {n}: audit ok {r['audit']['ok']}, ledger ok {r['ledger_ok']}")
+def lags(n):
+    found = []
+    try:
+        with open(os.path.join(out, f"lag-{n}.jsonl")) as f:
+            for line in f:
+                try:
+                    shards = json.loads(line)
+                except ValueError:
+                    continue
+                for s in shards:
+                    for sb in ((s.get("lease") or {}).get("standbys") or []):
+                        found.append(sb["lag"])
+    except OSError:
+        pass
+    return sorted(found)
+for n in (1, 3):
+    l = lags(n)
+    if l:
+        q = lambda p: l[min(len(l) - 1, int(len(l) * p))]
+        print(f"nodes {n}: standby lag over {len(l)} samples (records behind the owner): median {q(0.5)}, p99 {q(0.99)}, max {l[-1]}")
+    else:
+        print(f"nodes {n}: no standby lag samples")
 PY
 say "results in $out"

@@ -175,11 +175,12 @@ wait_shard() {
 
 # Starts nats-server, $1 shards, $3 HTTP gateways (default none; the first at
 # $GATEWAY_URL) and $4 chat gateways (default none; at $CHAT_ADDRS) on free
-# ports in run dir $2, on $5 NATS nodes (default 1; 3: a cluster, at NATS_PORTS), and stops them
+# ports in run dir $2, on $5 NATS nodes (default 1; 3: a cluster, at NATS_PORTS),
+# with $6 standbys per shard (default none), and stops them
 # (and anything whose pid file is in $2) when the calling script exits, also on
 # failure or Ctrl-C. Sets PORT, BIN and SERVICE_URL (and exports the secrets).
 start_throwaway_system() {
-  local shards=$1 gateways=${3:-0} chats=${4:-0} nodes=${5:-1}
+  local shards=$1 gateways=${3:-0} chats=${4:-0} nodes=${5:-1} standbys=${6:-0}
   THROWAWAY_RUN=$2
   trap '"$ROOT/scripts/stop.sh" --run-dir "$THROWAWAY_RUN" >/dev/null 2>&1 || true' EXIT
   trap 'exit 130' INT TERM
@@ -194,7 +195,7 @@ start_throwaway_system() {
   # Chat gateways listen on cport, cport+1, ...
   CHAT_ADDRS=$(for ((g = 0; g < chats; g++)); do printf '%s127.0.0.1:%d' "$([ "$g" -gt 0 ] && echo ,)" "$((cport + g))"; done)
   "$ROOT/scripts/start.sh" --shards "$shards" --gateways "$gateways" --http-port "$hport" \
-    --chats "$chats" --chat-port "$cport" --cluster "$nodes" \
+    --chats "$chats" --chat-port "$cport" --cluster "$nodes" --standbys "$standbys" \
     --port "$PORT" --monitor-port "$mport" --run-dir "$THROWAWAY_RUN" 2>&1 |
     grep -vE '^\s+(export|/|source|\$|chat:)|^stop with' >&2
   BIN="$ROOT/target/release"
