@@ -4,7 +4,10 @@
 # then on a 3-node NATS cluster with the logs replicated on all three (R3), in
 # one run, and the ratio. Every half second it samples each standby's lag (log
 # records behind its owner, from shard.stats) and reports the distribution.
-# Starts and stops everything itself.
+# A third run repeats the cluster one and kills one NATS node (kill -9) a third
+# of the way into the run phase: it reports the throughput dip (worst second
+# against the mean before the kill) and the seconds until throughput is back
+# to 90% of it. Starts and stops everything itself.
 #
 #   scripts/bench-cluster.sh [--seconds S] [--users N] [--in-flight N]
 #
@@ -29,8 +32,9 @@ mkdir -p "$out"
   echo "command: scripts/bench-cluster.sh --seconds $seconds --users $users --in-flight $in_flight"
 } | tee "$out/machine.txt" >&2
 export REDDIT_STORAGE=jetstream
-for nodes in 1 3; do
-  run="$ROOT/run/bench-cluster-run-$$-$nodes"
+for case in 1 3 3-kill; do
+  nodes=${case%%-*}
+  run="$ROOT/run/bench-cluster-run-$$-$case"
   (
     start_throwaway_system "$shards" "$run" 0 0 "$nodes" 1
     export NATS_URL="$SERVICE_URL"
@@ -39,13 +43,30 @@ for nodes in 1 3; do
     # Standby lag samples, one JSON array of shard stats per line (ends with
     # this subshell at the latest).
     while kill -0 "$me" 2>/dev/null; do
-      "$BIN/reddit-client" --json stats 2>/dev/null | tr -d '\n' >>"$out/lag-$nodes.jsonl" && echo >>"$out/lag-$nodes.jsonl"
+      "$BIN/reddit-client" --json stats 2>/dev/null | tr -d '\n' >>"$out/lag-$case.jsonl" && echo >>"$out/lag-$case.jsonl"
       sleep 0.5
     done &
     sampler=$!
+    if [ "$case" = 3-kill ]; then
+      # The run phase has begun once posts appear; kill node 2 a third in.
+      (
+        while kill -0 "$me" 2>/dev/null; do
+          posts=$("$BIN/reddit-client" --json stats 2>/dev/null | python3 -c 'import json,sys; print(sum(s["posts"] for s in json.load(sys.stdin)))' 2>/dev/null || echo 0)
+          if [ "${posts:-0}" -gt 0 ]; then
+            started=$(date +%s.%N)
+            sleep "$(python3 -c "print($seconds / 3)")"
+            kill -9 "$(cat "$run/nats-2.pid")"
+            python3 -c "print($(date +%s.%N) - $started)" >"$out/killed-after"
+            say "killed NATS node 2 (kill -9)"
+            break
+          fi
+          sleep 0.2
+        done
+      ) &
+    fi
     "$BIN/reddit-client" simulate --users "$users" --processes 4 --in-flight "$in_flight" \
-      --duration "$seconds" --offline-mean 10 --online-mean 30 --out "$out/nodes-$nodes" |
-      tee "$out/nodes-$nodes.txt"
+      --duration "$seconds" --offline-mean 10 --online-mean 30 --out "$out/nodes-$case" |
+      tee "$out/nodes-$case.txt"
     kill "$sampler" 2>/dev/null || true
   )
 done
@@ -80,6 +101,23 @@ def lags(n):
     except OSError:
         pass
     return sorted(found)
+try:
+    kill = load("3-kill")
+    at = float(open(os.path.join(out, "killed-after")).read())
+    ops = [s["ops"] for s in kill["timeline"]]
+    k = int(at)
+    before = sum(ops[1:k]) / max(1, len(ops[1:k]))
+    worst = min(ops[k:]) if ops[k:] else 0
+    low = ops.index(worst, k)
+    back = next((i for i in range(low, len(ops)) if ops[i] >= 0.9 * before), None)
+    t = kill["total"]
+    print(f"3 nodes, node 2 killed {at:.1f} s into the run: {t['throughput']:,.0f} ops/s overall, p99 {t.get('p99_ms')} ms, {sum(t['errors'].values())} errors")
+    print(f"  before the kill {before:,.0f} ops/s; worst second after it {worst:,} ops/s ({worst / before:.2f}x), {low - k} s after the kill")
+    print(f"  back to 90%: {'never within the run' if back is None else f'{back - at:.0f} s after the kill'}")
+    print(f"  audit ok {kill['audit']['ok']}, ledger ok {kill['ledger_ok']}")
+    print("  ops/s per second: " + " ".join(str(o) for o in ops))
+except (OSError, KeyError, ValueError) as e:
+    print(f"node-kill run: no result ({e})")
 for n in (1, 3):
     l = lags(n)
     if l:

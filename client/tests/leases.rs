@@ -68,7 +68,7 @@ async fn a_standby_takes_over_from_a_killed_owner_and_nothing_acknowledged_is_lo
     let ttl = ["--lease-ttl-ms", "1000"];
     let mut owner = shard_process(&url, 0, 1, &ttl);
     wait_serving(&url, 0).await;
-    let _standby = shard_process(&url, 0, 1, &["--standby", ttl[0], ttl[1]]);
+    let standby = shard_process(&url, 0, 1, &["--standby", ttl[0], ttl[1]]);
     let c = RedditClient::connect(&url, ClientOptions::default())
         .await
         .unwrap();
@@ -96,6 +96,27 @@ async fn a_standby_takes_over_from_a_killed_owner_and_nothing_acknowledged_is_lo
         },
     )
     .await;
+    // As a person sees it: the owner, its lease, the standby and its lag.
+    let shards = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_reddit-client"))
+                .args(["--nats-url", &url, "shards"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&shards.stdout);
+    assert!(shards.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("pid {}", owner.id()))
+            && text.contains("(TTL 1000 ms)")
+            && text.contains(&format!("1 standby: pid {}", standby.id()))
+            && text.contains("records behind"),
+        "{text}"
+    );
 
     // Writes in flight when the owner dies: the client retries each with its
     // idempotency key until the standby answers.
