@@ -354,6 +354,7 @@ async fn take_lease<F: Future<Output = ()>>(
     // between an attempt and the wait is not missed.
     let mut changes = lease::LeaseWatch::new(&store, shard, ttl).await;
     let mut seen: Option<String> = None;
+    let mut failures = 0u64;
     loop {
         if let Some(r) = &warm {
             holder.seq = r.last_seq;
@@ -366,20 +367,31 @@ async fn take_lease<F: Future<Output = ()>>(
                 }
                 return Ok(Some((taken, warm)));
             }
-            Err(lease::LeaseError::Held { holder: h, .. }) => h,
-            Err(e) => return Err(e.into()),
+            Err(lease::LeaseError::Held { holder: h, .. }) => Some(h),
+            // JetStream busy or electing a leader (a node died, a partition):
+            // try again.
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures % 20 == 0 {
+                    tracing::warn!(shard, failures, error = %Chain(&e), "cannot take the shard's lease now; retrying");
+                }
+                None
+            }
         };
-        if seen.as_deref() != Some(held.instance.as_str()) {
-            tracing::info!(shard, holder = %held.instance, pid = held.pid, "the shard's lease is held");
-            seen = Some(held.instance.clone());
-        }
-        if warm.is_none() {
-            let owner = peers.call(shard, &HelloRequest {}).await;
-            if owner.is_ok_and(|o| o.shards == config.shards) {
-                return Err(EngineError::AlreadyOwned {
-                    shard,
-                    instance: held.instance,
-                });
+        if let Some(held) = held {
+            failures = 0;
+            if seen.as_deref() != Some(held.instance.as_str()) {
+                tracing::info!(shard, holder = %held.instance, pid = held.pid, "the shard's lease is held");
+                seen = Some(held.instance.clone());
+            }
+            if warm.is_none() {
+                let owner = peers.call(shard, &HelloRequest {}).await;
+                if owner.is_ok_and(|o| o.shards == config.shards) {
+                    return Err(EngineError::AlreadyOwned {
+                        shard,
+                        instance: held.instance,
+                    });
+                }
             }
         }
         // Try again the moment the lease is freed; meanwhile follow the log
@@ -397,7 +409,10 @@ async fn take_lease<F: Future<Output = ()>>(
             lease::Seen::Freed => continue,
             lease::Seen::Stale(revision) => {
                 if changes.remove_stale(revision).await {
-                    tracing::info!(shard, holder = %held.instance, "the shard's lease was not renewed for its TTL; removed");
+                    tracing::info!(
+                        shard,
+                        "the shard's lease was not renewed for its TTL; removed"
+                    );
                 }
                 continue;
             }
@@ -553,17 +568,21 @@ pub async fn run(
             None,
         ),
         Some(log) => {
+            // A standby reads only what was logged since its last look.
             let mut r = match warm.take() {
-                // A standby: only what was logged since its last look.
-                Some(mut r) => match log.catch_up(&mut r).await {
-                    Ok(()) => r,
-                    Err(wal::WalError::Gap { .. }) => log.recover(config.reply_cache).await?,
-                    Err(e) => return Err(e.into()),
-                },
+                Some(r) => r,
                 None => log.recover(config.reply_cache).await?,
             };
             // Nothing a previous owner still sends lands after this point.
-            log.fence(&mut r).await?;
+            match log.fence(&mut r).await {
+                Ok(()) => {}
+                // A snapshot purged what the standby had not read yet.
+                Err(wal::WalError::Gap { .. }) => {
+                    r = log.recover(config.reply_cache).await?;
+                    log.fence(&mut r).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
             tracing::info!(
                 shard = config.shard,
                 snapshot_seq = r.snapshot_seq,

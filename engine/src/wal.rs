@@ -30,6 +30,9 @@ pub const FORMAT: &str = "reddit-wal-1";
 /// Largest record (one JetStream message) the actor builds: under NATS's default
 /// 1 MiB max payload. The actor stops taking requests while a full record waits.
 pub const MAX_RECORD_BYTES: usize = 768 * 1024;
+/// How long [`Log::fence`] retries reading the log before giving up (a
+/// JetStream leader election after a node died takes seconds).
+const FENCE_PATIENCE: Duration = Duration::from_secs(60);
 /// How long appends may find no stream (JetStream restarting) before the log is
 /// declared gone.
 const STREAM_MISSING_LIMIT: Duration = Duration::from_secs(60);
@@ -519,8 +522,21 @@ impl Log {
     /// it serves.
     pub async fn fence(&self, recovered: &mut Recovered) -> Result<(), WalError> {
         let mut attempts = 0;
+        let started = Instant::now();
+        let mut delays =
+            reddit_shared::backoff::delays(Duration::from_millis(20), Duration::from_secs(1));
         loop {
-            self.catch_up(recovered).await?;
+            match self.catch_up(recovered).await {
+                Ok(()) => {}
+                Err(e @ (WalError::Gap { .. } | WalError::Corrupt { .. })) => return Err(e),
+                // JetStream electing a leader after a node died: wait a while.
+                Err(e) if started.elapsed() < FENCE_PATIENCE => {
+                    tracing::warn!(shard = self.shard, error = %e, "cannot read the log to take the shard over yet; retrying");
+                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             let id = format!("fence-{}", uuid::Uuid::now_v7().simple());
             let empty = RecordBuilder::default().seal();
             match self.append(empty, &id, recovered.last_seq).await {

@@ -636,7 +636,10 @@ pub fn shard_process(url: &str, shard: u32, shards: u32, args: &[&str]) -> Child
         .args(engine_args(url, shard, shards))
         .args(args)
         .env("REDDIT_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("REDDIT_TEST_ENGINE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
