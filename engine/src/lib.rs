@@ -372,7 +372,7 @@ async fn take_lease<F: Future<Output = ()>>(
             // try again.
             Err(e) => {
                 failures += 1;
-                if failures == 1 || failures % 20 == 0 {
+                if failures == 1 || failures.is_multiple_of(20) {
                     tracing::warn!(shard, failures, error = %Chain(&e), "cannot take the shard's lease now; retrying");
                 }
                 None
