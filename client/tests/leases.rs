@@ -61,18 +61,14 @@ fn post(sub: &str, title: String) -> CreatePostRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_takes_over_from_a_killed_owner_and_nothing_acknowledged_is_lost() {
-    let nats = NatsServer::start();
-    let url = nats.url();
-    let ttl = ["--lease-ttl-ms", "1000"];
-    let mut owner = shard_process(&url, 0, 1, &ttl);
-    wait_serving(&url, 0).await;
-    let standby = shard_process(&url, 0, 1, &["--standby", ttl[0], ttl[1]]);
-    let c = RedditClient::connect(&url, ClientOptions::default())
-        .await
-        .unwrap();
-    let alice = user(&c, "alice").await;
+/// Registers alice, who creates r/rust and posts "before" in it.
+async fn alice_posts_in_rust(
+    c: &RedditClient,
+) -> (
+    reddit_client::Session,
+    reddit_shared::protocol::post::PostView,
+) {
+    let alice = user(c, "alice").await;
     c.send(
         Some(&alice),
         &CreateSubredditRequest {
@@ -86,6 +82,21 @@ async fn a_standby_takes_over_from_a_killed_owner_and_nothing_acknowledged_is_lo
         .send(Some(&alice), &post("rust", "before".into()))
         .await
         .unwrap();
+    (alice, before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_from_a_killed_owner_and_nothing_acknowledged_is_lost() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let ttl = ["--lease-ttl-ms", "1000"];
+    let mut owner = shard_process(&url, 0, 1, &ttl);
+    wait_serving(&url, 0).await;
+    let standby = shard_process(&url, 0, 1, &["--standby", ttl[0], ttl[1]]);
+    let c = RedditClient::connect(&url, ClientOptions::default())
+        .await
+        .unwrap();
+    let (alice, before) = alice_posts_in_rust(&c).await;
     // The owner counts the standby waiting for its lease.
     eventually(
         "the owner to see its standby",
@@ -220,21 +231,7 @@ async fn a_partitioned_owner_stops_serving_and_the_majority_side_takes_over() {
         1,
         Duration::from_millis(1500),
     );
-    let alice = user(&major, "alice").await;
-    major
-        .send(
-            Some(&alice),
-            &CreateSubredditRequest {
-                name: sn("rust"),
-                description: String::new(),
-            },
-        )
-        .await
-        .unwrap();
-    let before = major
-        .send(Some(&alice), &post("rust", "before".into()))
-        .await
-        .unwrap();
+    let (alice, before) = alice_posts_in_rust(&major).await;
     // The owner reports its standby, caught up with the log.
     eventually(
         "the owner to report its standby with its lag",
