@@ -418,3 +418,41 @@ async fn a_write_waits_while_jetstream_is_not_back_yet_and_lands_when_it_is() {
     );
     shard.stop().await.unwrap();
 }
+
+/// A log of large records (600 of 700 KiB) is read back whole. Pulling the
+/// client's default of 500 records at a time (350 MiB, far above the 64 MiB
+/// nats-server lets wait for one connection), the replay stalled after the
+/// first pull ("no log record arrived within 30 s (after record 517 of 600)"),
+/// so a shard with such a log could not restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_of_large_records_is_replayed_whole() {
+    let nats = common::NatsServer::start();
+    let client = common::connect_engine(&nats.url()).await;
+    let log = wal::Log::open(&client, 0, 1, 1).await.unwrap();
+    let records = 600u64;
+    let blob = vec![7u8; 700 * 1024];
+    let mut seq = 0;
+    for i in 0..records {
+        let mut record = wal::RecordBuilder::default();
+        record
+            .push(&wal::Entry {
+                reply: Some(reddit_engine::replies::Cached {
+                    key: format!("big.{i}"),
+                    hash: i,
+                    reply: blob.clone(),
+                }),
+                events: Vec::new(),
+            })
+            .unwrap();
+        seq = log
+            .append(record.seal(), &format!("big.{i}"), seq)
+            .await
+            .unwrap();
+    }
+    let recovered = tokio::time::timeout(Duration::from_secs(120), log.recover(1000))
+        .await
+        .expect("the replay ends")
+        .unwrap();
+    assert_eq!((recovered.last_seq, recovered.records), (records, records));
+    assert_eq!(recovered.replies.len(), records as usize);
+}

@@ -30,6 +30,8 @@ pub const FORMAT: &str = "reddit-wal-1";
 /// Largest record (one JetStream message) the actor builds: under NATS's default
 /// 1 MiB max payload. The actor stops taking requests while a full record waits.
 pub const MAX_RECORD_BYTES: usize = 768 * 1024;
+/// Records per pull when reading the log: at most 24 MiB in flight.
+const REPLAY_BATCH: i64 = (24 * 1024 * 1024 / MAX_RECORD_BYTES) as i64;
 /// How long [`Log::fence`] retries reading the log before giving up (a
 /// JetStream leader election after a node died takes seconds).
 const FENCE_PATIENCE: Duration = Duration::from_secs(60);
@@ -473,6 +475,11 @@ impl Log {
                 deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: from + 1,
                 },
+                // Pulls of at most 24 MiB: with the client's default of 500
+                // records (up to 375 MiB, far above the 64 MiB nats-server
+                // lets wait for one connection) the replay of a log of large
+                // records stalled after the first pull.
+                max_batch: REPLAY_BATCH,
                 ..Default::default()
             })
             .await
