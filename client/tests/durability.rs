@@ -455,4 +455,25 @@ async fn a_log_of_large_records_is_replayed_whole() {
         .unwrap();
     assert_eq!((recovered.last_seq, recovered.records), (records, records));
     assert_eq!(recovered.replies.len(), records as usize);
+    // A smaller reply cache keeps exactly the newest replies.
+    let small = log.recover(100).await.unwrap();
+    assert_eq!(small.replies.len(), 100);
+    use reddit_engine::replies::Lookup;
+    let newest = format!("big.{}", records - 1);
+    assert!(matches!(
+        small.replies.lookup(&newest, records - 1),
+        Lookup::Hit(_)
+    ));
+    assert_eq!(
+        small
+            .replies
+            .lookup(&format!("big.{}", records - 100), records - 100),
+        Lookup::Hit(&blob[..])
+    );
+    assert_eq!(
+        small
+            .replies
+            .lookup(&format!("big.{}", records - 101), records - 101),
+        Lookup::Miss
+    );
 }

@@ -75,6 +75,11 @@ impl ReplyCache {
         }
     }
 
+    /// Most replies held (the oldest go first beyond it).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Replies held.
     pub fn len(&self) -> usize {
         self.map.len()

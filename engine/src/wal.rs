@@ -21,7 +21,7 @@ use async_nats::jetstream::{self, message::PublishMessage, object_store, stream}
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
@@ -30,6 +30,8 @@ pub const FORMAT: &str = "reddit-wal-1";
 /// Largest record (one JetStream message) the actor builds: under NATS's default
 /// 1 MiB max payload. The actor stops taking requests while a full record waits.
 pub const MAX_RECORD_BYTES: usize = 768 * 1024;
+/// Records a replay decodes ahead of the one it applies.
+const DECODE_AHEAD: usize = 8;
 /// Records per pull when reading the log: at most 24 MiB in flight.
 const REPLAY_BATCH: i64 = (24 * 1024 * 1024 / MAX_RECORD_BYTES) as i64;
 /// How long [`Log::fence`] retries reading the log before giving up (a
@@ -488,23 +490,73 @@ impl Log {
             .messages()
             .await
             .map_err(|e| self.failed("cannot read the log", e))?;
-        let mut seq = from;
-        while seq < last {
-            let msg = match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
-                Ok(Some(Ok(msg))) => msg,
-                Ok(Some(Err(e))) => return Err(self.failed("reading the log", e)),
-                Ok(None) => return Err(self.nats("the log ended early")),
-                Err(_) => {
-                    return Err(self.nats(format!(
-                        "no log record arrived within 30 s (after record {seq} of {last})"
-                    )))
-                }
+        // Records are decoded ahead on the blocking pool while the events of
+        // earlier ones are applied here, in log order.
+        self.apply_records(&mut stream, recovered, last).await
+    }
+
+    /// Applies the records after `recovered.last_seq` up to `last` from
+    /// `stream`, decoded ahead on the blocking pool. Of their replies only the
+    /// newest the reply cache can hold are inserted, at the end: the others
+    /// would be forgotten by then anyway (a key is logged again only once the
+    /// cache has forgotten it, so none of them hides a newer one), and
+    /// inserting them cost a quarter of a replay.
+    async fn apply_records(
+        &self,
+        stream: &mut jetstream::consumer::pull::Ordered,
+        recovered: &mut Recovered,
+        last: u64,
+    ) -> Result<(), WalError> {
+        let keep = recovered.replies.capacity();
+        let mut newest: VecDeque<Cached> = VecDeque::new();
+        let applied = self
+            .apply_decoded(stream, recovered, last, &mut newest, keep)
+            .await;
+        for reply in newest {
+            recovered.replies.insert(reply);
+        }
+        applied
+    }
+
+    async fn apply_decoded(
+        &self,
+        stream: &mut jetstream::consumer::pull::Ordered,
+        recovered: &mut Recovered,
+        last: u64,
+        newest: &mut VecDeque<Cached>,
+        keep: usize,
+    ) -> Result<(), WalError> {
+        type Decoding = tokio::task::JoinHandle<Result<Vec<Entry>, rmp_serde::decode::Error>>;
+        let mut decoding: VecDeque<(u64, Decoding)> = VecDeque::new();
+        let mut received = recovered.last_seq;
+        while recovered.last_seq < last {
+            while received < last && decoding.len() < DECODE_AHEAD {
+                let msg = match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+                    Ok(Some(Ok(msg))) => msg,
+                    Ok(Some(Err(e))) => return Err(self.failed("reading the log", e)),
+                    Ok(None) => return Err(self.nats("the log ended early")),
+                    Err(_) => {
+                        return Err(self.nats(format!(
+                            "no log record arrived within 30 s (after record {received} of {last})"
+                        )))
+                    }
+                };
+                received = msg
+                    .info()
+                    .map_err(|e| self.failed("a log message without metadata", e))?
+                    .stream_sequence;
+                let payload = msg.payload.clone();
+                decoding.push_back((
+                    received,
+                    tokio::task::spawn_blocking(move || decode_record(&payload)),
+                ));
+            }
+            let Some((seq, decoded)) = decoding.pop_front() else {
+                return Err(self.nats("the log ended early"));
             };
-            seq = msg
-                .info()
-                .map_err(|e| self.failed("a log message without metadata", e))?
-                .stream_sequence;
-            let entries = decode_record(&msg.payload)
+            let entries = decoded
+                .await
+                .map_err(|e| self.nats(format!("decoding record {seq} failed: {e}")))?
                 .map_err(|e| self.corrupt(format!("record {seq}"), e))?;
             for entry in entries {
                 for event in &entry.events {
@@ -512,7 +564,10 @@ impl Log {
                 }
                 recovered.events += entry.events.len() as u64;
                 if let Some(reply) = entry.reply {
-                    recovered.replies.insert(reply);
+                    if newest.len() == keep {
+                        newest.pop_front();
+                    }
+                    newest.push_back(reply);
                 }
             }
             recovered.records += 1;
