@@ -598,8 +598,11 @@ impl Tally {
     fn set(&mut self, voter: &str, value: i8) -> i8 {
         let old = if value == 0 {
             self.votes.remove(voter).unwrap_or(0)
+        } else if let Some(v) = self.votes.get_mut(voter) {
+            std::mem::replace(v, value)
         } else {
-            self.votes.insert(voter.to_owned(), value).unwrap_or(0)
+            self.votes.insert(voter.to_owned(), value);
+            0
         };
         match old {
             1 => self.ups = self.ups.saturating_sub(1),

@@ -288,9 +288,7 @@ impl Subreddit {
             let key = post.key(sort);
             self.index_mut(sort).insert(key);
         }
-        self.authors
-            .entry(author.key().to_owned())
-            .or_insert_with(|| (author.clone(), AuthorScore::default()));
+        self.note_author(author);
         self.posts.insert(id, post);
         true
     }
@@ -325,9 +323,7 @@ impl Subreddit {
                 post.children.push(id);
             }
         }
-        self.authors
-            .entry(author.key().to_owned())
-            .or_insert_with(|| (author.clone(), AuthorScore::default()));
+        self.note_author(author);
         self.comments.insert(
             id,
             Comment {
@@ -346,7 +342,19 @@ impl Subreddit {
         true
     }
 
+    /// Remembers `author` as someone with karma here (no allocation when
+    /// known: this runs for every post and comment, also in a replay).
+    fn note_author(&mut self, author: &Username) {
+        if !self.authors.contains_key(author.key()) {
+            self.authors.insert(
+                author.key().to_owned(),
+                (author.clone(), AuthorScore::default()),
+            );
+        }
+    }
+
     /// Sets a vote; returns the old vote, or None if the item does not exist.
+    /// (The hottest write: no allocation beyond a first vote's voter name.)
     pub(super) fn set_vote(
         &mut self,
         target: VoteTarget,
@@ -354,14 +362,16 @@ impl Subreddit {
         voter: &str,
         value: i8,
     ) -> Option<i8> {
-        let (old, author_key) = match target {
+        let old = match target {
             VoteTarget::Post => {
                 let id = PostId(id);
                 let post = self.posts.get_mut(&id)?;
-                let before: Vec<SortKey> = SORTS.iter().map(|s| post.key(*s)).collect();
+                let before = SORTS.map(|s| post.key(s));
                 let old = post.tally.set(voter, value);
-                let after: Vec<SortKey> = SORTS.iter().map(|s| post.key(*s)).collect();
-                let author_key = post.author.key().to_owned();
+                let after = SORTS.map(|s| post.key(s));
+                if let Some((_, score)) = self.authors.get_mut(post.author.key()) {
+                    score.post += i64::from(value) - i64::from(old);
+                }
                 for ((sort, b), a) in SORTS.iter().zip(before).zip(after) {
                     if b != a {
                         let index = self.index_mut(*sort);
@@ -369,21 +379,17 @@ impl Subreddit {
                         index.insert(a);
                     }
                 }
-                (old, author_key)
+                old
             }
             VoteTarget::Comment => {
                 let comment = self.comments.get_mut(&CommentId(id))?;
                 let old = comment.tally.set(voter, value);
-                (old, comment.author.key().to_owned())
+                if let Some((_, score)) = self.authors.get_mut(comment.author.key()) {
+                    score.comment += i64::from(value) - i64::from(old);
+                }
+                old
             }
         };
-        let delta = i64::from(value) - i64::from(old);
-        if let Some((_, score)) = self.authors.get_mut(&author_key) {
-            match target {
-                VoteTarget::Post => score.post += delta,
-                VoteTarget::Comment => score.comment += delta,
-            }
-        }
         self.vote_seq += 1;
         Some(old)
     }
