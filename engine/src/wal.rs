@@ -559,10 +559,10 @@ impl Log {
                 .map_err(|e| self.nats(format!("decoding record {seq} failed: {e}")))?
                 .map_err(|e| self.corrupt(format!("record {seq}"), e))?;
             for entry in entries {
-                for event in &entry.events {
-                    recovered.state.apply(event);
-                }
                 recovered.events += entry.events.len() as u64;
+                for event in entry.events {
+                    recovered.state.apply_owned(event);
+                }
                 if let Some(reply) = entry.reply {
                     if newest.len() == keep {
                         newest.pop_front();

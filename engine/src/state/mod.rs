@@ -362,24 +362,33 @@ impl ShardState {
     }
 
     fn emit(&mut self, event: Event) {
-        self.apply(&event);
         if self.record {
-            self.recorded.push(event);
+            self.recorded.push(event.clone());
         }
+        self.apply_owned(event);
     }
 
-    /// Applies one event. Deterministic, no I/O; an event naming something that does
-    /// not exist changes nothing.
+    /// Applies one event (a copy of it: see [`apply_owned`](Self::apply_owned)).
     pub fn apply(&mut self, event: &Event) {
+        self.apply_owned(event.clone());
+    }
+
+    /// Applies one event, moving its names and texts into the state (a replay
+    /// owns its decoded events: nothing is copied). Deterministic, no I/O; an
+    /// event naming something that does not exist changes nothing.
+    pub fn apply_owned(&mut self, event: Event) {
         match event {
             Event::UserRegistered {
                 username,
                 public_key,
                 at,
             } => {
-                self.users
-                    .entry(username.key().to_owned())
-                    .or_insert_with(|| User::new(username.clone(), *public_key, *at));
+                if !self.users.contains_key(username.key()) {
+                    self.users.insert(
+                        username.key().to_owned(),
+                        User::new(username, public_key, at),
+                    );
+                }
             }
             Event::SubredditCreated {
                 name,
@@ -387,17 +396,20 @@ impl ShardState {
                 creator,
                 at,
             } => {
-                self.subs.entry(name.key().to_owned()).or_insert_with(|| {
-                    Subreddit::new(name.clone(), description.clone(), creator.clone(), *at)
-                });
+                if !self.subs.contains_key(name.key()) {
+                    self.subs.insert(
+                        name.key().to_owned(),
+                        Subreddit::new(name, description, creator, at),
+                    );
+                }
             }
             Event::MembershipChanged {
                 subreddit,
                 user,
                 member,
             } => {
-                if let Some(sub) = self.subs.get_mut(subreddit) {
-                    sub.set_member(user, *member);
+                if let Some(sub) = self.subs.get_mut(&subreddit) {
+                    sub.set_member(&user, member);
                 }
             }
             Event::PostCreated {
@@ -410,16 +422,8 @@ impl ShardState {
                 signature,
                 at,
             } => {
-                if let Some(sub) = self.subs.get_mut(subreddit) {
-                    if sub.add_post(
-                        *id,
-                        author,
-                        title,
-                        body,
-                        repost_of.clone(),
-                        signature.clone(),
-                        *at,
-                    ) {
+                if let Some(sub) = self.subs.get_mut(&subreddit) {
+                    if sub.add_post(id, author, title, body, repost_of, signature, at) {
                         self.totals.posts += 1;
                     }
                 }
@@ -434,16 +438,8 @@ impl ShardState {
                 signature,
                 at,
             } => {
-                if let Some(sub) = self.subs.get_mut(subreddit) {
-                    if sub.add_comment(
-                        *post_id,
-                        *id,
-                        *parent_id,
-                        author,
-                        body,
-                        signature.clone(),
-                        *at,
-                    ) {
+                if let Some(sub) = self.subs.get_mut(&subreddit) {
+                    if sub.add_comment(post_id, id, parent_id, author, body, signature, at) {
                         self.totals.comments += 1;
                     }
                 }
@@ -455,10 +451,10 @@ impl ShardState {
                 voter,
                 value,
             } => {
-                if let Some(sub) = self.subs.get_mut(subreddit) {
-                    if let Some(old) = sub.set_vote(*target, *id, voter, *value) {
+                if let Some(sub) = self.subs.get_mut(&subreddit) {
+                    if let Some(old) = sub.set_vote(target, id, &voter, value) {
                         let was = u64::from(old != 0);
-                        let now = u64::from(*value != 0);
+                        let now = u64::from(value != 0);
                         self.totals.votes = self.totals.votes + now - was;
                     }
                 }
@@ -469,8 +465,8 @@ impl ShardState {
                 member,
                 version,
             } => {
-                if let Some(u) = self.users.get_mut(user) {
-                    u.sync_membership(subreddit, *member, *version);
+                if let Some(u) = self.users.get_mut(&user) {
+                    u.sync_membership(&subreddit, member, version);
                 }
             }
             Event::KarmaSynced {
@@ -480,8 +476,8 @@ impl ShardState {
                 comment_karma,
                 version,
             } => {
-                if let Some(u) = self.users.get_mut(user) {
-                    u.sync_karma(subreddit, *post_karma, *comment_karma, *version);
+                if let Some(u) = self.users.get_mut(&user) {
+                    u.sync_karma(&subreddit, post_karma, comment_karma, version);
                 }
             }
             Event::DmStored { folder, dm } => {
@@ -490,17 +486,17 @@ impl ShardState {
                     DmFolder::Sent => &dm.from,
                 };
                 if let Some(u) = self.users.get_mut(&owner.to_ascii_lowercase()) {
-                    if u.store_dm(*folder, dm.clone()) && *folder == DmFolder::Inbox {
+                    if u.store_dm(folder, dm) && folder == DmFolder::Inbox {
                         self.totals.dms += 1;
                     }
                 }
             }
             Event::DmsRead { user, ids } => {
-                if let Some(u) = self.users.get_mut(user) {
-                    u.mark_read(ids);
+                if let Some(u) = self.users.get_mut(&user) {
+                    u.mark_read(&ids);
                 }
             }
-            Event::DmIdMinted { origin, id } => self.minted.insert(*origin, *id),
+            Event::DmIdMinted { origin, id } => self.minted.insert(origin, id),
         }
     }
 

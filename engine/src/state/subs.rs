@@ -262,9 +262,9 @@ impl Subreddit {
     pub(super) fn add_post(
         &mut self,
         id: PostId,
-        author: &Username,
-        title: &str,
-        body: &str,
+        author: Username,
+        title: String,
+        body: String,
         repost_of: Option<PostRef>,
         signature: Option<String>,
         at: i64,
@@ -272,11 +272,12 @@ impl Subreddit {
         if self.posts.contains_key(&id) {
             return false;
         }
+        self.note_author(&author);
         let post = Post {
             id,
-            author: author.clone(),
-            title: title.to_owned(),
-            body: body.to_owned(),
+            author,
+            title,
+            body,
             repost_of,
             created_at: at,
             tally: Tally::default(),
@@ -288,7 +289,6 @@ impl Subreddit {
             let key = post.key(sort);
             self.index_mut(sort).insert(key);
         }
-        self.note_author(author);
         self.posts.insert(id, post);
         true
     }
@@ -299,8 +299,8 @@ impl Subreddit {
         post_id: PostId,
         id: CommentId,
         parent_id: Option<CommentId>,
-        author: &Username,
-        body: &str,
+        author: Username,
+        body: String,
         signature: Option<String>,
         at: i64,
     ) -> bool {
@@ -323,15 +323,15 @@ impl Subreddit {
                 post.children.push(id);
             }
         }
-        self.note_author(author);
+        self.note_author(&author);
         self.comments.insert(
             id,
             Comment {
                 id,
                 post_id,
                 parent_id,
-                author: author.clone(),
-                body: body.to_owned(),
+                author,
+                body,
                 created_at: at,
                 depth,
                 tally: Tally::default(),
