@@ -363,14 +363,43 @@ impl ShardState {
 
     fn emit(&mut self, event: Event) {
         if self.record {
-            self.recorded.push(event.clone());
+            self.apply(&event);
+            self.recorded.push(event);
+        } else {
+            self.apply_owned(event);
         }
-        self.apply_owned(event);
     }
 
-    /// Applies one event (a copy of it: see [`apply_owned`](Self::apply_owned)).
+    /// Applies one event by reference: a vote (the most frequent write) as is,
+    /// any other from a copy (see [`apply_owned`](Self::apply_owned)).
     pub fn apply(&mut self, event: &Event) {
-        self.apply_owned(event.clone());
+        match event {
+            Event::VoteCast {
+                subreddit,
+                target,
+                id,
+                voter,
+                value,
+            } => self.apply_vote(subreddit, *target, *id, voter, *value),
+            _ => self.apply_owned(event.clone()),
+        }
+    }
+
+    fn apply_vote(
+        &mut self,
+        subreddit: &str,
+        target: VoteTarget,
+        id: Uuid,
+        voter: &str,
+        value: i8,
+    ) {
+        if let Some(sub) = self.subs.get_mut(subreddit) {
+            if let Some(old) = sub.set_vote(target, id, voter, value) {
+                let was = u64::from(old != 0);
+                let now = u64::from(value != 0);
+                self.totals.votes = self.totals.votes + now - was;
+            }
+        }
     }
 
     /// Applies one event, moving its names and texts into the state (a replay
@@ -451,13 +480,7 @@ impl ShardState {
                 voter,
                 value,
             } => {
-                if let Some(sub) = self.subs.get_mut(&subreddit) {
-                    if let Some(old) = sub.set_vote(target, id, &voter, value) {
-                        let was = u64::from(old != 0);
-                        let now = u64::from(value != 0);
-                        self.totals.votes = self.totals.votes + now - was;
-                    }
-                }
+                self.apply_vote(&subreddit, target, id, &voter, value);
             }
             Event::MembershipSynced {
                 user,
