@@ -326,3 +326,36 @@ async fn a_partitioned_owner_stops_serving_and_the_majority_side_takes_over() {
     let info = healed.shard_stats(0).await.unwrap();
     assert!(info.lease.is_some_and(|l| l.serving));
 }
+
+/// The lease bucket expires entries by the TTL it was made with. A process
+/// asking for a longer TTL holds its lease under the bucket's instead: it
+/// must stop serving before JetStream could let a standby in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_longer_ttl_than_the_buckets_is_held_under_the_buckets() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let with_ttl = |ms| {
+        let mut c = Config::new(&url, 0, 1, SECRET);
+        c.lease_ttl = Duration::from_millis(ms);
+        c
+    };
+    let c = RedditClient::with_shards(
+        common::connect_service(&url).await,
+        1,
+        Duration::from_secs(2),
+    );
+    let ttl_ms = || {
+        let c = c.clone();
+        async move { c.shard_stats(0).await.ok()?.lease.map(|l| l.ttl_ms) }
+    };
+    // The first process makes the bucket, with entries living 600 ms.
+    let first = spawn_shard(with_ttl(600));
+    wait_serving(&url, 0).await;
+    assert_eq!(ttl_ms().await, Some(600));
+    first.stop().await.unwrap();
+    // The next asks for 5 s: it gets the bucket's 600 ms.
+    let second = spawn_shard(with_ttl(5_000));
+    wait_serving(&url, 0).await;
+    assert_eq!(ttl_ms().await, Some(600));
+    second.stop().await.unwrap();
+}
