@@ -62,9 +62,7 @@ impl Holder {
             instance: uuid::Uuid::now_v7().simple().to_string(),
             pid: std::process::id(),
             since: reddit_shared::now_millis(),
-            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_default(),
+            host: host_name(),
             seq: 0,
             ttl_ms: 0,
         }
@@ -77,6 +75,14 @@ impl Holder {
     fn parse(value: &[u8]) -> Option<Holder> {
         serde_json::from_slice(value).ok()
     }
+}
+
+/// This machine's host name (empty if unknown), as leases, standby entries
+/// and the service metadata report it.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// Why a lease could not be taken or kept.

@@ -609,12 +609,7 @@ pub async fn run(
         // Which process serves (`reddit-client shards`), e.g. to find the
         // owner among standbys.
         ("pid".to_owned(), std::process::id().to_string()),
-        (
-            "host".to_owned(),
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_default(),
-        ),
+        ("host".to_owned(), lease::host_name()),
     ]);
     let stats_metrics = metrics.clone();
     use async_nats::service::ServiceExt;
