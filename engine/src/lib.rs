@@ -55,6 +55,12 @@ pub struct Config {
     pub storage: Storage,
     /// Events between snapshots (0: only at shutdown).
     pub snapshot_every: u64,
+    /// Log appends a shard keeps in flight at once (durable mode; 1: one at a
+    /// time). More overlap JetStream's fsyncs and round trips.
+    pub log_pipeline: usize,
+    /// How long a shard's next log record may wait to grow to the size of the
+    /// one before (durable mode; zero: appended as soon as possible).
+    pub log_linger: Duration,
     /// Replies of idempotent writes remembered for retries.
     pub reply_cache: usize,
     /// NATS server URL(s), comma-separated; credentials may be in the URL.
@@ -121,6 +127,10 @@ pub const MIN_SECRET_BYTES: usize = 16;
 pub mod defaults {
     /// [`Config::snapshot_every`](super::Config::snapshot_every).
     pub const SNAPSHOT_EVERY: u64 = 1_000_000;
+    /// [`Config::log_pipeline`](super::Config::log_pipeline).
+    pub const LOG_PIPELINE: usize = crate::server::journal::DEFAULT_PIPELINE;
+    /// [`Config::log_linger`](super::Config::log_linger), in microseconds.
+    pub const LOG_LINGER_US: u64 = 500;
     /// [`Config::reply_cache`](super::Config::reply_cache).
     pub const REPLY_CACHE: usize = crate::replies::DEFAULT_CAPACITY;
     /// [`Config::queue_capacity`](super::Config::queue_capacity).
@@ -156,6 +166,8 @@ impl Config {
         Self {
             storage: Storage::Jetstream,
             snapshot_every: defaults::SNAPSHOT_EVERY,
+            log_pipeline: defaults::LOG_PIPELINE,
+            log_linger: Duration::from_micros(defaults::LOG_LINGER_US),
             reply_cache: defaults::REPLY_CACHE,
             nats_url: nats_url.into(),
             shard,
@@ -671,7 +683,13 @@ pub async fn run(
                 })
             })
         }));
-        actor = actor.with_log(Arc::new(log), last_seq, config.snapshot_every);
+        actor = actor.with_log(
+            Arc::new(log),
+            last_seq,
+            config.snapshot_every,
+            config.log_pipeline,
+            config.log_linger,
+        );
     }
     let mut actor = tokio::spawn(actor.run(jobs_rx));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -71,6 +71,17 @@ struct Args {
     /// replays at most about this many events after the latest snapshot.
     #[arg(long, env = "REDDIT_SNAPSHOT_EVERY", default_value_t = reddit_engine::defaults::SNAPSHOT_EVERY)]
     snapshot_every: u64,
+    /// Log appends in flight at once per shard (durable mode): each expects the
+    /// sequence its predecessor will get, and one refused is sent again once
+    /// the predecessor is confirmed. 1 appends one record at a time.
+    #[arg(long, env = "REDDIT_LOG_PIPELINE", default_value_t = reddit_engine::defaults::LOG_PIPELINE)]
+    log_pipeline: usize,
+    /// Microseconds a shard's next log record may wait to grow to the size of
+    /// the one before it (durable mode). Under load this trades a little
+    /// latency for fewer, larger appends (fsyncs); under light load records
+    /// are small and nothing waits. 0: append as soon as possible.
+    #[arg(long, env = "REDDIT_LOG_LINGER_US", default_value_t = reddit_engine::defaults::LOG_LINGER_US)]
+    log_linger_us: u64,
     /// Replies of writes remembered for retries (by idempotency key).
     #[arg(long, env = "REDDIT_REPLY_CACHE", default_value_t = reddit_engine::defaults::REPLY_CACHE)]
     reply_cache: usize,
@@ -158,6 +169,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.replicas = args.replicas.clamp(1, 5);
     config.storage = args.storage;
     config.snapshot_every = args.snapshot_every;
+    config.log_pipeline = args.log_pipeline.clamp(1, 64);
+    config.log_linger = Duration::from_micros(args.log_linger_us.min(100_000));
     config.reply_cache = args.reply_cache.max(1);
     match reddit_engine::run(config, shutdown_signal()).await {
         Ok(()) => Ok(()),

@@ -3,9 +3,14 @@
 //! rebuilds its state on start from its latest snapshot plus the records after it.
 //!
 //! - A **record** (one JetStream message) is a MessagePack array of [`Entry`]s: the
-//!   writes the actor handled while the previous append was in flight (group
+//!   writes the actor handled while earlier appends were in flight (group
 //!   commit). Each entry holds one write's events and, if the request carried an
 //!   idempotency key, its reply, so replay restores the reply cache too.
+//! - **Pipelining**: a shard may have several appends in flight, each expecting
+//!   the sequence its predecessor will get ([`Log::try_append`]). One that is
+//!   refused (its predecessor had not landed) or fails is sent again with
+//!   [`Log::append`] once the predecessor is confirmed, so records land in the
+//!   order the actor made them.
 //! - **Fencing**: every append expects the stream's last sequence to be the one this
 //!   process last wrote (`Nats-Expected-Last-Sequence`). A second writer makes that
 //!   fail, and the loser stops ([`WalError::Fenced`]) instead of interleaving
@@ -673,6 +678,30 @@ impl Log {
                 }
             }
         }
+    }
+
+    /// One attempt at appending `record` after `expected_last`, with no retry:
+    /// what a pipelined append sends while its predecessors are still in flight
+    /// (`expected_last` is then a prediction). Any failure, a refusal because a
+    /// predecessor has not landed included, is only a reason to [`Log::append`]
+    /// once the predecessor is confirmed.
+    pub async fn try_append(
+        &self,
+        record: Bytes,
+        msg_id: &str,
+        expected_last: u64,
+    ) -> Result<u64, WalError> {
+        let publish = PublishMessage::build()
+            .payload(record)
+            .message_id(msg_id)
+            .expected_last_sequence(expected_last);
+        let result = match self.js.send_publish(self.subject.clone(), publish).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        result
+            .map(|ack| ack.sequence)
+            .map_err(|e| self.failed("a pipelined append was not stored", e))
     }
 
     /// After a wrong-last-sequence refusal: the record after `expected_last` is ours

@@ -120,15 +120,18 @@ impl Actor {
     }
 
     /// Makes every write durable in `store` (after record `last_seq`) before it
-    /// is answered; a snapshot every `snapshot_every` events (0: only at
-    /// shutdown).
+    /// is answered, with up to `pipeline` appends in flight; a snapshot every
+    /// `snapshot_every` events (0: only at shutdown).
     pub fn with_log(
         mut self,
         store: std::sync::Arc<dyn LogStore>,
         last_seq: u64,
         snapshot_every: u64,
+        pipeline: usize,
+        linger: std::time::Duration,
     ) -> Self {
-        self.journal = Journal::durable(store, last_seq, snapshot_every);
+        self.journal =
+            Journal::durable(store, last_seq, snapshot_every, pipeline).with_linger(linger);
         self
     }
 
@@ -145,12 +148,14 @@ impl Actor {
         }
         loop {
             let can_take = self.journal.can_take();
+            let linger = self.journal.linger_deadline();
             tokio::select! {
                 biased;
                 ack = self.journal.next_ack() => {
                     let (upto, seq) = ack?;
                     self.appended(upto, seq).await;
                 }
+                () = sleep_until(linger), if linger.is_some() => {}
                 job = rx.recv(), if can_take => match job {
                     Some(job) => self.job(job).await,
                     None => break,
@@ -160,7 +165,8 @@ impl Actor {
         }
         // Drain: append what is open, wait for it, answer everything held.
         while self.journal.busy() {
-            self.kick();
+            let entries = self.journal.flush();
+            self.count_entries(entries);
             let (upto, seq) = self.journal.next_ack().await?;
             self.appended(upto, seq).await;
         }
@@ -200,9 +206,13 @@ impl Actor {
         }
     }
 
-    /// Starts an append of the open record if none is in flight.
+    /// Starts an append of the open record if the journal will.
     fn kick(&mut self) {
         let entries = self.journal.kick();
+        self.count_entries(entries);
+    }
+
+    fn count_entries(&mut self, entries: u64) {
         if entries > 0 {
             self.ctx
                 .metrics
@@ -215,6 +225,10 @@ impl Actor {
     async fn appended(&mut self, upto: u64, seq: u64) {
         self.ctx.metrics.wal_records.fetch_add(1, Ordering::Relaxed);
         self.ctx.metrics.wal_seq.store(seq, Ordering::Relaxed);
+        self.ctx
+            .metrics
+            .wal_resent
+            .store(self.journal.resent(), Ordering::Relaxed);
         if let Some(at) = self.journal.appended(upto, seq) {
             match crate::wal::encode_snapshot(&self.state, &self.replies, at) {
                 Ok(bytes) => self.journal.start_snapshot(bytes, at),
@@ -621,6 +635,7 @@ impl Actor {
             wal_records: m.wal_records.load(Ordering::Relaxed),
             wal_entries: m.wal_entries.load(Ordering::Relaxed),
             wal_seq: m.wal_seq.load(Ordering::Relaxed),
+            wal_resent: m.wal_resent.load(Ordering::Relaxed),
             retries_answered: m.retries_answered.load(Ordering::Relaxed),
             replies_refused: m.replies_refused.load(Ordering::Relaxed),
             slow_consumer_events: m.slow_consumer_events.load(Ordering::Relaxed),
@@ -676,5 +691,13 @@ impl Continuation {
             .map_err(|_| WireError::unavailable("the shard is shutting down"))?;
         rx.await
             .map_err(|_| WireError::internal("the shard dropped a continuation"))?
+    }
+}
+
+/// Waits until `at`, or forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -1,15 +1,23 @@
 //! Durability policy of a shard: a write is answered only once its log entry is
-//! durable. The [`Journal`] fills one record (group commit) while the previous one
-//! is being appended, holds every outcome until the record holding its entry is
-//! acknowledged, and asks for a snapshot at a record boundary every so many
-//! events. It knows nothing of NATS: the log is any [`LogStore`] (JetStream's
+//! durable. The [`Journal`] fills one record (group commit) while earlier ones
+//! are being appended, up to a pipeline depth of appends in flight at once,
+//! holds every outcome until the record holding its entry is acknowledged, and
+//! asks for a snapshot at a record boundary every so many events.
+//!
+//! Pipelining: a record is sent as soon as a slot is free, expecting the sequence
+//! its predecessor will get ([`LogStore::try_append`]). Acknowledgements are
+//! taken in order; a record whose first attempt failed (say its predecessor had
+//! not landed yet) is sent again with [`LogStore::append`] once every record
+//! before it is confirmed, so the log holds the records in the order they were
+//! made and an outcome never goes out before everything it follows is durable. It knows nothing of NATS: the log is any [`LogStore`] (JetStream's
 //! [`Log`] in a running engine, memory in the tests below), and with no store
 //! (memory storage) everything is durable at once.
 
 use crate::wal::{Entry, Log, RecordBuilder, WalError};
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::FutureExt;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -18,6 +26,16 @@ pub trait LogStore: Send + Sync + 'static {
     /// Appends `record` as the record after `expected_last` and returns its
     /// sequence; a retry with the same `msg_id` is stored once.
     fn append(
+        &self,
+        record: Bytes,
+        msg_id: String,
+        expected_last: u64,
+    ) -> BoxFuture<'static, Result<u64, WalError>>;
+
+    /// One attempt at appending `record` after `expected_last` (a prediction
+    /// while earlier appends are in flight), without retrying; on any failure
+    /// the journal calls [`LogStore::append`] once the predecessor is confirmed.
+    fn try_append(
         &self,
         record: Bytes,
         msg_id: String,
@@ -39,10 +57,36 @@ impl LogStore for Log {
         async move { log.append(record, &msg_id, expected_last).await }.boxed()
     }
 
+    fn try_append(
+        &self,
+        record: Bytes,
+        msg_id: String,
+        expected_last: u64,
+    ) -> BoxFuture<'static, Result<u64, WalError>> {
+        let log = self.clone();
+        async move { log.try_append(record, &msg_id, expected_last).await }.boxed()
+    }
+
     fn save_snapshot(&self, bytes: Vec<u8>, seq: u64) -> BoxFuture<'static, Result<(), WalError>> {
         let log = self.clone();
         async move { log.save_snapshot(bytes, seq).await }.boxed()
     }
+}
+
+/// Appends a shard keeps in flight by default. One: on the 2-core benchmark box
+/// more split the group-commit batches, and JetStream's per-record fsync cost
+/// made every depth above one slower (docs/performance.md).
+pub const DEFAULT_PIPELINE: usize = 1;
+
+/// A record being appended.
+struct Inflight {
+    /// The last entry number it holds.
+    upto: u64,
+    /// Its bytes and message id, kept to send it again.
+    record: Bytes,
+    msg_id: String,
+    /// After its first attempt failed: the append that retries it.
+    retry: Option<BoxFuture<'static, Result<u64, WalError>>>,
 }
 
 /// The log side of a shard, holding outcomes of type `T` until they are durable.
@@ -50,8 +94,23 @@ pub struct Journal<T> {
     /// None: memory storage.
     store: Option<Arc<dyn LogStore>>,
     open: RecordBuilder,
-    /// The append in flight: the last entry number it holds, and its future.
-    inflight: Option<(u64, BoxFuture<'static, Result<u64, WalError>>)>,
+    /// Appends in flight, oldest first.
+    inflight: VecDeque<Inflight>,
+    /// The first attempts of those whose first attempt has not finished, in
+    /// the same order (polled together, yielded in order).
+    attempts: FuturesOrdered<BoxFuture<'static, Result<u64, WalError>>>,
+    /// Most appends in flight at once.
+    depth: usize,
+    /// First attempts that failed and were sent again.
+    resent: u64,
+    /// How long the open record may wait to grow to the size of the last one
+    /// sent (zero: never waits).
+    linger: std::time::Duration,
+    /// When the open record got its first entry.
+    opened_at: Option<tokio::time::Instant>,
+    /// Entries of the last record sent.
+    last_entries: u32,
+    /// The last record confirmed stored.
     last_seq: u64,
     msg_prefix: String,
     appends: u64,
@@ -70,20 +129,37 @@ pub struct Journal<T> {
 impl<T> Journal<T> {
     /// Memory storage: nothing is logged, every outcome goes out at once.
     pub fn memory() -> Self {
-        Self::with_store(None, 0, 0)
+        Self::with_store(None, 0, 0, 1)
     }
 
-    /// A journal appending to `store` after record `last_seq`; a snapshot every
-    /// `snapshot_every` events (0: never, except at shutdown).
-    pub fn durable(store: Arc<dyn LogStore>, last_seq: u64, snapshot_every: u64) -> Self {
-        Self::with_store(Some(store), last_seq, snapshot_every)
+    /// A journal appending to `store` after record `last_seq`, with up to
+    /// `depth` appends in flight (at least 1); a snapshot every `snapshot_every`
+    /// events (0: never, except at shutdown).
+    pub fn durable(
+        store: Arc<dyn LogStore>,
+        last_seq: u64,
+        snapshot_every: u64,
+        depth: usize,
+    ) -> Self {
+        Self::with_store(Some(store), last_seq, snapshot_every, depth)
     }
 
-    fn with_store(store: Option<Arc<dyn LogStore>>, last_seq: u64, snapshot_every: u64) -> Self {
+    fn with_store(
+        store: Option<Arc<dyn LogStore>>,
+        last_seq: u64,
+        snapshot_every: u64,
+        depth: usize,
+    ) -> Self {
         Self {
             store,
             open: RecordBuilder::default(),
-            inflight: None,
+            inflight: VecDeque::new(),
+            attempts: FuturesOrdered::new(),
+            depth: depth.max(1),
+            resent: 0,
+            linger: std::time::Duration::ZERO,
+            opened_at: None,
+            last_entries: 0,
             last_seq,
             msg_prefix: uuid::Uuid::now_v7().simple().to_string(),
             appends: 0,
@@ -95,6 +171,21 @@ impl<T> Journal<T> {
             durable: 0,
             held: VecDeque::new(),
         }
+    }
+
+    /// Lets the open record wait up to `linger` to grow to the size of the
+    /// last record sent before it is appended (fewer, larger appends under
+    /// load; no wait when load is light, as the last record was then small).
+    pub fn with_linger(mut self, linger: std::time::Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// When a record that [`Journal::kick`] is holding back to grow must go
+    /// anyway: the actor calls `kick` again then.
+    pub fn linger_deadline(&self) -> Option<tokio::time::Instant> {
+        let opened = self.opened_at?;
+        (self.inflight.len() < self.depth && !self.open.is_empty()).then(|| opened + self.linger)
     }
 
     /// Whether writes go to a log (else memory storage).
@@ -110,7 +201,12 @@ impl<T> Journal<T> {
 
     /// Whether anything is still to be appended or acknowledged.
     pub fn busy(&self) -> bool {
-        self.inflight.is_some() || !self.open.is_empty()
+        !self.inflight.is_empty() || !self.open.is_empty()
+    }
+
+    /// Pipelined appends whose first attempt failed and that were sent again.
+    pub fn resent(&self) -> u64 {
+        self.resent
     }
 
     /// Adds a write's entry to the open record; returns its entry number, the tag
@@ -118,6 +214,9 @@ impl<T> Journal<T> {
     pub fn record(&mut self, entry: &Entry) -> u64 {
         if self.store.is_none() {
             return 0;
+        }
+        if self.open.is_empty() {
+            self.opened_at = Some(tokio::time::Instant::now());
         }
         if let Err(e) = self.open.push(entry) {
             tracing::error!(error = %e, "could not encode a log entry");
@@ -156,47 +255,107 @@ impl<T> Journal<T> {
         }
     }
 
-    /// Starts appending the open record if no append is in flight; returns how
-    /// many entries it holds (0: nothing started).
+    /// Starts appending the open record if a pipeline slot is free and it need
+    /// not linger (see [`Journal::with_linger`]); returns how many entries it
+    /// holds (0: nothing started).
     pub fn kick(&mut self) -> u64 {
         let Some(store) = &self.store else {
             return 0;
         };
-        if self.inflight.is_some() || self.open.is_empty() {
+        if self.inflight.len() >= self.depth || self.open.is_empty() {
             return 0;
         }
+        if !self.linger.is_zero()
+            && self.open.entries() < self.last_entries
+            && !self.open.is_full()
+            && !self.want_snapshot
+            && self.opened_at.is_some_and(|t| t.elapsed() < self.linger)
+        {
+            return 0;
+        }
+        self.start_append(store.clone())
+    }
+
+    /// Starts appending the open record now, lingering or not (draining at
+    /// shutdown); see [`Journal::kick`].
+    pub fn flush(&mut self) -> u64 {
+        match &self.store {
+            Some(store) if self.inflight.len() < self.depth && !self.open.is_empty() => {
+                self.start_append(store.clone())
+            }
+            _ => 0,
+        }
+    }
+
+    fn start_append(&mut self, store: Arc<dyn LogStore>) -> u64 {
+        self.last_entries = self.open.entries();
+        self.opened_at = None;
         let entries = u64::from(self.open.entries());
         self.since_snapshot += self.open.events();
         let record = self.open.seal();
         self.appends += 1;
         let msg_id = format!("{}.{}", self.msg_prefix, self.appends);
-        self.inflight = Some((self.written, store.append(record, msg_id, self.last_seq)));
+        // Every record in flight lands right after the one before it.
+        let expected = self.last_seq + self.inflight.len() as u64;
+        self.attempts
+            .push_back(store.try_append(record.clone(), msg_id.clone(), expected));
+        self.inflight.push_back(Inflight {
+            upto: self.written,
+            record,
+            msg_id,
+            retry: None,
+        });
         entries
     }
 
-    /// Waits for the append in flight (forever if none): entries up to the first
-    /// number are durable as the record with the second.
+    /// Waits for the oldest append in flight (forever if none): entries up to
+    /// the first number are durable as the record with the second. Cancel-safe:
+    /// dropped, it loses nothing, and a retry goes on where it was.
     pub async fn next_ack(&mut self) -> Result<(u64, u64), WalError> {
-        match self.inflight.as_mut() {
-            Some((upto, fut)) => {
-                let seq = fut.await?;
-                Ok((*upto, seq))
-            }
-            None => std::future::pending().await,
+        let Some(store) = self.store.clone() else {
+            return std::future::pending().await;
+        };
+        loop {
+            let Some(front) = self.inflight.front_mut() else {
+                return std::future::pending().await;
+            };
+            let seq = match front.retry.as_mut() {
+                Some(retry) => retry.await?,
+                None => match self.attempts.next().await {
+                    Some(Ok(seq)) => seq,
+                    Some(Err(e)) => {
+                        // Every record before this one is confirmed: send it
+                        // again after the last of them, retrying until stored.
+                        tracing::debug!(error = %e, "a pipelined append failed; sending it again");
+                        self.resent += 1;
+                        front.retry = Some(store.append(
+                            front.record.clone(),
+                            front.msg_id.clone(),
+                            self.last_seq,
+                        ));
+                        continue;
+                    }
+                    None => return std::future::pending().await,
+                },
+            };
+            let upto = front.upto;
+            self.inflight.pop_front();
+            self.last_seq = seq;
+            return Ok((upto, seq));
         }
     }
 
     /// Marks an append finished. Returns the record sequence a snapshot should be
-    /// taken at now, if one is due and the open record is empty (a boundary); if
-    /// one is due but the record is not empty, stops taking jobs until it is.
+    /// taken at now, if one is due and nothing is open or in flight (a boundary:
+    /// the state is exactly the log's); if one is due but that is not so, stops
+    /// taking jobs until it is.
     pub fn appended(&mut self, upto: u64, seq: u64) -> Option<u64> {
-        self.inflight = None;
         self.last_seq = seq;
         self.durable = upto;
         let due = self.snapshot_every > 0
             && self.since_snapshot >= self.snapshot_every
             && self.snapshot_task.as_ref().is_none_or(|t| t.is_finished());
-        if due && self.open.is_empty() {
+        if due && self.open.is_empty() && self.inflight.is_empty() {
             self.want_snapshot = false;
             self.since_snapshot = 0;
             Some(seq)
@@ -257,6 +416,11 @@ pub(crate) mod tests {
         pub snapshots: Mutex<Vec<u64>>,
         pub gate: Arc<Semaphore>,
         pub fail: std::sync::atomic::AtomicBool,
+        /// First attempts (`try_append`) still to refuse, as a lost
+        /// acknowledgement or a refused prediction would.
+        pub refuse_tries: std::sync::atomic::AtomicU64,
+        /// First attempts seen.
+        pub tries: std::sync::atomic::AtomicU64,
     }
 
     impl MemStore {
@@ -267,6 +431,8 @@ pub(crate) mod tests {
                 snapshots: Mutex::default(),
                 gate: Arc::new(Semaphore::new(0)),
                 fail: std::sync::atomic::AtomicBool::new(false),
+                refuse_tries: std::sync::atomic::AtomicU64::new(0),
+                tries: std::sync::atomic::AtomicU64::new(0),
             })
         }
 
@@ -310,6 +476,37 @@ pub(crate) mod tests {
             .boxed()
         }
 
+        fn try_append(
+            &self,
+            record: Bytes,
+            _msg_id: String,
+            expected_last: u64,
+        ) -> BoxFuture<'static, Result<u64, WalError>> {
+            use std::sync::atomic::Ordering::Relaxed;
+            let me = self.clone();
+            async move {
+                let permit = me.gate.acquire().await;
+                if let Ok(p) = permit {
+                    p.forget();
+                }
+                me.tries.fetch_add(1, Relaxed);
+                let refused = me
+                    .refuse_tries
+                    .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                    .is_ok();
+                let mut records = me.records.lock().unwrap();
+                if refused || me.fail.load(Relaxed) || records.len() as u64 != expected_last {
+                    return Err(WalError::Fenced {
+                        shard: 0,
+                        expected: expected_last,
+                    });
+                }
+                records.push(record);
+                Ok(records.len() as u64)
+            }
+            .boxed()
+        }
+
         fn save_snapshot(
             &self,
             _bytes: Vec<u8>,
@@ -337,7 +534,7 @@ pub(crate) mod tests {
     }
 
     fn journal(store: &Arc<MemStore>, every: u64) -> Journal<&'static str> {
-        Journal::durable(Arc::new(store.clone()), 0, every)
+        Journal::durable(Arc::new(store.clone()), 0, every, 1)
     }
 
     async fn ack(j: &mut Journal<&'static str>) -> (u64, u64) {
@@ -425,6 +622,191 @@ pub(crate) mod tests {
         j.start_snapshot(vec![1, 2, 3], 2);
         assert_eq!(j.final_snapshot_seq().await, None, "nothing logged since");
         assert_eq!(*store.snapshots.lock().unwrap(), [2]);
+    }
+
+    fn pipelined(store: &Arc<MemStore>, every: u64, depth: usize) -> Journal<&'static str> {
+        Journal::durable(Arc::new(store.clone()), 0, every, depth)
+    }
+
+    /// The first event's origin byte of each stored record: which write it was.
+    fn stored_order(store: &MemStore) -> Vec<u8> {
+        store
+            .records
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| match &decode_record(r).unwrap()[0].events[0] {
+                Event::DmIdMinted { origin, .. } => origin[0],
+                other => panic!("unexpected event {other:?}"),
+            })
+            .collect()
+    }
+
+    fn tagged(n: u8) -> Entry {
+        Entry {
+            reply: None,
+            events: vec![Event::DmIdMinted {
+                origin: [n; 16],
+                id: reddit_shared::ids::DmId::new(),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_pipeline_up_to_the_depth_and_release_outcomes_in_order() {
+        let store = MemStore::gated();
+        let mut j = pipelined(&store, 0, 3);
+        for (n, name) in [(1, "a"), (2, "b"), (3, "c")] {
+            let tag = j.record(&tagged(n));
+            assert_eq!(j.hold(tag, name), None);
+            assert_eq!(j.kick(), 1, "a free slot takes the record at once");
+        }
+        let tag = j.record(&tagged(4));
+        j.hold(tag, "d");
+        assert_eq!(j.kick(), 0, "three in flight: the fourth waits");
+        store.release(3);
+        let mut released = Vec::new();
+        for expected in [(1, 1), (2, 2), (3, 3)] {
+            let (upto, seq) = ack(&mut j).await;
+            assert_eq!((upto, seq), expected, "acknowledgements come in order");
+            j.appended(upto, seq);
+            released.extend(std::iter::from_fn(|| j.pop_ready()));
+        }
+        assert_eq!(released, ["a", "b", "c"]);
+        assert_eq!(j.kick(), 1, "a slot is free again");
+        store.release(1);
+        let (upto, seq) = ack(&mut j).await;
+        assert_eq!((upto, seq), (4, 4));
+        j.appended(upto, seq);
+        assert_eq!(j.pop_ready(), Some("d"));
+        assert_eq!(stored_order(&store), [1, 2, 3, 4]);
+        assert_eq!(j.resent(), 0, "no prediction failed");
+        assert!(!j.busy());
+    }
+
+    #[tokio::test]
+    async fn a_failed_pipelined_append_and_those_after_it_are_sent_again_in_order() {
+        let store = MemStore::gated();
+        // The first record's first attempt fails (a lost acknowledgement, say),
+        // and the two after it are refused, their predecessor not being there.
+        store
+            .refuse_tries
+            .store(3, std::sync::atomic::Ordering::Relaxed);
+        let mut j = pipelined(&store, 0, 3);
+        for (n, name) in [(1, "a"), (2, "b"), (3, "c")] {
+            let tag = j.record(&tagged(n));
+            j.hold(tag, name);
+            j.kick();
+        }
+        store.release(100);
+        let mut released = Vec::new();
+        for expected in [(1, 1), (2, 2), (3, 3)] {
+            let (upto, seq) = ack(&mut j).await;
+            assert_eq!((upto, seq), expected);
+            j.appended(upto, seq);
+            released.extend(std::iter::from_fn(|| j.pop_ready()));
+        }
+        assert_eq!(released, ["a", "b", "c"]);
+        assert_eq!(stored_order(&store), [1, 2, 3], "the log keeps the order");
+        assert_eq!(j.resent(), 3, "each was sent again after its predecessor");
+    }
+
+    #[tokio::test]
+    async fn an_ack_wait_dropped_midway_loses_nothing() {
+        let store = MemStore::gated();
+        store
+            .refuse_tries
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        let mut j = pipelined(&store, 0, 2);
+        for n in [1, 2] {
+            let tag = j.record(&tagged(n));
+            j.hold(tag, "w");
+            j.kick();
+        }
+        // Let the first attempt fail, then give up waiting while its retry waits
+        // for the gate (as the actor's select! does when a request comes in).
+        store.release(1);
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), j.next_ack()).await;
+        assert!(waited.is_err(), "the retry cannot finish yet");
+        store.release(100);
+        let mut acks = Vec::new();
+        for _ in 0..2 {
+            let (upto, seq) = ack(&mut j).await;
+            j.appended(upto, seq);
+            acks.push((upto, seq));
+        }
+        assert_eq!(acks, [(1, 1), (2, 2)]);
+        assert_eq!(stored_order(&store), [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_waits_until_no_append_is_in_flight() {
+        let store = MemStore::gated();
+        let mut j = pipelined(&store, 1, 2);
+        j.record(&tagged(1));
+        j.kick();
+        j.record(&tagged(2));
+        j.kick();
+        store.release(1);
+        let (upto, seq) = ack(&mut j).await;
+        assert_eq!(
+            j.appended(upto, seq),
+            None,
+            "record 2 is still in flight: the state is ahead of record 1"
+        );
+        assert!(!j.can_take(), "no new jobs until the boundary");
+        store.release(1);
+        let (upto, seq) = ack(&mut j).await;
+        assert_eq!(j.appended(upto, seq), Some(2), "a snapshot at record 2");
+        assert!(j.can_take());
+    }
+
+    #[tokio::test]
+    async fn under_load_a_record_lingers_to_grow_to_the_last_ones_size() {
+        let store = MemStore::open();
+        let mut j = journal(&store, 0).with_linger(std::time::Duration::from_secs(3600));
+        for _ in 0..3 {
+            j.record(&entry(1));
+        }
+        assert_eq!(j.kick(), 3, "the first record does not wait");
+        let (upto, seq) = ack(&mut j).await;
+        j.appended(upto, seq);
+        j.record(&entry(1));
+        assert_eq!(j.kick(), 0, "one entry after a record of three: it waits");
+        assert!(j.linger_deadline().is_some(), "until a deadline");
+        j.record(&entry(1));
+        j.record(&entry(1));
+        assert_eq!(j.kick(), 3, "grown to the last record's size: it goes");
+        assert_eq!(j.linger_deadline(), None, "nothing open");
+        let (upto, seq) = ack(&mut j).await;
+        j.appended(upto, seq);
+        j.record(&entry(1));
+        assert_eq!(j.kick(), 0);
+        assert_eq!(j.flush(), 1, "a flush (shutdown) sends it anyway");
+    }
+
+    #[tokio::test]
+    async fn a_lingering_record_goes_at_its_deadline_and_light_load_never_waits() {
+        let store = MemStore::open();
+        let mut j = journal(&store, 0).with_linger(std::time::Duration::from_millis(5));
+        j.record(&entry(1));
+        j.record(&entry(1));
+        assert_eq!(j.kick(), 2);
+        let (upto, seq) = ack(&mut j).await;
+        j.appended(upto, seq);
+        j.record(&entry(1));
+        assert_eq!(j.kick(), 0, "smaller than the last record: it waits");
+        let deadline = j.linger_deadline().expect("a deadline");
+        tokio::time::sleep_until(deadline).await;
+        assert_eq!(j.kick(), 1, "at the deadline it goes as it is");
+        let (upto, seq) = ack(&mut j).await;
+        j.appended(upto, seq);
+        j.record(&entry(1));
+        assert_eq!(
+            j.kick(),
+            1,
+            "after a record of one, one entry waits for nothing"
+        );
     }
 
     #[tokio::test]

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub wal_entries: AtomicU64,
     /// Sequence of the last record appended.
     pub wal_seq: AtomicU64,
+    /// Pipelined appends sent again.
+    pub wal_resent: AtomicU64,
     /// Retries answered from the reply cache.
     pub retries_answered: AtomicU64,
     /// Requests dropped because of their reply subject.
@@ -55,6 +57,7 @@ impl Metrics {
             wal_records: AtomicU64::new(0),
             wal_entries: AtomicU64::new(0),
             wal_seq: AtomicU64::new(0),
+            wal_resent: AtomicU64::new(0),
             retries_answered: AtomicU64::new(0),
             replies_refused: AtomicU64::new(0),
             slow_consumer_events: AtomicU64::new(0),
@@ -114,6 +117,7 @@ impl Metrics {
             "wal_records": self.wal_records.load(Ordering::Relaxed),
             "wal_entries": self.wal_entries.load(Ordering::Relaxed),
             "wal_seq": self.wal_seq.load(Ordering::Relaxed),
+            "wal_resent": self.wal_resent.load(Ordering::Relaxed),
             "retries_answered": self.retries_answered.load(Ordering::Relaxed),
             "replies_refused": self.replies_refused.load(Ordering::Relaxed),
             "slow_consumer_events": self.slow_consumer_events.load(Ordering::Relaxed),

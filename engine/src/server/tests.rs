@@ -109,7 +109,7 @@ impl Shard {
         let (jobs, rx) = mpsc::channel(64);
         let mut actor = Actor::new(ShardState::new(0, 1), ctx, jobs.downgrade());
         if let Some(store) = store {
-            actor = actor.with_log(Arc::new(store), 0, 0);
+            actor = actor.with_log(Arc::new(store), 0, 0, 1, std::time::Duration::ZERO);
         }
         Self {
             jobs,

@@ -48,6 +48,11 @@ pub struct ShardStats {
     /// Sequence of the last log record appended.
     #[serde(default)]
     pub wal_seq: u64,
+    /// Pipelined appends (`--log-pipeline` above 1) whose first attempt failed
+    /// (a predecessor had not landed, or NATS was away) and that were sent again
+    /// after their predecessor.
+    #[serde(default)]
+    pub wal_resent: u64,
     /// Retried writes answered with their original reply since start.
     #[serde(default)]
     pub retries_answered: u64,
