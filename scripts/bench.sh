@@ -9,7 +9,14 @@
 # answering, and in-memory shards.
 #
 #   scripts/bench.sh [--seconds S] [--sim-seconds S] [--sim-in-flight N] [--users N]
+#                    [--seed-posts P] [--seed-comments C] [--sim-only]
 #                    [--memory-users N] [--storage "jetstream memory"]
+#
+# --seed-posts/--seed-comments have the simulation's setup make that many posts
+# per subreddit and comments per post first; --sim-only skips the single-operation
+# benchmarks (for a run at 1,000,000 users: scripts/bench.sh --users 1000000
+# --sim-only --storage jetstream --memory-users 0 --seed-posts 20). After each
+# simulation the shards' resident memory is recorded (engine-memory.txt).
 #
 # Last, client memory: one worker process simulating --memory-users users (default
 # 100,000; 0 skips it).
@@ -19,6 +26,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 seconds=5 sim_seconds=30 sim_in_flight=64 users=10000 shards=4 memory_users=100000
+seed_posts=0 seed_comments=0 sim_only=0
 storages="jetstream memory"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,19 +34,39 @@ while [ $# -gt 0 ]; do
     --sim-seconds) sim_seconds=$2; shift 2 ;;
     --sim-in-flight) sim_in_flight=$2; shift 2 ;;
     --users) users=$2; shift 2 ;;
+    --seed-posts) seed_posts=$2; shift 2 ;;
+    --seed-comments) seed_comments=$2; shift 2 ;;
+    --sim-only) sim_only=1; shift ;;
     --memory-users) memory_users=$2; shift 2 ;;
     --storage) storages=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) die "unknown option $1" ;;
   esac
 done
+
+# The shards' resident memory (the engine processes under each shard's
+# supervisor), in all and per simulated user ($2).
+engine_memory() {
+  local run=$1 users=$2 kib=0 f pid child rss
+  for f in "$run"/shard-*.pid; do
+    pid=$(cat "$f")
+    for child in $pid $(pgrep -P "$pid" || true); do
+      rss=$(awk '/^VmRSS:/{print $2}' "/proc/$child/status" 2>/dev/null || true)
+      # The supervisor is a shell: count only the engine.
+      if [ -n "$rss" ] && [ "$(cat "/proc/$child/comm" 2>/dev/null)" = reddit-engine ]; then
+        kib=$((kib + rss))
+      fi
+    done
+  done
+  echo "engine memory: $((kib / 1024)) MiB resident in all shards, $((kib * 1024 / (users > 0 ? users : 1))) bytes per simulated user"
+}
 
 out="$ROOT/run/bench-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 {
   echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
   echo "nats-server: $("$("$ROOT/scripts/install-nats.sh")" --version 2>&1)"
-  echo "command: scripts/bench.sh --seconds $seconds --sim-seconds $sim_seconds --sim-in-flight $sim_in_flight --users $users --storage \"$storages\""
+  echo "command: scripts/bench.sh --seconds $seconds --sim-seconds $sim_seconds --sim-in-flight $sim_in_flight --users $users --seed-posts $seed_posts --seed-comments $seed_comments$([ "$sim_only" = 1 ] && echo " --sim-only") --storage \"$storages\""
 } | tee "$out/machine.txt" >&2
 
 for storage in $storages; do
@@ -62,19 +90,23 @@ for storage in $storages; do
     sleep 0.05
   done
 
-  say "== [$storage] engine vs echo (closed loop, ${seconds}s per measurement)"
-  "$BIN/reddit-client" bench --levels 1,64,512 --seconds "$seconds" \
-    --out "$out/$storage/bench.json" | tee "$out/$storage/bench.txt"
+  if [ "$sim_only" = 0 ]; then
+    say "== [$storage] engine vs echo (closed loop, ${seconds}s per measurement)"
+    "$BIN/reddit-client" bench --levels 1,64,512 --seconds "$seconds" \
+      --out "$out/$storage/bench.json" | tee "$out/$storage/bench.txt"
 
-  say "== [$storage] through the HTTP gateway vs NATS directly (same reads and votes, decoded)"
-  "$BIN/reddit-client" --http "$GATEWAY_URL" bench --levels 1,64,512 --seconds "$seconds" \
-    --out "$out/$storage/gateway.json" | tee "$out/$storage/gateway.txt"
+    say "== [$storage] through the HTTP gateway vs NATS directly (same reads and votes, decoded)"
+    "$BIN/reddit-client" --http "$GATEWAY_URL" bench --levels 1,64,512 --seconds "$seconds" \
+      --out "$out/$storage/gateway.json" | tee "$out/$storage/gateway.txt"
+  fi
 
   say "== [$storage] mixed workload: $users users, 4 client processes, $sim_in_flight in flight each, ${sim_seconds}s"
   "$BIN/reddit-client" simulate \
     --users "$users" --processes 4 --in-flight "$sim_in_flight" --duration "$sim_seconds" \
+    --seed-posts "$seed_posts" --seed-comments "$seed_comments" \
     --offline-mean 10 --online-mean 30 --out "$out/$storage/sim" | tee "$out/$storage/sim.txt"
   "$BIN/reddit-client" --json stats >"$out/$storage/stats.json" || true
+  engine_memory "$run" "$users" | tee "$out/$storage/engine-memory.txt"
   "$ROOT/scripts/stop.sh" --run-dir "$run" >/dev/null 2>&1 || true
 done
 

@@ -258,6 +258,14 @@ struct SimulateArgs {
     /// Requests in flight per process during setup.
     #[arg(long, default_value_t = 256)]
     setup_in_flight: usize,
+    /// Seed a corpus during setup: this many posts in every subreddit (by the
+    /// simulated users; counted in the setup's operations and in the ledger).
+    #[arg(long, default_value_t = 0)]
+    seed_posts: u32,
+    /// And this many comments on every seeded post (every other one a reply to
+    /// the one before it).
+    #[arg(long, default_value_t = 0)]
+    seed_comments: u32,
     /// Exit with status 1 unless the audit and the ledger check pass.
     #[arg(long)]
     check: bool,
@@ -606,6 +614,8 @@ async fn simulate(
         request_timeout_ms: timeout_ms,
         retry_budget_ms: retry_ms,
         setup_in_flight: a.setup_in_flight,
+        seed_posts: a.seed_posts,
+        seed_comments: a.seed_comments,
     };
     let exe = std::env::current_exe().context("locating the reddit-client binary")?;
     let report = launcher::run(cfg, &exe).await?;

@@ -92,3 +92,88 @@ async fn a_small_simulation_passes_its_checks() {
     let _ = std::fs::remove_dir_all(out);
     cluster.stop().await;
 }
+
+/// `--seed-posts` and `--seed-comments`: the corpus is made during setup (every
+/// subreddit gets its posts, every post its comments, one thread of them nested),
+/// counted in the setup's operations and in the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_corpus_is_there_before_the_run() {
+    use reddit_shared::protocol::comment::{CommentTreeRequest, CommentView};
+    use reddit_shared::protocol::post::{ListPostsRequest, PostSort};
+
+    let cluster = Cluster::start(2).await;
+    let out = std::env::temp_dir().join(format!("reddit-seed-test-{}", uuid::Uuid::now_v7()));
+    let cfg = reddit_client::sim::SimConfig {
+        seed_posts: 2,
+        seed_comments: 5,
+        duration_s: 1.0,
+        ..common::small_sim(&cluster.nats.url(), &out)
+    };
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_reddit-client"));
+    let report = launcher::run(cfg.clone(), &exe).await.unwrap();
+    assert!(report.audit.ok, "{:?}", report.audit.violations);
+    assert!(report.ledger_ok, "{:#?}", report.ledger);
+    let posts = cfg.subreddits as u64 * 2;
+    assert_eq!(report.setup_ops["post.create"].ok, posts);
+    assert_eq!(report.setup_ops["comment.create"].ok, posts * 5);
+
+    // Every subreddit has its two seeded posts, each with its five comments:
+    // three top-level, and a thread two deep under the first.
+    // (The run may have added comments of its own: only seeded ones count.)
+    fn seeded_comment(c: &CommentView) -> bool {
+        c.body.starts_with("A comment seeded")
+    }
+    fn depth(c: &CommentView) -> u32 {
+        c.replies
+            .iter()
+            .filter(|r| seeded_comment(r))
+            .map(depth)
+            .max()
+            .map_or(c.depth, |d| d.max(c.depth))
+    }
+    let c = &cluster.client;
+    for rank in [0, cfg.subreddits - 1] {
+        let sub: reddit_shared::names::SubredditName = cfg.subreddit(rank).parse().unwrap();
+        let page = c
+            .send(
+                None,
+                &ListPostsRequest {
+                    subreddit: sub.clone(),
+                    sort: PostSort::New,
+                    limit: Some(100),
+                    cursor: None,
+                },
+            )
+            .await
+            .unwrap();
+        let seeded: Vec<_> = page
+            .posts
+            .iter()
+            .filter(|p| p.title.starts_with("seeded post"))
+            .collect();
+        assert_eq!(seeded.len(), 2, "{sub}: {:?}", page.posts);
+        for post in seeded {
+            let tree = c
+                .send(
+                    None,
+                    &CommentTreeRequest {
+                        subreddit: sub.clone(),
+                        post_id: post.id,
+                        sort: Default::default(),
+                        limit: None,
+                        root: None,
+                    },
+                )
+                .await
+                .unwrap();
+            let top: Vec<_> = tree.comments.iter().filter(|c| seeded_comment(c)).collect();
+            assert_eq!(top.len(), 3, "{tree:#?}");
+            assert_eq!(
+                top.into_iter().map(depth).max(),
+                Some(2),
+                "comments 1 and 3 form a thread under comment 0: {tree:#?}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(out);
+}

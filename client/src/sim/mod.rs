@@ -186,6 +186,14 @@ pub struct SimConfig {
     pub retry_budget_ms: u64,
     /// Requests in flight per process during setup.
     pub setup_in_flight: usize,
+    /// Posts made in every subreddit during setup, so the run acts on content
+    /// from its first second (each process seeds its share of the subreddits).
+    #[serde(default)]
+    pub seed_posts: u32,
+    /// Comments made on every seeded post during setup (every other one a reply
+    /// to the comment before it, so threads nest).
+    #[serde(default)]
+    pub seed_comments: u32,
 }
 
 fn default_retry_ms() -> u64 {

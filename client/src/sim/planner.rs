@@ -362,6 +362,8 @@ mod tests {
             request_timeout_ms: 1000,
             retry_budget_ms: 0,
             setup_in_flight: 8,
+            seed_posts: 0,
+            seed_comments: 0,
         }
     }
 

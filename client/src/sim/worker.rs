@@ -752,6 +752,8 @@ pub async fn run(cfg: SimConfig, part: u32) -> anyhow::Result<()> {
             Err(_) => {}
         }
     }
+    // Setup 3: a seeded corpus in this process's share of the subreddits.
+    seed_corpus(&mut w, part, &mut setup_ops).await;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
     let rss_after_setup = rss_bytes();
 
@@ -923,6 +925,128 @@ pub async fn run(cfg: SimConfig, part: u32) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     emit(serde_json::json!({"type": "done", "part": part, "file": path}));
     Ok(())
+}
+
+/// Seeds `seed_posts` posts in every subreddit whose rank is `part` modulo the
+/// process count, by this process's users in turn, then `seed_comments` comments
+/// on each: the even ones top-level, the odd ones a thread, each replying to the
+/// odd one before it (the first to the first comment). Outcomes go through
+/// [`Worker::apply`], so the ledger counts them and the run starts knowing the
+/// posts and comments.
+async fn seed_corpus(w: &mut Worker, part: u32, setup_ops: &mut BTreeMap<&'static str, OpStats>) {
+    let (posts_each, comments_each) = (w.cfg.seed_posts, w.cfg.seed_comments);
+    let authors: Vec<(u32, Session)> = (0u32..)
+        .zip(&w.users)
+        .filter_map(|(u, user)| user.session.clone().map(|s| (u, s)))
+        .collect();
+    if posts_each == 0 || authors.is_empty() {
+        return;
+    }
+    let processes = w.cfg.processes.max(1);
+    let in_flight = w.cfg.setup_in_flight.max(1);
+    let author = |n: usize| authors[n % authors.len()].clone();
+    let mut posts = Vec::new();
+    for rank in (0..w.cfg.subreddits).filter(|r| r % processes == part) {
+        for i in 0..posts_each {
+            let (u, s) = author(posts.len());
+            let req = CreatePostRequest {
+                subreddit: w.subs[rank as usize].clone(),
+                title: format!("seeded post {i}"),
+                body: "A post seeded before the run.".to_owned(),
+                repost_of: None,
+                signature: None,
+            };
+            posts.push((u, s, rank, req));
+        }
+    }
+    let client = w.client.clone();
+    let made = futures::stream::iter(posts.into_iter().map(|(u, s, rank, req)| {
+        let c = client.clone();
+        async move {
+            let started = Instant::now();
+            let result = c
+                .send(Some(&s), &req)
+                .await
+                .map(|p| Effect::Posted { rank, id: p.id });
+            let done = Done {
+                user: u,
+                op: "post.create",
+                write: WriteKind::Create,
+                started,
+                result,
+            };
+            (started.elapsed(), done)
+        }
+    }))
+    .buffer_unordered(in_flight);
+    let mut made = std::pin::pin!(made);
+    let mut seeded = Vec::new();
+    while let Some((latency, done)) = made.next().await {
+        record_setup(setup_ops, latency, &done);
+        if let Ok(Effect::Posted { rank, id }) = &done.result {
+            seeded.push((*rank, *id));
+        }
+        w.apply(done);
+    }
+    if comments_each == 0 {
+        return;
+    }
+    let subs = w.subs.clone();
+    let threads = futures::stream::iter(seeded.into_iter().enumerate().map(|(n, (rank, post))| {
+        let c = client.clone();
+        let commenters: Vec<(u32, Session)> = (0..comments_each as usize)
+            .map(|j| author(n * 7 + j + 1))
+            .collect();
+        let sub = subs[rank as usize].clone();
+        async move {
+            let mut out = Vec::new();
+            let mut thread: Option<CommentId> = None;
+            for (j, (u, s)) in commenters.into_iter().enumerate() {
+                let parent_id = if j % 2 == 1 { thread } else { None };
+                let req = CreateCommentRequest {
+                    subreddit: sub.clone(),
+                    post_id: post,
+                    parent_id,
+                    body: "A comment seeded before the run.".to_owned(),
+                    signature: None,
+                };
+                let started = Instant::now();
+                let result = c.send(Some(&s), &req).await;
+                if let Ok(cm) = &result {
+                    if j == 0 || j % 2 == 1 {
+                        thread = Some(cm.id);
+                    }
+                }
+                let done = Done {
+                    user: u,
+                    op: "comment.create",
+                    write: WriteKind::Create,
+                    started,
+                    result: result.map(|cm| Effect::Commented { post, id: cm.id }),
+                };
+                out.push((started.elapsed(), done));
+            }
+            out
+        }
+    }))
+    .buffer_unordered(in_flight);
+    let mut threads = std::pin::pin!(threads);
+    while let Some(dones) = threads.next().await {
+        for (latency, done) in dones {
+            record_setup(setup_ops, latency, &done);
+            w.apply(done);
+        }
+    }
+}
+
+/// Adds a setup request's latency and outcome to the setup's operation stats.
+fn record_setup(setup_ops: &mut BTreeMap<&'static str, OpStats>, latency: Duration, done: &Done) {
+    let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    let err = done.result.as_ref().err().map(error_code);
+    setup_ops
+        .entry(done.op)
+        .or_default()
+        .record(us, err.as_deref());
 }
 
 fn handle_session(

@@ -599,6 +599,8 @@ pub fn small_sim(url: &str, out: &Path) -> reddit_client::sim::SimConfig {
         request_timeout_ms: 10_000,
         retry_budget_ms: 30_000,
         setup_in_flight: 64,
+        seed_posts: 0,
+        seed_comments: 0,
     }
 }
 
