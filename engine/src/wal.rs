@@ -39,6 +39,9 @@ pub const MAX_RECORD_BYTES: usize = 768 * 1024;
 const DECODE_AHEAD: usize = 8;
 /// Records per pull when reading the log: at most 24 MiB in flight.
 const REPLAY_BATCH: i64 = (24 * 1024 * 1024 / MAX_RECORD_BYTES) as i64;
+/// Records from which a replay defers the subreddits' post indexes and
+/// rebuilds them at the end ([`ShardState::defer_indexes`]).
+const DEFER_INDEXES_RECORDS: u64 = 64;
 /// How long [`Log::fence`] retries reading the log before giving up (a
 /// JetStream leader election after a node died takes seconds).
 const FENCE_PATIENCE: Duration = Duration::from_secs(60);
@@ -514,9 +517,14 @@ impl Log {
     ) -> Result<(), WalError> {
         let keep = recovered.replies.capacity();
         let mut newest: VecDeque<Cached> = VecDeque::new();
+        // A long replay rebuilds the post indexes once at the end; a standby's
+        // catch-up of a few records keeps them up to date as it goes.
+        let defer = last.saturating_sub(recovered.last_seq) >= DEFER_INDEXES_RECORDS;
+        recovered.state.defer_indexes(defer);
         let applied = self
             .apply_decoded(stream, recovered, last, &mut newest, keep)
             .await;
+        recovered.state.defer_indexes(false);
         for reply in newest {
             recovered.replies.insert(reply);
         }

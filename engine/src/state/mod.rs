@@ -251,6 +251,10 @@ pub struct ShardState {
     record: bool,
     #[serde(skip)]
     recorded: Vec<Event>,
+    /// Subreddits touched by posts and votes defer their post indexes
+    /// ([`ShardState::defer_indexes`]).
+    #[serde(skip)]
+    defer_indexes: bool,
 }
 
 impl ShardState {
@@ -265,6 +269,23 @@ impl ShardState {
             minted: MintedIds::default(),
             record: false,
             recorded: Vec::new(),
+            defer_indexes: false,
+        }
+    }
+
+    /// With `on`, posts and votes applied from now on leave their subreddits'
+    /// post indexes (hot, new, top, controversial) stale; with `off`, those
+    /// subreddits' indexes are rebuilt. For a long replay, where one sort per
+    /// subreddit at the end is cheaper than B-tree updates per post and vote.
+    /// Nothing may read listings in between.
+    pub fn defer_indexes(&mut self, on: bool) {
+        self.defer_indexes = on;
+        if !on {
+            for sub in self.subs.values_mut() {
+                if sub.indexes_deferred() {
+                    sub.rebuild_indexes();
+                }
+            }
         }
     }
 
@@ -394,6 +415,9 @@ impl ShardState {
         value: i8,
     ) {
         if let Some(sub) = self.subs.get_mut(subreddit) {
+            if self.defer_indexes && target == VoteTarget::Post {
+                sub.defer_indexes();
+            }
             if let Some(old) = sub.set_vote(target, id, voter, value) {
                 let was = u64::from(old != 0);
                 let now = u64::from(value != 0);
@@ -452,6 +476,9 @@ impl ShardState {
                 at,
             } => {
                 if let Some(sub) = self.subs.get_mut(&subreddit) {
+                    if self.defer_indexes {
+                        sub.defer_indexes();
+                    }
                     if sub.add_post(id, author, title, body, repost_of, signature, at) {
                         self.totals.posts += 1;
                     }
