@@ -7,6 +7,10 @@
 //! `scripts/install-nats.sh` (or `NATS_SERVER_BIN`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+/// The engine binary's allocator, so the replay measured is the engine's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "support.rs"]
 mod support;
 use support::{free_port, nats_bin};
