@@ -10,13 +10,17 @@
 #
 #   scripts/bench.sh [--seconds S] [--sim-seconds S] [--sim-in-flight N] [--users N]
 #                    [--seed-posts P] [--seed-comments C] [--sim-only]
+#                    [--online-mean S] [--offline-mean S]
 #                    [--memory-users N] [--storage "jetstream memory"]
 #
 # --seed-posts/--seed-comments have the simulation's setup make that many posts
 # per subreddit and comments per post first; --sim-only skips the single-operation
-# benchmarks (for a run at 1,000,000 users: scripts/bench.sh --users 1000000
-# --sim-only --storage jetstream --memory-users 0 --seed-posts 20). After each
-# simulation the shards' resident memory is recorded (engine-memory.txt).
+# benchmarks. --online-mean/--offline-mean set the simulated sessions (default
+# 30 s online, 10 s offline: every return costs a feed and an inbox catch-up, so
+# at 1,000,000 users use sessions of minutes: scripts/bench.sh --users 1000000
+# --sim-only --storage jetstream --memory-users 0 --seed-posts 20
+# --online-mean 600 --offline-mean 600). After each simulation the shards'
+# resident memory is recorded (engine-memory.txt).
 #
 # Last, client memory: one worker process simulating --memory-users users (default
 # 100,000; 0 skips it).
@@ -26,7 +30,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 seconds=5 sim_seconds=30 sim_in_flight=64 users=10000 shards=4 memory_users=100000
-seed_posts=0 seed_comments=0 sim_only=0
+seed_posts=0 seed_comments=0 sim_only=0 online_mean=30 offline_mean=10
 storages="jetstream memory"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,9 +41,11 @@ while [ $# -gt 0 ]; do
     --seed-posts) seed_posts=$2; shift 2 ;;
     --seed-comments) seed_comments=$2; shift 2 ;;
     --sim-only) sim_only=1; shift ;;
+    --online-mean) online_mean=$2; shift 2 ;;
+    --offline-mean) offline_mean=$2; shift 2 ;;
     --memory-users) memory_users=$2; shift 2 ;;
     --storage) storages=$2; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) die "unknown option $1" ;;
   esac
 done
@@ -66,7 +72,7 @@ mkdir -p "$out"
 {
   echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
   echo "nats-server: $("$("$ROOT/scripts/install-nats.sh")" --version 2>&1)"
-  echo "command: scripts/bench.sh --seconds $seconds --sim-seconds $sim_seconds --sim-in-flight $sim_in_flight --users $users --seed-posts $seed_posts --seed-comments $seed_comments$([ "$sim_only" = 1 ] && echo " --sim-only") --storage \"$storages\""
+  echo "command: scripts/bench.sh --seconds $seconds --sim-seconds $sim_seconds --sim-in-flight $sim_in_flight --users $users --seed-posts $seed_posts --seed-comments $seed_comments --online-mean $online_mean --offline-mean $offline_mean$([ "$sim_only" = 1 ] && echo " --sim-only") --storage \"$storages\""
 } | tee "$out/machine.txt" >&2
 
 for storage in $storages; do
@@ -104,7 +110,7 @@ for storage in $storages; do
   "$BIN/reddit-client" simulate \
     --users "$users" --processes 4 --in-flight "$sim_in_flight" --duration "$sim_seconds" \
     --seed-posts "$seed_posts" --seed-comments "$seed_comments" \
-    --offline-mean 10 --online-mean 30 --out "$out/$storage/sim" | tee "$out/$storage/sim.txt"
+    --offline-mean "$offline_mean" --online-mean "$online_mean" --out "$out/$storage/sim" | tee "$out/$storage/sim.txt"
   "$BIN/reddit-client" --json stats >"$out/$storage/stats.json" || true
   engine_memory "$run" "$users" | tee "$out/$storage/engine-memory.txt"
   "$ROOT/scripts/stop.sh" --run-dir "$run" >/dev/null 2>&1 || true

@@ -806,8 +806,14 @@ pub async fn run(cfg: SimConfig, part: u32) -> anyhow::Result<()> {
         let now_ms = now.duration_since(start).as_secs_f64() * 1000.0;
         let mut wake: Option<Instant> = None;
         if closed.is_some() {
-            while let Some(step) = planner.pop_session(now_ms) {
-                handle_session(&mut w, &mut in_flight, step, now);
+            // A return starts catch-ups (a feed and an inbox read): in a closed
+            // loop they wait for room like every other request, so what is in
+            // flight stays bounded however fast sessions change.
+            while in_flight.len() < cap {
+                match planner.pop_session(now_ms) {
+                    Some(step) => handle_session(&mut w, &mut in_flight, step, now),
+                    None => break,
+                }
             }
             while in_flight.len() < cap {
                 match planner.pick(now_ms) {
@@ -819,7 +825,13 @@ pub async fn run(cfg: SimConfig, part: u32) -> anyhow::Result<()> {
                     _ => break,
                 }
             }
-            wake = planner.next_session_ms().map(at);
+            // Full: the next completion wakes the loop (an overdue session
+            // must not spin it).
+            wake = if in_flight.len() < cap {
+                planner.next_session_ms().map(at)
+            } else {
+                None
+            };
             if in_flight.is_empty() && wake.is_none() {
                 wake = Some(end);
             }
