@@ -10,7 +10,7 @@ use reddit_client::{ClientOptions, ErrorKind, RedditClient};
 use reddit_engine::wal::{self, WalError};
 use reddit_engine::{Config, EngineError};
 use reddit_shared::codec::encode;
-use reddit_shared::protocol::comment::{CommentTreeRequest, CreateCommentRequest};
+use reddit_shared::protocol::comment::CreateCommentRequest;
 use reddit_shared::protocol::dm::{DmFolder, ListDmsRequest, SendDmRequest};
 use reddit_shared::protocol::post::{CreatePostRequest, ListPostsRequest, PostView};
 use reddit_shared::protocol::vote::{VoteRequest, VoteTarget};
@@ -103,19 +103,7 @@ async fn acknowledged_writes_survive_restarts_with_and_without_a_snapshot() {
     assert_eq!(bob_view.post_karma, 1);
     assert_eq!(bob_view.joined, vec![sub.clone()]);
     // Tokens issued before the restart still work, and the thread is intact.
-    let tree = c
-        .send(
-            None,
-            &CommentTreeRequest {
-                subreddit: sub.clone(),
-                post_id: post.id,
-                sort: Default::default(),
-                limit: None,
-                root: None,
-            },
-        )
-        .await
-        .unwrap();
+    let tree = common::comment_tree(&c, &sub, post.id).await;
     assert_eq!(tree.comments[0].id, comment.id);
     common::quiesce(&c).await;
     let after = c.audit(10).await.unwrap();

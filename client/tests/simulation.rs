@@ -98,7 +98,7 @@ async fn a_small_simulation_passes_its_checks() {
 /// counted in the setup's operations and in the ledger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_corpus_is_there_before_the_run() {
-    use reddit_shared::protocol::comment::{CommentTreeRequest, CommentView};
+    use reddit_shared::protocol::comment::CommentView;
     use reddit_shared::protocol::post::{ListPostsRequest, PostSort};
 
     let cluster = Cluster::start(2).await;
@@ -153,19 +153,7 @@ async fn a_seeded_corpus_is_there_before_the_run() {
             .collect();
         assert_eq!(seeded.len(), 2, "{sub}: {:?}", page.posts);
         for post in seeded {
-            let tree = c
-                .send(
-                    None,
-                    &CommentTreeRequest {
-                        subreddit: sub.clone(),
-                        post_id: post.id,
-                        sort: Default::default(),
-                        limit: None,
-                        root: None,
-                    },
-                )
-                .await
-                .unwrap();
+            let tree = common::comment_tree(c, &sub, post.id).await;
             let top: Vec<_> = tree.comments.iter().filter(|c| seeded_comment(c)).collect();
             assert_eq!(top.len(), 3, "{tree:#?}");
             assert_eq!(

@@ -11,23 +11,11 @@
 
 #[path = "support.rs"]
 mod support;
-use support::{free_port, nats_bin};
 
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
 use reddit_engine::wal::Log;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Server(std::process::Child, PathBuf);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -39,39 +27,8 @@ async fn main() {
     };
     let seconds = env("APPEND_SECONDS", 3);
     let size = env("APPEND_BYTES", 4096) as usize;
-    let dir = std::env::temp_dir().join(format!("reddit-append-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("js.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "jetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
-            dir.join("js")
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let server = Server(
-        Command::new(nats_bin())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-c"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        dir,
-    );
-    let url = format!("nats://127.0.0.1:{port}");
-    let client = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match async_nats::connect(&url).await {
-                Ok(c) => break c,
-                Err(e) if Instant::now() > deadline => panic!("nats-server: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    };
+    let server = support::JetStreamServer::start("append");
+    let client = server.connect().await;
     let record = Bytes::from(vec![0xa5u8; size]);
     for (shard, depth) in [1usize, 2, 4, 8, 16].into_iter().enumerate() {
         let log = Log::open(&client, shard as u32, 16, 1).await.unwrap();

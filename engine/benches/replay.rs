@@ -13,7 +13,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "support.rs"]
 mod support;
-use support::{free_port, nats_bin};
 
 use reddit_engine::replies::Cached;
 use reddit_engine::state::Event;
@@ -21,20 +20,9 @@ use reddit_engine::wal::{encode_snapshot, Entry, Log, RecordBuilder};
 use reddit_shared::ids::{CommentId, PostId};
 use reddit_shared::names::{SubredditName, Username};
 use reddit_shared::protocol::vote::VoteTarget;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const PER_RECORD: usize = 500;
-
-struct Server(std::process::Child, PathBuf);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
 
 /// The i-th event of a synthetic but realistic shard history: users, subreddits,
 /// then posts, comments and votes in the proportions of the simulator's mix.
@@ -110,39 +98,8 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let dir = std::env::temp_dir().join(format!("reddit-replay-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("js.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "jetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
-            dir.join("js")
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let server = Server(
-        Command::new(nats_bin())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-c"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        dir,
-    );
-    let url = format!("nats://127.0.0.1:{port}");
-    let client = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match async_nats::connect(&url).await {
-                Ok(c) => break c,
-                Err(e) if Instant::now() > deadline => panic!("nats-server: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    };
+    let server = support::JetStreamServer::start("replay");
+    let client = server.connect().await;
     let log = Log::open(&client, 0, 1, 1).await.unwrap();
 
     eprintln!("writing {total} events in records of {PER_RECORD} writes ...");

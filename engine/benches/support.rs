@@ -30,3 +30,63 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// A throwaway nats-server with file-stored JetStream synced on every write
+/// (as `nats.conf` runs it), on a free port; killed and its store removed
+/// when dropped.
+pub struct JetStreamServer {
+    child: std::process::Child,
+    dir: PathBuf,
+    /// Its URL.
+    pub url: String,
+}
+
+impl JetStreamServer {
+    /// Starts one, its store in a temporary directory named after `name`.
+    pub fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("reddit-{name}-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let conf = dir.join("js.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "jetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
+                dir.join("js")
+            ),
+        )
+        .expect("write the server's configuration");
+        let port = free_port();
+        let child = Command::new(nats_bin())
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        Self {
+            child,
+            dir,
+            url: format!("nats://127.0.0.1:{port}"),
+        }
+    }
+
+    /// A client, once the server accepts connections (within 10 s).
+    pub async fn connect(&self) -> async_nats::Client {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match async_nats::connect(&self.url).await {
+                Ok(c) => return c,
+                Err(e) if std::time::Instant::now() > deadline => panic!("nats-server: {e}"),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+    }
+}
+
+impl Drop for JetStreamServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -551,6 +551,27 @@ pub fn name_on(prefix: &str, shard: u32, shards: u32) -> String {
         .expect("some name hashes to every shard")
 }
 
+/// A post's whole comment tree in the default order, read anonymously.
+pub async fn comment_tree(
+    client: &RedditClient,
+    sub: &reddit_shared::names::SubredditName,
+    post: reddit_shared::ids::PostId,
+) -> reddit_shared::protocol::comment::CommentTree {
+    client
+        .send(
+            None,
+            &reddit_shared::protocol::comment::CommentTreeRequest {
+                subreddit: sub.clone(),
+                post_id: post,
+                sort: Default::default(),
+                limit: None,
+                root: None,
+            },
+        )
+        .await
+        .unwrap()
+}
+
 /// Waits until no shard has cross-shard updates in flight.
 pub async fn quiesce(client: &RedditClient) {
     eventually(

@@ -449,6 +449,41 @@ pub(crate) mod tests {
         }
     }
 
+    impl MemStore {
+        /// Stores `record` after `expected_last` once the gate lets it; `first`
+        /// marks a pipelined first attempt, which may be refused
+        /// (`refuse_tries`) and is refused when out of order, where a retrying
+        /// append out of order is a bug in the journal.
+        async fn store(
+            self: Arc<Self>,
+            record: Bytes,
+            expected_last: u64,
+            first: bool,
+        ) -> Result<u64, WalError> {
+            use std::sync::atomic::Ordering::Relaxed;
+            if let Ok(p) = self.gate.acquire().await {
+                p.forget();
+            }
+            let refused = first && {
+                self.tries.fetch_add(1, Relaxed);
+                self.refuse_tries
+                    .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+            };
+            let mut records = self.records.lock().unwrap();
+            let in_order = records.len() as u64 == expected_last;
+            assert!(first || in_order, "appends out of order");
+            if refused || !in_order || self.fail.load(Relaxed) {
+                return Err(WalError::Fenced {
+                    shard: 0,
+                    expected: expected_last,
+                });
+            }
+            records.push(record);
+            Ok(records.len() as u64)
+        }
+    }
+
     impl LogStore for Arc<MemStore> {
         fn append(
             &self,
@@ -456,24 +491,7 @@ pub(crate) mod tests {
             _msg_id: String,
             expected_last: u64,
         ) -> BoxFuture<'static, Result<u64, WalError>> {
-            let me = self.clone();
-            async move {
-                let permit = me.gate.acquire().await;
-                if let Ok(p) = permit {
-                    p.forget();
-                }
-                if me.fail.load(std::sync::atomic::Ordering::Relaxed) {
-                    return Err(WalError::Fenced {
-                        shard: 0,
-                        expected: expected_last,
-                    });
-                }
-                let mut records = me.records.lock().unwrap();
-                assert_eq!(records.len() as u64, expected_last, "appends out of order");
-                records.push(record);
-                Ok(records.len() as u64)
-            }
-            .boxed()
+            self.clone().store(record, expected_last, false).boxed()
         }
 
         fn try_append(
@@ -482,29 +500,7 @@ pub(crate) mod tests {
             _msg_id: String,
             expected_last: u64,
         ) -> BoxFuture<'static, Result<u64, WalError>> {
-            use std::sync::atomic::Ordering::Relaxed;
-            let me = self.clone();
-            async move {
-                let permit = me.gate.acquire().await;
-                if let Ok(p) = permit {
-                    p.forget();
-                }
-                me.tries.fetch_add(1, Relaxed);
-                let refused = me
-                    .refuse_tries
-                    .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
-                    .is_ok();
-                let mut records = me.records.lock().unwrap();
-                if refused || me.fail.load(Relaxed) || records.len() as u64 != expected_last {
-                    return Err(WalError::Fenced {
-                        shard: 0,
-                        expected: expected_last,
-                    });
-                }
-                records.push(record);
-                Ok(records.len() as u64)
-            }
-            .boxed()
+            self.clone().store(record, expected_last, true).boxed()
         }
 
         fn save_snapshot(
