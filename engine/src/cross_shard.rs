@@ -87,6 +87,10 @@ fn key_and_version(dest: u32, item: &SyncItem) -> (ItemKey, u64) {
     (key, item.version())
 }
 
+/// Most distinct items the syncer holds (and sends in one round, in batches
+/// of [`MAX_SYNC_ITEMS`]); the rest wait in the outbox and the actor's backlog.
+const MAX_PENDING: usize = 8192;
+
 struct Pending {
     item: SyncItem,
     version: u64,
@@ -117,8 +121,13 @@ pub async fn run_syncer(
                 None => closed = true,
             }
         }
-        while let Ok(env) = rx.try_recv() {
-            add(&mut pending, env);
+        // At most MAX_PENDING items per round: a restart's resync of a large
+        // state reaches the other shards in bounded rounds, not all at once.
+        while pending.len() < MAX_PENDING {
+            match rx.try_recv() {
+                Ok(env) => add(&mut pending, env),
+                Err(_) => break,
+            }
         }
         if !closed && rx.is_closed() && rx.is_empty() {
             closed = true;

@@ -91,6 +91,11 @@ pub struct Actor {
     /// Keys of writes whose work runs in spawned tasks: a retry meanwhile is told
     /// to come back, not handled twice.
     pub(super) running: std::collections::HashSet<String>,
+    /// Sync items the outbox had no room for, in order: fed to it as it drains
+    /// (a restart's resync of a large state is far more than the outbox holds).
+    /// Never more than what one resync produces: writes that would add to it
+    /// are refused while the outbox is full ([`Actor::need_sync_room`]).
+    sync_backlog: std::collections::VecDeque<SyncEnvelope>,
 }
 
 impl Actor {
@@ -110,6 +115,7 @@ impl Actor {
             journal: Journal::memory(),
             current: None,
             running: std::collections::HashSet::new(),
+            sync_backlog: std::collections::VecDeque::new(),
         }
     }
 
@@ -149,6 +155,7 @@ impl Actor {
         loop {
             let can_take = self.journal.can_take();
             let linger = self.journal.linger_deadline();
+            let outbox = (!self.sync_backlog.is_empty()).then(|| self.ctx.sync_tx.clone());
             tokio::select! {
                 biased;
                 ack = self.journal.next_ack() => {
@@ -156,12 +163,15 @@ impl Actor {
                     self.appended(upto, seq).await;
                 }
                 () = sleep_until(linger), if linger.is_some() => {}
+                // The outbox has room again: the loop's end feeds it.
+                () = room_in(outbox) => {}
                 job = rx.recv(), if can_take => match job {
                     Some(job) => self.job(job).await,
                     None => break,
                 },
             }
             self.kick();
+            self.feed_outbox();
         }
         // Drain: append what is open, wait for it, answer everything held.
         while self.journal.busy() {
@@ -171,6 +181,17 @@ impl Actor {
             self.appended(upto, seq).await;
         }
         self.release().await;
+        // What the outbox could not take yet goes before the senders close
+        // (the syncer takes items as fast as it can hold them).
+        while let Some(env) = self.sync_backlog.pop_front() {
+            if self.ctx.sync_tx.send(env).await.is_err() {
+                tracing::warn!(
+                    items = self.sync_backlog.len() + 1,
+                    "the outbox is closed; sync items are dropped at shutdown"
+                );
+                self.sync_backlog.clear();
+            }
+        }
         if let Some(seq) = self.journal.final_snapshot_seq().await {
             match crate::wal::encode_snapshot(&self.state, &self.replies, seq) {
                 Ok(bytes) => self.journal.save_snapshot(bytes, seq).await?,
@@ -455,9 +476,7 @@ impl Actor {
             reply,
         } = outcome;
         if let Some(env) = envelope {
-            if let Err(e) = self.ctx.sync_tx.try_send(env) {
-                tracing::error!(error = %e, "sync outbox full; a membership update is dropped");
-            }
+            self.queue_sync(env);
         }
         self.send_effects(fx).await;
         match reply {
@@ -505,13 +524,11 @@ impl Actor {
     /// Publishes pushes and queues sync items.
     async fn send_effects(&mut self, fx: Effects) {
         for (dest, item) in fx.sync {
-            if let Err(e) = self.ctx.sync_tx.try_send(SyncEnvelope {
+            self.queue_sync(SyncEnvelope {
                 dest,
                 item,
                 waiter: None,
-            }) {
-                tracing::error!(error = %e, "sync outbox full; an update for shard {dest} is dropped");
-            }
+            });
         }
         for (target, event) in fx.push {
             let subject = match &target {
@@ -563,6 +580,50 @@ impl Actor {
                 subject::user_inbox_prefix(user.key())
             ))),
         }
+    }
+
+    /// Hands `env` to the outbox, or, if it is full (or items wait before this
+    /// one), to the backlog that feeds it in order.
+    fn queue_sync(&mut self, env: SyncEnvelope) {
+        if !self.sync_backlog.is_empty() {
+            self.sync_backlog.push_back(env);
+            return;
+        }
+        match self.ctx.sync_tx.try_send(env) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(env)) => self.sync_backlog.push_back(env),
+            Err(mpsc::error::TrySendError::Closed(env)) => {
+                tracing::error!(
+                    dest = env.dest,
+                    "the outbox is closed; a sync item is dropped"
+                );
+            }
+        }
+    }
+
+    /// Moves backlog items into the outbox while it has room.
+    fn feed_outbox(&mut self) {
+        while let Some(env) = self.sync_backlog.pop_front() {
+            match self.ctx.sync_tx.try_send(env) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(env)) => {
+                    self.sync_backlog.push_front(env);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::error!(
+                        items = self.sync_backlog.len() + 1,
+                        "the outbox is closed; sync items are dropped"
+                    );
+                    self.sync_backlog.clear();
+                }
+            }
+        }
+    }
+
+    /// Sync items waiting for room in the outbox.
+    pub(super) fn sync_backlog(&self) -> usize {
+        self.sync_backlog.len()
     }
 
     /// Refuses writes that would produce sync items when the outbox is full.
@@ -624,7 +685,7 @@ impl Actor {
             errors: m.total_errors(),
             queue_depth: m.queue_depth.load(Ordering::Relaxed),
             queue_capacity: m.queue_capacity,
-            pending_sync: m.pending_sync.load(Ordering::Relaxed),
+            pending_sync: m.pending_sync.load(Ordering::Relaxed) + self.sync_backlog() as u64,
             uptime_ms: u64::try_from(m.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             storage: if self.journal.is_logged() {
                 "jetstream"
@@ -698,6 +759,16 @@ impl Continuation {
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until `outbox` has room for an item, or forever without one.
+async fn room_in<T>(outbox: Option<mpsc::Sender<T>>) {
+    match outbox {
+        Some(tx) => {
+            let _ = tx.reserve_owned().await;
+        }
         None => std::future::pending().await,
     }
 }

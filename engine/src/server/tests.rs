@@ -404,3 +404,80 @@ async fn unknown_operations_and_oversize_payloads_get_clear_errors() {
     assert_eq!(err.code, ErrorCode::TooLarge);
     shard.stop().await;
 }
+
+/// A restarted durable shard sends every membership its subreddits hold to the
+/// users' shards again. With far more of them than the outbox holds, none is
+/// dropped: the rest wait in the actor's backlog and go as the outbox drains.
+#[tokio::test]
+async fn a_resync_larger_than_the_outbox_is_fed_to_it_whole() {
+    use crate::state::Event;
+    use reddit_shared::names::{SubredditName, Username};
+    use reddit_shared::protocol::internal::SyncItem;
+
+    const MEMBERS: usize = 300;
+    let mut state = ShardState::new(0, 2);
+    let sub = SubredditName::parse("rust").unwrap();
+    let creator = Username::parse("creator").unwrap();
+    state.apply_owned(Event::SubredditCreated {
+        name: sub.clone(),
+        description: String::new(),
+        creator,
+        at: 0,
+    });
+    // Members whose accounts live on shard 1, so each is an outbox item.
+    let members: Vec<Username> = (0..)
+        .map(|i| Username::parse(&format!("member{i}")).unwrap())
+        .filter(|u| reddit_shared::routing::shard_for(u.key(), 2) == 1)
+        .take(MEMBERS)
+        .collect();
+    for user in &members {
+        state.apply_owned(Event::MembershipChanged {
+            subreddit: sub.key().to_owned(),
+            user: user.clone(),
+            member: true,
+        });
+    }
+    let (out_tx, _out) = mpsc::channel(1024);
+    let bus: Arc<dyn Bus> = Arc::new(MemBus(out_tx));
+    let (sync_tx, mut sync_rx) = mpsc::channel(4);
+    let ctx = Ctx {
+        bus: bus.clone(),
+        peers: Peers::new(bus, Duration::from_secs(1)),
+        tokens: TokenSigner::new(b"unit-test-secret-0123456789abcdef", 3_600_000),
+        metrics: Arc::new(Metrics::new(64)),
+        shard: 0,
+        shards: 2,
+        instance: "unit".into(),
+        sync_tx,
+        permits: Arc::new(Semaphore::new(8)),
+        peer_timeout: Duration::from_secs(1),
+        tenure: None,
+    };
+    let (jobs, rx) = mpsc::channel(64);
+    let actor = Actor::new(state, ctx, jobs.downgrade()).with_log(
+        Arc::new(MemStore::open()),
+        0,
+        0,
+        1,
+        Duration::ZERO,
+    );
+    let running = tokio::spawn(actor.run(rx));
+    let mut got = std::collections::HashSet::new();
+    while got.len() < MEMBERS {
+        let env = tokio::time::timeout(Duration::from_secs(10), sync_rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {MEMBERS} items arrived", got.len()))
+            .expect("the outbox stays open");
+        assert_eq!(env.dest, 1);
+        match env.item {
+            SyncItem::Membership { user, member, .. } => {
+                assert!(member);
+                got.insert(user.key().to_owned());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got.len(), MEMBERS);
+    drop(jobs);
+    running.await.unwrap().unwrap();
+}

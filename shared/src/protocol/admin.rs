@@ -48,9 +48,9 @@ pub struct ShardStats {
     /// Sequence of the last log record appended.
     #[serde(default)]
     pub wal_seq: u64,
-    /// Pipelined appends (`--log-pipeline` above 1) whose first attempt failed
-    /// (a predecessor had not landed, or NATS was away) and that were sent again
-    /// after their predecessor.
+    /// Log appends whose first attempt failed (refused behind a predecessor
+    /// that had not landed, with `--log-pipeline` above 1, or NATS away) and
+    /// that the retrying append sent again once their predecessor was confirmed.
     #[serde(default)]
     pub wal_resent: u64,
     /// Retried writes answered with their original reply since start.
