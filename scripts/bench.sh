@@ -69,6 +69,9 @@ engine_memory() {
 
 out="$ROOT/run/bench-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
+# Built once: a source edited during the run does not change what is measured.
+build_release
+export REDDIT_BUILT=1
 {
   echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
   echo "nats-server: $("$("$ROOT/scripts/install-nats.sh")" --version 2>&1)"

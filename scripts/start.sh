@@ -66,7 +66,13 @@ for p in "${port_list[@]}"; do
 done
 
 nats_bin="$("$ROOT/scripts/install-nats.sh")"
-build_release
+# A benchmark builds once before its first system (REDDIT_BUILT=1), so every
+# system it starts runs the binaries it started with.
+if [ "${REDDIT_BUILT:-}" = 1 ] && [ -x "$ROOT/target/release/reddit-engine" ]; then
+  BIN="$ROOT/target/release"
+else
+  build_release
+fi
 
 trap 'say "start failed; stopping what was started"; "$ROOT/scripts/stop.sh" --run-dir "$run" >&2' ERR
 # This system's own secrets (token secret, NATS passwords, callout issuer), kept
