@@ -648,6 +648,22 @@ pub(crate) mod tests {
         }
     }
 
+    /// Takes one acknowledgement per `expected` (entries up to, record),
+    /// checking each comes in that order, and returns the outcomes released.
+    async fn acks_in_order(
+        j: &mut Journal<&'static str>,
+        expected: &[(u64, u64)],
+    ) -> Vec<&'static str> {
+        let mut released = Vec::new();
+        for &want in expected {
+            let (upto, seq) = ack(j).await;
+            assert_eq!((upto, seq), want, "acknowledgements come in order");
+            j.appended(upto, seq);
+            released.extend(std::iter::from_fn(|| j.pop_ready()));
+        }
+        released
+    }
+
     #[tokio::test]
     async fn appends_pipeline_up_to_the_depth_and_release_outcomes_in_order() {
         let store = MemStore::gated();
@@ -661,13 +677,7 @@ pub(crate) mod tests {
         j.hold(tag, "d");
         assert_eq!(j.kick(), 0, "three in flight: the fourth waits");
         store.release(3);
-        let mut released = Vec::new();
-        for expected in [(1, 1), (2, 2), (3, 3)] {
-            let (upto, seq) = ack(&mut j).await;
-            assert_eq!((upto, seq), expected, "acknowledgements come in order");
-            j.appended(upto, seq);
-            released.extend(std::iter::from_fn(|| j.pop_ready()));
-        }
+        let released = acks_in_order(&mut j, &[(1, 1), (2, 2), (3, 3)]).await;
         assert_eq!(released, ["a", "b", "c"]);
         assert_eq!(j.kick(), 1, "a slot is free again");
         store.release(1);
@@ -695,13 +705,7 @@ pub(crate) mod tests {
             j.kick();
         }
         store.release(100);
-        let mut released = Vec::new();
-        for expected in [(1, 1), (2, 2), (3, 3)] {
-            let (upto, seq) = ack(&mut j).await;
-            assert_eq!((upto, seq), expected);
-            j.appended(upto, seq);
-            released.extend(std::iter::from_fn(|| j.pop_ready()));
-        }
+        let released = acks_in_order(&mut j, &[(1, 1), (2, 2), (3, 3)]).await;
         assert_eq!(released, ["a", "b", "c"]);
         assert_eq!(stored_order(&store), [1, 2, 3], "the log keeps the order");
         assert_eq!(j.resent(), 3, "each was sent again after its predecessor");
@@ -725,13 +729,7 @@ pub(crate) mod tests {
         let waited = tokio::time::timeout(std::time::Duration::from_millis(50), j.next_ack()).await;
         assert!(waited.is_err(), "the retry cannot finish yet");
         store.release(100);
-        let mut acks = Vec::new();
-        for _ in 0..2 {
-            let (upto, seq) = ack(&mut j).await;
-            j.appended(upto, seq);
-            acks.push((upto, seq));
-        }
-        assert_eq!(acks, [(1, 1), (2, 2)]);
+        acks_in_order(&mut j, &[(1, 1), (2, 2)]).await;
         assert_eq!(stored_order(&store), [1, 2]);
     }
 
