@@ -447,6 +447,12 @@ pub(crate) mod tests {
         pub fn release(&self, n: usize) {
             self.gate.add_permits(n);
         }
+
+        /// Refuses the next `n` first attempts (`try_append`).
+        pub fn refuse_first(&self, n: u64) {
+            self.refuse_tries
+                .store(n, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     impl MemStore {
@@ -648,6 +654,14 @@ pub(crate) mod tests {
         }
     }
 
+    /// Records a write tagged `n`, holds its outcome `name` and kicks the
+    /// journal (one append per write while a slot is free).
+    fn write(j: &mut Journal<&'static str>, n: u8, name: &'static str) -> u64 {
+        let tag = j.record(&tagged(n));
+        assert_eq!(j.hold(tag, name), None, "a write is held until durable");
+        j.kick()
+    }
+
     /// Takes one acknowledgement per `expected` (entries up to, record),
     /// checking each comes in that order, and returns the outcomes released.
     async fn acks_in_order(
@@ -669,13 +683,17 @@ pub(crate) mod tests {
         let store = MemStore::gated();
         let mut j = pipelined(&store, 0, 3);
         for (n, name) in [(1, "a"), (2, "b"), (3, "c")] {
-            let tag = j.record(&tagged(n));
-            assert_eq!(j.hold(tag, name), None);
-            assert_eq!(j.kick(), 1, "a free slot takes the record at once");
+            assert_eq!(
+                write(&mut j, n, name),
+                1,
+                "a free slot takes the record at once"
+            );
         }
-        let tag = j.record(&tagged(4));
-        j.hold(tag, "d");
-        assert_eq!(j.kick(), 0, "three in flight: the fourth waits");
+        assert_eq!(
+            write(&mut j, 4, "d"),
+            0,
+            "three in flight: the fourth waits"
+        );
         store.release(3);
         let released = acks_in_order(&mut j, &[(1, 1), (2, 2), (3, 3)]).await;
         assert_eq!(released, ["a", "b", "c"]);
@@ -695,14 +713,10 @@ pub(crate) mod tests {
         let store = MemStore::gated();
         // The first record's first attempt fails (a lost acknowledgement, say),
         // and the two after it are refused, their predecessor not being there.
-        store
-            .refuse_tries
-            .store(3, std::sync::atomic::Ordering::Relaxed);
+        store.refuse_first(3);
         let mut j = pipelined(&store, 0, 3);
         for (n, name) in [(1, "a"), (2, "b"), (3, "c")] {
-            let tag = j.record(&tagged(n));
-            j.hold(tag, name);
-            j.kick();
+            write(&mut j, n, name);
         }
         store.release(100);
         let released = acks_in_order(&mut j, &[(1, 1), (2, 2), (3, 3)]).await;
@@ -714,14 +728,10 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn an_ack_wait_dropped_midway_loses_nothing() {
         let store = MemStore::gated();
-        store
-            .refuse_tries
-            .store(1, std::sync::atomic::Ordering::Relaxed);
+        store.refuse_first(1);
         let mut j = pipelined(&store, 0, 2);
         for n in [1, 2] {
-            let tag = j.record(&tagged(n));
-            j.hold(tag, "w");
-            j.kick();
+            write(&mut j, n, "w");
         }
         // Let the first attempt fail, then give up waiting while its retry waits
         // for the gate (as the actor's select! does when a request comes in).
