@@ -165,3 +165,31 @@ async fn a_seeded_corpus_is_there_before_the_run() {
     }
     let _ = std::fs::remove_dir_all(out);
 }
+
+/// In closed loop, returns (each a feed and an inbox catch-up) wait for room
+/// like every other request: with sessions changing far faster than 4 requests
+/// in flight can serve, a worker still never has more than its cap and one
+/// return's catch-up in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_closed_loop_fast_session_churn_stays_within_the_in_flight_cap() {
+    let cluster = Cluster::start(2).await;
+    let out = std::env::temp_dir().join(format!("reddit-churn-test-{}", uuid::Uuid::now_v7()));
+    let cfg = reddit_client::sim::SimConfig {
+        load: reddit_client::sim::Load::Closed { in_flight: 4 },
+        // 300 users returning every 20 ms on average: 15,000 returns/s.
+        online_mean_s: 0.01,
+        offline_mean_s: 0.01,
+        duration_s: 2.0,
+        ..common::small_sim(&cluster.nats.url(), &out)
+    };
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_reddit-client"));
+    let report = launcher::run(cfg, &exe).await.unwrap();
+    assert!(report.ledger_ok, "{:#?}", report.ledger);
+    assert!(report.sessions.logins > 100, "{:?}", report.sessions);
+    assert!(
+        (1..=4 + 2).contains(&report.max_in_flight),
+        "in flight at most: {}",
+        report.max_in_flight
+    );
+    let _ = std::fs::remove_dir_all(out);
+}

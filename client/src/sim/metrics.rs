@@ -207,6 +207,9 @@ pub struct PartReport {
     pub rss_end: u64,
     /// Open loop: how far behind schedule the worker fell at most (ms).
     pub max_lag_ms: f64,
+    /// Most requests the worker had in flight at once during the run.
+    #[serde(default)]
+    pub max_in_flight: usize,
 }
 
 /// Resident set size of this process, in bytes (0 where /proc is unavailable).

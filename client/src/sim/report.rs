@@ -150,6 +150,10 @@ pub struct Report {
     pub sessions: Sessions,
     /// Open loop: worst lag behind the schedule, ms.
     pub max_lag_ms: f64,
+    /// Most requests one worker process had in flight at once (bounded by
+    /// `--in-flight` or `--max-in-flight`, plus a return's catch-up).
+    #[serde(default)]
+    pub max_in_flight: usize,
     /// Memory.
     pub memory: Memory,
     /// The ledger and the engine's totals.
@@ -215,6 +219,7 @@ pub fn merge(cfg: &SimConfig, parts: &[PartReport]) -> Report {
         timeline,
         sessions,
         max_lag_ms: parts.iter().map(|p| p.max_lag_ms).fold(0.0, f64::max),
+        max_in_flight: parts.iter().map(|p| p.max_in_flight).max().unwrap_or(0),
         memory: Memory {
             max_rss_mib: max_rss as f64 / (1024.0 * 1024.0),
             bytes_per_user: if per_user.is_empty() {

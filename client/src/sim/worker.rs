@@ -791,6 +791,7 @@ pub async fn run(cfg: SimConfig, part: u32) -> anyhow::Result<()> {
     let mut completed: u64 = 0;
     let mut errors: u64 = 0;
     let mut max_lag_ms: f64 = 0.0;
+    let mut max_in_flight = 0usize;
     let closed = match &w.cfg.load {
         Load::Closed { in_flight } => Some(*in_flight),
         Load::Open { .. } => None,
@@ -858,6 +859,7 @@ pub async fn run(cfg: SimConfig, part: u32) -> anyhow::Result<()> {
                 }
             }
         }
+        max_in_flight = max_in_flight.max(in_flight.len());
         let wake = wake.unwrap_or(end).min(end);
         tokio::select! {
             biased;
@@ -931,6 +933,7 @@ pub async fn run(cfg: SimConfig, part: u32) -> anyhow::Result<()> {
         rss_after_setup,
         rss_end: rss_bytes(),
         max_lag_ms,
+        max_in_flight,
     };
     let path = w.cfg.out_dir.join(format!("part-{part}.json"));
     std::fs::write(&path, serde_json::to_vec(&report)?)
