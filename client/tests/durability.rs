@@ -148,6 +148,20 @@ async fn snapshots_are_taken_periodically_and_the_log_before_them_purged() {
         async move { stream_state(&url, 0).await.0 > 20 }
     })
     .await;
+    // Taken by the follower of the log, as `shard.stats` says (it counts a
+    // snapshot once its purge is done).
+    eventually(
+        "shard.stats counts the snapshot",
+        Duration::from_secs(10),
+        || {
+            let c = c.clone();
+            async move {
+                let stats = c.all_stats().await.unwrap();
+                stats[0].snapshots >= 1 && stats[0].snapshot_seq >= 20
+            }
+        },
+    )
+    .await;
     // A crash: no shutdown snapshot; the periodic one plus the records after it.
     drop(shard);
     let _shard = common::shard_process(&url, 0, 1, &args);

@@ -605,11 +605,11 @@ pub async fn run(
                 elapsed_ms = r.elapsed.as_millis() as u64,
                 "state recovered from the log"
             );
-            (r.state, r.replies, Some((log, r.last_seq)))
+            (r.state, r.replies, Some((log, r.last_seq, r.events)))
         }
     };
 
-    if let Some((_, last_seq)) = &journal {
+    if let Some((_, last_seq, _)) = &journal {
         metrics
             .wal_seq
             .store(*last_seq, std::sync::atomic::Ordering::Relaxed);
@@ -673,7 +673,7 @@ pub async fn run(
     // After an expiry, the lease keeper serves on only if the log ends where
     // this process's last append did.
     let mut verify: Option<lease::Verify> = None;
-    if let Some((log, last_seq)) = journal {
+    if let Some((log, last_seq, replayed)) = journal {
         let (ours, wal_seq) = (log.clone(), metrics.clone());
         verify = Some(Box::new(move || {
             let (log, wal_seq) = (ours.clone(), wal_seq.clone());
@@ -686,6 +686,7 @@ pub async fn run(
         actor = actor.with_log(
             Arc::new(log),
             last_seq,
+            replayed,
             config.snapshot_every,
             config.log_pipeline,
             config.log_linger,

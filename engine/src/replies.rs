@@ -33,7 +33,7 @@ pub enum Lookup<'a> {
 }
 
 /// Bounded map from key to reply.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ReplyCache {
     map: HashMap<String, (u64, Vec<u8>)>,
     order: VecDeque<String>,

@@ -113,6 +113,14 @@ pub enum WalError {
         /// The decoder's complaint.
         reason: String,
     },
+    /// The snapshot follower stopped: a task of it failed.
+    #[error("shard {shard}: the snapshot follower stopped ({reason}); the log keeps every record until a restart snapshots again")]
+    Follower {
+        /// The shard.
+        shard: u32,
+        /// Why.
+        reason: String,
+    },
     /// Any other JetStream failure.
     #[error("JetStream, shard {shard}'s log: {what}")]
     Nats {
@@ -235,6 +243,18 @@ pub fn encode_snapshot(
         state,
         replies: RepliesOut(replies),
     })
+}
+
+/// Decodes a snapshot: the state (indexes rebuilt), its replies, and the
+/// record it covers.
+#[cfg(test)]
+pub(crate) fn decode_snapshot(
+    bytes: &[u8],
+) -> Result<(ShardState, Vec<Cached>, u64), rmp_serde::decode::Error> {
+    let s: SnapshotIn = rmp_serde::from_slice(bytes)?;
+    let mut state = s.state;
+    state.after_load();
+    Ok((state, s.replies, s.seq))
 }
 
 /// What recovery rebuilt.

@@ -3,7 +3,8 @@
 //! handler ([`super::handlers`]), and carries out the outcome (sync items, pushes,
 //! the reply) once the [`Journal`] says its writes are durable.
 
-use super::journal::{Journal, LogStore};
+use super::journal::{Ack, Journal, LogStore};
+use super::snapshots::{Follower, Snapshots};
 use super::{reply_allowed, respond, Ctx, Job, RunJob};
 use crate::auth::{Bearer, Challenges, VerifiedTokens};
 use crate::cross_shard::SyncEnvelope;
@@ -86,6 +87,8 @@ pub struct Actor {
     pub(super) replies: ReplyCache,
     /// The log (or none, with memory storage) and the outcomes held for it.
     pub(super) journal: Journal<Outcome>,
+    /// The snapshot follower (durable mode).
+    snapshots: Option<Snapshots>,
     /// The idempotency key of the request being dispatched (for continuations).
     pub(super) current: Option<(String, u64, uuid::Uuid)>,
     /// Keys of writes whose work runs in spawned tasks: a retry meanwhile is told
@@ -113,6 +116,7 @@ impl Actor {
             jobs,
             replies: ReplyCache::new(crate::replies::DEFAULT_CAPACITY),
             journal: Journal::memory(),
+            snapshots: None,
             current: None,
             running: std::collections::HashSet::new(),
             sync_backlog: std::collections::VecDeque::new(),
@@ -126,18 +130,28 @@ impl Actor {
     }
 
     /// Makes every write durable in `store` (after record `last_seq`) before it
-    /// is answered, with up to `pipeline` appends in flight; a snapshot every
-    /// `snapshot_every` events (0: only at shutdown).
+    /// is answered, with up to `pipeline` appends in flight. A follower with a
+    /// copy of the state (and of the reply cache: call
+    /// [`Actor::with_replies`] first) stores a snapshot every `snapshot_every`
+    /// events and at shutdown (0: only at shutdown); `replayed` events came
+    /// after the last snapshot already.
     pub fn with_log(
         mut self,
         store: std::sync::Arc<dyn LogStore>,
         last_seq: u64,
+        replayed: u64,
         snapshot_every: u64,
         pipeline: usize,
         linger: std::time::Duration,
     ) -> Self {
-        self.journal =
-            Journal::durable(store, last_seq, snapshot_every, pipeline).with_linger(linger);
+        let follower = Follower::new(&self.state, &self.replies, last_seq, replayed);
+        self.snapshots = Some(Snapshots::start(
+            follower,
+            store.clone(),
+            snapshot_every,
+            self.ctx.metrics.clone(),
+        ));
+        self.journal = Journal::durable(store, last_seq, pipeline).with_linger(linger);
         self
     }
 
@@ -158,10 +172,7 @@ impl Actor {
             let outbox = (!self.sync_backlog.is_empty()).then(|| self.ctx.sync_tx.clone());
             tokio::select! {
                 biased;
-                ack = self.journal.next_ack() => {
-                    let (upto, seq) = ack?;
-                    self.appended(upto, seq).await;
-                }
+                ack = self.journal.next_ack() => self.appended(ack?).await,
                 () = sleep_until(linger), if linger.is_some() => {}
                 // The outbox has room again: the loop's end feeds it.
                 () = room_in(outbox) => {}
@@ -177,8 +188,8 @@ impl Actor {
         while self.journal.busy() {
             let entries = self.journal.flush();
             self.count_entries(entries);
-            let (upto, seq) = self.journal.next_ack().await?;
-            self.appended(upto, seq).await;
+            let ack = self.journal.next_ack().await?;
+            self.appended(ack).await;
         }
         self.release().await;
         // What the outbox could not take yet goes before the senders close
@@ -192,13 +203,10 @@ impl Actor {
                 self.sync_backlog.clear();
             }
         }
-        if let Some(seq) = self.journal.final_snapshot_seq().await {
-            match crate::wal::encode_snapshot(&self.state, &self.replies, seq) {
-                Ok(bytes) => self.journal.save_snapshot(bytes, seq).await?,
-                Err(e) => tracing::error!(error = %e, "could not encode a snapshot"),
-            }
+        match self.snapshots.take() {
+            Some(snapshots) => snapshots.finish().await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn job(&mut self, job: Job) {
@@ -242,21 +250,21 @@ impl Actor {
         }
     }
 
-    /// An append finished: entries up to `upto` are durable as record `seq`.
-    async fn appended(&mut self, upto: u64, seq: u64) {
+    /// An append finished: entries up to `ack.upto` are durable as record
+    /// `ack.seq`, which goes on to the snapshot follower.
+    async fn appended(&mut self, ack: Ack) {
+        let Ack { upto, seq, record } = ack;
         self.ctx.metrics.wal_records.fetch_add(1, Ordering::Relaxed);
         self.ctx.metrics.wal_seq.store(seq, Ordering::Relaxed);
         self.ctx
             .metrics
             .wal_resent
             .store(self.journal.resent(), Ordering::Relaxed);
-        if let Some(at) = self.journal.appended(upto, seq) {
-            match crate::wal::encode_snapshot(&self.state, &self.replies, at) {
-                Ok(bytes) => self.journal.start_snapshot(bytes, at),
-                Err(e) => tracing::error!(error = %e, "could not encode a snapshot"),
-            }
-        }
+        self.journal.appended(upto, seq);
         self.release().await;
+        if let Some(snapshots) = &mut self.snapshots {
+            snapshots.confirmed(seq, record).await;
+        }
     }
 
     /// Carries out the held outcomes whose entries are durable.
@@ -697,6 +705,8 @@ impl Actor {
             wal_entries: m.wal_entries.load(Ordering::Relaxed),
             wal_seq: m.wal_seq.load(Ordering::Relaxed),
             wal_resent: m.wal_resent.load(Ordering::Relaxed),
+            snapshots: m.snapshots.load(Ordering::Relaxed),
+            snapshot_seq: m.snapshot_seq.load(Ordering::Relaxed),
             retries_answered: m.retries_answered.load(Ordering::Relaxed),
             replies_refused: m.replies_refused.load(Ordering::Relaxed),
             slow_consumer_events: m.slow_consumer_events.load(Ordering::Relaxed),

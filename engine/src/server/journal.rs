@@ -1,8 +1,9 @@
 //! Durability policy of a shard: a write is answered only once its log entry is
 //! durable. The [`Journal`] fills one record (group commit) while earlier ones
 //! are being appended, up to a pipeline depth of appends in flight at once,
-//! holds every outcome until the record holding its entry is acknowledged, and
-//! asks for a snapshot at a record boundary every so many events.
+//! and holds every outcome until the record holding its entry is acknowledged.
+//! Each confirmed record goes on to the snapshot follower
+//! ([`super::snapshots`]), so snapshots never stop the journal.
 //!
 //! Pipelining: a record is sent as soon as a slot is free, expecting the sequence
 //! its predecessor will get ([`LogStore::try_append`]). Acknowledgements are
@@ -78,6 +79,17 @@ impl LogStore for Log {
 /// made every depth above one slower (docs/performance.md).
 pub const DEFAULT_PIPELINE: usize = 1;
 
+/// An append confirmed by the log.
+#[derive(Debug)]
+pub struct Ack {
+    /// Entries up to this number are durable.
+    pub upto: u64,
+    /// The record's sequence in the log.
+    pub seq: u64,
+    /// The record (for the snapshot follower).
+    pub record: Bytes,
+}
+
 /// A record being appended.
 struct Inflight {
     /// The last entry number it holds.
@@ -114,10 +126,6 @@ pub struct Journal<T> {
     last_seq: u64,
     msg_prefix: String,
     appends: u64,
-    snapshot_every: u64,
-    since_snapshot: u64,
-    want_snapshot: bool,
-    snapshot_task: Option<tokio::task::JoinHandle<()>>,
     /// Entries recorded (writes handled).
     written: u64,
     /// Entries known durable.
@@ -129,27 +137,16 @@ pub struct Journal<T> {
 impl<T> Journal<T> {
     /// Memory storage: nothing is logged, every outcome goes out at once.
     pub fn memory() -> Self {
-        Self::with_store(None, 0, 0, 1)
+        Self::with_store(None, 0, 1)
     }
 
     /// A journal appending to `store` after record `last_seq`, with up to
-    /// `depth` appends in flight (at least 1); a snapshot every `snapshot_every`
-    /// events (0: never, except at shutdown).
-    pub fn durable(
-        store: Arc<dyn LogStore>,
-        last_seq: u64,
-        snapshot_every: u64,
-        depth: usize,
-    ) -> Self {
-        Self::with_store(Some(store), last_seq, snapshot_every, depth)
+    /// `depth` appends in flight (at least 1).
+    pub fn durable(store: Arc<dyn LogStore>, last_seq: u64, depth: usize) -> Self {
+        Self::with_store(Some(store), last_seq, depth)
     }
 
-    fn with_store(
-        store: Option<Arc<dyn LogStore>>,
-        last_seq: u64,
-        snapshot_every: u64,
-        depth: usize,
-    ) -> Self {
+    fn with_store(store: Option<Arc<dyn LogStore>>, last_seq: u64, depth: usize) -> Self {
         Self {
             store,
             open: RecordBuilder::default(),
@@ -163,10 +160,6 @@ impl<T> Journal<T> {
             last_seq,
             msg_prefix: uuid::Uuid::now_v7().simple().to_string(),
             appends: 0,
-            snapshot_every,
-            since_snapshot: 0,
-            want_snapshot: false,
-            snapshot_task: None,
             written: 0,
             durable: 0,
             held: VecDeque::new(),
@@ -193,10 +186,9 @@ impl<T> Journal<T> {
         self.store.is_some()
     }
 
-    /// Whether the actor may take another job: not while the open record is full
-    /// or a snapshot waits for the record boundary.
+    /// Whether the actor may take another job: not while the open record is full.
     pub fn can_take(&self) -> bool {
-        !self.open.is_full() && !self.want_snapshot
+        !self.open.is_full()
     }
 
     /// Whether anything is still to be appended or acknowledged.
@@ -268,7 +260,6 @@ impl<T> Journal<T> {
         if !self.linger.is_zero()
             && self.open.entries() < self.last_entries
             && !self.open.is_full()
-            && !self.want_snapshot
             && self.opened_at.is_some_and(|t| t.elapsed() < self.linger)
         {
             return 0;
@@ -291,7 +282,6 @@ impl<T> Journal<T> {
         self.last_entries = self.open.entries();
         self.opened_at = None;
         let entries = u64::from(self.open.entries());
-        self.since_snapshot += self.open.events();
         let record = self.open.seal();
         self.appends += 1;
         let msg_id = format!("{}.{}", self.msg_prefix, self.appends);
@@ -309,9 +299,9 @@ impl<T> Journal<T> {
     }
 
     /// Waits for the oldest append in flight (forever if none): entries up to
-    /// the first number are durable as the record with the second. Cancel-safe:
+    /// `upto` are durable as the record `seq` holding `record`. Cancel-safe:
     /// dropped, it loses nothing, and a retry goes on where it was.
-    pub async fn next_ack(&mut self) -> Result<(u64, u64), WalError> {
+    pub async fn next_ack(&mut self) -> Result<Ack, WalError> {
         let Some(store) = self.store.clone() else {
             return std::future::pending().await;
         };
@@ -338,67 +328,22 @@ impl<T> Journal<T> {
                     None => return std::future::pending().await,
                 },
             };
-            let upto = front.upto;
-            self.inflight.pop_front();
+            let Some(done) = self.inflight.pop_front() else {
+                continue;
+            };
             self.last_seq = seq;
-            return Ok((upto, seq));
+            return Ok(Ack {
+                upto: done.upto,
+                seq,
+                record: done.record,
+            });
         }
     }
 
-    /// Marks an append finished. Returns the record sequence a snapshot should be
-    /// taken at now, if one is due and nothing is open or in flight (a boundary:
-    /// the state is exactly the log's); if one is due but that is not so, stops
-    /// taking jobs until it is.
-    pub fn appended(&mut self, upto: u64, seq: u64) -> Option<u64> {
+    /// Marks an append finished: entries up to `upto` are durable as record `seq`.
+    pub fn appended(&mut self, upto: u64, seq: u64) {
         self.last_seq = seq;
         self.durable = upto;
-        let due = self.snapshot_every > 0
-            && self.since_snapshot >= self.snapshot_every
-            && self.snapshot_task.as_ref().is_none_or(|t| t.is_finished());
-        if due && self.open.is_empty() && self.inflight.is_empty() {
-            self.want_snapshot = false;
-            self.since_snapshot = 0;
-            Some(seq)
-        } else {
-            if due {
-                self.want_snapshot = true;
-            }
-            None
-        }
-    }
-
-    /// Stores `bytes` (the state at record `seq`) in the background.
-    pub fn start_snapshot(&mut self, bytes: Vec<u8>, seq: u64) {
-        if let Some(store) = &self.store {
-            let save = store.save_snapshot(bytes, seq);
-            self.snapshot_task = Some(tokio::spawn(async move {
-                if let Err(e) = save.await {
-                    tracing::warn!(error = %e, "snapshot failed; the log keeps every record until the next one");
-                }
-            }));
-        }
-    }
-
-    /// At shutdown, after the last append: waits for a snapshot in progress and
-    /// returns the record a final snapshot should cover, if anything was logged
-    /// since the last one.
-    pub async fn final_snapshot_seq(&mut self) -> Option<u64> {
-        if let Some(task) = self.snapshot_task.take() {
-            let _ = task.await;
-        }
-        (self.store.is_some() && self.since_snapshot > 0).then_some(self.last_seq)
-    }
-
-    /// Stores the final snapshot and waits for it.
-    pub async fn save_snapshot(&mut self, bytes: Vec<u8>, seq: u64) -> Result<(), WalError> {
-        match &self.store {
-            Some(store) => {
-                store.save_snapshot(bytes, seq).await?;
-                self.since_snapshot = 0;
-                Ok(())
-            }
-            None => Ok(()),
-        }
     }
 }
 
@@ -413,7 +358,8 @@ pub(crate) mod tests {
     /// A log in memory; appends complete only as permits are added to `gate`.
     pub(crate) struct MemStore {
         pub records: Mutex<Vec<Bytes>>,
-        pub snapshots: Mutex<Vec<u64>>,
+        /// Snapshots stored: (record covered, bytes).
+        pub snapshots: Mutex<Vec<(u64, Vec<u8>)>>,
         pub gate: Arc<Semaphore>,
         pub fail: std::sync::atomic::AtomicBool,
         /// First attempts (`try_append`) still to refuse, as a lost
@@ -511,12 +457,12 @@ pub(crate) mod tests {
 
         fn save_snapshot(
             &self,
-            _bytes: Vec<u8>,
+            bytes: Vec<u8>,
             seq: u64,
         ) -> BoxFuture<'static, Result<(), WalError>> {
             let me = self.clone();
             async move {
-                me.snapshots.lock().unwrap().push(seq);
+                me.snapshots.lock().unwrap().push((seq, bytes));
                 Ok(())
             }
             .boxed()
@@ -535,15 +481,17 @@ pub(crate) mod tests {
         }
     }
 
-    fn journal(store: &Arc<MemStore>, every: u64) -> Journal<&'static str> {
-        Journal::durable(Arc::new(store.clone()), 0, every, 1)
+    fn journal(store: &Arc<MemStore>) -> Journal<&'static str> {
+        Journal::durable(Arc::new(store.clone()), 0, 1)
     }
 
+    /// The next acknowledgement as (entries up to, record).
     async fn ack(j: &mut Journal<&'static str>) -> (u64, u64) {
-        tokio::time::timeout(std::time::Duration::from_secs(5), j.next_ack())
+        let ack = tokio::time::timeout(std::time::Duration::from_secs(5), j.next_ack())
             .await
             .expect("the append finishes")
-            .expect("the append succeeds")
+            .expect("the append succeeds");
+        (ack.upto, ack.seq)
     }
 
     #[tokio::test]
@@ -559,16 +507,21 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_write_is_answered_only_once_its_record_is_acknowledged() {
         let store = MemStore::gated();
-        let mut j = journal(&store, 0);
+        let mut j = journal(&store);
         let tag = j.record(&entry(1));
         assert_eq!(j.hold(tag, "write"), None, "held before the append");
         assert_eq!(j.hold(0, "read"), Some("read"), "reads are not held");
         assert_eq!(j.kick(), 1);
         assert_eq!(j.pop_ready(), None, "held while the append is in flight");
         store.release(1);
-        let (upto, seq) = ack(&mut j).await;
-        assert_eq!((upto, seq), (1, 1));
-        assert_eq!(j.appended(upto, seq), None);
+        let ack = j.next_ack().await.unwrap();
+        assert_eq!((ack.upto, ack.seq), (1, 1));
+        assert_eq!(
+            ack.record,
+            store.records.lock().unwrap()[0],
+            "the acknowledgement carries the record as stored (for the snapshot follower)"
+        );
+        j.appended(ack.upto, ack.seq);
         assert_eq!(j.pop_ready(), Some("write"));
         assert_eq!(j.pop_ready(), None);
         assert!(!j.busy());
@@ -577,7 +530,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn writes_during_an_append_share_the_next_record_and_keep_their_order() {
         let store = MemStore::gated();
-        let mut j = journal(&store, 0);
+        let mut j = journal(&store);
         let first = j.record(&entry(1));
         j.hold(first, "a");
         j.kick();
@@ -605,29 +558,8 @@ pub(crate) mod tests {
         assert!(second.iter().all(|e| e.events.len() == 2));
     }
 
-    #[tokio::test]
-    async fn a_snapshot_waits_for_a_record_boundary() {
-        let store = MemStore::gated();
-        let mut j = journal(&store, 1);
-        j.record(&entry(1));
-        j.kick();
-        j.record(&entry(1));
-        store.release(1);
-        let (upto, seq) = ack(&mut j).await;
-        assert_eq!(j.appended(upto, seq), None, "the open record is not empty");
-        assert!(!j.can_take(), "no new jobs until the boundary");
-        j.kick();
-        store.release(1);
-        let (upto, seq) = ack(&mut j).await;
-        assert_eq!(j.appended(upto, seq), Some(2), "a snapshot at record 2");
-        assert!(j.can_take());
-        j.start_snapshot(vec![1, 2, 3], 2);
-        assert_eq!(j.final_snapshot_seq().await, None, "nothing logged since");
-        assert_eq!(*store.snapshots.lock().unwrap(), [2]);
-    }
-
-    fn pipelined(store: &Arc<MemStore>, every: u64, depth: usize) -> Journal<&'static str> {
-        Journal::durable(Arc::new(store.clone()), 0, every, depth)
+    fn pipelined(store: &Arc<MemStore>, depth: usize) -> Journal<&'static str> {
+        Journal::durable(Arc::new(store.clone()), 0, depth)
     }
 
     /// The first event's origin byte of each stored record: which write it was.
@@ -681,7 +613,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn appends_pipeline_up_to_the_depth_and_release_outcomes_in_order() {
         let store = MemStore::gated();
-        let mut j = pipelined(&store, 0, 3);
+        let mut j = pipelined(&store, 3);
         for (n, name) in [(1, "a"), (2, "b"), (3, "c")] {
             assert_eq!(
                 write(&mut j, n, name),
@@ -714,7 +646,7 @@ pub(crate) mod tests {
         // The first record's first attempt fails (a lost acknowledgement, say),
         // and the two after it are refused, their predecessor not being there.
         store.refuse_first(3);
-        let mut j = pipelined(&store, 0, 3);
+        let mut j = pipelined(&store, 3);
         for (n, name) in [(1, "a"), (2, "b"), (3, "c")] {
             write(&mut j, n, name);
         }
@@ -729,7 +661,7 @@ pub(crate) mod tests {
     async fn an_ack_wait_dropped_midway_loses_nothing() {
         let store = MemStore::gated();
         store.refuse_first(1);
-        let mut j = pipelined(&store, 0, 2);
+        let mut j = pipelined(&store, 2);
         for n in [1, 2] {
             write(&mut j, n, "w");
         }
@@ -744,31 +676,9 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn a_snapshot_waits_until_no_append_is_in_flight() {
-        let store = MemStore::gated();
-        let mut j = pipelined(&store, 1, 2);
-        j.record(&tagged(1));
-        j.kick();
-        j.record(&tagged(2));
-        j.kick();
-        store.release(1);
-        let (upto, seq) = ack(&mut j).await;
-        assert_eq!(
-            j.appended(upto, seq),
-            None,
-            "record 2 is still in flight: the state is ahead of record 1"
-        );
-        assert!(!j.can_take(), "no new jobs until the boundary");
-        store.release(1);
-        let (upto, seq) = ack(&mut j).await;
-        assert_eq!(j.appended(upto, seq), Some(2), "a snapshot at record 2");
-        assert!(j.can_take());
-    }
-
-    #[tokio::test]
     async fn under_load_a_record_lingers_to_grow_to_the_last_ones_size() {
         let store = MemStore::open();
-        let mut j = journal(&store, 0).with_linger(std::time::Duration::from_secs(3600));
+        let mut j = journal(&store).with_linger(std::time::Duration::from_secs(3600));
         for _ in 0..3 {
             j.record(&entry(1));
         }
@@ -792,7 +702,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_lingering_record_goes_at_its_deadline_and_light_load_never_waits() {
         let store = MemStore::open();
-        let mut j = journal(&store, 0).with_linger(std::time::Duration::from_millis(5));
+        let mut j = journal(&store).with_linger(std::time::Duration::from_millis(5));
         j.record(&entry(1));
         j.record(&entry(1));
         assert_eq!(j.kick(), 2);
@@ -817,7 +727,7 @@ pub(crate) mod tests {
     async fn a_failed_append_is_reported() {
         let store = MemStore::open();
         store.fail.store(true, std::sync::atomic::Ordering::Relaxed);
-        let mut j = journal(&store, 0);
+        let mut j = journal(&store);
         let tag = j.record(&entry(1));
         j.hold(tag, "never sent");
         j.kick();

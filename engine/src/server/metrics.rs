@@ -34,6 +34,10 @@ pub struct Metrics {
     pub wal_seq: AtomicU64,
     /// Pipelined appends sent again.
     pub wal_resent: AtomicU64,
+    /// Snapshots stored since start.
+    pub snapshots: AtomicU64,
+    /// The record the last of them covers.
+    pub snapshot_seq: AtomicU64,
     /// Retries answered from the reply cache.
     pub retries_answered: AtomicU64,
     /// Requests dropped because of their reply subject.
@@ -58,6 +62,8 @@ impl Metrics {
             wal_entries: AtomicU64::new(0),
             wal_seq: AtomicU64::new(0),
             wal_resent: AtomicU64::new(0),
+            snapshots: AtomicU64::new(0),
+            snapshot_seq: AtomicU64::new(0),
             retries_answered: AtomicU64::new(0),
             replies_refused: AtomicU64::new(0),
             slow_consumer_events: AtomicU64::new(0),
@@ -118,6 +124,8 @@ impl Metrics {
             "wal_entries": self.wal_entries.load(Ordering::Relaxed),
             "wal_seq": self.wal_seq.load(Ordering::Relaxed),
             "wal_resent": self.wal_resent.load(Ordering::Relaxed),
+            "snapshots": self.snapshots.load(Ordering::Relaxed),
+            "snapshot_seq": self.snapshot_seq.load(Ordering::Relaxed),
             "retries_answered": self.retries_answered.load(Ordering::Relaxed),
             "replies_refused": self.replies_refused.load(Ordering::Relaxed),
             "slow_consumer_events": self.slow_consumer_events.load(Ordering::Relaxed),

@@ -7,7 +7,8 @@
 //!
 //! - [`actor`]: the loop, idempotency, authentication, and carrying out outcomes;
 //! - [`handlers`]: one file per domain, one function per operation;
-//! - [`journal`]: group commit, replies held until durable, snapshots;
+//! - [`journal`]: group commit, replies held until durable;
+//! - [`snapshots`]: a follower of the log that takes snapshots off the actor;
 //! - [`metrics`]: the counters.
 //!
 //! Everything goes out through a [`Bus`](crate::bus::Bus), so the actor runs in
@@ -17,6 +18,7 @@ mod actor;
 mod handlers;
 pub mod journal;
 pub mod metrics;
+pub mod snapshots;
 #[cfg(test)]
 mod tests;
 

@@ -109,7 +109,7 @@ impl Shard {
         let (jobs, rx) = mpsc::channel(64);
         let mut actor = Actor::new(ShardState::new(0, 1), ctx, jobs.downgrade());
         if let Some(store) = store {
-            actor = actor.with_log(Arc::new(store), 0, 0, 1, std::time::Duration::ZERO);
+            actor = actor.with_log(Arc::new(store), 0, 0, 0, 1, std::time::Duration::ZERO);
         }
         Self {
             jobs,
@@ -456,6 +456,7 @@ async fn a_resync_larger_than_the_outbox_is_fed_to_it_whole() {
     let (jobs, rx) = mpsc::channel(64);
     let actor = Actor::new(state, ctx, jobs.downgrade()).with_log(
         Arc::new(MemStore::open()),
+        0,
         0,
         0,
         1,

@@ -289,6 +289,27 @@ impl ShardState {
         }
     }
 
+    /// A copy of everything a snapshot holds, for a follower that applies the
+    /// same log and only ever snapshots: its post indexes are left empty and
+    /// stay deferred ([`ShardState::defer_indexes`]), and it records nothing.
+    pub fn copy_for_snapshots(&self) -> Self {
+        Self {
+            shard: self.shard,
+            shards: self.shards,
+            users: self.users.clone(),
+            subs: self
+                .subs
+                .iter()
+                .map(|(k, s)| (k.clone(), s.copy_unindexed()))
+                .collect(),
+            totals: self.totals,
+            minted: self.minted.clone(),
+            record: false,
+            recorded: Vec::new(),
+            defer_indexes: true,
+        }
+    }
+
     /// Keep every applied event for [`take_events`](Self::take_events) (for a log).
     pub fn set_recording(&mut self, on: bool) {
         self.record = on;
@@ -676,4 +697,4 @@ pub(crate) fn sorted_names(names: impl Iterator<Item = SubredditName>) -> Vec<Su
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

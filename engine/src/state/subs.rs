@@ -27,7 +27,7 @@ use uuid::Uuid;
 pub const MAX_TREE_DEPTH: u32 = 100;
 
 /// A post and its tally.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Post {
     id: PostId,
     author: Username,
@@ -44,7 +44,7 @@ pub struct Post {
 }
 
 /// A comment and its tally.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Comment {
     id: CommentId,
     post_id: PostId,
@@ -249,6 +249,30 @@ impl Subreddit {
     /// four B-tree updates per post and per vote along a long replay.
     pub(super) fn defer_indexes(&mut self) {
         self.unindexed = true;
+    }
+
+    /// A copy of everything a snapshot holds, with the post indexes left
+    /// empty and deferred (for a follower that only ever snapshots).
+    pub(super) fn copy_unindexed(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            creator: self.creator.clone(),
+            created_at: self.created_at,
+            members: self.members.clone(),
+            left: self.left.clone(),
+            member_count: self.member_count,
+            membership_seq: self.membership_seq,
+            posts: self.posts.clone(),
+            comments: self.comments.clone(),
+            by_hot: BTreeSet::new(),
+            by_new: BTreeSet::new(),
+            by_top: BTreeSet::new(),
+            by_controversial: BTreeSet::new(),
+            authors: self.authors.clone(),
+            vote_seq: self.vote_seq,
+            unindexed: true,
+        }
     }
 
     /// Whether the indexes wait for a rebuild.

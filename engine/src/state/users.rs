@@ -29,7 +29,7 @@ struct KarmaEntry {
 }
 
 /// One account.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct User {
     name: Username,
     public_key: [u8; 32],

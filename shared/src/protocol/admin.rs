@@ -53,6 +53,13 @@ pub struct ShardStats {
     /// that the retrying append sent again once their predecessor was confirmed.
     #[serde(default)]
     pub wal_resent: u64,
+    /// Snapshots stored since start (durable mode). A follower of the log
+    /// takes them off the request path.
+    #[serde(default)]
+    pub snapshots: u64,
+    /// The log record the last of those snapshots covers (0: none yet).
+    #[serde(default)]
+    pub snapshot_seq: u64,
     /// Retried writes answered with their original reply since start.
     #[serde(default)]
     pub retries_answered: u64,
