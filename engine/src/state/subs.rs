@@ -41,6 +41,11 @@ pub struct Post {
     /// The author's signature (hex), if the post was signed.
     #[serde(default)]
     signature: Option<String>,
+    /// Its [`PostView`], encoded when a feed first needs it and forgotten
+    /// when a vote or a comment changes it (a feed page of popular posts is
+    /// otherwise encoded anew for every reader).
+    #[serde(skip)]
+    encoded: std::sync::OnceLock<Vec<u8>>,
 }
 
 /// A comment and its tally.
@@ -118,6 +123,23 @@ impl Post {
             ),
             self.id,
         )
+    }
+
+    /// The encoded view, from the cache if nothing changed the post since.
+    fn encoded_view(&self, sub: &SubredditName) -> Result<Vec<u8>, WireError> {
+        if let Some(bytes) = self.encoded.get() {
+            return Ok(bytes.clone());
+        }
+        let bytes = encode(&self.view(sub))?;
+        // Only the actor reads and writes the state: nobody filled it meanwhile.
+        let _ = self.encoded.set(bytes.clone());
+        Ok(bytes)
+    }
+
+    /// Marks the post changed: its cached view is stale.
+    fn changed(&mut self) -> &mut Self {
+        self.encoded.take();
+        self
     }
 
     fn view(&self, sub: &SubredditName) -> PostView {
@@ -327,6 +349,7 @@ impl Subreddit {
             comments: 0,
             children: Vec::new(),
             signature,
+            encoded: std::sync::OnceLock::new(),
         };
         if !self.unindexed {
             for sort in SORTS {
@@ -363,6 +386,7 @@ impl Subreddit {
             },
         };
         if let Some(post) = self.posts.get_mut(&post_id) {
+            let post = post.changed();
             post.comments += 1;
             if parent_id.is_none() {
                 post.children.push(id);
@@ -410,7 +434,7 @@ impl Subreddit {
         let old = match target {
             VoteTarget::Post => {
                 let id = PostId(id);
-                let post = self.posts.get_mut(&id)?;
+                let post = self.posts.get_mut(&id)?.changed();
                 if self.unindexed {
                     let old = post.tally.set(voter, value);
                     if let Some((_, score)) = self.authors.get_mut(post.author.key()) {
@@ -828,7 +852,7 @@ impl ShardState {
             let Some(post) = sub.posts.get(&id) else {
                 continue;
             };
-            let view = encode(&post.view(&sub.name))?;
+            let view = post.encoded_view(&sub.name)?;
             if !out.is_empty() && bytes + view.len() > MAX_PAGE_BYTES {
                 return Ok((out, true));
             }

@@ -5,7 +5,7 @@ use super::*;
 use reddit_shared::error::WireError;
 use reddit_shared::protocol::comment::{CommentSort, CommentTreeRequest, CreateCommentRequest};
 use reddit_shared::protocol::dm::ListDmsRequest;
-use reddit_shared::protocol::post::PostSort;
+use reddit_shared::protocol::post::{PostSort, PostView};
 
 fn un(s: &str) -> Username {
     s.parse().unwrap()
@@ -341,6 +341,73 @@ fn votes_adjust_by_the_difference_and_karma_follows() {
     assert_eq!(s.get_user(&un("alice")).unwrap().post_karma, karma0 - 1);
     let report = audit::check(1, s.audit_records(), 0, 100);
     assert!(report.ok, "{:?}", report.violations);
+}
+
+#[test]
+fn a_feed_shows_each_post_as_it_is_now_though_views_are_cached() {
+    let mut s = busy_state();
+    let mut fx = Effects::default();
+    let p = s
+        .create_post(
+            &un("alice"),
+            &sn("rust"),
+            "cached".into(),
+            String::new(),
+            None,
+            None,
+            9_000,
+            &mut fx,
+        )
+        .unwrap();
+    let seen = |s: &ShardState| -> PostView {
+        let (posts, _) = s
+            .feed_candidates(&[sn("rust")], PostSort::New, 1, None)
+            .unwrap();
+        assert_eq!(posts[0].id, p.id, "the newest post");
+        rmp_serde::from_slice(&posts[0].view).unwrap()
+    };
+    assert_eq!((seen(&s).score, seen(&s).comments), (0, 0));
+    s.vote(
+        &un("bob"),
+        &sn("rust"),
+        VoteTarget::Post,
+        p.id.0,
+        1,
+        &mut fx,
+    )
+    .unwrap();
+    assert_eq!(seen(&s).score, 1, "a vote is seen at once");
+    s.vote(
+        &un("carol"),
+        &sn("rust"),
+        VoteTarget::Post,
+        p.id.0,
+        -1,
+        &mut fx,
+    )
+    .unwrap();
+    assert_eq!((seen(&s).ups, seen(&s).downs), (1, 1));
+    s.create_comment(
+        &un("dave"),
+        CreateCommentRequest {
+            subreddit: sn("rust"),
+            post_id: p.id,
+            parent_id: None,
+            body: "c".into(),
+            signature: None,
+        },
+        9_001,
+        &mut fx,
+    )
+    .unwrap();
+    assert_eq!(seen(&s).comments, 1, "a comment is seen at once");
+    // A replay (the follower, a restart) applies events, not commands: the
+    // same holds.
+    let mut replica = ShardState::new(0, 1);
+    for e in s.take_events() {
+        replica.apply_owned(e);
+    }
+    assert_eq!(seen(&replica), seen(&s));
 }
 
 #[test]
