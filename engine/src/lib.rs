@@ -603,6 +603,9 @@ pub async fn run(
                 last_seq = r.last_seq,
                 replies = r.replies.len(),
                 elapsed_ms = r.elapsed.as_millis() as u64,
+                snapshot_fetch_ms = r.snapshot_load.fetch.as_millis() as u64,
+                snapshot_decode_ms = r.snapshot_load.decode.as_millis() as u64,
+                snapshot_index_ms = r.snapshot_load.index.as_millis() as u64,
                 "state recovered from the log"
             );
             (r.state, r.replies, Some((log, r.last_seq, r.events)))
