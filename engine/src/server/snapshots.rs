@@ -1,11 +1,11 @@
 //! Snapshots that never pause the shard. A [`Follower`] holds a second copy of
 //! the shard's state (without the post indexes, which snapshots leave out) and
 //! applies every record once the log has confirmed it, decoded from the
-//! record's bytes exactly as recovery decodes them, on the blocking pool. Every
-//! so many events it encodes its copy as of the record it has reached, also on
-//! the blocking pool, and stores it. The actor only hands records over: it
-//! waits only if the follower falls more than [`FOLLOWER_BUDGET_BYTES`] of
-//! records behind.
+//! record's bytes exactly as recovery decodes them, on a thread of its own
+//! that runs at a lower priority (nice 10) than the request path. Every so
+//! many events it encodes its copy as of the record it has reached and stores
+//! it. The actor only hands records over: it waits only if the follower falls
+//! more than [`FOLLOWER_BUDGET_BYTES`] of records behind.
 //!
 //! The price is memory: the follower's copy is about as large as the state
 //! (docs/performance.md measures it), plus the CPU of applying each event a
@@ -17,19 +17,19 @@ use crate::replies::ReplyCache;
 use crate::state::ShardState;
 use crate::wal::{decode_record, encode_snapshot, WalError};
 use bytes::Bytes;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 /// Bytes of confirmed records the follower may have waiting before the actor
 /// waits to hand it more.
 pub const FOLLOWER_BUDGET_BYTES: usize = 256 << 20;
 
-/// How long the follower lets records gather before a trip to the blocking
-/// pool: one thread hand-off per interval rather than per record (no
-/// difference showed through the noise of the 2-core box, but it bounds the
-/// wake-ups). It only delays snapshots, which nothing waits for.
+/// How long the follower lets records gather before it applies them: one
+/// wake-up per interval rather than per record. It only delays snapshots,
+/// which nothing waits for.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Bookkeeping bytes counted per record on top of its payload (an empty record
@@ -99,11 +99,19 @@ impl Follower {
     }
 }
 
+/// The follower thread's niceness: below the request path (0), so that on a
+/// busy machine encoding a snapshot takes what the shard and the broker leave.
+/// Not idle scheduling: under full load the follower must still keep up.
+const FOLLOWER_NICE_PRIORITY: u8 = 22;
+
 /// The actor's handle on its follower.
 pub struct Snapshots {
     tx: Option<mpsc::UnboundedSender<Confirmed>>,
     budget: Arc<Semaphore>,
-    task: Option<JoinHandle<Result<(), WalError>>>,
+    /// The thread's outcome, once it ends.
+    done: Option<oneshot::Receiver<Result<(), WalError>>>,
+    /// Set when dropped unfinished: no snapshot may be stored any more.
+    abandoned: Arc<AtomicBool>,
     shard: u32,
 }
 
@@ -118,11 +126,29 @@ impl Snapshots {
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let shard = follower.state.shard();
-        let task = tokio::spawn(follow(follower, rx, store, every, metrics));
+        let (done_tx, done) = oneshot::channel();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let thread = Thread {
+            runtime: tokio::runtime::Handle::current(),
+            store,
+            every,
+            metrics,
+            abandoned: abandoned.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("snapshots-{shard}"))
+            .spawn(move || {
+                lower_priority();
+                let _ = done_tx.send(thread.follow(follower, rx));
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the snapshot follower; no snapshot is taken");
+        }
         Self {
             tx: Some(tx),
             budget: Arc::new(Semaphore::new(FOLLOWER_BUDGET_BYTES)),
-            task: Some(task),
+            done: Some(done),
+            abandoned,
             shard,
         }
     }
@@ -162,11 +188,11 @@ impl Snapshots {
     /// event came since the one before.
     pub async fn finish(mut self) -> Result<(), WalError> {
         self.tx = None;
-        match self.task.take() {
-            Some(task) => task.await.unwrap_or_else(|e| {
+        match self.done.take() {
+            Some(done) => done.await.unwrap_or_else(|_| {
                 Err(WalError::Follower {
                     shard: self.shard,
-                    reason: format!("the follower's task failed: {e}"),
+                    reason: "its thread ended without a result".into(),
                 })
             }),
             None => Ok(()),
@@ -178,84 +204,87 @@ impl Drop for Snapshots {
     /// Not finished (the actor failed, say it lost the log to another
     /// process): no snapshot must be stored from here any more.
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
+        if self.done.is_some() {
+            self.abandoned.store(true, Ordering::Release);
         }
     }
 }
 
-/// The follower's loop: apply what comes, snapshot when due.
-async fn follow(
-    mut f: Follower,
-    mut rx: mpsc::UnboundedReceiver<Confirmed>,
+/// Lowers the calling thread's priority to nice 10 (allowed without
+/// privileges); on failure it keeps its priority and says so.
+fn lower_priority() {
+    use thread_priority::{set_current_thread_priority, ThreadPriority, ThreadPriorityValue};
+    let lowered = ThreadPriorityValue::try_from(FOLLOWER_NICE_PRIORITY)
+        .map_err(|e| e.to_string())
+        .and_then(|v| {
+            set_current_thread_priority(ThreadPriority::Crossplatform(v)).map_err(|e| e.to_string())
+        });
+    if let Err(e) = lowered {
+        tracing::warn!(error = %e, "the snapshot follower runs at normal priority");
+    }
+}
+
+/// What the follower's thread needs besides the follower.
+struct Thread {
+    /// Stores snapshots (async) from the thread.
+    runtime: tokio::runtime::Handle,
     store: Arc<dyn LogStore>,
     every: u64,
     metrics: Arc<Metrics>,
-) -> Result<(), WalError> {
-    let mut saving: Option<JoinHandle<()>> = None;
-    while let Some(first) = rx.recv().await {
-        tokio::time::sleep(GATHER).await;
-        let mut batch = vec![first];
-        while let Ok(record) = rx.try_recv() {
-            batch.push(record);
-        }
-        let shard = f.state.shard();
-        f = tokio::task::spawn_blocking(move || {
-            for record in &batch {
-                f.apply(record.seq, &record.bytes)?;
-            }
-            Ok::<_, WalError>(f)
-        })
-        .await
-        .map_err(|e| WalError::Follower {
-            shard,
-            reason: format!("applying records: {e}"),
-        })??;
-        let idle = saving.as_ref().is_none_or(JoinHandle::is_finished);
-        if every > 0 && f.since >= every && idle {
-            let (back, bytes) = encode_off(f).await?;
-            f = back;
-            f.since = 0;
-            match bytes {
-                Ok(bytes) => {
-                    let (seq, save, metrics) =
-                        (f.seq, store.save_snapshot(bytes, f.seq), metrics.clone());
-                    saving = Some(tokio::spawn(async move {
-                        match save.await {
-                            Ok(()) => stored(&metrics, seq),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "snapshot failed; the log keeps every record until the next one")
-                            }
-                        }
-                    }));
-                }
-                Err(e) => tracing::error!(error = %e, "could not encode a snapshot"),
-            }
-        }
-    }
-    if let Some(task) = saving.take() {
-        let _ = task.await;
-    }
-    if f.since > 0 {
-        let (f, bytes) = encode_off(f).await?;
-        store.save_snapshot(bytes?, f.seq).await?;
-        stored(&metrics, f.seq);
-    }
-    Ok(())
+    abandoned: Arc<AtomicBool>,
 }
 
-/// Encodes `f`'s snapshot on the blocking pool, giving `f` back.
-async fn encode_off(f: Follower) -> Result<(Follower, Result<Vec<u8>, WalError>), WalError> {
-    let shard = f.state.shard();
-    tokio::task::spawn_blocking(move || {
-        let bytes = f.encode();
-        (f, bytes)
-    })
-    .await
-    .map_err(|e| WalError::Follower {
-        shard,
-        reason: format!("encoding a snapshot: {e}"),
-    })
+impl Thread {
+    /// The follower's loop: apply what comes, snapshot when due; at the end
+    /// (the actor finished), a last snapshot if anything came since.
+    fn follow(
+        &self,
+        mut f: Follower,
+        mut rx: mpsc::UnboundedReceiver<Confirmed>,
+    ) -> Result<(), WalError> {
+        let mut saving: Option<JoinHandle<()>> = None;
+        while let Some(first) = rx.blocking_recv() {
+            std::thread::sleep(GATHER);
+            f.apply(first.seq, &first.bytes)?;
+            drop(first);
+            while let Ok(record) = rx.try_recv() {
+                f.apply(record.seq, &record.bytes)?;
+            }
+            let idle = saving.as_ref().is_none_or(JoinHandle::is_finished);
+            if self.every > 0 && f.since >= self.every && idle && !self.abandoned() {
+                f.since = 0;
+                match f.encode() {
+                    Ok(bytes) => {
+                        let save = self.store.save_snapshot(bytes, f.seq);
+                        let (seq, metrics) = (f.seq, self.metrics.clone());
+                        saving = Some(self.runtime.spawn(async move {
+                            match save.await {
+                                Ok(()) => stored(&metrics, seq),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "snapshot failed; the log keeps every record until the next one")
+                                }
+                            }
+                        }));
+                    }
+                    Err(e) => tracing::error!(error = %e, "could not encode a snapshot"),
+                }
+            }
+        }
+        if let Some(task) = saving.take() {
+            let _ = self.runtime.block_on(task);
+        }
+        if f.since > 0 && !self.abandoned() {
+            let bytes = f.encode()?;
+            self.runtime
+                .block_on(self.store.save_snapshot(bytes, f.seq))?;
+            stored(&self.metrics, f.seq);
+        }
+        Ok(())
+    }
+
+    fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire)
+    }
 }
 
 fn stored(metrics: &Metrics, seq: u64) {
@@ -374,6 +403,40 @@ mod tests {
             [0],
             "the replayed records are snapshotted at shutdown"
         );
+    }
+
+    /// The nice values of this process's threads named `name`.
+    #[cfg(target_os = "linux")]
+    fn nice_of_threads(name: &str) -> Vec<i64> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+            // Fields after the parenthesised name: state is field 3, nice is 19.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            out.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+        }
+        out
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_follower_runs_below_the_request_path() {
+        let store = MemStore::open();
+        let (mut snapshots, metrics) = start(&store, 0, 1);
+        snapshots.confirmed(1, record(1)).await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while metrics.snapshots.load(Ordering::Relaxed) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no snapshot");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let nice = nice_of_threads("snapshots-0");
+        assert!(!nice.is_empty(), "the follower has a thread of its own");
+        assert!(nice.iter().all(|n| *n == 10), "{nice:?}");
+        snapshots.finish().await.unwrap();
     }
 
     #[tokio::test]
