@@ -330,6 +330,15 @@ mod tests {
         )
     }
 
+    /// Waits (up to 10 s) until the follower stored a snapshot.
+    async fn first_snapshot(metrics: &Metrics) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while metrics.snapshots.load(Ordering::Relaxed) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no snapshot stored");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     #[tokio::test]
     async fn snapshots_hold_the_state_as_of_the_record_they_cover() {
         let store = MemStore::open();
@@ -337,14 +346,7 @@ mod tests {
         for seq in 1..=3 {
             snapshots.confirmed(seq, record(seq)).await;
         }
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while metrics.snapshots.load(Ordering::Relaxed) == 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no snapshot after 3 events"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        first_snapshot(&metrics).await;
         for seq in 4..=10 {
             snapshots.confirmed(seq, record(seq)).await;
         }
@@ -428,11 +430,7 @@ mod tests {
         let store = MemStore::open();
         let (mut snapshots, metrics) = start(&store, 0, 1);
         snapshots.confirmed(1, record(1)).await;
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while metrics.snapshots.load(Ordering::Relaxed) == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "no snapshot");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        first_snapshot(&metrics).await;
         let nice = nice_of_threads("snapshots-0");
         assert!(!nice.is_empty(), "the follower has a thread of its own");
         assert!(nice.iter().all(|n| *n == 10), "{nice:?}");

@@ -310,22 +310,25 @@ fn a_resync_repeats_every_membership_leave_and_karma_total() {
     ));
 }
 
+/// A new post by alice in r/rust titled `title` (on [`busy_state`]).
+fn alices_post(s: &mut ShardState, title: &str) -> PostView {
+    s.create_post(
+        &un("alice"),
+        &sn("rust"),
+        title.into(),
+        String::new(),
+        None,
+        None,
+        9_000,
+        &mut Effects::default(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn votes_adjust_by_the_difference_and_karma_follows() {
     let mut s = busy_state();
-    let mut fx = Effects::default();
-    let p = s
-        .create_post(
-            &un("alice"),
-            &sn("rust"),
-            "v".into(),
-            String::new(),
-            None,
-            None,
-            9_000,
-            &mut fx,
-        )
-        .unwrap();
+    let p = alices_post(&mut s, "v");
     let karma0 = s.get_user(&un("alice")).unwrap().post_karma;
     let vote = |s: &mut ShardState, who: &str, v: i8| {
         let mut fx = Effects::default();
@@ -347,18 +350,7 @@ fn votes_adjust_by_the_difference_and_karma_follows() {
 fn a_feed_shows_each_post_as_it_is_now_though_views_are_cached() {
     let mut s = busy_state();
     let mut fx = Effects::default();
-    let p = s
-        .create_post(
-            &un("alice"),
-            &sn("rust"),
-            "cached".into(),
-            String::new(),
-            None,
-            None,
-            9_000,
-            &mut fx,
-        )
-        .unwrap();
+    let p = alices_post(&mut s, "cached");
     let seen = |s: &ShardState| -> PostView {
         let (posts, _) = s
             .feed_candidates(&[sn("rust")], PostSort::New, 1, None)
