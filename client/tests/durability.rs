@@ -421,6 +421,50 @@ async fn a_write_waits_while_jetstream_is_not_back_yet_and_lands_when_it_is() {
     shard.stop().await.unwrap();
 }
 
+/// A snapshot never replaces one that covers more: a process that lost the
+/// shard (a new owner snapshotted and purged since) would otherwise put back a
+/// snapshot whose following records are gone, and the shard could not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_older_than_the_log_is_refused_and_the_newer_one_kept() {
+    let nats = common::NatsServer::start();
+    let client = common::connect_engine(&nats.url()).await;
+    let log = wal::Log::open(&client, 0, 1, 1).await.unwrap();
+    let mut seq = 0;
+    for i in 0..5 {
+        let record = wal::RecordBuilder::default().seal();
+        seq = log.append(record, &format!("r.{i}"), seq).await.unwrap();
+    }
+    let snapshot = |at: u64| {
+        let state = reddit_engine::state::ShardState::new(0, 1);
+        let replies = reddit_engine::replies::ReplyCache::new(10);
+        wal::encode_snapshot(&state, &replies, at).unwrap()
+    };
+    log.save_snapshot(snapshot(3), 3).await.unwrap();
+    // The same sequence again is fine (a retry); an older one is refused.
+    log.save_snapshot(snapshot(3), 3).await.unwrap();
+    let stale = log.save_snapshot(snapshot(1), 1).await;
+    assert!(
+        matches!(
+            stale,
+            Err(WalError::StaleSnapshot {
+                seq: 1,
+                first: 4,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    let recovered = log.recover(10).await.unwrap();
+    assert_eq!(
+        (
+            recovered.snapshot_seq,
+            recovered.records,
+            recovered.last_seq
+        ),
+        (3, 2, 5)
+    );
+}
+
 /// A log of large records (600 of 700 KiB) is read back whole. Pulling the
 /// client's default of 500 records at a time (350 MiB, far above the 64 MiB
 /// nats-server lets wait for one connection), the replay stalled after the

@@ -113,6 +113,16 @@ pub enum WalError {
         /// The decoder's complaint.
         reason: String,
     },
+    /// A snapshot older than the log's start was not stored.
+    #[error("shard {shard}: a snapshot covering records up to {seq} was not stored: the log already starts at record {first}, under a newer snapshot (another process owns this shard now)")]
+    StaleSnapshot {
+        /// The shard.
+        shard: u32,
+        /// The last record the refused snapshot covers.
+        seq: u64,
+        /// The first record in the log.
+        first: u64,
+    },
     /// The snapshot follower stopped: a task of it failed.
     #[error("shard {shard}: the snapshot follower stopped ({reason}); the log keeps every record until a restart snapshots again")]
     Follower {
@@ -777,7 +787,25 @@ impl Log {
     }
 
     /// Stores a snapshot covering records up to `seq`, then purges those records.
+    /// Refuses ([`WalError::StaleSnapshot`]) if the log was purged past `seq`
+    /// already: a process that lost the shard to a new owner (who has
+    /// snapshotted since) would otherwise put back a snapshot whose following
+    /// records are gone, and no process could recover the shard.
     pub async fn save_snapshot(&self, bytes: Vec<u8>, seq: u64) -> Result<(), WalError> {
+        let first = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| self.failed("cannot read the stream's info", e))?
+            .state
+            .first_sequence;
+        if first > seq + 1 {
+            return Err(WalError::StaleSnapshot {
+                shard: self.shard,
+                seq,
+                first,
+            });
+        }
         let size = bytes.len();
         let mut reader = std::io::Cursor::new(bytes);
         self.store
