@@ -162,7 +162,9 @@ async fn main() {
     let snapshot = encode_snapshot(&r.state, &r.replies, r.last_seq).unwrap();
     let encode_secs = t.elapsed().as_secs_f64();
     let size = snapshot.len();
+    let t = Instant::now();
     log.save_snapshot(snapshot, r.last_seq).await.unwrap();
+    let store_secs = t.elapsed().as_secs_f64();
     let s = log
         .recover(reddit_engine::replies::DEFAULT_CAPACITY)
         .await
@@ -172,9 +174,10 @@ async fn main() {
         (0, r.state.totals().votes)
     );
     println!(
-        "snapshot of that state: {:.0} MiB, encoded in {:.2} s; recovery from it: {:.2} s (fetch {:.2} s, decode {:.2} s, indexes {:.2} s)",
+        "snapshot of that state: {:.0} MiB, encoded in {:.2} s, stored in {:.2} s; recovery from it: {:.2} s (fetch {:.2} s, decode {:.2} s, indexes {:.2} s)",
         size as f64 / 1048576.0,
         encode_secs,
+        store_secs,
         s.elapsed.as_secs_f64(),
         s.snapshot_load.fetch.as_secs_f64(),
         s.snapshot_load.decode.as_secs_f64(),

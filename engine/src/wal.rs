@@ -267,6 +267,10 @@ pub(crate) fn decode_snapshot(
     Ok((state, s.replies, s.seq))
 }
 
+/// Size of a snapshot's chunks in the object store (each a JetStream
+/// message, synced to disk on its own): under NATS's 1 MiB payload limit.
+const SNAPSHOT_CHUNK_BYTES: usize = 512 * 1024;
+
 /// What recovery rebuilt.
 #[derive(Debug)]
 pub struct Recovered {
@@ -808,8 +812,13 @@ impl Log {
         }
         let size = bytes.len();
         let mut reader = std::io::Cursor::new(bytes);
+        let meta = object_store::ObjectMetadata {
+            name: snapshot_name(self.shard),
+            chunk_size: Some(SNAPSHOT_CHUNK_BYTES),
+            ..Default::default()
+        };
         self.store
-            .put(snapshot_name(self.shard).as_str(), &mut reader)
+            .put(meta, &mut reader)
             .await
             .map_err(|e| self.failed("cannot store a snapshot", e))?;
         self.stream
