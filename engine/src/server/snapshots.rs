@@ -99,9 +99,11 @@ impl Follower {
     }
 }
 
-/// The follower thread's niceness: below the request path (0), so that on a
-/// busy machine encoding a snapshot takes what the shard and the broker leave.
-/// Not idle scheduling: under full load the follower must still keep up.
+/// The follower thread's priority, on `thread-priority`'s 0–99 scale, which
+/// it maps to nice 10 for normal threads: below the request path (nice 0),
+/// so that on a busy machine encoding a snapshot takes what the shard and the
+/// broker leave. Not idle scheduling: under full load the follower must
+/// still keep up. A test checks the thread's nice value.
 const FOLLOWER_NICE_PRIORITY: u8 = 22;
 
 /// The actor's handle on its follower.
