@@ -465,6 +465,34 @@ async fn a_snapshot_older_than_the_log_is_refused_and_the_newer_one_kept() {
     );
 }
 
+/// Snapshot chunks fit a server whose payload limit is below the engine's
+/// chunk size (512 KiB): the snapshot is stored and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_fit_a_server_with_a_small_payload_limit() {
+    let nats = common::NatsServer::start_with_conf("max_payload: 200000\n");
+    let client = common::connect_engine(&nats.url()).await;
+    assert_eq!(client.server_info().max_payload, 200_000);
+    let log = wal::Log::open(&client, 0, 1, 1).await.unwrap();
+    let seq = log
+        .append(wal::RecordBuilder::default().seal(), "r.0", 0)
+        .await
+        .unwrap();
+    let state = reddit_engine::state::ShardState::new(0, 1);
+    let mut replies = reddit_engine::replies::ReplyCache::new(10);
+    for i in 0..5 {
+        replies.insert(reddit_engine::replies::Cached {
+            key: format!("k{i}"),
+            hash: i,
+            reply: vec![i as u8; 150_000],
+        });
+    }
+    let snapshot = wal::encode_snapshot(&state, &replies, seq).unwrap();
+    assert!(snapshot.len() > 700_000);
+    log.save_snapshot(snapshot, seq).await.unwrap();
+    let recovered = log.recover(10).await.unwrap();
+    assert_eq!((recovered.snapshot_seq, recovered.replies.len()), (seq, 5));
+}
+
 /// A log of large records (600 of 700 KiB) is read back whole. Pulling the
 /// client's default of 500 records at a time (350 MiB, far above the 64 MiB
 /// nats-server lets wait for one connection), the replay stalled after the

@@ -268,8 +268,12 @@ pub(crate) fn decode_snapshot(
 }
 
 /// Size of a snapshot's chunks in the object store (each a JetStream
-/// message, synced to disk on its own): under NATS's 1 MiB payload limit.
+/// message, synced to disk on its own): under NATS's default 1 MiB payload
+/// limit; a server with a smaller limit gets chunks that fit it.
 const SNAPSHOT_CHUNK_BYTES: usize = 512 * 1024;
+
+/// Smallest snapshot chunk, should the server report a limit of (nearly) nothing.
+const MIN_SNAPSHOT_CHUNK_BYTES: usize = 16 * 1024;
 
 /// What recovery rebuilt.
 #[derive(Debug)]
@@ -312,6 +316,9 @@ pub struct Log {
     subject: String,
     shard: u32,
     shards: u32,
+    /// Snapshot chunk size: [`SNAPSHOT_CHUNK_BYTES`], or less if the server's
+    /// payload limit is smaller.
+    chunk: usize,
 }
 
 impl std::fmt::Debug for Log {
@@ -392,6 +399,8 @@ impl Log {
                     source: Some(Box::new(e)),
                 })?,
         };
+        // Room under the server's payload limit for the chunk's headers.
+        let limit = client.server_info().max_payload.saturating_sub(4096);
         Ok(Self {
             js,
             stream,
@@ -399,6 +408,9 @@ impl Log {
             subject,
             shard,
             shards,
+            chunk: SNAPSHOT_CHUNK_BYTES
+                .min(limit)
+                .max(MIN_SNAPSHOT_CHUNK_BYTES),
         })
     }
 
@@ -814,7 +826,7 @@ impl Log {
         let mut reader = std::io::Cursor::new(bytes);
         let meta = object_store::ObjectMetadata {
             name: snapshot_name(self.shard),
-            chunk_size: Some(SNAPSHOT_CHUNK_BYTES),
+            chunk_size: Some(self.chunk),
             ..Default::default()
         };
         self.store

@@ -126,6 +126,13 @@ impl NatsServer {
         Self::start_configured(args, &password, String::new())
     }
 
+    /// Starts one with `extra_conf` in its configuration file (after the
+    /// defaults, so it overrides them).
+    pub fn start_with_conf(extra_conf: &str) -> Self {
+        let password = format!("{:032x}", rand::random::<u128>());
+        Self::start_configured(&[], &password, extra_conf.to_owned())
+    }
+
     /// Starts one with `password` for every role and `extra_conf` in its
     /// configuration file.
     fn start_configured(args: &[&str], password: &str, extra_conf: String) -> Self {
