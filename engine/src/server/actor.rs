@@ -75,6 +75,10 @@ enum Idem {
     Hit(Vec<u8>),
 }
 
+/// Sync items per log entry in a restart's resync: a few hundred KiB of
+/// events at most, well under a record's [`crate::wal::MAX_RECORD_BYTES`].
+const RESYNC_ENTRY_ITEMS: usize = 1_000;
+
 /// The actor: owns the state and handles jobs in order until every sender is gone.
 pub struct Actor {
     pub(super) state: ShardState,
@@ -160,11 +164,7 @@ impl Actor {
     /// writer) or breaks for good.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Job>) -> Result<(), WalError> {
         if self.journal.is_logged() {
-            // A restart lost whatever the outbox still owed: send it all again.
-            let mut fx = Effects::default();
-            self.state.resync_all(&mut fx);
-            self.commit(None, fx, None).await;
-            self.kick();
+            self.resync_at_start().await?;
         }
         loop {
             let can_take = self.journal.can_take();
@@ -207,6 +207,32 @@ impl Actor {
             Some(snapshots) => snapshots.finish().await,
             None => Ok(()),
         }
+    }
+
+    /// A restart lost whatever the outbox still owed: sends it all again
+    /// (applying what is for users owned here). In entries of
+    /// [`RESYNC_ENTRY_ITEMS`] items, each record appended before the next
+    /// would overfill it: as one entry, a shard of 250,000 users logged a
+    /// 25 MiB record, over NATS's payload limit, and could not restart.
+    async fn resync_at_start(&mut self) -> Result<(), WalError> {
+        let mut items = self.state.resync_items().into_iter();
+        loop {
+            let part: Vec<_> = items.by_ref().take(RESYNC_ENTRY_ITEMS).collect();
+            if part.is_empty() {
+                break;
+            }
+            let mut fx = Effects::default();
+            self.state.resync(part, &mut fx);
+            self.commit(None, fx, None).await;
+            while !self.journal.can_take() {
+                let entries = self.journal.flush();
+                self.count_entries(entries);
+                let ack = self.journal.next_ack().await?;
+                self.appended(ack).await;
+            }
+        }
+        self.kick();
+        Ok(())
     }
 
     async fn job(&mut self, job: Job) {

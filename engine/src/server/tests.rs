@@ -8,7 +8,7 @@ use super::journal::tests::MemStore;
 use super::{Actor, Ctx, Job, Metrics};
 use crate::auth::TokenSigner;
 use crate::bus::Bus;
-use crate::cross_shard::Peers;
+use crate::cross_shard::{Peers, SyncEnvelope};
 use crate::lease::Tenure;
 use crate::state::ShardState;
 use crate::wal::WalError;
@@ -437,32 +437,8 @@ async fn a_resync_larger_than_the_outbox_is_fed_to_it_whole() {
             member: true,
         });
     }
-    let (out_tx, _out) = mpsc::channel(1024);
-    let bus: Arc<dyn Bus> = Arc::new(MemBus(out_tx));
     let (sync_tx, mut sync_rx) = mpsc::channel(4);
-    let ctx = Ctx {
-        bus: bus.clone(),
-        peers: Peers::new(bus, Duration::from_secs(1)),
-        tokens: TokenSigner::new(b"unit-test-secret-0123456789abcdef", 3_600_000),
-        metrics: Arc::new(Metrics::new(64)),
-        shard: 0,
-        shards: 2,
-        instance: "unit".into(),
-        sync_tx,
-        permits: Arc::new(Semaphore::new(8)),
-        peer_timeout: Duration::from_secs(1),
-        tenure: None,
-    };
-    let (jobs, rx) = mpsc::channel(64);
-    let actor = Actor::new(state, ctx, jobs.downgrade()).with_log(
-        Arc::new(MemStore::open()),
-        0,
-        0,
-        0,
-        1,
-        Duration::ZERO,
-    );
-    let running = tokio::spawn(actor.run(rx));
+    let (jobs, running) = restarted(state, 2, sync_tx, &MemStore::open());
     let mut got = std::collections::HashSet::new();
     while got.len() < MEMBERS {
         let env = tokio::time::timeout(Duration::from_secs(10), sync_rx.recv())
@@ -481,4 +457,101 @@ async fn a_resync_larger_than_the_outbox_is_fed_to_it_whole() {
     assert_eq!(got.len(), MEMBERS);
     drop(jobs);
     running.await.unwrap().unwrap();
+}
+
+/// Shard 0 of `shards` restarting durably with `state` (its resync runs
+/// first), logging to `store`; sync items go to `sync_tx`. Dropping the
+/// returned sender stops it.
+fn restarted(
+    state: ShardState,
+    shards: u32,
+    sync_tx: mpsc::Sender<SyncEnvelope>,
+    store: &Arc<MemStore>,
+) -> (
+    mpsc::Sender<Job>,
+    tokio::task::JoinHandle<Result<(), WalError>>,
+) {
+    let (out_tx, _out) = mpsc::channel(1024);
+    let bus: Arc<dyn Bus> = Arc::new(MemBus(out_tx));
+    let ctx = Ctx {
+        bus: bus.clone(),
+        peers: Peers::new(bus, Duration::from_secs(1)),
+        tokens: TokenSigner::new(b"unit-test-secret-0123456789abcdef", 3_600_000),
+        metrics: Arc::new(Metrics::new(64)),
+        shard: 0,
+        shards,
+        instance: "unit".into(),
+        sync_tx,
+        permits: Arc::new(Semaphore::new(8)),
+        peer_timeout: Duration::from_secs(1),
+        tenure: None,
+    };
+    let (jobs, rx) = mpsc::channel(64);
+    let actor = Actor::new(state, ctx, jobs.downgrade()).with_log(
+        Arc::new(store.clone()),
+        0,
+        0,
+        0,
+        1,
+        Duration::ZERO,
+    );
+    (jobs, tokio::spawn(actor.run(rx)))
+}
+
+/// A restart's resync of a large shard is logged in records that fit NATS's
+/// payload limit. As one entry, a shard of 250,000 users wrote a 25 MiB record
+/// and could not restart (the append was refused, the shard stopped, its
+/// supervisor restarted it, and so on).
+#[tokio::test]
+async fn a_large_resync_is_logged_in_records_of_bounded_size() {
+    use crate::state::Event;
+    use reddit_shared::names::{SubredditName, Username};
+
+    const MEMBERS: usize = 15_000;
+    // One shard: every member's account is here, so each membership is
+    // applied here and logged.
+    let mut state = ShardState::new(0, 1);
+    let sub = SubredditName::parse("rust").unwrap();
+    state.apply_owned(Event::SubredditCreated {
+        name: sub.clone(),
+        description: String::new(),
+        creator: Username::parse("creator").unwrap(),
+        at: 0,
+    });
+    for i in 0..MEMBERS {
+        let user = Username::parse(&format!("member{i}")).unwrap();
+        state.apply_owned(Event::UserRegistered {
+            username: user.clone(),
+            public_key: [1; 32],
+            at: 0,
+        });
+        state.apply_owned(Event::MembershipChanged {
+            subreddit: sub.key().to_owned(),
+            user,
+            member: true,
+        });
+    }
+    let store = MemStore::open();
+    let (sync_tx, _sync_rx) = mpsc::channel(4);
+    let (jobs, running) = restarted(state, 1, sync_tx, &store);
+    drop(jobs);
+    running.await.unwrap().unwrap();
+    let records = store.records.lock().unwrap();
+    let mut synced = 0;
+    for record in records.iter() {
+        assert!(
+            record.len() <= crate::wal::MAX_RECORD_BYTES + 256 * 1024,
+            "a record of {} bytes",
+            record.len()
+        );
+        for entry in crate::wal::decode_record(record).unwrap() {
+            synced += entry
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::MembershipSynced { .. }))
+                .count();
+        }
+    }
+    assert_eq!(synced, MEMBERS, "every membership, once");
+    assert!(records.len() > 1, "more than one record");
 }

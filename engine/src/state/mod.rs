@@ -334,11 +334,23 @@ impl ShardState {
     /// applies it, for users owned here). After a restart this repeats whatever the
     /// lost outbox still owed; receivers ignore versions they already hold.
     pub fn resync_all(&mut self, fx: &mut Effects) {
-        let items: Vec<SyncItem> = self
-            .subs
+        let items = self.resync_items();
+        self.resync(items, fx);
+    }
+
+    /// What [`ShardState::resync_all`] repeats: every membership and karma
+    /// total held here, at the current versions (to apply in parts with
+    /// [`ShardState::resync`]).
+    pub fn resync_items(&self) -> Vec<SyncItem> {
+        self.subs
             .values()
             .flat_map(Subreddit::all_sync_items)
-            .collect();
+            .collect()
+    }
+
+    /// Queues `items` for the users' shards, or applies those of users owned
+    /// here (recording their events).
+    pub fn resync(&mut self, items: impl IntoIterator<Item = SyncItem>, fx: &mut Effects) {
         for item in items {
             self.sync(item, fx);
         }
