@@ -439,6 +439,30 @@ mod tests {
         snapshots.finish().await.unwrap();
     }
 
+    /// Dropped without `finish` (the actor failed, say it was fenced off):
+    /// the follower ends without storing the snapshot it owed.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn an_abandoned_follower_stores_nothing_more() {
+        let store = MemStore::open();
+        // Shard 7: a thread name no other test uses. 5 replayed events: a
+        // finished follower would store a snapshot at the end.
+        let state = ShardState::new(7, 8);
+        let follower = Follower::new(&state, &ReplyCache::new(10), 0, 5);
+        let backing: Arc<dyn LogStore> = Arc::new(store.clone());
+        let snapshots = Snapshots::start(follower, backing, 0, Arc::new(Metrics::new(1)));
+        drop(snapshots);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !nice_of_threads("snapshots-7").is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the follower did not end"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(store.snapshots.lock().unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn a_record_that_does_not_decode_stops_the_follower_with_an_error() {
         let store = MemStore::open();
