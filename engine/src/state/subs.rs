@@ -822,26 +822,36 @@ impl ShardState {
     }
 
     /// `internal.feed.candidates`: up to `limit` posts from these subreddits (those
-    /// owned here and existing) strictly after `cursor`, best first, each with its
-    /// sort key and its encoded view; fewer, and `true`, if their views reach
-    /// [`MAX_PAGE_BYTES`].
+    /// owned here and existing) strictly after `cursor` and strictly before
+    /// `above` (both cursors), best first, each with its sort key and its encoded
+    /// view; fewer, and `true`, if their views reach [`MAX_PAGE_BYTES`].
     pub fn feed_candidates(
         &self,
         names: &[SubredditName],
         sort: PostSort,
         limit: usize,
         cursor: Option<&String>,
+        above: Option<&String>,
     ) -> Result<(Vec<FeedCandidate>, bool), WireError> {
+        use std::ops::Bound::{Excluded, Unbounded};
         let after = parse_cursor(cursor)?;
+        let above = parse_cursor(above)?;
+        // Best first means the largest keys first: the range is (above, after).
+        if let (Some(low), Some(high)) = (&above, &after) {
+            if low >= high {
+                // Nothing lies between (and BTreeSet::range would panic).
+                return Ok((Vec::new(), false));
+            }
+        }
+        let bounds = (
+            above.map_or(Unbounded, Excluded),
+            after.map_or(Unbounded, Excluded),
+        );
         // Pick the winners by key first; build and encode views only for them.
         let mut keys: Vec<(SortKey, &Subreddit)> = Vec::new();
         for name in names {
             let Ok(sub) = self.sub(name) else { continue };
-            let index = sub.index(sort);
-            let range: Box<dyn Iterator<Item = &SortKey>> = match &after {
-                Some(k) => Box::new(index.range(..*k).rev()),
-                None => Box::new(index.iter().rev()),
-            };
+            let range = sub.index(sort).range(bounds).rev();
             keys.extend(range.take(limit).map(|k| (*k, sub)));
         }
         keys.sort_unstable_by_key(|(key, _)| std::cmp::Reverse(*key));

@@ -347,13 +347,60 @@ fn votes_adjust_by_the_difference_and_karma_follows() {
 }
 
 #[test]
+fn feed_candidates_stay_strictly_between_the_cursor_and_the_floor() {
+    let mut s = busy_state();
+    let ids: Vec<_> = (0..6)
+        .map(|i| alices_post(&mut s, &format!("p{i}")).id)
+        .collect();
+    let all = |s: &ShardState, cursor: Option<&String>, above: Option<&String>| {
+        let (posts, truncated) = s
+            .feed_candidates(&[sn("rust")], PostSort::New, 100, cursor, above)
+            .unwrap();
+        assert!(!truncated);
+        posts
+    };
+    let everything = all(&s, None, None);
+    assert!(everything.len() >= ids.len());
+    let key = |k: usize| {
+        crate::state::ranking::encode_cursor(&(
+            crate::state::ranking::Rank(everything[k].rank),
+            everything[k].id,
+        ))
+    };
+    let ids_of = |v: &[reddit_shared::protocol::internal::FeedCandidate]| {
+        v.iter().map(|c| c.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids_of(&all(&s, None, Some(&key(3)))),
+        ids_of(&everything[..3]),
+        "only what ranks above the floor"
+    );
+    assert_eq!(
+        ids_of(&all(&s, Some(&key(1)), Some(&key(4)))),
+        ids_of(&everything[2..4]),
+        "strictly between the two"
+    );
+    for (cursor, floor) in [(2, 2), (3, 1)] {
+        assert!(
+            all(&s, Some(&key(cursor)), Some(&key(floor))).is_empty(),
+            "a floor at or above the cursor leaves nothing (and does not panic)"
+        );
+    }
+    let bad = "not a cursor".to_owned();
+    let e = s
+        .feed_candidates(&[sn("rust")], PostSort::New, 1, None, Some(&bad))
+        .unwrap_err();
+    assert_eq!(e.code, reddit_shared::error::ErrorCode::InvalidRequest);
+}
+
+#[test]
 fn a_feed_shows_each_post_as_it_is_now_though_views_are_cached() {
     let mut s = busy_state();
     let mut fx = Effects::default();
     let p = alices_post(&mut s, "cached");
     let seen = |s: &ShardState| -> PostView {
         let (posts, _) = s
-            .feed_candidates(&[sn("rust")], PostSort::New, 1, None)
+            .feed_candidates(&[sn("rust")], PostSort::New, 1, None, None)
             .unwrap();
         assert_eq!(posts[0].id, p.id, "the newest post");
         rmp_serde::from_slice(&posts[0].view).unwrap()

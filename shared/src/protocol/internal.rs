@@ -108,6 +108,11 @@ pub struct FeedCandidatesRequest {
     /// Only posts strictly after this cursor in `sort` order.
     #[serde(default)]
     pub cursor: Option<String>,
+    /// Only posts strictly before this key (a cursor string) in `sort` order: the
+    /// asking shard already holds `limit` candidates at or before it, so nothing
+    /// after it can make the page. Absent: no such bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<String>,
 }
 impl Validate for FeedCandidatesRequest {}
 

@@ -30,7 +30,16 @@ impl Actor {
         let local = by_shard.remove(&self.ctx.shard).unwrap_or_default();
         let (posts, truncated) =
             self.state
-                .feed_candidates(&local, r.sort, limit + 1, r.cursor.as_ref())?;
+                .feed_candidates(&local, r.sort, limit + 1, r.cursor.as_ref(), None)?;
+        // With `limit + 1` local candidates, the page has a next one whatever the
+        // other shards hold, and none of their posts ranking below the `limit`-th
+        // local one can make this page: they send only what ranks above it.
+        let above = match (truncated, posts.get(limit.saturating_sub(1))) {
+            (false, Some(c)) if limit > 0 && posts.len() > limit => {
+                Some(encode_cursor(&(Rank(c.rank), c.id)))
+            }
+            _ => None,
+        };
         let mut merge = FeedMerge::default();
         merge.add(posts, truncated);
         if by_shard.is_empty() {
@@ -45,6 +54,7 @@ impl Actor {
                         sort: r.sort,
                         limit: u32::try_from(limit + 1).unwrap_or(u32::MAX),
                         cursor: r.cursor.clone(),
+                        above: above.clone(),
                     };
                     let peers = peers.clone();
                     async move { peers.call(shard, &req).await }

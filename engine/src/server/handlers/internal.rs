@@ -43,6 +43,7 @@ impl Actor {
             r.sort,
             r.limit as usize,
             r.cursor.as_ref(),
+            r.above.as_ref(),
         )?;
         reply(&FeedCandidates { posts, truncated })
     }
