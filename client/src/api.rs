@@ -516,7 +516,7 @@ impl RedditClient {
         if token.is_some() || idempotency_key.is_some() {
             let mut headers = async_nats::HeaderMap::new();
             if let Some(token) = token {
-                headers.insert(AUTH_HEADER, bearer(token).as_str());
+                headers.insert(AUTH_HEADER, bearer(token));
             }
             if let Some(key) = idempotency_key {
                 headers.insert(IDEMPOTENCY_HEADER, key);
@@ -602,6 +602,28 @@ impl RedditClient {
         session: Option<&Session>,
         req: &R,
     ) -> Result<R::Reply, ClientError> {
+        self.send_to_as(shard, session, req).await
+    }
+
+    /// [`send`](Self::send), the reply decoded as `T` instead of `R::Reply`: a
+    /// lighter view of the same MessagePack map that names only the fields the
+    /// caller reads (the others are skipped, not allocated). The simulator reads
+    /// feeds this way.
+    pub async fn send_as<R: Rpc, T: DeserializeOwned>(
+        &self,
+        session: Option<&Session>,
+        req: &R,
+    ) -> Result<T, ClientError> {
+        let shard = self.route(session, req)?;
+        self.send_to_as(shard, session, req).await
+    }
+
+    async fn send_to_as<R: Rpc, T: DeserializeOwned>(
+        &self,
+        shard: u32,
+        session: Option<&Session>,
+        req: &R,
+    ) -> Result<T, ClientError> {
         let token = session.map(|s| s.token.as_str());
         if let Some(http) = &self.http {
             req.validate()?;
