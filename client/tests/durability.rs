@@ -465,6 +465,58 @@ async fn a_snapshot_older_than_the_log_is_refused_and_the_newer_one_kept() {
     );
 }
 
+/// A snapshot stored by an earlier release (format 1: the whole state as one
+/// MessagePack map) still recovers the shard after an upgrade to the format in
+/// parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_the_older_format_still_recovers_the_shard() {
+    #[derive(serde::Serialize)]
+    struct FormatOne<'a> {
+        format: &'static str,
+        shard: u32,
+        shards: u32,
+        seq: u64,
+        state: &'a reddit_engine::state::ShardState,
+        replies: Vec<reddit_engine::replies::Cached>,
+    }
+    let nats = common::NatsServer::start();
+    let client = common::connect_engine(&nats.url()).await;
+    let log = wal::Log::open(&client, 0, 1, 1).await.unwrap();
+    let mut seq = 0;
+    for i in 0..3 {
+        let record = wal::RecordBuilder::default().seal();
+        seq = log.append(record, &format!("r.{i}"), seq).await.unwrap();
+    }
+    let mut state = reddit_engine::state::ShardState::new(0, 1);
+    state.register(&un("ann"), [7; 32], 1).unwrap();
+    let old = rmp_serde::to_vec_named(&FormatOne {
+        format: wal::FORMAT,
+        shard: 0,
+        shards: 1,
+        seq: 2,
+        state: &state,
+        replies: vec![reddit_engine::replies::Cached {
+            key: "k".into(),
+            hash: 1,
+            reply: vec![1],
+        }],
+    })
+    .unwrap();
+    log.save_snapshot(old, 2).await.unwrap();
+    let recovered = log.recover(10).await.unwrap();
+    assert_eq!(
+        (
+            recovered.snapshot_seq,
+            recovered.records,
+            recovered.last_seq
+        ),
+        (2, 1, 3)
+    );
+    assert_eq!(recovered.state.user_count(), 1);
+    assert!(recovered.state.get_user(&un("ann")).is_ok());
+    assert_eq!(recovered.replies.len(), 1);
+}
+
 /// Snapshot chunks fit a server whose payload limit is below the engine's
 /// chunk size (512 KiB): the snapshot is stored and read back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

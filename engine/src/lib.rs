@@ -18,6 +18,7 @@ pub mod cross_shard;
 pub mod lease;
 pub mod replies;
 pub mod server;
+pub mod snapshot;
 pub mod state;
 pub mod wal;
 

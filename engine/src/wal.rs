@@ -17,8 +17,8 @@
 //!   records. A retried append carries the same `Nats-Msg-Id`, so an append whose
 //!   acknowledgement was lost is not stored twice.
 //! - **Snapshots** go to the object store `REDDIT_SNAPSHOTS` as `shard-<k>`: the whole
-//!   state and the reply cache as of a record sequence. Once one is stored, the
-//!   records it covers are purged.
+//!   state and the reply cache as of a record sequence, in the format of
+//!   [`crate::snapshot`]. Once one is stored, the records it covers are purged.
 
 use crate::replies::{Cached, ReplyCache};
 use crate::state::{Event, ShardState};
@@ -30,7 +30,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
-/// Format tag in the stream metadata and in snapshots.
+/// Format tag in the stream metadata (and in snapshots of the first format).
 pub const FORMAT: &str = "reddit-wal-1";
 /// Largest record (one JetStream message) the actor builds: under NATS's default
 /// 1 MiB max payload. The actor stops taking requests while a full record waits.
@@ -210,49 +210,14 @@ pub fn decode_record(bytes: &[u8]) -> Result<Vec<Entry>, rmp_serde::decode::Erro
     rmp_serde::from_slice(bytes)
 }
 
-#[derive(Serialize)]
-struct SnapshotOut<'a> {
-    format: &'static str,
-    shard: u32,
-    shards: u32,
-    seq: u64,
-    state: &'a ShardState,
-    replies: RepliesOut<'a>,
-}
-
-struct RepliesOut<'a>(&'a ReplyCache);
-
-impl Serialize for RepliesOut<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.entries())
-    }
-}
-
-#[derive(Deserialize)]
-struct SnapshotIn {
-    format: String,
-    shard: u32,
-    shards: u32,
-    seq: u64,
-    state: ShardState,
-    #[serde(default)]
-    replies: Vec<Cached>,
-}
-
-/// Encodes a snapshot of `state` and `replies` as of record `seq`.
+/// Encodes a snapshot of `state` and `replies` as of record `seq` (the format
+/// of [`crate::snapshot`]).
 pub fn encode_snapshot(
     state: &ShardState,
     replies: &ReplyCache,
     seq: u64,
-) -> Result<Vec<u8>, rmp_serde::encode::Error> {
-    rmp_serde::to_vec_named(&SnapshotOut {
-        format: FORMAT,
-        shard: state.shard(),
-        shards: state.shards(),
-        seq,
-        state,
-        replies: RepliesOut(replies),
-    })
+) -> Result<Vec<u8>, crate::snapshot::SnapshotError> {
+    crate::snapshot::encode(state, replies, seq)
 }
 
 /// Decodes a snapshot: the state (indexes rebuilt), its replies, and the
@@ -260,11 +225,9 @@ pub fn encode_snapshot(
 #[cfg(test)]
 pub(crate) fn decode_snapshot(
     bytes: &[u8],
-) -> Result<(ShardState, Vec<Cached>, u64), rmp_serde::decode::Error> {
-    let s: SnapshotIn = rmp_serde::from_slice(bytes)?;
-    let mut state = s.state;
-    state.after_load();
-    Ok((state, s.replies, s.seq))
+) -> Result<(ShardState, Vec<Cached>, u64), crate::snapshot::SnapshotError> {
+    let s = crate::snapshot::decode(bytes, 2)?;
+    Ok((s.state, s.replies, s.seq))
 }
 
 /// Size of a snapshot's chunks in the object store (each a JetStream
@@ -301,9 +264,11 @@ pub struct Recovered {
 pub struct SnapshotLoad {
     /// Reading it from the object store.
     pub fetch: Duration,
-    /// Decoding it (state and reply cache).
+    /// Decoding it (state and reply cache; in parallel parts, each
+    /// subreddit's post indexes rebuilt on the thread that decoded it).
     pub decode: Duration,
-    /// Rebuilding the post indexes it leaves out.
+    /// After decoding: putting the parts together (or, for a snapshot of the
+    /// older single-part format, rebuilding the post indexes it leaves out).
     pub index: Duration,
 }
 
@@ -443,28 +408,27 @@ impl Log {
     async fn load_snapshot(
         &self,
         times: &mut SnapshotLoad,
-    ) -> Result<Option<SnapshotIn>, WalError> {
+    ) -> Result<Option<crate::snapshot::Loaded>, WalError> {
         let started = Instant::now();
         let mut object = match self.store.get(snapshot_name(self.shard)).await {
             Ok(object) => object,
             Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.failed("cannot read the snapshot", e)),
         };
-        let mut bytes = Vec::new();
+        // Its size is known: one allocation, not a doubling series of copies.
+        let mut bytes = Vec::with_capacity(object.info().size);
         object
             .read_to_end(&mut bytes)
             .await
             .map_err(|e| self.failed("cannot read the snapshot", e))?;
         times.fetch = started.elapsed();
-        let started = Instant::now();
-        let snapshot: SnapshotIn =
-            rmp_serde::from_slice(&bytes).map_err(|e| self.corrupt("the snapshot", e))?;
-        times.decode = started.elapsed();
-        if snapshot.format != FORMAT || snapshot.shard != self.shard {
-            return Err(self.corrupt(
-                "the snapshot",
-                format!("format {:?} of shard {}", snapshot.format, snapshot.shard),
-            ));
+        let snapshot = crate::snapshot::decode(&bytes, crate::snapshot::load_threads())
+            .map_err(|e| self.corrupt("the snapshot", e))?;
+        drop(bytes);
+        times.decode = snapshot.decode;
+        times.index = snapshot.index;
+        if snapshot.shard != self.shard {
+            return Err(self.corrupt("the snapshot", format!("it is shard {}'s", snapshot.shard)));
         }
         if snapshot.shards != self.shards {
             return Err(WalError::ShardCount {
@@ -482,15 +446,11 @@ impl Log {
         let mut times = SnapshotLoad::default();
         let (state, replies, snapshot_seq) = match self.load_snapshot(&mut times).await? {
             Some(s) => {
-                let mut state = s.state;
-                let indexing = Instant::now();
-                state.after_load();
-                times.index = indexing.elapsed();
                 let mut replies = ReplyCache::new(reply_capacity);
                 for r in s.replies {
                     replies.insert(r);
                 }
-                (state, replies, s.seq)
+                (s.state, replies, s.seq)
             }
             None => (
                 ShardState::new(self.shard, self.shards),
@@ -901,7 +861,10 @@ mod tests {
                     }
                 }
             }
-            let _ = rmp_serde::from_slice::<SnapshotIn>(&bytes);
+            let _ = crate::snapshot::decode(&bytes, 2);
+            let mut parted = b"RSNAP\x00\x02\x00".to_vec();
+            parted.extend_from_slice(&bytes);
+            let _ = crate::snapshot::decode(&parted, 2);
         }
     }
 }

@@ -330,6 +330,39 @@ impl ShardState {
         }
     }
 
+    /// What a snapshot stores, as separate pieces (the snapshot format spreads
+    /// them over parts that load in parallel): users, subreddits, totals, and
+    /// the ids minted for idempotency keys.
+    pub(crate) fn snapshot_pieces(
+        &self,
+    ) -> (
+        &HashMap<String, User>,
+        &HashMap<String, Subreddit>,
+        Totals,
+        &MintedIds,
+    ) {
+        (&self.users, &self.subs, self.totals, &self.minted)
+    }
+
+    /// A state from a snapshot's pieces; the subreddits must be ready to serve
+    /// ([`Subreddit::after_load`]).
+    pub(crate) fn from_snapshot_pieces(
+        shard: u32,
+        shards: u32,
+        users: HashMap<String, User>,
+        subs: HashMap<String, Subreddit>,
+        totals: Totals,
+        minted: MintedIds,
+    ) -> Self {
+        Self {
+            users,
+            subs,
+            totals,
+            minted,
+            ..Self::new(shard, shards)
+        }
+    }
+
     /// Queues every membership and karma total held here for the users' shards (or
     /// applies it, for users owned here). After a restart this repeats whatever the
     /// lost outbox still owed; receivers ignore versions they already hold.

@@ -266,6 +266,18 @@ impl Subreddit {
         self.unindexed = false;
     }
 
+    /// Makes a subreddit decoded from a snapshot ready to serve: rebuilds the
+    /// post indexes a snapshot leaves out.
+    pub(crate) fn after_load(&mut self) {
+        self.rebuild_indexes();
+    }
+
+    /// A rough measure of this subreddit's share of a snapshot (posts,
+    /// comments, members), to spread subreddits evenly over a snapshot's parts.
+    pub(crate) fn snapshot_weight(&self) -> usize {
+        1 + 4 * self.posts.len() + 2 * self.comments.len() + self.members.len() / 8
+    }
+
     /// Stops keeping the post indexes up to date until
     /// [`Subreddit::rebuild_indexes`]: one sort at the end costs less than
     /// four B-tree updates per post and per vote along a long replay.
