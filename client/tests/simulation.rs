@@ -79,6 +79,19 @@ async fn a_small_simulation_passes_its_checks() {
             "op summary lacks {field}"
         );
     }
+    // Per second: the merged latency sum and maximum (mean latency per second).
+    let seconds: Vec<reddit_client::sim::metrics::Second> =
+        serde_json::from_value(json["timeline"].clone()).unwrap();
+    assert!(!seconds.is_empty());
+    for s in &seconds {
+        assert!(
+            s.ops == 0 || (s.latency_us_sum > 0 && s.max_us > 0),
+            "{s:?}"
+        );
+        assert!(s.max_us as f64 / 1000.0 >= s.mean_ms(), "{s:?}");
+    }
+    let busiest = seconds.iter().map(|s| s.ops).max().unwrap();
+    assert!(busiest > 0);
     for plot in [
         "throughput.svg",
         "latency.svg",

@@ -105,6 +105,24 @@ pub struct Second {
     pub errors: u64,
     /// Users online at the end of the second.
     pub online: u64,
+    /// Sum of the latencies of the requests completed in this second, in µs
+    /// (over `ops`: the second's mean latency; sums merge across processes).
+    #[serde(default)]
+    pub latency_us_sum: u64,
+    /// Largest latency completed in this second, in µs.
+    #[serde(default)]
+    pub max_us: u64,
+}
+
+impl Second {
+    /// Mean latency of the requests completed in this second, in ms.
+    pub fn mean_ms(&self) -> f64 {
+        if self.ops == 0 {
+            0.0
+        } else {
+            self.latency_us_sum as f64 / self.ops as f64 / 1000.0
+        }
+    }
 }
 
 /// Acknowledged writes, to compare with the engine's totals. A request without a

@@ -189,6 +189,9 @@ pub fn merge(cfg: &SimConfig, parts: &[PartReport]) -> Report {
             timeline[i].ops += s.ops;
             timeline[i].errors += s.errors;
             timeline[i].online += s.online;
+            timeline[i].latency_us_sum =
+                timeline[i].latency_us_sum.saturating_add(s.latency_us_sum);
+            timeline[i].max_us = timeline[i].max_us.max(s.max_us);
         }
         sessions.add(&p.sessions);
     }

@@ -195,7 +195,10 @@ impl Worker {
         if self.seconds.len() <= sec {
             self.seconds.resize(sec + 1, Second::default());
         }
-        self.seconds[sec].ops += 1;
+        let second = &mut self.seconds[sec];
+        second.ops += 1;
+        second.latency_us_sum = second.latency_us_sum.saturating_add(us);
+        second.max_us = second.max_us.max(us);
         if err.is_some() {
             self.seconds[sec].errors += 1;
         }
