@@ -5,7 +5,8 @@
 //! The outbox coalesces: it keeps only the newest version of each (user, subreddit)
 //! item, sends one batched `internal.sync` request per destination shard per round,
 //! and retries failed rounds with backoff until the destination acknowledges. Items
-//! carry versions, so a repeat or a reordering is harmless at the receiver.
+//! carry versions, so a repeat or a reordering is harmless at the receiver. After
+//! a bulk round (a restart's resync) it pauses as long as the round took.
 
 use crate::bus::SharedBus;
 use reddit_shared::codec::encode;
@@ -91,6 +92,12 @@ fn key_and_version(dest: u32, item: &SyncItem) -> (ItemKey, u64) {
 /// of [`MAX_SYNC_ITEMS`]); the rest wait in the outbox and the actor's backlog.
 const MAX_PENDING: usize = 8192;
 
+/// A round of more items than this is a bulk transfer (a restart's resync;
+/// live traffic sends tens of items per round): the syncer then pauses as
+/// long as the round took, so the resync takes at most about half of the
+/// receiving shards' time and the requests they serve get the rest.
+const BULK_ROUND: usize = 1024;
+
 struct Pending {
     item: SyncItem,
     version: u64,
@@ -139,10 +146,15 @@ pub async fn run_syncer(
         if pending.is_empty() {
             continue;
         }
+        let round = pending.len();
+        let started = tokio::time::Instant::now();
         let ok = send_round(&peers, &mut pending).await;
         gauge.store((pending.len() + rx.len()) as u64, Ordering::Relaxed);
         if ok {
             delays = reddit_shared::backoff::delays(first, max);
+            if round > BULK_ROUND && !closed {
+                tokio::time::sleep(started.elapsed()).await;
+            }
         } else {
             if closed_at.is_some_and(|t| t.elapsed() > drain_deadline) {
                 tracing::warn!(

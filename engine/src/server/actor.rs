@@ -63,6 +63,9 @@ pub(super) struct Outcome {
     fx: Effects,
     envelope: Option<SyncEnvelope>,
     reply: Option<Pending>,
+    /// The sync items are a restart's resync: they go to the resync lane
+    /// ([`Actor::resync_backlog`]), not ahead of live traffic.
+    bulk: bool,
 }
 
 /// What the idempotency check decided.
@@ -78,6 +81,8 @@ enum Idem {
 /// Sync items per log entry in a restart's resync: a few hundred KiB of
 /// events at most, well under a record's [`crate::wal::MAX_RECORD_BYTES`].
 const RESYNC_ENTRY_ITEMS: usize = 1_000;
+/// How often the resync lane looks for room in the outbox while it waits.
+const RESYNC_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The actor: owns the state and handles jobs in order until every sender is gone.
 pub struct Actor {
@@ -103,6 +108,12 @@ pub struct Actor {
     /// Never more than what one resync produces: writes that would add to it
     /// are refused while the outbox is full ([`Actor::need_sync_room`]).
     sync_backlog: std::collections::VecDeque<SyncEnvelope>,
+    /// A restart's resync, waiting for the outbox: fed to it only while the
+    /// outbox is less than half full, so live writes always find room (they are
+    /// refused when it is full) and their items (a join waits for its own) do
+    /// not queue behind hundreds of thousands of resync items. Items carry
+    /// versions, so the two lanes may overtake each other.
+    resync_backlog: std::collections::VecDeque<SyncEnvelope>,
 }
 
 impl Actor {
@@ -124,6 +135,7 @@ impl Actor {
             current: None,
             running: std::collections::HashSet::new(),
             sync_backlog: std::collections::VecDeque::new(),
+            resync_backlog: std::collections::VecDeque::new(),
         }
     }
 
@@ -170,12 +182,17 @@ impl Actor {
             let can_take = self.journal.can_take();
             let linger = self.journal.linger_deadline();
             let outbox = (!self.sync_backlog.is_empty()).then(|| self.ctx.sync_tx.clone());
+            // The resync lane waits for the outbox to drain below half: looked
+            // at again every few milliseconds while it has items.
+            let resync_tick = (outbox.is_none() && !self.resync_backlog.is_empty())
+                .then(|| tokio::time::Instant::now() + RESYNC_POLL);
             tokio::select! {
                 biased;
                 ack = self.journal.next_ack() => self.appended(ack?).await,
                 () = sleep_until(linger), if linger.is_some() => {}
                 // The outbox has room again: the loop's end feeds it.
                 () = room_in(outbox) => {}
+                () = sleep_until(resync_tick), if resync_tick.is_some() => {}
                 job = rx.recv(), if can_take => match job {
                     Some(job) => self.job(job).await,
                     None => break,
@@ -194,6 +211,7 @@ impl Actor {
         self.release().await;
         // What the outbox could not take yet goes before the senders close
         // (the syncer takes items as fast as it can hold them).
+        self.sync_backlog.append(&mut self.resync_backlog);
         while let Some(env) = self.sync_backlog.pop_front() {
             if self.ctx.sync_tx.send(env).await.is_err() {
                 tracing::warn!(
@@ -215,7 +233,13 @@ impl Actor {
     /// would overfill it: as one entry, a shard of 250,000 users logged a
     /// 25 MiB record, over NATS's payload limit, and could not restart.
     async fn resync_at_start(&mut self) -> Result<(), WalError> {
-        let mut items = self.state.resync_items().into_iter();
+        let items = self.state.resync_items();
+        tracing::info!(
+            shard = self.ctx.shard,
+            items = items.len(),
+            "resync: repeating every membership and karma total held here (in the background)"
+        );
+        let mut items = items.into_iter();
         loop {
             let part: Vec<_> = items.by_ref().take(RESYNC_ENTRY_ITEMS).collect();
             if part.is_empty() {
@@ -223,7 +247,19 @@ impl Actor {
             }
             let mut fx = Effects::default();
             self.state.resync(part, &mut fx);
-            self.commit(None, fx, None).await;
+            let events = self.state.take_events();
+            self.record(events, None);
+            let tag = self.journal.last_tag();
+            self.finish(
+                tag,
+                Outcome {
+                    fx,
+                    envelope: None,
+                    reply: None,
+                    bulk: true,
+                },
+            )
+            .await;
             while !self.journal.can_take() {
                 let entries = self.journal.flush();
                 self.count_entries(entries);
@@ -313,6 +349,7 @@ impl Actor {
                 fx,
                 envelope: None,
                 reply,
+                bulk: false,
             },
         )
         .await;
@@ -497,6 +534,7 @@ impl Actor {
                 fx,
                 envelope,
                 reply: Some(reply),
+                bulk: false,
             },
         )
         .await;
@@ -505,12 +543,23 @@ impl Actor {
     /// Sends what a handled job produced: sync items, pushes, then the reply.
     async fn carry_out(&mut self, outcome: Outcome) {
         let Outcome {
-            fx,
+            mut fx,
             envelope,
             reply,
+            bulk,
         } = outcome;
         if let Some(env) = envelope {
             self.queue_sync(env);
+        }
+        if bulk {
+            let items = std::mem::take(&mut fx.sync);
+            self.resync_backlog
+                .extend(items.into_iter().map(|(dest, item)| SyncEnvelope {
+                    dest,
+                    item,
+                    waiter: None,
+                }));
+            self.feed_outbox();
         }
         self.send_effects(fx).await;
         match reply {
@@ -635,8 +684,31 @@ impl Actor {
         }
     }
 
-    /// Moves backlog items into the outbox while it has room.
+    /// Moves backlog items into the outbox while it has room, live ones first;
+    /// resync items only while it is less than half full.
     fn feed_outbox(&mut self) {
+        self.feed_live();
+        if !self.sync_backlog.is_empty() {
+            return;
+        }
+        let half = self.ctx.sync_tx.max_capacity() / 2;
+        while self.ctx.sync_tx.capacity() > half {
+            let Some(env) = self.resync_backlog.pop_front() else {
+                break;
+            };
+            if let Err(e) = self.ctx.sync_tx.try_send(env) {
+                let env = match e {
+                    mpsc::error::TrySendError::Full(env)
+                    | mpsc::error::TrySendError::Closed(env) => env,
+                };
+                self.resync_backlog.push_front(env);
+                break;
+            }
+        }
+    }
+
+    /// Moves live backlog items into the outbox while it has room, in order.
+    fn feed_live(&mut self) {
         while let Some(env) = self.sync_backlog.pop_front() {
             match self.ctx.sync_tx.try_send(env) {
                 Ok(()) => {}
@@ -655,9 +727,9 @@ impl Actor {
         }
     }
 
-    /// Sync items waiting for room in the outbox.
+    /// Sync items waiting for room in the outbox (live and resync).
     pub(super) fn sync_backlog(&self) -> usize {
-        self.sync_backlog.len()
+        self.sync_backlog.len() + self.resync_backlog.len()
     }
 
     /// Refuses writes that would produce sync items when the outbox is full.

@@ -459,6 +459,70 @@ async fn a_resync_larger_than_the_outbox_is_fed_to_it_whole() {
     running.await.unwrap().unwrap();
 }
 
+/// A restart's resync never takes more than half the outbox: the rest stays
+/// in the actor's resync lane, so a live write still finds room (writes are
+/// refused only when the outbox is full) and its items do not queue behind the
+/// resync. Everything is delivered once the outbox drains.
+#[tokio::test]
+async fn a_resync_leaves_half_the_outbox_to_live_writes() {
+    use crate::state::Event;
+    use reddit_shared::names::{SubredditName, Username};
+
+    const MEMBERS: usize = 200;
+    const OUTBOX: usize = 16;
+    let mut state = ShardState::new(0, 2);
+    let sub = SubredditName::parse("rust").unwrap();
+    state.apply_owned(Event::SubredditCreated {
+        name: sub.clone(),
+        description: String::new(),
+        creator: Username::parse("creator").unwrap(),
+        at: 0,
+    });
+    let members = (0..)
+        .map(|i| Username::parse(&format!("member{i}")).unwrap())
+        .filter(|u| reddit_shared::routing::shard_for(u.key(), 2) == 1)
+        .take(MEMBERS);
+    for user in members {
+        state.apply_owned(Event::MembershipChanged {
+            subreddit: sub.key().to_owned(),
+            user,
+            member: true,
+        });
+    }
+    let (sync_tx, mut sync_rx) = mpsc::channel(OUTBOX);
+    let outbox = sync_tx.clone();
+    let (jobs, running) = restarted(state, 2, sync_tx, &MemStore::open());
+    // The resync fills the outbox to half and no further.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while outbox.capacity() > OUTBOX / 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the resync never reached the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Give the actor every chance to overfill it (it looks every 5 ms).
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(
+            outbox.capacity(),
+            OUTBOX / 2,
+            "half the outbox stays free for live writes"
+        );
+    }
+    let mut got = 0;
+    while got < MEMBERS {
+        tokio::time::timeout(Duration::from_secs(10), sync_rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {got} of {MEMBERS} items arrived"))
+            .expect("the outbox stays open");
+        got += 1;
+    }
+    drop(jobs);
+    running.await.unwrap().unwrap();
+}
+
 /// Shard 0 of `shards` restarting durably with `state` (its resync runs
 /// first), logging to `store`; sync items go to `sync_tx`. Dropping the
 /// returned sender stops it.
