@@ -50,18 +50,12 @@ for case in 1 3 3-kill; do
     if [ "$case" = 3-kill ]; then
       # The run phase has begun once posts appear; kill node 2 a third in.
       (
-        while kill -0 "$me" 2>/dev/null; do
-          posts=$("$BIN/reddit-client" --json stats 2>/dev/null | python3 -c 'import json,sys; print(sum(s["posts"] for s in json.load(sys.stdin)))' 2>/dev/null || echo 0)
-          if [ "${posts:-0}" -gt 0 ]; then
-            started=$(date +%s.%N)
-            sleep "$(python3 -c "print($seconds / 3)")"
-            kill -9 "$(cat "$run/nats-2.pid")"
-            python3 -c "print($(date +%s.%N) - $started)" >"$out/killed-after"
-            say "killed NATS node 2 (kill -9)"
-            break
-          fi
-          sleep 0.2
-        done
+        wait_run_phase "$me" || exit 0
+        started=$(date +%s.%N)
+        sleep "$(python3 -c "print($seconds / 3)")"
+        kill -9 "$(cat "$run/nats-2.pid")"
+        python3 -c "print($(date +%s.%N) - $started)" >"$out/killed-after"
+        say "killed NATS node 2 (kill -9)"
       ) &
     fi
     "$BIN/reddit-client" simulate --users "$users" --processes 4 --in-flight "$in_flight" \

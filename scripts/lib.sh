@@ -213,3 +213,17 @@ ports_free() {
     fi
   done
 }
+
+# Waits until a simulation's run phase has begun: posts appear in the shards'
+# stats (so only without a seeded corpus). Returns 1 if process $1 (the
+# caller, say) exits first.
+wait_run_phase() {
+  local me=$1 posts
+  while kill -0 "$me" 2>/dev/null; do
+    posts=$("$BIN/reddit-client" --json stats 2>/dev/null |
+      python3 -c 'import json,sys; print(sum(s["posts"] for s in json.load(sys.stdin)))' 2>/dev/null || echo 0)
+    [ "${posts:-0}" -gt 0 ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
