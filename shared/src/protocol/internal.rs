@@ -111,7 +111,7 @@ pub struct FeedCandidatesRequest {
     /// Only posts strictly before this key (a cursor string) in `sort` order: the
     /// asking shard already holds `limit` candidates at or before it, so nothing
     /// after it can make the page. Absent: no such bound.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub above: Option<String>,
 }
 impl Validate for FeedCandidatesRequest {}
