@@ -247,19 +247,7 @@ impl Actor {
             }
             let mut fx = Effects::default();
             self.state.resync(part, &mut fx);
-            let events = self.state.take_events();
-            self.record(events, None);
-            let tag = self.journal.last_tag();
-            self.finish(
-                tag,
-                Outcome {
-                    fx,
-                    envelope: None,
-                    reply: None,
-                    bulk: true,
-                },
-            )
-            .await;
+            self.commit_as(None, fx, None, true).await;
             while !self.journal.can_take() {
                 let entries = self.journal.flush();
                 self.count_entries(entries);
@@ -340,6 +328,18 @@ impl Actor {
     /// reply to remember, if they are not empty), then sends `fx` and `reply` once
     /// they are durable.
     async fn commit(&mut self, cached: Option<Cached>, fx: Effects, reply: Option<Pending>) {
+        self.commit_as(cached, fx, reply, false).await;
+    }
+
+    /// [`commit`](Self::commit); with `bulk`, the sync items are a restart's
+    /// resync and take the resync lane.
+    async fn commit_as(
+        &mut self,
+        cached: Option<Cached>,
+        fx: Effects,
+        reply: Option<Pending>,
+        bulk: bool,
+    ) {
         let events = self.state.take_events();
         self.record(events, cached);
         let tag = self.journal.last_tag();
@@ -349,7 +349,7 @@ impl Actor {
                 fx,
                 envelope: None,
                 reply,
-                bulk: false,
+                bulk,
             },
         )
         .await;

@@ -405,38 +405,43 @@ async fn unknown_operations_and_oversize_payloads_get_clear_errors() {
     shard.stop().await;
 }
 
+/// Shard 0 of 2 with one subreddit whose `n` members all have their accounts on
+/// shard 1: a restart's resync makes one outbox item of each.
+fn remote_members(n: usize) -> ShardState {
+    use crate::state::Event;
+    use reddit_shared::names::{SubredditName, Username};
+
+    let mut state = ShardState::new(0, 2);
+    let sub = SubredditName::parse("rust").unwrap();
+    state.apply_owned(Event::SubredditCreated {
+        name: sub.clone(),
+        description: String::new(),
+        creator: Username::parse("creator").unwrap(),
+        at: 0,
+    });
+    let members = (0..)
+        .map(|i| Username::parse(&format!("member{i}")).unwrap())
+        .filter(|u| reddit_shared::routing::shard_for(u.key(), 2) == 1)
+        .take(n);
+    for user in members {
+        state.apply_owned(Event::MembershipChanged {
+            subreddit: sub.key().to_owned(),
+            user,
+            member: true,
+        });
+    }
+    state
+}
+
 /// A restarted durable shard sends every membership its subreddits hold to the
 /// users' shards again. With far more of them than the outbox holds, none is
 /// dropped: the rest wait in the actor's backlog and go as the outbox drains.
 #[tokio::test]
 async fn a_resync_larger_than_the_outbox_is_fed_to_it_whole() {
-    use crate::state::Event;
-    use reddit_shared::names::{SubredditName, Username};
     use reddit_shared::protocol::internal::SyncItem;
 
     const MEMBERS: usize = 300;
-    let mut state = ShardState::new(0, 2);
-    let sub = SubredditName::parse("rust").unwrap();
-    let creator = Username::parse("creator").unwrap();
-    state.apply_owned(Event::SubredditCreated {
-        name: sub.clone(),
-        description: String::new(),
-        creator,
-        at: 0,
-    });
-    // Members whose accounts live on shard 1, so each is an outbox item.
-    let members: Vec<Username> = (0..)
-        .map(|i| Username::parse(&format!("member{i}")).unwrap())
-        .filter(|u| reddit_shared::routing::shard_for(u.key(), 2) == 1)
-        .take(MEMBERS)
-        .collect();
-    for user in &members {
-        state.apply_owned(Event::MembershipChanged {
-            subreddit: sub.key().to_owned(),
-            user: user.clone(),
-            member: true,
-        });
-    }
+    let state = remote_members(MEMBERS);
     let (sync_tx, mut sync_rx) = mpsc::channel(4);
     let (jobs, running) = restarted(state, 2, sync_tx, &MemStore::open());
     let mut got = std::collections::HashSet::new();
@@ -465,30 +470,9 @@ async fn a_resync_larger_than_the_outbox_is_fed_to_it_whole() {
 /// resync. Everything is delivered once the outbox drains.
 #[tokio::test]
 async fn a_resync_leaves_half_the_outbox_to_live_writes() {
-    use crate::state::Event;
-    use reddit_shared::names::{SubredditName, Username};
-
     const MEMBERS: usize = 200;
     const OUTBOX: usize = 16;
-    let mut state = ShardState::new(0, 2);
-    let sub = SubredditName::parse("rust").unwrap();
-    state.apply_owned(Event::SubredditCreated {
-        name: sub.clone(),
-        description: String::new(),
-        creator: Username::parse("creator").unwrap(),
-        at: 0,
-    });
-    let members = (0..)
-        .map(|i| Username::parse(&format!("member{i}")).unwrap())
-        .filter(|u| reddit_shared::routing::shard_for(u.key(), 2) == 1)
-        .take(MEMBERS);
-    for user in members {
-        state.apply_owned(Event::MembershipChanged {
-            subreddit: sub.key().to_owned(),
-            user,
-            member: true,
-        });
-    }
+    let state = remote_members(MEMBERS);
     let (sync_tx, mut sync_rx) = mpsc::channel(OUTBOX);
     let outbox = sync_tx.clone();
     let (jobs, running) = restarted(state, 2, sync_tx, &MemStore::open());
