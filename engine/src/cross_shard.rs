@@ -90,7 +90,7 @@ fn key_and_version(dest: u32, item: &SyncItem) -> (ItemKey, u64) {
 
 /// Most distinct items the syncer holds (and sends in one round, in batches
 /// of [`MAX_SYNC_ITEMS`]); the rest wait in the outbox and the actor's backlog.
-const MAX_PENDING: usize = 8192;
+pub const MAX_PENDING: usize = 8192;
 
 /// A round of more items than this is a bulk transfer (a restart's resync;
 /// live traffic sends tens of items per round): the syncer then pauses as

@@ -109,7 +109,8 @@ pub struct Actor {
     /// are refused while the outbox is full ([`Actor::need_sync_room`]).
     sync_backlog: std::collections::VecDeque<SyncEnvelope>,
     /// A restart's resync, waiting for the outbox: fed to it only while the
-    /// outbox is less than half full, so live writes always find room (they are
+    /// outbox is less than half full (and holds less than one round of the
+    /// syncer), so live writes always find room (they are
     /// refused when it is full) and their items (a join waits for its own) do
     /// not queue behind hundreds of thousands of resync items. Items carry
     /// versions, so the two lanes may overtake each other.
@@ -685,14 +686,17 @@ impl Actor {
     }
 
     /// Moves backlog items into the outbox while it has room, live ones first;
-    /// resync items only while it is less than half full.
+    /// resync items only while fewer than half the outbox, and fewer than one
+    /// round of the syncer, wait in it: the outbox is a queue, and a live item
+    /// (a join waits for its own) goes out after every item ahead of it.
     fn feed_outbox(&mut self) {
         self.feed_live();
         if !self.sync_backlog.is_empty() {
             return;
         }
-        let half = self.ctx.sync_tx.max_capacity() / 2;
-        while self.ctx.sync_tx.capacity() > half {
+        let max = self.ctx.sync_tx.max_capacity();
+        let limit = (max / 2).min(crate::cross_shard::MAX_PENDING);
+        while max - self.ctx.sync_tx.capacity() < limit {
             let Some(env) = self.resync_backlog.pop_front() else {
                 break;
             };
