@@ -183,8 +183,8 @@ impl Actor {
             let can_take = self.journal.can_take();
             let linger = self.journal.linger_deadline();
             let outbox = (!self.sync_backlog.is_empty()).then(|| self.ctx.sync_tx.clone());
-            // The resync lane waits for the outbox to drain below half: looked
-            // at again every few milliseconds while it has items.
+            // The resync lane waits for the outbox to drain below its share:
+            // looked at again every few milliseconds while it has items.
             let resync_tick = (outbox.is_none() && !self.resync_backlog.is_empty())
                 .then(|| tokio::time::Instant::now() + RESYNC_POLL);
             tokio::select! {
