@@ -421,19 +421,26 @@ async fn a_write_waits_while_jetstream_is_not_back_yet_and_lands_when_it_is() {
     shard.stop().await.unwrap();
 }
 
+/// Shard 0's log (of 1) on `nats`, holding `n` empty records (sequences 1..=n).
+async fn log_of_empty_records(nats: &common::NatsServer, n: u64) -> wal::Log {
+    let client = common::connect_engine(&nats.url()).await;
+    let log = wal::Log::open(&client, 0, 1, 1).await.unwrap();
+    let mut seq = 0;
+    for i in 0..n {
+        let record = wal::RecordBuilder::default().seal();
+        seq = log.append(record, &format!("r.{i}"), seq).await.unwrap();
+    }
+    assert_eq!(seq, n);
+    log
+}
+
 /// A snapshot never replaces one that covers more: a process that lost the
 /// shard (a new owner snapshotted and purged since) would otherwise put back a
 /// snapshot whose following records are gone, and the shard could not start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_older_than_the_log_is_refused_and_the_newer_one_kept() {
     let nats = common::NatsServer::start();
-    let client = common::connect_engine(&nats.url()).await;
-    let log = wal::Log::open(&client, 0, 1, 1).await.unwrap();
-    let mut seq = 0;
-    for i in 0..5 {
-        let record = wal::RecordBuilder::default().seal();
-        seq = log.append(record, &format!("r.{i}"), seq).await.unwrap();
-    }
+    let log = log_of_empty_records(&nats, 5).await;
     let snapshot = |at: u64| {
         let state = reddit_engine::state::ShardState::new(0, 1);
         let replies = reddit_engine::replies::ReplyCache::new(10);
@@ -480,13 +487,7 @@ async fn a_snapshot_of_the_older_format_still_recovers_the_shard() {
         replies: Vec<reddit_engine::replies::Cached>,
     }
     let nats = common::NatsServer::start();
-    let client = common::connect_engine(&nats.url()).await;
-    let log = wal::Log::open(&client, 0, 1, 1).await.unwrap();
-    let mut seq = 0;
-    for i in 0..3 {
-        let record = wal::RecordBuilder::default().seal();
-        seq = log.append(record, &format!("r.{i}"), seq).await.unwrap();
-    }
+    let log = log_of_empty_records(&nats, 3).await;
     let mut state = reddit_engine::state::ShardState::new(0, 1);
     state.register(&un("ann"), [7; 32], 1).unwrap();
     let old = rmp_serde::to_vec_named(&FormatOne {

@@ -405,13 +405,16 @@ async fn unknown_operations_and_oversize_payloads_get_clear_errors() {
     shard.stop().await;
 }
 
-/// Shard 0 of 2 with one subreddit whose `n` members all have their accounts on
-/// shard 1: a restart's resync makes one outbox item of each.
-fn remote_members(n: usize) -> ShardState {
+/// Shard 0 of `shards` with one subreddit of `n` members whose accounts are all
+/// on the last shard: with 2 shards each membership is an outbox item of a
+/// restart's resync; with 1, the accounts are here (registered) and each is
+/// applied and logged here.
+fn subreddit_with_members(shards: u32, n: usize) -> ShardState {
     use crate::state::Event;
     use reddit_shared::names::{SubredditName, Username};
 
-    let mut state = ShardState::new(0, 2);
+    let home = shards - 1;
+    let mut state = ShardState::new(0, shards);
     let sub = SubredditName::parse("rust").unwrap();
     state.apply_owned(Event::SubredditCreated {
         name: sub.clone(),
@@ -421,9 +424,16 @@ fn remote_members(n: usize) -> ShardState {
     });
     let members = (0..)
         .map(|i| Username::parse(&format!("member{i}")).unwrap())
-        .filter(|u| reddit_shared::routing::shard_for(u.key(), 2) == 1)
+        .filter(|u| reddit_shared::routing::shard_for(u.key(), shards) == home)
         .take(n);
     for user in members {
+        if home == 0 {
+            state.apply_owned(Event::UserRegistered {
+                username: user.clone(),
+                public_key: [1; 32],
+                at: 0,
+            });
+        }
         state.apply_owned(Event::MembershipChanged {
             subreddit: sub.key().to_owned(),
             user,
@@ -441,7 +451,7 @@ async fn a_resync_larger_than_the_outbox_is_fed_to_it_whole() {
     use reddit_shared::protocol::internal::SyncItem;
 
     const MEMBERS: usize = 300;
-    let state = remote_members(MEMBERS);
+    let state = subreddit_with_members(2, MEMBERS);
     let (sync_tx, mut sync_rx) = mpsc::channel(4);
     let (jobs, running) = restarted(state, 2, sync_tx, &MemStore::open());
     let mut got = std::collections::HashSet::new();
@@ -472,7 +482,7 @@ async fn a_resync_larger_than_the_outbox_is_fed_to_it_whole() {
 async fn a_resync_leaves_half_the_outbox_to_live_writes() {
     const MEMBERS: usize = 200;
     const OUTBOX: usize = 16;
-    let state = remote_members(MEMBERS);
+    let state = subreddit_with_members(2, MEMBERS);
     let (sync_tx, mut sync_rx) = mpsc::channel(OUTBOX);
     let outbox = sync_tx.clone();
     let (jobs, running) = restarted(state, 2, sync_tx, &MemStore::open());
@@ -553,32 +563,11 @@ fn restarted(
 #[tokio::test]
 async fn a_large_resync_is_logged_in_records_of_bounded_size() {
     use crate::state::Event;
-    use reddit_shared::names::{SubredditName, Username};
 
     const MEMBERS: usize = 15_000;
     // One shard: every member's account is here, so each membership is
     // applied here and logged.
-    let mut state = ShardState::new(0, 1);
-    let sub = SubredditName::parse("rust").unwrap();
-    state.apply_owned(Event::SubredditCreated {
-        name: sub.clone(),
-        description: String::new(),
-        creator: Username::parse("creator").unwrap(),
-        at: 0,
-    });
-    for i in 0..MEMBERS {
-        let user = Username::parse(&format!("member{i}")).unwrap();
-        state.apply_owned(Event::UserRegistered {
-            username: user.clone(),
-            public_key: [1; 32],
-            at: 0,
-        });
-        state.apply_owned(Event::MembershipChanged {
-            subreddit: sub.key().to_owned(),
-            user,
-            member: true,
-        });
-    }
+    let state = subreddit_with_members(1, MEMBERS);
     let store = MemStore::open();
     let (sync_tx, _sync_rx) = mpsc::channel(4);
     let (jobs, running) = restarted(state, 1, sync_tx, &store);
