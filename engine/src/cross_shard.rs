@@ -5,8 +5,11 @@
 //! The outbox coalesces: it keeps only the newest version of each (user, subreddit)
 //! item, sends one batched `internal.sync` request per destination shard per round,
 //! and retries failed rounds with backoff until the destination acknowledges. Items
-//! carry versions, so a repeat or a reordering is harmless at the receiver. After
-//! a bulk round (a restart's resync) it pauses as long as the round took.
+//! carry versions, so a repeat or a reordering is harmless at the receiver.
+//!
+//! A shard runs two syncers side by side ([`Lane`]): one for live items, one for a
+//! restart's resync, which pauses after each round as long as the round took. A
+//! live item (a join waits for its own) never queues behind the resync.
 
 use crate::bus::SharedBus;
 use reddit_shared::codec::encode;
@@ -92,11 +95,34 @@ fn key_and_version(dest: u32, item: &SyncItem) -> (ItemKey, u64) {
 /// of [`MAX_SYNC_ITEMS`]); the rest wait in the outbox and the actor's backlog.
 pub const MAX_PENDING: usize = 8192;
 
-/// A round of more items than this is a bulk transfer (a restart's resync;
-/// live traffic sends tens of items per round): the syncer then pauses as
-/// long as the round took, so the resync takes at most about half of the
-/// receiving shards' time and the requests they serve get the rest.
-const BULK_ROUND: usize = 1024;
+/// Which traffic a syncer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Items of live writes: each round goes out as soon as the last one is
+    /// acknowledged.
+    Live,
+    /// A restart's resync (up to a million items): after each round the syncer
+    /// pauses as long as the round took, so the resync takes at most about half
+    /// of the receiving shards' time and the requests they serve get the rest.
+    Resync,
+}
+
+/// This syncer's share of a gauge that several syncers add to.
+struct GaugeShare {
+    gauge: Arc<AtomicU64>,
+    mine: u64,
+}
+
+impl GaugeShare {
+    fn set(&mut self, n: u64) {
+        if n >= self.mine {
+            self.gauge.fetch_add(n - self.mine, Ordering::Relaxed);
+        } else {
+            self.gauge.fetch_sub(self.mine - n, Ordering::Relaxed);
+        }
+        self.mine = n;
+    }
+}
 
 struct Pending {
     item: SyncItem,
@@ -104,14 +130,17 @@ struct Pending {
     waiters: Vec<(u64, oneshot::Sender<()>)>,
 }
 
-/// Runs the outbox until `rx` is closed and everything in it is delivered (or,
-/// after close, `drain_deadline` passes). `gauge` shows how many items wait.
+/// Runs the outbox's `lane` until `rx` is closed and everything in it is
+/// delivered (or, after close, `drain_deadline` passes). The items it holds are
+/// added to `gauge`, which the syncers of both lanes share.
 pub async fn run_syncer(
     peers: Peers,
     mut rx: mpsc::Receiver<SyncEnvelope>,
     gauge: Arc<AtomicU64>,
     drain_deadline: Duration,
+    lane: Lane,
 ) {
+    let mut gauge = GaugeShare { gauge, mine: 0 };
     let mut pending: HashMap<ItemKey, Pending> = HashMap::new();
     let mut closed = false;
     let first = Duration::from_millis(10);
@@ -142,17 +171,16 @@ pub async fn run_syncer(
         if closed && closed_at.is_none() {
             closed_at = Some(tokio::time::Instant::now());
         }
-        gauge.store((pending.len() + rx.len()) as u64, Ordering::Relaxed);
+        gauge.set((pending.len() + rx.len()) as u64);
         if pending.is_empty() {
             continue;
         }
-        let round = pending.len();
         let started = tokio::time::Instant::now();
         let ok = send_round(&peers, &mut pending).await;
-        gauge.store((pending.len() + rx.len()) as u64, Ordering::Relaxed);
+        gauge.set((pending.len() + rx.len()) as u64);
         if ok {
             delays = reddit_shared::backoff::delays(first, max);
-            if round > BULK_ROUND && !closed {
+            if lane == Lane::Resync && !closed {
                 tokio::time::sleep(started.elapsed()).await;
             }
         } else {
@@ -166,7 +194,7 @@ pub async fn run_syncer(
             tokio::time::sleep(delays.next().unwrap_or(max)).await;
         }
     }
-    gauge.store(0, Ordering::Relaxed);
+    gauge.set(0);
 }
 
 fn add(pending: &mut HashMap<ItemKey, Pending>, env: SyncEnvelope) {

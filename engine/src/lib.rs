@@ -654,6 +654,8 @@ pub async fn run(
 
     let (jobs_tx, jobs_rx) = mpsc::channel(config.queue_capacity);
     let (sync_tx, sync_rx) = mpsc::channel(config.outbox_capacity);
+    // One round of the resync syncer waits here; the rest in the actor.
+    let (resync_tx, resync_rx) = mpsc::channel(cross_shard::MAX_PENDING);
     let ctx = Ctx {
         bus: bus.clone(),
         peers: peers.clone(),
@@ -663,15 +665,24 @@ pub async fn run(
         shards: config.shards,
         instance: instance.clone(),
         sync_tx,
+        resync_tx,
         permits: Arc::new(Semaphore::new(config.max_cross_shard)),
         peer_timeout: config.peer_timeout,
         tenure: lease.as_ref().map(|l| l.tenure().clone()),
     };
     let syncer = tokio::spawn(cross_shard::run_syncer(
-        peers,
+        peers.clone(),
         sync_rx,
         metrics.pending_sync.clone(),
         Duration::from_secs(5),
+        cross_shard::Lane::Live,
+    ));
+    let resyncer = tokio::spawn(cross_shard::run_syncer(
+        peers,
+        resync_rx,
+        metrics.pending_sync.clone(),
+        Duration::from_secs(5),
+        cross_shard::Lane::Resync,
     ));
     let mut actor = Actor::new(state, ctx, jobs_tx.downgrade()).with_replies(replies);
     // After an expiry, the lease keeper serves on only if the log ends where
@@ -781,7 +792,7 @@ pub async fn run(
             Err(e) => tracing::error!(error = %Chain(&e), "the request loop failed while stopping"),
             Ok(Ok(())) => {}
         }
-        let _ = syncer.await;
+        let _ = tokio::join!(syncer, resyncer);
         let _ = callout.await;
     };
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {

@@ -81,8 +81,6 @@ enum Idem {
 /// Sync items per log entry in a restart's resync: a few hundred KiB of
 /// events at most, well under a record's [`crate::wal::MAX_RECORD_BYTES`].
 const RESYNC_ENTRY_ITEMS: usize = 1_000;
-/// How often the resync lane looks for room in the outbox while it waits.
-const RESYNC_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The actor: owns the state and handles jobs in order until every sender is gone.
 pub struct Actor {
@@ -108,11 +106,10 @@ pub struct Actor {
     /// Never more than what one resync produces: writes that would add to it
     /// are refused while the outbox is full ([`Actor::need_sync_room`]).
     sync_backlog: std::collections::VecDeque<SyncEnvelope>,
-    /// A restart's resync, waiting for the outbox: fed to it only while the
-    /// outbox is less than half full (and holds less than one round of the
-    /// syncer), so live writes always find room (they are
-    /// refused when it is full) and their items (a join waits for its own) do
-    /// not queue behind hundreds of thousands of resync items. Items carry
+    /// A restart's resync, waiting for room in its own outbox
+    /// ([`Ctx::resync_tx`]): it never takes room from live writes (refused
+    /// when their outbox is full), and their items (a join waits for its own)
+    /// never queue behind hundreds of thousands of resync items. Items carry
     /// versions, so the two lanes may overtake each other.
     resync_backlog: std::collections::VecDeque<SyncEnvelope>,
 }
@@ -183,17 +180,15 @@ impl Actor {
             let can_take = self.journal.can_take();
             let linger = self.journal.linger_deadline();
             let outbox = (!self.sync_backlog.is_empty()).then(|| self.ctx.sync_tx.clone());
-            // The resync lane waits for the outbox to drain below its share:
-            // looked at again every few milliseconds while it has items.
-            let resync_tick = (outbox.is_none() && !self.resync_backlog.is_empty())
-                .then(|| tokio::time::Instant::now() + RESYNC_POLL);
+            let resync_outbox =
+                (!self.resync_backlog.is_empty()).then(|| self.ctx.resync_tx.clone());
             tokio::select! {
                 biased;
                 ack = self.journal.next_ack() => self.appended(ack?).await,
                 () = sleep_until(linger), if linger.is_some() => {}
-                // The outbox has room again: the loop's end feeds it.
+                // An outbox has room again: the loop's end feeds it.
                 () = room_in(outbox) => {}
-                () = sleep_until(resync_tick), if resync_tick.is_some() => {}
+                () = room_in(resync_outbox) => {}
                 job = rx.recv(), if can_take => match job {
                     Some(job) => self.job(job).await,
                     None => break,
@@ -210,16 +205,20 @@ impl Actor {
             self.appended(ack).await;
         }
         self.release().await;
-        // What the outbox could not take yet goes before the senders close
-        // (the syncer takes items as fast as it can hold them).
-        self.sync_backlog.append(&mut self.resync_backlog);
-        while let Some(env) = self.sync_backlog.pop_front() {
-            if self.ctx.sync_tx.send(env).await.is_err() {
-                tracing::warn!(
-                    items = self.sync_backlog.len() + 1,
-                    "the outbox is closed; sync items are dropped at shutdown"
-                );
-                self.sync_backlog.clear();
+        // What the outboxes could not take yet goes before the senders close
+        // (the syncers take items as fast as they can hold them).
+        for (backlog, outbox) in [
+            (&mut self.sync_backlog, &self.ctx.sync_tx),
+            (&mut self.resync_backlog, &self.ctx.resync_tx),
+        ] {
+            while let Some(env) = backlog.pop_front() {
+                if outbox.send(env).await.is_err() {
+                    tracing::warn!(
+                        items = backlog.len() + 1,
+                        "the outbox is closed; sync items are dropped at shutdown"
+                    );
+                    backlog.clear();
+                }
             }
         }
         match self.snapshots.take() {
@@ -685,47 +684,26 @@ impl Actor {
         }
     }
 
-    /// Moves backlog items into the outbox while it has room, live ones first;
-    /// resync items only while fewer than half the outbox, and fewer than one
-    /// round of the syncer, wait in it: the outbox is a queue, and a live item
-    /// (a join waits for its own) goes out after every item ahead of it.
+    /// Moves each backlog's items into its outbox while it has room, in order.
     fn feed_outbox(&mut self) {
-        self.feed_live();
-        if !self.sync_backlog.is_empty() {
-            return;
-        }
-        let max = self.ctx.sync_tx.max_capacity();
-        let limit = (max / 2).min(crate::cross_shard::MAX_PENDING);
-        while max - self.ctx.sync_tx.capacity() < limit {
-            let Some(env) = self.resync_backlog.pop_front() else {
-                break;
-            };
-            if let Err(e) = self.ctx.sync_tx.try_send(env) {
-                let env = match e {
-                    mpsc::error::TrySendError::Full(env)
-                    | mpsc::error::TrySendError::Closed(env) => env,
-                };
-                self.resync_backlog.push_front(env);
-                break;
-            }
-        }
-    }
-
-    /// Moves live backlog items into the outbox while it has room, in order.
-    fn feed_live(&mut self) {
-        while let Some(env) = self.sync_backlog.pop_front() {
-            match self.ctx.sync_tx.try_send(env) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(env)) => {
-                    self.sync_backlog.push_front(env);
-                    break;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    tracing::error!(
-                        items = self.sync_backlog.len() + 1,
-                        "the outbox is closed; sync items are dropped"
-                    );
-                    self.sync_backlog.clear();
+        for (backlog, outbox) in [
+            (&mut self.sync_backlog, &self.ctx.sync_tx),
+            (&mut self.resync_backlog, &self.ctx.resync_tx),
+        ] {
+            while let Some(env) = backlog.pop_front() {
+                match outbox.try_send(env) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(env)) => {
+                        backlog.push_front(env);
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        tracing::error!(
+                            items = backlog.len() + 1,
+                            "the outbox is closed; sync items are dropped"
+                        );
+                        backlog.clear();
+                    }
                 }
             }
         }

@@ -86,8 +86,14 @@ pub struct Ctx {
     pub shards: u32,
     /// The service instance id.
     pub instance: String,
-    /// Outbox for other shards.
+    /// Outbox for other shards: live writes' items
+    /// ([`Lane::Live`](crate::cross_shard::Lane::Live)). Writes that would add
+    /// to it are refused while it is full.
     pub sync_tx: mpsc::Sender<SyncEnvelope>,
+    /// The resync's own outbox
+    /// ([`Lane::Resync`](crate::cross_shard::Lane::Resync)): a restart's
+    /// resync goes out beside live items, never ahead of them.
+    pub resync_tx: mpsc::Sender<SyncEnvelope>,
     /// Bounds spawned cross-shard tasks.
     pub permits: Arc<Semaphore>,
     /// How long a join waits for the user's shard.

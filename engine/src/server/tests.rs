@@ -92,6 +92,7 @@ impl Shard {
         let (out_tx, out) = mpsc::channel(1024);
         let bus: Arc<dyn Bus> = Arc::new(MemBus(out_tx));
         let (sync_tx, _sync_rx) = mpsc::channel(64);
+        let (resync_tx, _resync_rx) = mpsc::channel(64);
         let metrics = Arc::new(Metrics::new(64));
         let ctx = Ctx {
             bus: bus.clone(),
@@ -102,6 +103,7 @@ impl Shard {
             shards: 1,
             instance: "unit".into(),
             sync_tx,
+            resync_tx,
             permits: Arc::new(Semaphore::new(8)),
             peer_timeout: Duration::from_secs(1),
             tenure,
@@ -444,7 +446,7 @@ fn subreddit_with_members(shards: u32, n: usize) -> ShardState {
 }
 
 /// A restarted durable shard sends every membership its subreddits hold to the
-/// users' shards again. With far more of them than the outbox holds, none is
+/// users' shards again. With far more of them than its outbox holds, none is
 /// dropped: the rest wait in the actor's backlog and go as the outbox drains.
 #[tokio::test]
 async fn a_resync_larger_than_the_outbox_is_fed_to_it_whole() {
@@ -452,11 +454,10 @@ async fn a_resync_larger_than_the_outbox_is_fed_to_it_whole() {
 
     const MEMBERS: usize = 300;
     let state = subreddit_with_members(2, MEMBERS);
-    let (sync_tx, mut sync_rx) = mpsc::channel(4);
-    let (jobs, running) = restarted(state, 2, sync_tx, &MemStore::open());
+    let mut shard = restarted(state, 2, 4, &MemStore::open());
     let mut got = std::collections::HashSet::new();
     while got.len() < MEMBERS {
-        let env = tokio::time::timeout(Duration::from_secs(10), sync_rx.recv())
+        let env = tokio::time::timeout(Duration::from_secs(10), shard.resync.recv())
             .await
             .unwrap_or_else(|_| panic!("only {} of {MEMBERS} items arrived", got.len()))
             .expect("the outbox stays open");
@@ -470,76 +471,142 @@ async fn a_resync_larger_than_the_outbox_is_fed_to_it_whole() {
         }
     }
     assert_eq!(got.len(), MEMBERS);
-    drop(jobs);
-    running.await.unwrap().unwrap();
+    assert!(
+        shard.live.try_recv().is_err(),
+        "no resync item in the live outbox"
+    );
+    shard.stop().await;
 }
 
-/// A restart's resync never takes more than half the outbox: the rest stays
-/// in the actor's resync lane, so a live write still finds room (writes are
-/// refused only when the outbox is full) and its items do not queue behind the
-/// resync. Everything is delivered once the outbox drains.
+/// A restart's resync has an outbox of its own: while it is full (the other
+/// shards busy), a live write's sync item (a join, which waits for it) goes
+/// out at once beside it, not behind hundreds of resync items, and the live
+/// outbox keeps all its room. Everything is delivered once the resync drains.
 #[tokio::test]
-async fn a_resync_leaves_half_the_outbox_to_live_writes() {
+async fn a_resync_goes_beside_live_writes_never_ahead_of_them() {
+    use reddit_shared::names::{SubredditName, Username};
+    use reddit_shared::protocol::internal::SyncItem;
+    use reddit_shared::protocol::rpc::JoinRequest;
+    use reddit_shared::protocol::subreddit::MembershipRequest;
+
     const MEMBERS: usize = 200;
     const OUTBOX: usize = 16;
-    let state = subreddit_with_members(2, MEMBERS);
-    let (sync_tx, mut sync_rx) = mpsc::channel(OUTBOX);
-    let outbox = sync_tx.clone();
-    let (jobs, running) = restarted(state, 2, sync_tx, &MemStore::open());
-    // The resync fills the outbox to half and no further.
+    let mut state = subreddit_with_members(2, MEMBERS);
+    // A subreddit of this shard's own, to join.
+    let local = (0..)
+        .map(|i| SubredditName::parse(&format!("local{i}")).unwrap())
+        .find(|s| reddit_shared::routing::shard_for(s.key(), 2) == 0)
+        .unwrap();
+    state.apply_owned(crate::state::Event::SubredditCreated {
+        name: local.clone(),
+        description: String::new(),
+        creator: Username::parse("creator").unwrap(),
+        at: 0,
+    });
+    let mut shard = restarted(state, 2, OUTBOX, &MemStore::open());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while outbox.capacity() > OUTBOX / 2 {
+    while shard.resync_tx.capacity() > 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the resync never reached the outbox"
+            "the resync never filled its outbox"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    // Give the actor every chance to overfill it (it looks every 5 ms).
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(
-            outbox.capacity(),
-            OUTBOX / 2,
-            "half the outbox stays free for live writes"
-        );
+    assert_eq!(
+        shard.live_tx.capacity(),
+        OUTBOX,
+        "the resync took live room"
+    );
+
+    // A user of shard 1 joins: the token is this cluster's, so shard 0 checks
+    // it by itself.
+    let joiner = (0..)
+        .map(|i| Username::parse(&format!("joiner{i}")).unwrap())
+        .find(|u| reddit_shared::routing::shard_for(u.key(), 2) == 1)
+        .unwrap();
+    let (token, _) = shard
+        .tokens
+        .issue(&joiner, &[1; 32], reddit_shared::now_millis());
+    let mut headers = HeaderMap::new();
+    headers.insert(auth::AUTH_HEADER, format!("Bearer {token}").as_str());
+    let join = JoinRequest(MembershipRequest { name: local });
+    let msg = message(
+        subject::request(0, JoinRequest::OP).into(),
+        Some(INBOX.into()),
+        Some(headers),
+        encode(&join).unwrap().into(),
+    );
+    shard.jobs.send(Job::Request(msg)).await.unwrap();
+    let env = tokio::time::timeout(Duration::from_secs(5), shard.live.recv())
+        .await
+        .unwrap_or_else(|_| {
+            let published = shard.out.try_recv().map(|m| m.payload);
+            panic!("the join's item did not go out while the resync's outbox was full; published: {published:?}")
+        })
+        .unwrap();
+    match &env.item {
+        SyncItem::Membership { user, member, .. } => {
+            assert_eq!((user.key(), *member), (joiner.key(), true));
+        }
+        other => panic!("unexpected {other:?}"),
     }
+    assert_eq!(shard.resync_tx.capacity(), 0, "the resync is still waiting");
+
     let mut got = 0;
     while got < MEMBERS {
-        tokio::time::timeout(Duration::from_secs(10), sync_rx.recv())
+        tokio::time::timeout(Duration::from_secs(10), shard.resync.recv())
             .await
-            .unwrap_or_else(|_| panic!("only {got} of {MEMBERS} items arrived"))
+            .unwrap_or_else(|_| panic!("only {got} of {MEMBERS} resync items arrived"))
             .expect("the outbox stays open");
         got += 1;
     }
-    drop(jobs);
-    running.await.unwrap().unwrap();
+    drop(env);
+    shard.stop().await;
+}
+
+/// Shard 0 of a restarted durable system, its resync running first, with the
+/// receiving ends of both its outboxes.
+struct Restarted {
+    jobs: mpsc::Sender<Job>,
+    running: tokio::task::JoinHandle<Result<(), WalError>>,
+    live: mpsc::Receiver<SyncEnvelope>,
+    resync: mpsc::Receiver<SyncEnvelope>,
+    live_tx: mpsc::Sender<SyncEnvelope>,
+    resync_tx: mpsc::Sender<SyncEnvelope>,
+    tokens: TokenSigner,
+    /// What the shard published (replies, pushes).
+    out: mpsc::Receiver<Message>,
+}
+
+impl Restarted {
+    async fn stop(self) {
+        drop(self.jobs);
+        tokio::time::timeout(Duration::from_secs(10), self.running)
+            .await
+            .expect("the actor stops once its queue closes")
+            .unwrap()
+            .unwrap();
+    }
 }
 
 /// Shard 0 of `shards` restarting durably with `state` (its resync runs
-/// first), logging to `store`; sync items go to `sync_tx`. Dropping the
-/// returned sender stops it.
-fn restarted(
-    state: ShardState,
-    shards: u32,
-    sync_tx: mpsc::Sender<SyncEnvelope>,
-    store: &Arc<MemStore>,
-) -> (
-    mpsc::Sender<Job>,
-    tokio::task::JoinHandle<Result<(), WalError>>,
-) {
-    let (out_tx, _out) = mpsc::channel(1024);
+/// first), logging to `store`, with outboxes of `outbox` items each.
+fn restarted(state: ShardState, shards: u32, outbox: usize, store: &Arc<MemStore>) -> Restarted {
+    let (out_tx, out) = mpsc::channel(1024);
     let bus: Arc<dyn Bus> = Arc::new(MemBus(out_tx));
+    let (live_tx, live) = mpsc::channel(outbox);
+    let (resync_tx, resync) = mpsc::channel(outbox);
+    let tokens = TokenSigner::new(b"unit-test-secret-0123456789abcdef", 3_600_000);
     let ctx = Ctx {
         bus: bus.clone(),
         peers: Peers::new(bus, Duration::from_secs(1)),
-        tokens: TokenSigner::new(b"unit-test-secret-0123456789abcdef", 3_600_000),
+        tokens: tokens.clone(),
         metrics: Arc::new(Metrics::new(64)),
         shard: 0,
         shards,
         instance: "unit".into(),
-        sync_tx,
+        sync_tx: live_tx.clone(),
+        resync_tx: resync_tx.clone(),
         permits: Arc::new(Semaphore::new(8)),
         peer_timeout: Duration::from_secs(1),
         tenure: None,
@@ -553,7 +620,16 @@ fn restarted(
         1,
         Duration::ZERO,
     );
-    (jobs, tokio::spawn(actor.run(rx)))
+    Restarted {
+        jobs,
+        running: tokio::spawn(actor.run(rx)),
+        live,
+        resync,
+        live_tx,
+        resync_tx,
+        tokens,
+        out,
+    }
 }
 
 /// A restart's resync of a large shard is logged in records that fit NATS's
@@ -569,10 +645,7 @@ async fn a_large_resync_is_logged_in_records_of_bounded_size() {
     // applied here and logged.
     let state = subreddit_with_members(1, MEMBERS);
     let store = MemStore::open();
-    let (sync_tx, _sync_rx) = mpsc::channel(4);
-    let (jobs, running) = restarted(state, 1, sync_tx, &store);
-    drop(jobs);
-    running.await.unwrap().unwrap();
+    restarted(state, 1, 4, &store).stop().await;
     let records = store.records.lock().unwrap();
     let mut synced = 0;
     for record in records.iter() {
