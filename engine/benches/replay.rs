@@ -3,7 +3,8 @@
 //! of 500 writes, each with an idempotency reply, as the engine writes them), then
 //! times a shard's recovery from it, and from a snapshot of the same state.
 //!
-//! `REPLAY_EVENTS` changes the event count. The nats-server binary comes from
+//! `REPLAY_EVENTS` changes the event count; `REPLAY_HUGE_PAGES=1` runs with
+//! transparent huge pages, as a shard started with `--huge-pages` does. The nats-server binary comes from
 //! `scripts/install-nats.sh` (or `NATS_SERVER_BIN`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -98,6 +99,9 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    // As a shard runs (`--huge-pages` off); REPLAY_HUGE_PAGES=1 measures it on.
+    let huge_pages = std::env::var("REPLAY_HUGE_PAGES").is_ok_and(|v| v == "1");
+    reddit_engine::memory::set_huge_pages(huge_pages).unwrap();
     let server = support::JetStreamServer::start("replay");
     let client = server.connect().await;
     let log = Log::open(&client, 0, 1, 1).await.unwrap();

@@ -16,6 +16,7 @@ pub mod bus;
 pub mod callout;
 pub mod cross_shard;
 pub mod lease;
+pub mod memory;
 pub mod replies;
 pub mod server;
 pub mod snapshot;

@@ -101,6 +101,11 @@ struct Args {
     /// append is acknowledged once a majority has it on disk).
     #[arg(long, env = "REDDIT_REPLICAS", default_value_t = 1)]
     replicas: usize,
+    /// Let the kernel back the shard's heap with transparent huge pages. Off by
+    /// default: zeroing a 2 MiB page at each first touch made replaying a log
+    /// and encoding a snapshot 10-40% slower on the benchmark box.
+    #[arg(long, env = "REDDIT_HUGE_PAGES")]
+    huge_pages: bool,
 }
 
 /// Exit status for an error a restart cannot fix (the supervisor stops trying).
@@ -143,6 +148,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = reddit_engine::memory::set_huge_pages(args.huge_pages) {
+        tracing::warn!(error = %e, "cannot change the use of transparent huge pages");
+    }
     let secret = match args.secret {
         Some(s) if !s.is_empty() => s,
         _ if args.dev => {
