@@ -699,7 +699,20 @@ pub async fn run(
                 })
             })
         }));
-        actor = actor.with_log(
+        // Snapshots are stored from a thread and a connection of their own,
+        // off the actor's thread and out of the log connection's way.
+        let (shard, shards, replicas) = (config.shard, config.shards, config.replicas);
+        let connecting = connect("-snapshots", None, engine_options());
+        let io = server::snapshots::SnapshotIo::start(shard, move || async move {
+            let client = connecting
+                .await
+                .map_err(|e| wal::WalError::Unavailable(e.to_string()))?;
+            let store: Arc<dyn server::LogStore> =
+                Arc::new(wal::Log::open(&client, shard, shards, replicas).await?);
+            Ok(store)
+        })
+        .await?;
+        actor = actor.with_snapshot_io(io).with_log(
             Arc::new(log),
             last_seq,
             replayed,

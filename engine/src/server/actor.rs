@@ -4,7 +4,7 @@
 //! the reply) once the [`Journal`] says its writes are durable.
 
 use super::journal::{Ack, Journal, LogStore};
-use super::snapshots::{Follower, Snapshots};
+use super::snapshots::{Follower, SnapshotIo, Snapshots};
 use super::{reply_allowed, respond, Ctx, Job, RunJob};
 use crate::auth::{Bearer, Challenges, VerifiedTokens};
 use crate::cross_shard::SyncEnvelope;
@@ -96,6 +96,9 @@ pub struct Actor {
     pub(super) journal: Journal<Outcome>,
     /// The snapshot follower (durable mode).
     snapshots: Option<Snapshots>,
+    /// Where the follower stores snapshots from, once [`Actor::with_log`]
+    /// starts it (set by [`Actor::with_snapshot_io`]).
+    snapshot_io: Option<SnapshotIo>,
     /// The idempotency key of the request being dispatched (for continuations).
     pub(super) current: Option<(String, u64, uuid::Uuid)>,
     /// Keys of writes whose work runs in spawned tasks: a retry meanwhile is told
@@ -130,6 +133,7 @@ impl Actor {
             replies: ReplyCache::new(crate::replies::DEFAULT_CAPACITY),
             journal: Journal::memory(),
             snapshots: None,
+            snapshot_io: None,
             current: None,
             running: std::collections::HashSet::new(),
             sync_backlog: std::collections::VecDeque::new(),
@@ -140,6 +144,14 @@ impl Actor {
     /// Uses `replies` (restored by recovery) as the reply cache.
     pub fn with_replies(mut self, replies: ReplyCache) -> Self {
         self.replies = replies;
+        self
+    }
+
+    /// Has the snapshot follower that [`Actor::with_log`] starts store its
+    /// snapshots through `io` (a thread and connection of their own) instead of
+    /// from the shard's runtime. Call it before `with_log`.
+    pub fn with_snapshot_io(mut self, io: SnapshotIo) -> Self {
+        self.snapshot_io = Some(io);
         self
     }
 
@@ -162,6 +174,7 @@ impl Actor {
         self.snapshots = Some(Snapshots::start(
             follower,
             store.clone(),
+            self.snapshot_io.take(),
             snapshot_every,
             self.ctx.metrics.clone(),
         ));

@@ -7,6 +7,12 @@
 //! it. The actor only hands records over: it waits only if the follower falls
 //! more than [`FOLLOWER_BUDGET_BYTES`] of records behind.
 //!
+//! Storing a snapshot (hashing and sending 100+ MiB of object-store chunks)
+//! runs on a [`SnapshotIo`] thread of its own, at the follower's priority and
+//! over a NATS connection of its own: on the shard's runtime it took the
+//! actor's thread for the hashing and copying, and its chunks queued ahead of
+//! the log's appends on the log's connection.
+//!
 //! The price is memory: the follower's copy is about as large as the state
 //! (docs/performance.md measures it), plus the CPU of applying each event a
 //! second time, off the actor.
@@ -106,6 +112,65 @@ impl Follower {
 /// still keep up. A test checks the thread's nice value.
 const FOLLOWER_NICE_PRIORITY: u8 = 22;
 
+/// A thread with a runtime of its own (at the follower's priority) that
+/// stores snapshots, with the store opened on it (a NATS connection runs its
+/// I/O on the runtime it was made on). Without one, snapshots are stored from
+/// the shard's runtime through the log's own store.
+pub struct SnapshotIo {
+    /// The thread's runtime.
+    handle: tokio::runtime::Handle,
+    /// Where snapshots go, opened on that runtime.
+    store: Arc<dyn LogStore>,
+    /// Dropping it ends the thread and its runtime.
+    _stop: oneshot::Sender<()>,
+}
+
+impl SnapshotIo {
+    /// Starts the thread (`snapshot-io-<shard>`) and runs `open` on it to make
+    /// the store: e.g. connect to NATS and open the shard's log there.
+    pub async fn start<F, Fut>(shard: u32, open: F) -> Result<Self, WalError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<Arc<dyn LogStore>, WalError>> + Send + 'static,
+    {
+        let failed = |reason: String| WalError::Follower { shard, reason };
+        let (handle_tx, handle_rx) = oneshot::channel();
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("snapshot-io-{shard}"))
+            .spawn(move || {
+                lower_priority();
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = handle_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = handle_tx.send(Ok(runtime.handle().clone()));
+                // Runs the tasks spawned on it until the owner is dropped.
+                let _ = runtime.block_on(stop_rx);
+            })
+            .map_err(|e| failed(format!("cannot start the snapshot I/O thread: {e}")))?;
+        let handle = handle_rx
+            .await
+            .map_err(|_| failed("the snapshot I/O thread ended at once".into()))?
+            .map_err(|e| failed(format!("cannot start the snapshot I/O runtime: {e}")))?;
+        let store = handle
+            .spawn(open())
+            .await
+            .map_err(|e| failed(format!("opening the snapshot store failed: {e}")))??;
+        Ok(Self {
+            handle,
+            store,
+            _stop: stop,
+        })
+    }
+}
+
 /// The actor's handle on its follower.
 pub struct Snapshots {
     tx: Option<mpsc::UnboundedSender<Confirmed>>,
@@ -118,11 +183,13 @@ pub struct Snapshots {
 }
 
 impl Snapshots {
-    /// Starts `follower`, storing a snapshot in `store` every `every` events
-    /// (0: only when [`Snapshots::finish`]ed).
+    /// Starts `follower`, storing a snapshot every `every` events (0: only
+    /// when [`Snapshots::finish`]ed) through `io`, or, without it, in `store`
+    /// from the current runtime.
     pub fn start(
         follower: Follower,
         store: Arc<dyn LogStore>,
+        io: Option<SnapshotIo>,
         every: u64,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -130,9 +197,14 @@ impl Snapshots {
         let shard = follower.state.shard();
         let (done_tx, done) = oneshot::channel();
         let abandoned = Arc::new(AtomicBool::new(false));
+        let (runtime, store) = match &io {
+            Some(io) => (io.handle.clone(), io.store.clone()),
+            None => (tokio::runtime::Handle::current(), store),
+        };
         let thread = Thread {
-            runtime: tokio::runtime::Handle::current(),
+            runtime,
             store,
+            _io: io,
             every,
             metrics,
             abandoned: abandoned.clone(),
@@ -231,6 +303,9 @@ struct Thread {
     /// Stores snapshots (async) from the thread.
     runtime: tokio::runtime::Handle,
     store: Arc<dyn LogStore>,
+    /// The runtime's own thread, if it has one: kept until the last snapshot
+    /// is stored.
+    _io: Option<SnapshotIo>,
     every: u64,
     metrics: Arc<Metrics>,
     abandoned: Arc<AtomicBool>,
@@ -255,13 +330,28 @@ impl Thread {
             let idle = saving.as_ref().is_none_or(JoinHandle::is_finished);
             if self.every > 0 && f.since >= self.every && idle && !self.abandoned() {
                 f.since = 0;
+                let started = std::time::Instant::now();
                 match f.encode() {
                     Ok(bytes) => {
+                        tracing::info!(
+                            seq = f.seq,
+                            bytes = bytes.len(),
+                            encode_ms = started.elapsed().as_millis() as u64,
+                            "snapshot encoded; storing it"
+                        );
                         let save = self.store.save_snapshot(bytes, f.seq);
                         let (seq, metrics) = (f.seq, self.metrics.clone());
                         saving = Some(self.runtime.spawn(async move {
+                            let started = std::time::Instant::now();
                             match save.await {
-                                Ok(()) => stored(&metrics, seq),
+                                Ok(()) => {
+                                    tracing::info!(
+                                        seq,
+                                        store_ms = started.elapsed().as_millis() as u64,
+                                        "snapshot stored"
+                                    );
+                                    stored(&metrics, seq)
+                                }
                                 Err(e) => {
                                     tracing::warn!(error = %e, "snapshot failed; the log keeps every record until the next one")
                                 }
@@ -327,7 +417,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new(1));
         let store: Arc<dyn LogStore> = Arc::new(store.clone());
         (
-            Snapshots::start(follower, store, every, metrics.clone()),
+            Snapshots::start(follower, store, None, every, metrics.clone()),
             metrics,
         )
     }
@@ -439,6 +529,91 @@ mod tests {
         snapshots.finish().await.unwrap();
     }
 
+    /// A store that notes the thread each snapshot is stored from.
+    struct WhereStored {
+        inner: Arc<MemStore>,
+        threads: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl LogStore for WhereStored {
+        fn append(
+            &self,
+            record: Bytes,
+            msg_id: String,
+            expected_last: u64,
+        ) -> futures::future::BoxFuture<'static, Result<u64, WalError>> {
+            self.inner.append(record, msg_id, expected_last)
+        }
+
+        fn try_append(
+            &self,
+            record: Bytes,
+            msg_id: String,
+            expected_last: u64,
+        ) -> futures::future::BoxFuture<'static, Result<u64, WalError>> {
+            self.inner.try_append(record, msg_id, expected_last)
+        }
+
+        fn save_snapshot(
+            &self,
+            bytes: Vec<u8>,
+            seq: u64,
+        ) -> futures::future::BoxFuture<'static, Result<(), WalError>> {
+            let (inner, threads) = (self.inner.clone(), self.threads.clone());
+            Box::pin(async move {
+                let name = std::thread::current().name().unwrap_or("").to_owned();
+                threads.lock().unwrap().push(name);
+                inner.save_snapshot(bytes, seq).await
+            })
+        }
+    }
+
+    /// With a [`SnapshotIo`], snapshots are stored from its thread (at the
+    /// follower's priority, not on the shard's runtime) into its store, and
+    /// the thread ends with the follower.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn snapshots_are_stored_from_a_thread_of_their_own() {
+        let store = MemStore::open();
+        let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let io_store: Arc<dyn LogStore> = Arc::new(WhereStored {
+            inner: store.clone(),
+            threads: threads.clone(),
+        });
+        // Shard 5: thread names no other test uses.
+        let io = SnapshotIo::start(5, move || async move { Ok(io_store) })
+            .await
+            .unwrap();
+        let log = MemStore::open();
+        let log_store: Arc<dyn LogStore> = Arc::new(log.clone());
+        let follower = Follower::new(&ShardState::new(5, 8), &ReplyCache::new(10), 0, 0);
+        let metrics = Arc::new(Metrics::new(1));
+        let mut snapshots = Snapshots::start(follower, log_store, Some(io), 1, metrics.clone());
+        snapshots.confirmed(1, record(1)).await;
+        first_snapshot(&metrics).await;
+        let nice = nice_of_threads("snapshot-io-5");
+        assert!(!nice.is_empty(), "the I/O thread runs");
+        assert!(nice.iter().all(|n| *n == 10), "{nice:?}");
+        snapshots.confirmed(2, record(2)).await;
+        snapshots.finish().await.unwrap();
+        let seen = threads.lock().unwrap().clone();
+        assert!(!seen.is_empty());
+        assert!(seen.iter().all(|t| t == "snapshot-io-5"), "{seen:?}");
+        assert_eq!(store.snapshots.lock().unwrap().len(), seen.len());
+        assert!(
+            log.snapshots.lock().unwrap().is_empty(),
+            "not the log's store"
+        );
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !nice_of_threads("snapshot-io-5").is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the I/O thread did not end"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Dropped without `finish` (the actor failed, say it was fenced off):
     /// the follower ends without storing the snapshot it owed.
     #[cfg(target_os = "linux")]
@@ -450,7 +625,7 @@ mod tests {
         let state = ShardState::new(7, 8);
         let follower = Follower::new(&state, &ReplyCache::new(10), 0, 5);
         let backing: Arc<dyn LogStore> = Arc::new(store.clone());
-        let snapshots = Snapshots::start(follower, backing, 0, Arc::new(Metrics::new(1)));
+        let snapshots = Snapshots::start(follower, backing, None, 0, Arc::new(Metrics::new(1)));
         drop(snapshots);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         while !nice_of_threads("snapshots-7").is_empty() {
