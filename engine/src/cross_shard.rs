@@ -5,7 +5,8 @@
 //! The outbox coalesces: it keeps only the newest version of each (user, subreddit)
 //! item, sends one batched `internal.sync` request per destination shard per round,
 //! and retries failed rounds with backoff until the destination acknowledges. Items
-//! carry versions, so a repeat or a reordering is harmless at the receiver.
+//! carry versions, so a repeat or a reordering is harmless at the receiver: the
+//! live syncer keeps several rounds in flight.
 //!
 //! A shard runs two syncers side by side ([`Lane`]): one for live items, one for a
 //! restart's resync, which pauses after each round as long as the round took. A
@@ -98,13 +99,28 @@ pub const MAX_PENDING: usize = 8192;
 /// Which traffic a syncer carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
-    /// Items of live writes: each round goes out as soon as the last one is
-    /// acknowledged.
+    /// Items of live writes: up to [`LIVE_ROUNDS`] rounds in flight at once, so
+    /// an item (a join waits for its own) goes out at once instead of waiting
+    /// for the round ahead of it to be acknowledged.
     Live,
-    /// A restart's resync (up to a million items): after each round the syncer
-    /// pauses as long as the round took, so the resync takes at most about half
-    /// of the receiving shards' time and the requests they serve get the rest.
+    /// A restart's resync (up to a million items): one round at a time, and
+    /// after each the syncer pauses as long as the round took, so the resync
+    /// takes at most about half of the receiving shards' time and the requests
+    /// they serve get the rest.
     Resync,
+}
+
+/// Rounds of the live lane in flight at once. Items carry versions, so rounds
+/// that overtake each other are harmless at the receiver.
+pub const LIVE_ROUNDS: usize = 4;
+
+impl Lane {
+    fn rounds(self) -> usize {
+        match self {
+            Lane::Live => LIVE_ROUNDS,
+            Lane::Resync => 1,
+        }
+    }
 }
 
 /// This syncer's share of a gauge that several syncers add to.
@@ -133,6 +149,10 @@ struct Pending {
 /// Runs the outbox's `lane` until `rx` is closed and everything in it is
 /// delivered (or, after close, `drain_deadline` passes). The items it holds are
 /// added to `gauge`, which the syncers of both lanes share.
+///
+/// Items wait in `pending` (coalesced by key) until a round takes them all; a
+/// round's items that a destination did not acknowledge go back to `pending`
+/// and are sent again after a backoff.
 pub async fn run_syncer(
     peers: Peers,
     mut rx: mpsc::Receiver<SyncEnvelope>,
@@ -142,59 +162,85 @@ pub async fn run_syncer(
 ) {
     let mut gauge = GaugeShare { gauge, mine: 0 };
     let mut pending: HashMap<ItemKey, Pending> = HashMap::new();
+    let mut rounds = futures::stream::FuturesUnordered::new();
+    // Rounds in flight, and the items in them.
+    let (mut in_flight, mut in_flight_items) = (0usize, 0usize);
     let mut closed = false;
     let first = Duration::from_millis(10);
     let max = Duration::from_secs(1);
     let mut delays = reddit_shared::backoff::delays(first, max);
     let mut closed_at: Option<tokio::time::Instant> = None;
+    // No new round before this: a backoff after a failed round, or the
+    // resync's pause after a round.
+    let mut hold_until: Option<tokio::time::Instant> = None;
     loop {
-        if pending.is_empty() {
-            if closed {
-                break;
-            }
-            match rx.recv().await {
-                Some(env) => add(&mut pending, env),
-                None => closed = true,
-            }
-        }
-        // At most MAX_PENDING items per round: a restart's resync of a large
+        // At most MAX_PENDING items waiting: a restart's resync of a large
         // state reaches the other shards in bounded rounds, not all at once.
-        while pending.len() < MAX_PENDING {
+        while !closed && pending.len() < MAX_PENDING {
             match rx.try_recv() {
                 Ok(env) => add(&mut pending, env),
-                Err(_) => break,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
             }
-        }
-        if !closed && rx.is_closed() && rx.is_empty() {
-            closed = true;
         }
         if closed && closed_at.is_none() {
             closed_at = Some(tokio::time::Instant::now());
         }
-        gauge.set((pending.len() + rx.len()) as u64);
-        if pending.is_empty() {
-            continue;
+        if hold_until.is_some_and(|t| t <= tokio::time::Instant::now()) {
+            hold_until = None;
         }
-        let started = tokio::time::Instant::now();
-        let ok = send_round(&peers, &mut pending).await;
-        gauge.set((pending.len() + rx.len()) as u64);
-        if ok {
-            delays = reddit_shared::backoff::delays(first, max);
-            if lane == Lane::Resync && !closed {
-                tokio::time::sleep(started.elapsed()).await;
-            }
-        } else {
-            if closed_at.is_some_and(|t| t.elapsed() > drain_deadline) {
-                tracing::warn!(
-                    items = pending.len(),
-                    "giving up on undelivered sync items at shutdown"
-                );
-                break;
-            }
-            tokio::time::sleep(delays.next().unwrap_or(max)).await;
+        if !pending.is_empty() && in_flight < lane.rounds() && hold_until.is_none() {
+            let batch = std::mem::take(&mut pending);
+            in_flight_items += batch.len();
+            rounds.push(send_round(peers.clone(), batch));
+            in_flight += 1;
+        }
+        gauge.set((pending.len() + in_flight_items + rx.len()) as u64);
+        if closed && pending.is_empty() && in_flight == 0 {
+            break;
+        }
+        tokio::select! {
+            env = rx.recv(), if !closed && pending.len() < MAX_PENDING => match env {
+                Some(env) => add(&mut pending, env),
+                None => closed = true,
+            },
+            Some((sent, unacked, elapsed)) = futures::StreamExt::next(&mut rounds), if in_flight > 0 => {
+                in_flight -= 1;
+                in_flight_items -= sent;
+                if unacked.is_empty() {
+                    delays = reddit_shared::backoff::delays(first, max);
+                    if lane == Lane::Resync && !closed {
+                        hold_until = Some(tokio::time::Instant::now() + elapsed);
+                    }
+                } else {
+                    if closed_at.is_some_and(|t| t.elapsed() > drain_deadline) {
+                        tracing::warn!(
+                            items = unacked.len() + pending.len(),
+                            "giving up on undelivered sync items at shutdown"
+                        );
+                        break;
+                    }
+                    for (key, p) in unacked {
+                        merge(&mut pending, key, p);
+                    }
+                    hold_until = Some(tokio::time::Instant::now() + delays.next().unwrap_or(max));
+                }
+            },
+            () = sleep_until(hold_until), if hold_until.is_some() && !pending.is_empty() => {}
+            // Not reached (some branch is always enabled before the loop ends);
+            // here so that select! has no case to panic on.
+            else => tokio::task::yield_now().await,
         }
     }
     gauge.set(0);
+}
+
+/// Waits until `at`, or forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn add(pending: &mut HashMap<ItemKey, Pending>, env: SyncEnvelope) {
@@ -213,55 +259,207 @@ fn add(pending: &mut HashMap<ItemKey, Pending>, env: SyncEnvelope) {
     }
 }
 
-/// Sends every pending item once, batched per destination; returns whether all
-/// batches were acknowledged.
-async fn send_round(peers: &Peers, pending: &mut HashMap<ItemKey, Pending>) -> bool {
-    let mut by_dest: HashMap<u32, Vec<(ItemKey, u64, SyncItem)>> = HashMap::new();
-    for (key, p) in pending.iter() {
+/// Merges `p` (the newest version of `key` a failed round held) back into
+/// `pending`, which may hold a newer version already.
+fn merge(pending: &mut HashMap<ItemKey, Pending>, key: ItemKey, p: Pending) {
+    match pending.entry(key) {
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(p);
+        }
+        std::collections::hash_map::Entry::Occupied(mut o) => {
+            let newer = o.get_mut();
+            if p.version > newer.version {
+                newer.item = p.item;
+                newer.version = p.version;
+            }
+            newer.waiters.extend(p.waiters);
+        }
+    }
+}
+
+/// Sends every item of `batch` once, batched per destination. Returns how many
+/// items it held, those no destination acknowledged (their waiters still
+/// waiting), and how long it took. The waiters of acknowledged items are told.
+async fn send_round(
+    peers: Peers,
+    mut batch: HashMap<ItemKey, Pending>,
+) -> (usize, HashMap<ItemKey, Pending>, Duration) {
+    let started = tokio::time::Instant::now();
+    let sent = batch.len();
+    let mut by_dest: HashMap<u32, Vec<(ItemKey, SyncItem)>> = HashMap::new();
+    for (key, p) in batch.iter() {
         by_dest
             .entry(key.dest)
             .or_default()
-            .push((key.clone(), p.version, p.item.clone()));
+            .push((key.clone(), p.item.clone()));
     }
     let mut calls = Vec::new();
     for (dest, items) in by_dest {
         for chunk in items.chunks(MAX_SYNC_ITEMS) {
-            let sent: Vec<(ItemKey, u64)> = chunk.iter().map(|(k, v, _)| (k.clone(), *v)).collect();
-            let batch = SyncBatch {
-                items: chunk.iter().map(|(_, _, i)| i.clone()).collect(),
+            let keys: Vec<ItemKey> = chunk.iter().map(|(k, _)| k.clone()).collect();
+            let request = SyncBatch {
+                items: chunk.iter().map(|(_, i)| i.clone()).collect(),
             };
             let peers = peers.clone();
             calls.push(async move {
-                let result: Result<SyncAck, WireError> = peers.call(dest, &batch).await;
-                (sent, result)
+                let result: Result<SyncAck, WireError> = peers.call(dest, &request).await;
+                (keys, result)
             });
         }
     }
-    let mut all_ok = true;
-    for (sent, result) in futures::future::join_all(calls).await {
+    for (keys, result) in futures::future::join_all(calls).await {
         match result {
             Ok(_) => {
-                for (key, version) in sent {
-                    if let Some(p) = pending.get_mut(&key) {
-                        let waiters = std::mem::take(&mut p.waiters);
-                        for (v, w) in waiters {
-                            if v <= version {
-                                let _ = w.send(());
-                            } else {
-                                p.waiters.push((v, w));
-                            }
-                        }
-                        if p.version <= version {
-                            pending.remove(&key);
+                for key in keys {
+                    if let Some(p) = batch.remove(&key) {
+                        for (_, waiter) in p.waiters {
+                            let _ = waiter.send(());
                         }
                     }
                 }
             }
             Err(e) => {
-                all_ok = false;
                 tracing::debug!(error = %e, "sync batch not acknowledged; will retry");
             }
         }
     }
-    all_ok
+    (sent, batch, started.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::Bus;
+    use async_nats::{HeaderMap, Message, Subject};
+    use bytes::Bytes;
+    use futures::future::BoxFuture;
+    use futures::FutureExt;
+    use reddit_shared::names::{SubredditName, Username};
+    use std::sync::atomic::AtomicUsize;
+
+    /// A shard that holds every sync request until the test opens the gate,
+    /// counting how many it holds at once.
+    struct Gated {
+        gate: tokio::sync::Semaphore,
+        now: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl Bus for Gated {
+        fn publish(&self, _: Subject, _: Option<HeaderMap>, _: Bytes) -> BoxFuture<'_, ()> {
+            async {}.boxed()
+        }
+
+        fn request(
+            &self,
+            _what: String,
+            subject: Subject,
+            _body: Bytes,
+            _timeout: Duration,
+        ) -> BoxFuture<'_, Result<Message, WireError>> {
+            async move {
+                let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most.fetch_max(now, Ordering::SeqCst);
+                let permit = self.gate.acquire().await;
+                drop(permit);
+                self.now.fetch_sub(1, Ordering::SeqCst);
+                Ok(Message {
+                    subject,
+                    reply: None,
+                    payload: encode(&SyncAck { applied: 1 }).unwrap().into(),
+                    headers: None,
+                    status: None,
+                    description: None,
+                    length: 0,
+                })
+            }
+            .boxed()
+        }
+    }
+
+    fn membership(user: &str, version: u64) -> SyncItem {
+        SyncItem::Membership {
+            user: Username::parse(user).unwrap(),
+            subreddit: SubredditName::parse("rust").unwrap(),
+            member: true,
+            version,
+        }
+    }
+
+    /// Sends two items one after the other, the shard answering nothing until
+    /// both were sent or a deadline passed; returns the most requests it held
+    /// at once. Both items are delivered in the end.
+    async fn two_items_through(lane: Lane) -> usize {
+        let bus = Arc::new(Gated {
+            gate: tokio::sync::Semaphore::new(0),
+            now: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+        });
+        let peers = Peers::new(bus.clone(), Duration::from_secs(5));
+        let (tx, rx) = mpsc::channel(16);
+        let gauge = Arc::new(AtomicU64::new(0));
+        let syncer = tokio::spawn(run_syncer(
+            peers,
+            rx,
+            gauge.clone(),
+            Duration::from_secs(5),
+            lane,
+        ));
+        let mut delivered = Vec::new();
+        for (user, version) in [("alice", 1), ("bob", 2)] {
+            let (waiter, told) = oneshot::channel();
+            tx.send(SyncEnvelope {
+                dest: 1,
+                item: membership(user, version),
+                waiter: Some(waiter),
+            })
+            .await
+            .unwrap();
+            delivered.push(told);
+            // The first request reaches the shard before the second item is sent.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while bus.now.load(Ordering::SeqCst) == 0 {
+                assert!(tokio::time::Instant::now() < deadline, "no request sent");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        // Give a second round every chance to start.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+        while bus.now.load(Ordering::SeqCst) < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let most = bus.most.load(Ordering::SeqCst);
+        assert_eq!(
+            gauge.load(Ordering::SeqCst),
+            2,
+            "both items counted while held"
+        );
+        bus.gate.add_permits(1000);
+        for told in delivered {
+            tokio::time::timeout(Duration::from_secs(5), told)
+                .await
+                .expect("delivered")
+                .expect("told");
+        }
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), syncer)
+            .await
+            .expect("the syncer ends once its outbox closes")
+            .unwrap();
+        assert_eq!(gauge.load(Ordering::SeqCst), 0);
+        most
+    }
+
+    /// A live item goes out while the round ahead of it is unanswered (a join
+    /// does not wait for the previous round's acknowledgement)...
+    #[tokio::test]
+    async fn live_rounds_overlap() {
+        assert_eq!(two_items_through(Lane::Live).await, 2);
+    }
+
+    /// ...while the resync sends one round at a time.
+    #[tokio::test]
+    async fn resync_rounds_do_not() {
+        assert_eq!(two_items_through(Lane::Resync).await, 1);
+    }
 }
