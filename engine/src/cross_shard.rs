@@ -450,6 +450,102 @@ mod tests {
         most
     }
 
+    /// A shard that refuses the first sync request and records the versions
+    /// of the items it acknowledges.
+    struct FlakyOnce {
+        refused: std::sync::atomic::AtomicBool,
+        versions: std::sync::Mutex<Vec<u64>>,
+    }
+
+    impl Bus for FlakyOnce {
+        fn publish(&self, _: Subject, _: Option<HeaderMap>, _: Bytes) -> BoxFuture<'_, ()> {
+            async {}.boxed()
+        }
+
+        fn request(
+            &self,
+            _what: String,
+            subject: Subject,
+            body: Bytes,
+            _timeout: Duration,
+        ) -> BoxFuture<'_, Result<Message, WireError>> {
+            async move {
+                if !self.refused.swap(true, Ordering::SeqCst) {
+                    return Err(WireError::unavailable("refused once"));
+                }
+                let batch: SyncBatch = reddit_shared::codec::decode(&body).unwrap();
+                self.versions
+                    .lock()
+                    .unwrap()
+                    .extend(batch.items.iter().map(SyncItem::version));
+                Ok(Message {
+                    subject,
+                    reply: None,
+                    payload: encode(&SyncAck { applied: 1 }).unwrap().into(),
+                    headers: None,
+                    status: None,
+                    description: None,
+                    length: 0,
+                })
+            }
+            .boxed()
+        }
+    }
+
+    /// A round the destination refused goes back to the queue and is sent
+    /// again; a newer version of the same item that came meanwhile is
+    /// delivered too (merged into the retry, or in a round of its own), and
+    /// both waiters are told.
+    #[tokio::test]
+    async fn a_refused_round_is_retried_with_the_newest_version() {
+        let bus = Arc::new(FlakyOnce {
+            refused: std::sync::atomic::AtomicBool::new(false),
+            versions: std::sync::Mutex::new(Vec::new()),
+        });
+        let peers = Peers::new(bus.clone(), Duration::from_secs(5));
+        let (tx, rx) = mpsc::channel(16);
+        let gauge = Arc::new(AtomicU64::new(0));
+        let syncer = tokio::spawn(run_syncer(
+            peers,
+            rx,
+            gauge.clone(),
+            Duration::from_secs(5),
+            Lane::Live,
+        ));
+        let mut told = Vec::new();
+        for version in [1, 2] {
+            let (waiter, rx) = oneshot::channel();
+            tx.send(SyncEnvelope {
+                dest: 1,
+                item: membership("alice", version),
+                waiter: Some(waiter),
+            })
+            .await
+            .unwrap();
+            told.push(rx);
+            // The first round is refused before the newer version comes.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while !bus.refused.load(Ordering::SeqCst) {
+                assert!(tokio::time::Instant::now() < deadline, "no request sent");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        for rx in told {
+            tokio::time::timeout(Duration::from_secs(5), rx)
+                .await
+                .expect("delivered after the retry")
+                .expect("told");
+        }
+        let versions = bus.versions.lock().unwrap().clone();
+        assert_eq!(versions.iter().max(), Some(&2), "{versions:?}");
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), syncer)
+            .await
+            .expect("the syncer ends")
+            .unwrap();
+        assert_eq!(gauge.load(Ordering::SeqCst), 0);
+    }
+
     /// A live item goes out while the round ahead of it is unanswered (a join
     /// does not wait for the previous round's acknowledgement)...
     #[tokio::test]
