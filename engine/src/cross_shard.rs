@@ -337,15 +337,36 @@ mod tests {
     use reddit_shared::names::{SubredditName, Username};
     use std::sync::atomic::AtomicUsize;
 
-    /// A shard that holds every sync request until the test opens the gate,
-    /// counting how many it holds at once.
-    struct Gated {
+    /// A destination shard for the syncer: it may refuse its first request,
+    /// holds every request until the test opens the gate (counting how many
+    /// it holds at once), and records the versions it acknowledges.
+    struct TestShard {
         gate: tokio::sync::Semaphore,
         now: AtomicUsize,
         most: AtomicUsize,
+        /// Set while the first request is still to be refused.
+        refuse_first: std::sync::atomic::AtomicBool,
+        versions: std::sync::Mutex<Vec<u64>>,
     }
 
-    impl Bus for Gated {
+    impl TestShard {
+        fn new(gated: bool, refuse_first: bool) -> Arc<Self> {
+            let permits = if gated {
+                0
+            } else {
+                tokio::sync::Semaphore::MAX_PERMITS
+            };
+            Arc::new(Self {
+                gate: tokio::sync::Semaphore::new(permits),
+                now: AtomicUsize::new(0),
+                most: AtomicUsize::new(0),
+                refuse_first: std::sync::atomic::AtomicBool::new(refuse_first),
+                versions: std::sync::Mutex::new(Vec::new()),
+            })
+        }
+    }
+
+    impl Bus for TestShard {
         fn publish(&self, _: Subject, _: Option<HeaderMap>, _: Bytes) -> BoxFuture<'_, ()> {
             async {}.boxed()
         }
@@ -354,14 +375,21 @@ mod tests {
             &self,
             _what: String,
             subject: Subject,
-            _body: Bytes,
+            body: Bytes,
             _timeout: Duration,
         ) -> BoxFuture<'_, Result<Message, WireError>> {
             async move {
+                if self.refuse_first.swap(false, Ordering::SeqCst) {
+                    return Err(WireError::unavailable("refused once"));
+                }
                 let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
                 self.most.fetch_max(now, Ordering::SeqCst);
-                let permit = self.gate.acquire().await;
-                drop(permit);
+                drop(self.gate.acquire().await);
+                let batch: SyncBatch = reddit_shared::codec::decode(&body).unwrap();
+                self.versions
+                    .lock()
+                    .unwrap()
+                    .extend(batch.items.iter().map(SyncItem::version));
                 self.now.fetch_sub(1, Ordering::SeqCst);
                 Ok(Message {
                     subject,
@@ -390,11 +418,7 @@ mod tests {
     /// both were sent or a deadline passed; returns the most requests it held
     /// at once. Both items are delivered in the end.
     async fn two_items_through(lane: Lane) -> usize {
-        let bus = Arc::new(Gated {
-            gate: tokio::sync::Semaphore::new(0),
-            now: AtomicUsize::new(0),
-            most: AtomicUsize::new(0),
-        });
+        let bus = TestShard::new(true, false);
         let peers = Peers::new(bus.clone(), Duration::from_secs(5));
         let (tx, rx) = mpsc::channel(16);
         let gauge = Arc::new(AtomicU64::new(0));
@@ -450,58 +474,13 @@ mod tests {
         most
     }
 
-    /// A shard that refuses the first sync request and records the versions
-    /// of the items it acknowledges.
-    struct FlakyOnce {
-        refused: std::sync::atomic::AtomicBool,
-        versions: std::sync::Mutex<Vec<u64>>,
-    }
-
-    impl Bus for FlakyOnce {
-        fn publish(&self, _: Subject, _: Option<HeaderMap>, _: Bytes) -> BoxFuture<'_, ()> {
-            async {}.boxed()
-        }
-
-        fn request(
-            &self,
-            _what: String,
-            subject: Subject,
-            body: Bytes,
-            _timeout: Duration,
-        ) -> BoxFuture<'_, Result<Message, WireError>> {
-            async move {
-                if !self.refused.swap(true, Ordering::SeqCst) {
-                    return Err(WireError::unavailable("refused once"));
-                }
-                let batch: SyncBatch = reddit_shared::codec::decode(&body).unwrap();
-                self.versions
-                    .lock()
-                    .unwrap()
-                    .extend(batch.items.iter().map(SyncItem::version));
-                Ok(Message {
-                    subject,
-                    reply: None,
-                    payload: encode(&SyncAck { applied: 1 }).unwrap().into(),
-                    headers: None,
-                    status: None,
-                    description: None,
-                    length: 0,
-                })
-            }
-            .boxed()
-        }
-    }
-
     /// A round the destination refused goes back to the queue and is sent
     /// again; a newer version of the same item that came meanwhile is
     /// delivered too (merged into the retry, or in a round of its own), and
     /// both waiters are told.
     #[tokio::test]
     async fn a_refused_round_is_retried_with_the_newest_version() {
-        let bus = Arc::new(FlakyOnce {
-            refused: std::sync::atomic::AtomicBool::new(false),
-            versions: std::sync::Mutex::new(Vec::new()),
-        });
+        let bus = TestShard::new(false, true);
         let peers = Peers::new(bus.clone(), Duration::from_secs(5));
         let (tx, rx) = mpsc::channel(16);
         let gauge = Arc::new(AtomicU64::new(0));
@@ -525,7 +504,7 @@ mod tests {
             told.push(rx);
             // The first round is refused before the newer version comes.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while !bus.refused.load(Ordering::SeqCst) {
+            while bus.refuse_first.load(Ordering::SeqCst) {
                 assert!(tokio::time::Instant::now() < deadline, "no request sent");
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
