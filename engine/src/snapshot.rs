@@ -232,22 +232,39 @@ enum Decoded {
     Minted(MintedIds),
 }
 
-fn decode_part(bytes: &[u8], kind: Kind, index: usize) -> Result<Decoded, SnapshotError> {
-    let fail = |source| SnapshotError::Decode {
-        what: format!("part {index} ({kind:?})"),
+/// `bytes` as MessagePack, `what` naming it in the error.
+fn from_msgpack<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: impl FnOnce() -> String,
+) -> Result<T, SnapshotError> {
+    rmp_serde::from_slice(bytes).map_err(|source| SnapshotError::Decode {
+        what: what(),
         source,
-    };
+    })
+}
+
+/// Refuses a snapshot whose format is not `expected`.
+fn check_format(found: &str, expected: &str) -> Result<(), SnapshotError> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(SnapshotError::Layout(format!("unknown format {found:?}")))
+    }
+}
+
+fn decode_part(bytes: &[u8], kind: Kind, index: usize) -> Result<Decoded, SnapshotError> {
+    let what = || format!("part {index} ({kind:?})");
     Ok(match kind {
-        Kind::Users => Decoded::Users(rmp_serde::from_slice(bytes).map_err(fail)?),
+        Kind::Users => Decoded::Users(from_msgpack(bytes, what)?),
         Kind::Subreddits => {
-            let mut subs: Vec<(String, Subreddit)> = rmp_serde::from_slice(bytes).map_err(fail)?;
+            let mut subs: Vec<(String, Subreddit)> = from_msgpack(bytes, what)?;
             for (_, sub) in &mut subs {
                 sub.after_load();
             }
             Decoded::Subreddits(subs)
         }
-        Kind::Replies => Decoded::Replies(rmp_serde::from_slice(bytes).map_err(fail)?),
-        Kind::Minted => Decoded::Minted(rmp_serde::from_slice(bytes).map_err(fail)?),
+        Kind::Replies => Decoded::Replies(from_msgpack(bytes, what)?),
+        Kind::Minted => Decoded::Minted(from_msgpack(bytes, what)?),
     })
 }
 
@@ -255,17 +272,8 @@ fn decode_part(bytes: &[u8], kind: Kind, index: usize) -> Result<Decoded, Snapsh
 pub fn decode(bytes: &[u8], threads: usize) -> Result<Loaded, SnapshotError> {
     let started = Instant::now();
     if !bytes.starts_with(MAGIC) {
-        let s: SnapshotV1 =
-            rmp_serde::from_slice(bytes).map_err(|source| SnapshotError::Decode {
-                what: "whole (format 1)".into(),
-                source,
-            })?;
-        if s.format != FORMAT_1 {
-            return Err(SnapshotError::Layout(format!(
-                "unknown format {:?}",
-                s.format
-            )));
-        }
+        let s: SnapshotV1 = from_msgpack(bytes, || "whole (format 1)".into())?;
+        check_format(&s.format, FORMAT_1)?;
         let decode = started.elapsed();
         let indexing = Instant::now();
         let mut state = s.state;
@@ -293,19 +301,8 @@ pub fn decode(bytes: &[u8], threads: usize) -> Result<Loaded, SnapshotError> {
         .checked_sub(u32::from_le_bytes(len) as usize)
         .filter(|&s| s >= MAGIC.len())
         .ok_or_else(truncated)?;
-    let header: Header =
-        rmp_serde::from_slice(&bytes[header_start..body_end]).map_err(|source| {
-            SnapshotError::Decode {
-                what: "header".into(),
-                source,
-            }
-        })?;
-    if header.format != FORMAT {
-        return Err(SnapshotError::Layout(format!(
-            "unknown format {:?}",
-            header.format
-        )));
-    }
+    let header: Header = from_msgpack(&bytes[header_start..body_end], || "header".into())?;
+    check_format(&header.format, FORMAT)?;
     let mut slices = Vec::with_capacity(header.parts.len());
     for (i, p) in header.parts.iter().enumerate() {
         let start = usize::try_from(p.start).ok().filter(|&s| s >= MAGIC.len());
