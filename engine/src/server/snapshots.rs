@@ -517,7 +517,10 @@ mod tests {
             if comm.trim() != name {
                 continue;
             }
-            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+            // A thread of another test may end between the listing and here.
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
             // Fields after the parenthesised name: state is field 3, nice is 19.
             let rest = &stat[stat.rfind(')').unwrap() + 2..];
             out.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
