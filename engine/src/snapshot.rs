@@ -1,7 +1,7 @@
 //! The snapshot format: a shard's state and reply cache as of a log record, in
 //! parts that decode in parallel.
 //!
-//! Format 2 (`reddit-snapshot-2`), byte by byte:
+//! Format 3 (`reddit-snapshot-3`), byte by byte:
 //!
 //! ```text
 //! MAGIC (8 bytes) | part 0 | part 1 | ... | header | header length (u32, little-endian)
@@ -11,15 +11,22 @@
 //!   `[name key, user]` pairs), some of the subreddits (likewise), the reply
 //!   cache (an array of cached replies), or the ids minted for idempotency keys.
 //!   Users are spread over [`USER_PARTS`] parts, subreddits over
-//!   [`SUBREDDIT_PARTS`] parts of about equal weight.
+//!   [`SUBREDDIT_PARTS`] parts of about equal weight. Structs inside a part are
+//!   arrays of their fields in declaration order (`serde(skip)` fields left
+//!   out), not maps of field names: at a million users the names were more
+//!   than half of the bytes. So a field added to a snapshotted struct goes
+//!   last, with `serde(default)`, and a field is never reordered or removed
+//!   without a new format.
 //! - The **header** is a MessagePack map `{format, shard, shards, seq, totals,
 //!   parts: [{kind, start, len}]}`; `start` and `len` locate each part in the
 //!   snapshot.
 //!
 //! Loading decodes the parts on as many threads as the machine has cores (and
 //! rebuilds each subreddit's rank indexes on the thread that decoded it), then
-//! puts the maps together. Format 1 (`reddit-wal-1`: one MessagePack map with the
-//! whole state in it, which only one thread can decode) still loads.
+//! puts the maps together. Older snapshots still load: format 2
+//! (`reddit-snapshot-2`, the same layout with structs as maps of field names)
+//! and format 1 (`reddit-wal-1`: one MessagePack map with the whole state in
+//! it, which only one thread can decode).
 
 use crate::replies::{Cached, ReplyCache};
 use crate::state::{MintedIds, ShardState, Subreddit, Totals, User};
@@ -28,11 +35,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// First bytes of a format-2 snapshot. A format-1 snapshot starts with a
+/// First bytes of a format-3 snapshot. A format-1 snapshot starts with a
 /// MessagePack map marker, never with these.
-const MAGIC: &[u8; 8] = b"RSNAP\x00\x02\x00";
+const MAGIC: &[u8; 8] = b"RSNAP\x00\x03\x00";
 /// The header's format tag.
-const FORMAT: &str = "reddit-snapshot-2";
+const FORMAT: &str = "reddit-snapshot-3";
+/// First bytes of a format-2 snapshot (format 3's layout, structs as maps).
+const MAGIC_2: &[u8; 8] = b"RSNAP\x00\x02\x00";
+/// Format 2's header tag.
+const FORMAT_2: &str = "reddit-snapshot-2";
 /// The format tag of the older, single-value snapshots.
 const FORMAT_1: &str = crate::wal::FORMAT;
 /// Parts the users are spread over.
@@ -119,15 +130,30 @@ impl Serialize for Replies<'_> {
     }
 }
 
+/// How the structs inside parts are written: what tells format 3 from
+/// format 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fields {
+    /// Maps of field names: format 2, which shards no longer write (kept for
+    /// compatibility tests and the benchmark that compares the two).
+    Named,
+    /// Arrays of fields in declaration order: format 3.
+    Positional,
+}
+
 /// Appends `value` to `out` as the next part.
 fn put<T: Serialize>(
     out: &mut Vec<u8>,
     parts: &mut Vec<Part>,
     kind: Kind,
     value: &T,
+    fields: Fields,
 ) -> Result<(), SnapshotError> {
     let start = out.len();
-    rmp_serde::encode::write_named(out, value)?;
+    match fields {
+        Fields::Named => rmp_serde::encode::write_named(out, value)?,
+        Fields::Positional => rmp_serde::encode::write(out, value)?,
+    }
     parts.push(Part {
         kind,
         start: start as u64,
@@ -136,7 +162,7 @@ fn put<T: Serialize>(
     Ok(())
 }
 
-/// Encodes a snapshot of `state` and `replies` as of record `seq` (format 2).
+/// Encodes a snapshot of `state` and `replies` as of record `seq` (format 3).
 pub fn encode(
     state: &ShardState,
     replies: &ReplyCache,
@@ -154,9 +180,24 @@ pub fn encode_with_capacity(
     seq: u64,
     capacity: usize,
 ) -> Result<Vec<u8>, SnapshotError> {
+    encode_as(state, replies, seq, capacity, Fields::Positional)
+}
+
+/// [`encode_with_capacity`] in the format `fields` says.
+pub fn encode_as(
+    state: &ShardState,
+    replies: &ReplyCache,
+    seq: u64,
+    capacity: usize,
+    fields: Fields,
+) -> Result<Vec<u8>, SnapshotError> {
     let (users, subs, totals, minted) = state.snapshot_pieces();
+    let (magic, format) = match fields {
+        Fields::Named => (MAGIC_2, FORMAT_2),
+        Fields::Positional => (MAGIC, FORMAT),
+    };
     let mut out = Vec::with_capacity(capacity);
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(magic);
     let mut parts = Vec::new();
 
     let mut user_parts: Vec<Pairs<'_, User>> = (0..USER_PARTS).map(|_| Pairs(Vec::new())).collect();
@@ -177,19 +218,25 @@ pub fn encode_with_capacity(
     }
 
     for p in &user_parts {
-        put(&mut out, &mut parts, Kind::Users, p)?;
+        put(&mut out, &mut parts, Kind::Users, p, fields)?;
     }
     for (_, p) in &sub_parts {
-        put(&mut out, &mut parts, Kind::Subreddits, p)?;
+        put(&mut out, &mut parts, Kind::Subreddits, p, fields)?;
     }
-    put(&mut out, &mut parts, Kind::Replies, &Replies(replies))?;
-    put(&mut out, &mut parts, Kind::Minted, minted)?;
+    put(
+        &mut out,
+        &mut parts,
+        Kind::Replies,
+        &Replies(replies),
+        fields,
+    )?;
+    put(&mut out, &mut parts, Kind::Minted, minted, fields)?;
 
     let header_start = out.len();
     rmp_serde::encode::write_named(
         &mut out,
         &Header {
-            format: FORMAT.to_owned(),
+            format: format.to_owned(),
             shard: state.shard(),
             shards: state.shards(),
             seq,
@@ -216,11 +263,11 @@ pub struct Loaded {
     pub state: ShardState,
     /// The reply cache's entries, oldest first.
     pub replies: Vec<Cached>,
-    /// Wall time decoding (format 2: all parts, in parallel, including each
-    /// subreddit's indexes).
+    /// Wall time decoding (formats 2 and 3: all parts, in parallel, including
+    /// each subreddit's indexes).
     pub decode: Duration,
-    /// Wall time after decoding: putting the parts' maps together (format 2),
-    /// or rebuilding the indexes (format 1).
+    /// Wall time after decoding: putting the parts' maps together (formats 2
+    /// and 3), or rebuilding the indexes (format 1).
     pub index: Duration,
 }
 
@@ -268,10 +315,17 @@ fn decode_part(bytes: &[u8], kind: Kind, index: usize) -> Result<Decoded, Snapsh
     })
 }
 
-/// Decodes a snapshot of either format, on up to `threads` threads (format 2).
+/// Decodes a snapshot of any format, on up to `threads` threads (formats 2
+/// and 3).
 pub fn decode(bytes: &[u8], threads: usize) -> Result<Loaded, SnapshotError> {
     let started = Instant::now();
-    if !bytes.starts_with(MAGIC) {
+    // Formats 2 and 3 differ only inside the parts, and a struct decodes
+    // from a map of its fields as well as from an array of them.
+    let format = if bytes.starts_with(MAGIC) {
+        FORMAT
+    } else if bytes.starts_with(MAGIC_2) {
+        FORMAT_2
+    } else {
         let s: SnapshotV1 = from_msgpack(bytes, || "whole (format 1)".into())?;
         check_format(&s.format, FORMAT_1)?;
         let decode = started.elapsed();
@@ -287,7 +341,7 @@ pub fn decode(bytes: &[u8], threads: usize) -> Result<Loaded, SnapshotError> {
             decode,
             index: indexing.elapsed(),
         });
-    }
+    };
 
     let truncated = || SnapshotError::Layout("truncated".into());
     let body_end = bytes
@@ -302,7 +356,7 @@ pub fn decode(bytes: &[u8], threads: usize) -> Result<Loaded, SnapshotError> {
         .filter(|&s| s >= MAGIC.len())
         .ok_or_else(truncated)?;
     let header: Header = from_msgpack(&bytes[header_start..body_end], || "header".into())?;
-    check_format(&header.format, FORMAT)?;
+    check_format(&header.format, format)?;
     let mut slices = Vec::with_capacity(header.parts.len());
     for (i, p) in header.parts.iter().enumerate() {
         let start = usize::try_from(p.start).ok().filter(|&s| s >= MAGIC.len());
@@ -445,6 +499,32 @@ mod tests {
                 "oldest first"
             );
         }
+    }
+
+    #[test]
+    fn a_snapshot_of_format_2_still_loads_and_format_3_is_smaller() {
+        let state = busy_state();
+        let replies = cache(3);
+        let named = encode_as(&state, &replies, 9, 0, Fields::Named).unwrap();
+        assert!(named.starts_with(MAGIC_2));
+        let loaded = decode(&named, 2).unwrap();
+        assert_eq!(loaded.seq, 9);
+        assert_eq!(fingerprint(&loaded.state), fingerprint(&state));
+        assert_eq!(keys(&loaded.replies), ["key-0", "key-1", "key-2"]);
+        let positional = encode(&state, &replies, 9).unwrap();
+        assert!(
+            positional.len() * 3 < named.len() * 2,
+            "format 3 takes {} bytes, format 2 {}",
+            positional.len(),
+            named.len()
+        );
+        // Each magic goes with its own format tag.
+        let mut mislabelled = positional.clone();
+        mislabelled[..MAGIC.len()].copy_from_slice(MAGIC_2);
+        assert!(matches!(
+            decode(&mislabelled, 2).unwrap_err(),
+            SnapshotError::Layout(m) if m.contains("reddit-snapshot-3")
+        ));
     }
 
     #[test]

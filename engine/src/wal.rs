@@ -862,9 +862,11 @@ mod tests {
                 }
             }
             let _ = crate::snapshot::decode(&bytes, 2);
-            let mut parted = b"RSNAP\x00\x02\x00".to_vec();
-            parted.extend_from_slice(&bytes);
-            let _ = crate::snapshot::decode(&parted, 2);
+            for magic in [b"RSNAP\x00\x02\x00", b"RSNAP\x00\x03\x00"] {
+                let mut parted = magic.to_vec();
+                parted.extend_from_slice(&bytes);
+                let _ = crate::snapshot::decode(&parted, 2);
+            }
         }
     }
 }

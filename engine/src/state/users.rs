@@ -32,6 +32,9 @@ struct KarmaEntry {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct User {
     name: Username,
+    /// As MessagePack bin (34 bytes), not an array of 32 integers (up to
+    /// 65); an array still decodes.
+    #[serde(with = "serde_bytes")]
     public_key: [u8; 32],
     created_at: i64,
     memberships: HashMap<String, Membership>,
