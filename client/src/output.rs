@@ -200,10 +200,14 @@ pub fn dms(page: &DmPage) -> String {
 /// Per-shard stats.
 pub fn stats(all: &[ShardStats]) -> String {
     let rows = all.iter().map(|s| {
-        let per_append = if s.wal_records > 0 {
-            format!("{:.1}", s.wal_entries as f64 / s.wal_records as f64)
+        let (per_append, append_ms) = if s.wal_records > 0 {
+            let records = s.wal_records as f64;
+            (
+                format!("{:.1}", s.wal_entries as f64 / records),
+                format!("{:.2}", s.wal_append_us as f64 / records / 1000.0),
+            )
         } else {
-            "-".to_owned()
+            ("-".to_owned(), "-".to_owned())
         };
         vec![
             s.shard.to_string(),
@@ -219,12 +223,25 @@ pub fn stats(all: &[ShardStats]) -> String {
             s.storage.clone(),
             s.wal_seq.to_string(),
             per_append,
+            append_ms,
         ]
     });
     reddit_client::table::render(
         &[
-            "shard", "users", "subs", "posts", "comments", "votes", "dms", "requests", "errors",
-            "queue", "storage", "log seq", "w/append",
+            "shard",
+            "users",
+            "subs",
+            "posts",
+            "comments",
+            "votes",
+            "dms",
+            "requests",
+            "errors",
+            "queue",
+            "storage",
+            "log seq",
+            "w/append",
+            "append ms",
         ],
         rows,
         0,

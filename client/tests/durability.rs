@@ -81,6 +81,12 @@ async fn acknowledged_writes_survive_restarts_with_and_without_a_snapshot() {
     common::quiesce(&c).await;
     let before = c.audit(10).await.unwrap();
     assert!(before.ok, "{:?}", before.violations);
+    // Each shard logged those writes and says how long its commits took.
+    for s in c.all_stats().await.unwrap() {
+        assert_eq!(s.storage, "jetstream");
+        assert!(s.wal_records > 0 && s.wal_entries >= s.wal_records, "{s:?}");
+        assert!(s.wal_append_us > 0, "commit time counted: {s:?}");
+    }
 
     // A graceful stop stores a snapshot and purges the records it covers.
     cluster.stop_shard(0).await;

@@ -316,8 +316,17 @@ impl Actor {
     /// An append finished: entries up to `ack.upto` are durable as record
     /// `ack.seq`, which goes on to the snapshot follower.
     async fn appended(&mut self, ack: Ack) {
-        let Ack { upto, seq, record } = ack;
+        let Ack {
+            upto,
+            seq,
+            record,
+            took,
+        } = ack;
         self.ctx.metrics.wal_records.fetch_add(1, Ordering::Relaxed);
+        self.ctx.metrics.wal_append_us.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         self.ctx.metrics.wal_seq.store(seq, Ordering::Relaxed);
         self.ctx
             .metrics
@@ -795,6 +804,7 @@ impl Actor {
             }
             .to_owned(),
             wal_records: m.wal_records.load(Ordering::Relaxed),
+            wal_append_us: m.wal_append_us.load(Ordering::Relaxed),
             wal_entries: m.wal_entries.load(Ordering::Relaxed),
             wal_seq: m.wal_seq.load(Ordering::Relaxed),
             wal_resent: m.wal_resent.load(Ordering::Relaxed),

@@ -88,6 +88,9 @@ pub struct Ack {
     pub seq: u64,
     /// The record (for the snapshot follower).
     pub record: Bytes,
+    /// From the start of its append to its acknowledgement (retries
+    /// included).
+    pub took: std::time::Duration,
 }
 
 /// A record being appended.
@@ -99,6 +102,8 @@ struct Inflight {
     msg_id: String,
     /// After its first attempt failed: the append that retries it.
     retry: Option<BoxFuture<'static, Result<u64, WalError>>>,
+    /// When its first attempt started.
+    started: tokio::time::Instant,
 }
 
 /// The log side of a shard, holding outcomes of type `T` until they are durable.
@@ -294,6 +299,7 @@ impl<T> Journal<T> {
             record,
             msg_id,
             retry: None,
+            started: tokio::time::Instant::now(),
         });
         entries
     }
@@ -336,6 +342,7 @@ impl<T> Journal<T> {
                 upto: done.upto,
                 seq,
                 record: done.record,
+                took: done.started.elapsed(),
             });
         }
     }

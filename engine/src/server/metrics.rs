@@ -28,6 +28,9 @@ pub struct Metrics {
     pub queue_capacity: u64,
     /// Log records appended (group commits).
     pub wal_records: AtomicU64,
+    /// Microseconds those appends took, each from its start to its
+    /// acknowledgement, summed (over `wal_records`: the mean commit time).
+    pub wal_append_us: AtomicU64,
     /// Writes (log entries) in those records.
     pub wal_entries: AtomicU64,
     /// Sequence of the last record appended.
@@ -59,6 +62,7 @@ impl Metrics {
             queue_depth: AtomicU64::new(0),
             queue_capacity: queue_capacity as u64,
             wal_records: AtomicU64::new(0),
+            wal_append_us: AtomicU64::new(0),
             wal_entries: AtomicU64::new(0),
             wal_seq: AtomicU64::new(0),
             wal_resent: AtomicU64::new(0),
@@ -121,6 +125,7 @@ impl Metrics {
             "queue_capacity": self.queue_capacity,
             "pending_sync": self.pending_sync.load(Ordering::Relaxed),
             "wal_records": self.wal_records.load(Ordering::Relaxed),
+            "wal_append_us": self.wal_append_us.load(Ordering::Relaxed),
             "wal_entries": self.wal_entries.load(Ordering::Relaxed),
             "wal_seq": self.wal_seq.load(Ordering::Relaxed),
             "wal_resent": self.wal_resent.load(Ordering::Relaxed),

@@ -42,6 +42,12 @@ pub struct ShardStats {
     /// Log records appended since start (each a group commit of several writes).
     #[serde(default)]
     pub wal_records: u64,
+    /// Microseconds those appends took, each from its start to its
+    /// acknowledgement (the append and the broker's fsync, plus any wait for
+    /// a core on a busy machine), summed: over `wal_records`, the mean
+    /// commit time.
+    #[serde(default)]
+    pub wal_append_us: u64,
     /// Writes in those records.
     #[serde(default)]
     pub wal_entries: u64,
