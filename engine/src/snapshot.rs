@@ -13,8 +13,8 @@
 //!   Users are spread over [`USER_PARTS`] parts, subreddits over
 //!   [`SUBREDDIT_PARTS`] parts of about equal weight. Structs inside a part are
 //!   arrays of their fields in declaration order (`serde(skip)` fields left
-//!   out), not maps of field names: at a million users the names were more
-//!   than half of the bytes. So a field added to a snapshotted struct goes
+//!   out), not maps of field names: at a million users the names were over
+//!   40% of the bytes. So a field added to a snapshotted struct goes
 //!   last, with `serde(default)`, and a field is never reordered or removed
 //!   without a new format.
 //! - The **header** is a MessagePack map `{format, shard, shards, seq, totals,
