@@ -501,6 +501,53 @@ mod tests {
         }
     }
 
+    /// Format 3 relies on every field being written: a field that skips
+    /// itself when empty (`skip_serializing_if`) would shift the ones after
+    /// it. Optional fields set and unset both come back.
+    #[test]
+    fn optional_fields_set_and_unset_survive_format_3() {
+        use reddit_shared::protocol::PostRef;
+        let mut state = busy_state();
+        let mut fx = crate::state::Effects::default();
+        let (alice, rust) = ("alice".parse().unwrap(), "rust".parse().unwrap());
+        let plain = state
+            .create_post(
+                &alice,
+                &rust,
+                "t".into(),
+                "b".into(),
+                None,
+                None,
+                9,
+                &mut fx,
+            )
+            .unwrap();
+        let signed = state
+            .create_post(
+                &alice,
+                &rust,
+                "t2".into(),
+                "b2".into(),
+                Some(PostRef {
+                    subreddit: rust.clone(),
+                    id: plain.id,
+                }),
+                Some("ab".repeat(64)),
+                10,
+                &mut fx,
+            )
+            .unwrap();
+        let bytes = encode(&state, &cache(0), 3).unwrap();
+        let loaded = decode(&bytes, 2).unwrap().state;
+        for id in [plain.id, signed.id] {
+            assert_eq!(
+                format!("{:?}", loaded.get_post(&rust, id).unwrap()),
+                format!("{:?}", state.get_post(&rust, id).unwrap())
+            );
+        }
+        assert_eq!(fingerprint(&loaded), fingerprint(&state));
+    }
+
     #[test]
     fn a_snapshot_of_format_2_still_loads_and_format_3_is_smaller() {
         let state = busy_state();
