@@ -63,6 +63,10 @@ pub struct Config {
     /// How long a shard's next log record may wait to grow to the size of the
     /// one before (durable mode; zero: appended as soon as possible).
     pub log_linger: Duration,
+    /// Reads wait until every write before them is durable (durable mode):
+    /// no reply shows a write a crash could lose. Off: reads are answered at
+    /// once.
+    pub read_barrier: bool,
     /// Replies of idempotent writes remembered for retries.
     pub reply_cache: usize,
     /// NATS server URL(s), comma-separated; credentials may be in the URL.
@@ -170,6 +174,7 @@ impl Config {
             snapshot_every: defaults::SNAPSHOT_EVERY,
             log_pipeline: defaults::LOG_PIPELINE,
             log_linger: Duration::from_micros(defaults::LOG_LINGER_US),
+            read_barrier: false,
             reply_cache: defaults::REPLY_CACHE,
             nats_url: nats_url.into(),
             shard,
@@ -721,6 +726,7 @@ pub async fn run(
             config.log_linger,
         );
     }
+    let actor = actor.with_read_barrier(config.read_barrier);
     let mut actor = tokio::spawn(actor.run(jobs_rx));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let callout = tokio::spawn(callout::serve(

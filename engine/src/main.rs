@@ -82,6 +82,11 @@ struct Args {
     /// are small and nothing waits. 0: append as soon as possible.
     #[arg(long, env = "REDDIT_LOG_LINGER_US", default_value_t = reddit_engine::defaults::LOG_LINGER_US)]
     log_linger_us: u64,
+    /// Answer a read only once every write before it is durable (durable
+    /// mode), so that no reply shows a write a crash could still lose. Costs
+    /// reads up to one log append of latency.
+    #[arg(long, env = "REDDIT_READ_BARRIER")]
+    read_barrier: bool,
     /// Replies of writes remembered for retries (by idempotency key).
     #[arg(long, env = "REDDIT_REPLY_CACHE", default_value_t = reddit_engine::defaults::REPLY_CACHE)]
     reply_cache: usize,
@@ -180,6 +185,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.log_pipeline = args.log_pipeline.clamp(1, 64);
     config.log_linger = Duration::from_micros(args.log_linger_us.min(100_000));
     config.reply_cache = args.reply_cache.max(1);
+    config.read_barrier = args.read_barrier;
     match reddit_engine::run(config, shutdown_signal()).await {
         Ok(()) => Ok(()),
         Err(e) if e.is_permanent() => {

@@ -99,6 +99,9 @@ pub struct Actor {
     /// Where the follower stores snapshots from, once [`Actor::with_log`]
     /// starts it (set by [`Actor::with_snapshot_io`]).
     snapshot_io: Option<SnapshotIo>,
+    /// Reads wait until every write before them is durable (set by
+    /// [`Actor::with_read_barrier`]).
+    read_barrier: bool,
     /// The idempotency key of the request being dispatched (for continuations).
     pub(super) current: Option<(String, u64, uuid::Uuid)>,
     /// Keys of writes whose work runs in spawned tasks: a retry meanwhile is told
@@ -134,6 +137,7 @@ impl Actor {
             journal: Journal::memory(),
             snapshots: None,
             snapshot_io: None,
+            read_barrier: false,
             current: None,
             running: std::collections::HashSet::new(),
             sync_backlog: std::collections::VecDeque::new(),
@@ -152,6 +156,15 @@ impl Actor {
     /// from the shard's runtime. Call it before `with_log`.
     pub fn with_snapshot_io(mut self, io: SnapshotIo) -> Self {
         self.snapshot_io = Some(io);
+        self
+    }
+
+    /// With `on`, a read is answered only once every write the shard handled
+    /// before it is durable, like a write: no reply ever shows a write that a
+    /// crash could still lose. Without, reads are answered at once (durable
+    /// mode; in memory mode nothing waits either way).
+    pub fn with_read_barrier(mut self, on: bool) -> Self {
+        self.read_barrier = on;
         self
     }
 
@@ -528,7 +541,7 @@ impl Actor {
             _ => None,
         };
         self.record(events, cached);
-        let tag = if op.is_some_and(Op::is_write) {
+        let tag = if self.read_barrier || op.is_some_and(Op::is_write) {
             self.journal.last_tag()
         } else {
             0

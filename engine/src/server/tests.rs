@@ -89,6 +89,14 @@ impl Shard {
     }
 
     fn start_with(store: Option<Arc<MemStore>>, tenure: Option<Arc<Tenure>>) -> Self {
+        Self::start_configured(store, tenure, false)
+    }
+
+    fn start_configured(
+        store: Option<Arc<MemStore>>,
+        tenure: Option<Arc<Tenure>>,
+        read_barrier: bool,
+    ) -> Self {
         let (out_tx, out) = mpsc::channel(1024);
         let bus: Arc<dyn Bus> = Arc::new(MemBus(out_tx));
         let (sync_tx, _sync_rx) = mpsc::channel(64);
@@ -109,7 +117,8 @@ impl Shard {
             tenure,
         };
         let (jobs, rx) = mpsc::channel(64);
-        let mut actor = Actor::new(ShardState::new(0, 1), ctx, jobs.downgrade());
+        let mut actor = Actor::new(ShardState::new(0, 1), ctx, jobs.downgrade())
+            .with_read_barrier(read_barrier);
         if let Some(store) = store {
             actor = actor.with_log(Arc::new(store), 0, 0, 0, 1, std::time::Duration::ZERO);
         }
@@ -378,6 +387,39 @@ async fn a_write_is_answered_after_its_record_and_reads_overtake_it() {
         1,
         "logged before answered"
     );
+    store.release(100);
+    shard.stop().await;
+}
+
+/// With the read barrier, a read waits for the write before it to be
+/// durable, and then both are answered in order; a read with no write
+/// before it in flight is answered at once.
+#[tokio::test]
+async fn with_a_read_barrier_a_read_waits_for_the_writes_before_it() {
+    let store = MemStore::gated();
+    let mut shard = Shard::start_configured(Some(store.clone()), None, true);
+    let list = ListSubredditsRequest { limit: None };
+    shard.send(&list, "_INBOX_SERVICE.first", None).await;
+    assert_eq!(shard.next().await.subject.as_str(), "_INBOX_SERVICE.first");
+
+    let reg = shard.register_request("dia");
+    shard.send(&reg, "_INBOX_SERVICE.write", None).await;
+    shard.send(&list, "_INBOX_SERVICE.read", None).await;
+    // Once the actor has taken the read (without the barrier it would now
+    // answer it, ahead of the write whose record the log holds back) ...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while shard.metrics.total_requests() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the read was never handled"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(store.records.lock().unwrap().is_empty());
+    // ... the record is stored, and the write is answered, then the read.
+    store.release(1);
+    assert_eq!(shard.next().await.subject.as_str(), "_INBOX_SERVICE.write");
+    assert_eq!(shard.next().await.subject.as_str(), "_INBOX_SERVICE.read");
     store.release(100);
     shard.stop().await;
 }
