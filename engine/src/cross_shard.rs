@@ -414,11 +414,16 @@ mod tests {
         }
     }
 
-    /// Sends two items one after the other, the shard answering nothing until
-    /// both were sent or a deadline passed; returns the most requests it held
-    /// at once. Both items are delivered in the end.
-    async fn two_items_through(lane: Lane) -> usize {
-        let bus = TestShard::new(true, false);
+    /// A syncer of `lane` sending to `bus`: its outbox, its backlog gauge and
+    /// its task.
+    fn syncer_to(
+        bus: &Arc<TestShard>,
+        lane: Lane,
+    ) -> (
+        mpsc::Sender<SyncEnvelope>,
+        Arc<AtomicU64>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let peers = Peers::new(bus.clone(), Duration::from_secs(5));
         let (tx, rx) = mpsc::channel(16);
         let gauge = Arc::new(AtomicU64::new(0));
@@ -429,6 +434,15 @@ mod tests {
             Duration::from_secs(5),
             lane,
         ));
+        (tx, gauge, syncer)
+    }
+
+    /// Sends two items one after the other, the shard answering nothing until
+    /// both were sent or a deadline passed; returns the most requests it held
+    /// at once. Both items are delivered in the end.
+    async fn two_items_through(lane: Lane) -> usize {
+        let bus = TestShard::new(true, false);
+        let (tx, gauge, syncer) = syncer_to(&bus, lane);
         let mut delivered = Vec::new();
         for (user, version) in [("alice", 1), ("bob", 2)] {
             let (waiter, told) = oneshot::channel();
@@ -481,16 +495,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_round_is_retried_with_the_newest_version() {
         let bus = TestShard::new(false, true);
-        let peers = Peers::new(bus.clone(), Duration::from_secs(5));
-        let (tx, rx) = mpsc::channel(16);
-        let gauge = Arc::new(AtomicU64::new(0));
-        let syncer = tokio::spawn(run_syncer(
-            peers,
-            rx,
-            gauge.clone(),
-            Duration::from_secs(5),
-            Lane::Live,
-        ));
+        let (tx, gauge, syncer) = syncer_to(&bus, Lane::Live);
         let mut told = Vec::new();
         for version in [1, 2] {
             let (waiter, rx) = oneshot::channel();
