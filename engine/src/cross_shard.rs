@@ -437,6 +437,47 @@ mod tests {
         (tx, gauge, syncer)
     }
 
+    /// Hands the syncer `user`'s membership at `version` for shard 1; the
+    /// receiver is told once it is delivered.
+    async fn send_item(
+        tx: &mpsc::Sender<SyncEnvelope>,
+        user: &str,
+        version: u64,
+    ) -> oneshot::Receiver<()> {
+        let (waiter, told) = oneshot::channel();
+        tx.send(SyncEnvelope {
+            dest: 1,
+            item: membership(user, version),
+            waiter: Some(waiter),
+        })
+        .await
+        .unwrap();
+        told
+    }
+
+    /// Waits until `done` holds, failing with `what` after 5 s.
+    async fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Closes the syncer's outbox: it ends, holding nothing.
+    async fn stop_syncer(
+        tx: mpsc::Sender<SyncEnvelope>,
+        syncer: tokio::task::JoinHandle<()>,
+        gauge: &AtomicU64,
+    ) {
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), syncer)
+            .await
+            .expect("the syncer ends once its outbox closes")
+            .unwrap();
+        assert_eq!(gauge.load(Ordering::SeqCst), 0);
+    }
+
     /// Sends two items one after the other, the shard answering nothing until
     /// both were sent or a deadline passed; returns the most requests it held
     /// at once. Both items are delivered in the end.
@@ -445,21 +486,9 @@ mod tests {
         let (tx, gauge, syncer) = syncer_to(&bus, lane);
         let mut delivered = Vec::new();
         for (user, version) in [("alice", 1), ("bob", 2)] {
-            let (waiter, told) = oneshot::channel();
-            tx.send(SyncEnvelope {
-                dest: 1,
-                item: membership(user, version),
-                waiter: Some(waiter),
-            })
-            .await
-            .unwrap();
-            delivered.push(told);
+            delivered.push(send_item(&tx, user, version).await);
             // The first request reaches the shard before the second item is sent.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while bus.now.load(Ordering::SeqCst) == 0 {
-                assert!(tokio::time::Instant::now() < deadline, "no request sent");
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            wait_until("no request sent", || bus.now.load(Ordering::SeqCst) > 0).await;
         }
         // Give a second round every chance to start.
         let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
@@ -479,12 +508,7 @@ mod tests {
                 .expect("delivered")
                 .expect("told");
         }
-        drop(tx);
-        tokio::time::timeout(Duration::from_secs(5), syncer)
-            .await
-            .expect("the syncer ends once its outbox closes")
-            .unwrap();
-        assert_eq!(gauge.load(Ordering::SeqCst), 0);
+        stop_syncer(tx, syncer, &gauge).await;
         most
     }
 
@@ -498,21 +522,12 @@ mod tests {
         let (tx, gauge, syncer) = syncer_to(&bus, Lane::Live);
         let mut told = Vec::new();
         for version in [1, 2] {
-            let (waiter, rx) = oneshot::channel();
-            tx.send(SyncEnvelope {
-                dest: 1,
-                item: membership("alice", version),
-                waiter: Some(waiter),
-            })
-            .await
-            .unwrap();
-            told.push(rx);
+            told.push(send_item(&tx, "alice", version).await);
             // The first round is refused before the newer version comes.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while bus.refuse_first.load(Ordering::SeqCst) {
-                assert!(tokio::time::Instant::now() < deadline, "no request sent");
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            wait_until("no request sent", || {
+                !bus.refuse_first.load(Ordering::SeqCst)
+            })
+            .await;
         }
         for rx in told {
             tokio::time::timeout(Duration::from_secs(5), rx)
@@ -522,12 +537,7 @@ mod tests {
         }
         let versions = bus.versions.lock().unwrap().clone();
         assert_eq!(versions.iter().max(), Some(&2), "{versions:?}");
-        drop(tx);
-        tokio::time::timeout(Duration::from_secs(5), syncer)
-            .await
-            .expect("the syncer ends")
-            .unwrap();
-        assert_eq!(gauge.load(Ordering::SeqCst), 0);
+        stop_syncer(tx, syncer, &gauge).await;
     }
 
     /// A live item goes out while the round ahead of it is unanswered (a join
