@@ -2,8 +2,11 @@
 //! log of 1,000,000 events to a throwaway JetStream server (group-committed records
 //! of 500 writes, each with an idempotency reply, as the engine writes them), then
 //! times a shard's recovery from it, and from a snapshot of the same state.
+//! The log is written twice, with fields by position (as shards write it) and
+//! by name (as older versions did), and the two are replayed alternately.
 //!
-//! `REPLAY_EVENTS` changes the event count; `REPLAY_HUGE_PAGES=1` runs with
+//! `REPLAY_EVENTS` changes the event count, `REPLAY_ROUNDS` the replays of
+//! each log (2); `REPLAY_HUGE_PAGES=1` runs with
 //! transparent huge pages, as a shard started with `--huge-pages` does. The nats-server binary comes from
 //! `scripts/install-nats.sh` (or `NATS_SERVER_BIN`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -15,6 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "support.rs"]
 mod support;
 
+use reddit_engine::fields::Fields;
 use reddit_engine::replies::Cached;
 use reddit_engine::state::Event;
 use reddit_engine::wal::{encode_snapshot, Entry, Log, RecordBuilder};
@@ -93,24 +97,14 @@ fn event(i: u64, users: u64, subs: u64, posts: &mut Vec<(u64, PostId)>) -> Event
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let total: u64 = std::env::var("REPLAY_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    // As a shard runs (`--huge-pages` off); REPLAY_HUGE_PAGES=1 measures it on.
-    let huge_pages = std::env::var("REPLAY_HUGE_PAGES").is_ok_and(|v| v == "1");
-    reddit_engine::memory::set_huge_pages(huge_pages).unwrap();
-    let server = support::JetStreamServer::start("replay");
-    let client = server.connect().await;
-    let log = Log::open(&client, 0, 1, 1).await.unwrap();
-
-    eprintln!("writing {total} events in records of {PER_RECORD} writes ...");
+/// Writes `total` events to `log` in records of [`PER_RECORD`] writes, their
+/// fields written as `fields` says; returns the log's bytes.
+async fn write_log(log: &Log, total: u64, fields: Fields) -> usize {
+    eprintln!("writing {total} events in records of {PER_RECORD} writes, fields {fields:?} ...");
     let started = Instant::now();
     let (users, subs) = (10_000.min(total / 10).max(1), 100);
     let mut posts = Vec::new();
-    let mut builder = RecordBuilder::default();
+    let mut builder = RecordBuilder::with_fields(fields);
     let mut seq = 0;
     let mut bytes = 0usize;
     for i in 0..total {
@@ -143,24 +137,77 @@ async fn main() {
         bytes as f64 / 1048576.0,
         started.elapsed().as_secs_f64()
     );
+    bytes
+}
 
-    let r = log
-        .recover(reddit_engine::replies::DEFAULT_CAPACITY)
-        .await
-        .unwrap();
-    assert_eq!(r.events, total);
-    let log_secs = r.elapsed.as_secs_f64();
-    println!(
-        "replay of {} events ({} records) from the log: {:.2} s ({:.0} events/s); state: {} users, {} posts, {} comments, {} votes",
-        r.events,
-        r.records,
-        log_secs,
-        r.events as f64 / log_secs,
-        r.state.user_count(),
-        r.state.totals().posts,
-        r.state.totals().comments,
-        r.state.totals().votes,
-    );
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let total: u64 = std::env::var("REPLAY_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let rounds: usize = std::env::var("REPLAY_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    // As a shard runs (`--huge-pages` off); REPLAY_HUGE_PAGES=1 measures it on.
+    let huge_pages = std::env::var("REPLAY_HUGE_PAGES").is_ok_and(|v| v == "1");
+    reddit_engine::memory::set_huge_pages(huge_pages).unwrap();
+
+    // The same history twice, once with fields by name (as older versions
+    // wrote it) and once by position (as shards write it), each on its own
+    // server.
+    let mut logs = Vec::new();
+    for (fields, name) in [
+        (Fields::Named, "replay-named"),
+        (Fields::Positional, "replay-positional"),
+    ] {
+        let server = support::JetStreamServer::start(name);
+        let client = server.connect().await;
+        let log = Log::open(&client, 0, 1, 1).await.unwrap();
+        let bytes = write_log(&log, total, fields).await;
+        logs.push((fields, server, log, bytes));
+    }
+
+    // Alternately, so that both see the same machine.
+    let mut times: Vec<(Fields, Vec<f64>)> = logs.iter().map(|l| (l.0, Vec::new())).collect();
+    let mut last = None;
+    for _ in 0..rounds {
+        for (i, (fields, _, log, bytes)) in logs.iter().enumerate() {
+            drop(last.take());
+            let r = log
+                .recover(reddit_engine::replies::DEFAULT_CAPACITY)
+                .await
+                .unwrap();
+            assert_eq!(r.events, total);
+            let log_secs = r.elapsed.as_secs_f64();
+            println!(
+                "replay of {} events ({} records, {:.0} MiB, fields {fields:?}) from the log: {:.2} s ({:.0} events/s); state: {} users, {} posts, {} comments, {} votes",
+                r.events,
+                r.records,
+                *bytes as f64 / 1048576.0,
+                log_secs,
+                r.events as f64 / log_secs,
+                r.state.user_count(),
+                r.state.totals().posts,
+                r.state.totals().comments,
+                r.state.totals().votes,
+            );
+            times[i].1.push(log_secs);
+            last = Some(r);
+        }
+    }
+    for (fields, t) in &times {
+        let runs: Vec<String> = t.iter().map(|s| format!("{s:.2}")).collect();
+        println!(
+            "replay with fields {fields:?}: mean {:.2} s (runs: {} s)",
+            t.iter().sum::<f64>() / t.len() as f64,
+            runs.join(", ")
+        );
+    }
+    // The snapshot half, on the state of the positional log (replayed last).
+    let r = last.unwrap();
+    let log = &logs[1].2;
 
     let t = Instant::now();
     let snapshot = encode_snapshot(&r.state, &r.replies, r.last_seq).unwrap();
@@ -205,5 +252,5 @@ async fn main() {
         s.snapshot_load.decode.as_secs_f64(),
         s.snapshot_load.index.as_secs_f64(),
     );
-    drop(server);
+    drop(logs);
 }

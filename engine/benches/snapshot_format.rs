@@ -14,8 +14,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use reddit_engine::fields::Fields;
 use reddit_engine::replies::{Cached, ReplyCache, DEFAULT_CAPACITY};
-use reddit_engine::snapshot::{decode, encode_as, load_threads, Fields};
+use reddit_engine::snapshot::{decode, encode_as, load_threads};
 use reddit_engine::state::{Event, ShardState};
 use reddit_shared::names::{SubredditName, Username};
 use std::time::Instant;

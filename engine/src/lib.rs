@@ -7,6 +7,7 @@
 //! - [`server`]: the request loop and the actor that owns the state.
 //! - [`cross_shard`]: requests to other shards and the sync outbox.
 //! - [`wal`]: the write-ahead log in JetStream (group commit, replay, snapshots).
+//! - [`fields`]: how log records and snapshots write structs (by position).
 //! - [`replies`]: the reply cache that answers retried writes.
 //! - [`auth`]: tokens and login challenges.
 //! - [`callout`]: the NATS auth callout (who a connection is, and what it may do).
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod bus;
 pub mod callout;
 pub mod cross_shard;
+pub mod fields;
 pub mod lease;
 pub mod memory;
 pub mod replies;

@@ -28,6 +28,7 @@
 //! and format 1 (`reddit-wal-1`: one MessagePack map with the whole state in
 //! it, which only one thread can decode).
 
+use crate::fields::Fields;
 use crate::replies::{Cached, ReplyCache};
 use crate::state::{MintedIds, ShardState, Subreddit, Totals, User};
 use serde::{Deserialize, Serialize};
@@ -130,17 +131,6 @@ impl Serialize for Replies<'_> {
     }
 }
 
-/// How the structs inside parts are written: what tells format 3 from
-/// format 2.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fields {
-    /// Maps of field names: format 2, which shards no longer write (kept for
-    /// compatibility tests and the benchmark that compares the two).
-    Named,
-    /// Arrays of fields in declaration order: format 3.
-    Positional,
-}
-
 /// Appends `value` to `out` as the next part.
 fn put<T: Serialize>(
     out: &mut Vec<u8>,
@@ -150,10 +140,7 @@ fn put<T: Serialize>(
     fields: Fields,
 ) -> Result<(), SnapshotError> {
     let start = out.len();
-    match fields {
-        Fields::Named => rmp_serde::encode::write_named(out, value)?,
-        Fields::Positional => rmp_serde::encode::write(out, value)?,
-    }
+    fields.write(out, value)?;
     parts.push(Part {
         kind,
         start: start as u64,

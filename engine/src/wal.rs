@@ -6,6 +6,10 @@
 //!   writes the actor handled while earlier appends were in flight (group
 //!   commit). Each entry holds one write's events and, if the request carried an
 //!   idempotency key, its reply, so replay restores the reply cache too.
+//!   Entries and the events in them are written with their fields by position
+//!   ([`Fields::Positional`]): field names were about a third of a record's
+//!   bytes. Records of older versions, with maps of field names, decode with
+//!   the same code, so a log may hold both shapes.
 //! - **Pipelining**: a shard may have several appends in flight, each expecting
 //!   the sequence its predecessor will get ([`Log::try_append`]). One that is
 //!   refused (its predecessor had not landed) or fails is sent again with
@@ -20,6 +24,7 @@
 //!   state and the reply cache as of a record sequence, in the format of
 //!   [`crate::snapshot`]. Once one is stored, the records it covers are purged.
 
+use crate::fields::Fields;
 use crate::replies::{Cached, ReplyCache};
 use crate::state::{Event, ShardState};
 use async_nats::jetstream::{self, message::PublishMessage, object_store, stream};
@@ -148,25 +153,37 @@ pub enum WalError {
 /// the reply to repeat on a retry.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Entry {
-    /// The cached reply, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The cached reply, if any. Written as nil when absent, never left out:
+    /// a positional entry without it would put the events in its place.
+    #[serde(default)]
     pub reply: Option<Cached>,
     /// The events, in the order they were applied.
     pub events: Vec<Event>,
 }
 
-/// Builds one record from entries encoded as they are handled.
+/// Builds one record from entries encoded as they are handled, their fields
+/// by position ([`RecordBuilder::with_fields`] writes the older shape).
 #[derive(Debug, Default)]
 pub struct RecordBuilder {
     body: Vec<u8>,
     entries: u32,
     events: u64,
+    fields: Fields,
 }
 
 impl RecordBuilder {
+    /// A builder writing entries' fields as `fields` says: only benchmarks
+    /// and compatibility tests write [`Fields::Named`], as older versions did.
+    pub fn with_fields(fields: Fields) -> Self {
+        Self {
+            fields,
+            ..Self::default()
+        }
+    }
+
     /// Appends an entry.
     pub fn push(&mut self, entry: &Entry) -> Result<(), rmp_serde::encode::Error> {
-        rmp_serde::encode::write_named(&mut self.body, entry)?;
+        self.fields.write(&mut self.body, entry)?;
         self.entries += 1;
         self.events += entry.events.len() as u64;
         Ok(())
@@ -205,7 +222,7 @@ impl RecordBuilder {
     }
 }
 
-/// Decodes a record.
+/// Decodes a record, whichever way its fields were written.
 pub fn decode_record(bytes: &[u8]) -> Result<Vec<Entry>, rmp_serde::decode::Error> {
     rmp_serde::from_slice(bytes)
 }
@@ -813,9 +830,10 @@ mod tests {
     use super::*;
     use reddit_shared::names::Username;
 
-    #[test]
-    fn records_round_trip() {
-        let mut b = RecordBuilder::default();
+    /// A record of an entry with a reply and one without, its fields
+    /// written as `fields` says.
+    fn record(fields: Fields) -> Bytes {
+        let mut b = RecordBuilder::with_fields(fields);
         assert!(b.is_empty());
         let user: Username = "alice".parse().unwrap();
         b.push(&Entry {
@@ -839,14 +857,30 @@ mod tests {
         assert_eq!((b.entries(), b.events()), (2, 1));
         let bytes = b.seal();
         assert!(b.is_empty());
-        let entries = decode_record(&bytes).unwrap();
-        assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].reply.as_ref().unwrap().reply, vec![1, 2, 3]);
-        assert!(matches!(
-            entries[0].events[0],
-            Event::UserRegistered { at: 5, .. }
-        ));
-        assert!(entries[1].reply.is_none());
+        bytes
+    }
+
+    #[test]
+    fn records_round_trip_and_older_named_records_still_decode() {
+        let positional = record(Fields::Positional);
+        let named = record(Fields::Named);
+        assert_eq!(record(Fields::default()), positional);
+        assert!(
+            positional.len() < named.len() * 3 / 4,
+            "{} against {} bytes",
+            positional.len(),
+            named.len()
+        );
+        for bytes in [positional, named] {
+            let entries = decode_record(&bytes).unwrap();
+            assert_eq!(entries.len(), 2);
+            assert_eq!(entries[0].reply.as_ref().unwrap().reply, vec![1, 2, 3]);
+            assert!(matches!(
+                entries[0].events[0],
+                Event::UserRegistered { at: 5, .. }
+            ));
+            assert!(entries[1].reply.is_none());
+        }
     }
 
     proptest::proptest! {

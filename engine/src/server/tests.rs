@@ -682,7 +682,9 @@ fn restarted(state: ShardState, shards: u32, outbox: usize, store: &Arc<MemStore
 async fn a_large_resync_is_logged_in_records_of_bounded_size() {
     use crate::state::Event;
 
-    const MEMBERS: usize = 15_000;
+    // Enough for more than one record of positional entries (about 30
+    // bytes a membership).
+    const MEMBERS: usize = 40_000;
     // One shard: every member's account is here, so each membership is
     // applied here and logged.
     let state = subreddit_with_members(1, MEMBERS);
