@@ -115,7 +115,7 @@ for storage in $storages; do
     --seed-posts "$seed_posts" --seed-comments "$seed_comments" \
     --offline-mean "$offline_mean" --online-mean "$online_mean" --out "$out/$storage/sim" | tee "$out/$storage/sim.txt"
   "$BIN/reddit-client" --json stats >"$out/$storage/stats.json" || true
-  # Per shard, setup included: writes per log append and the mean commit time.
+  # Per shard, setup included: writes per log append, the mean commit time, log bytes per write.
   "$BIN/reddit-client" stats | tee "$out/$storage/stats.txt" || true
   engine_memory "$run" "$users" | tee "$out/$storage/engine-memory.txt"
   "$ROOT/scripts/stop.sh" --run-dir "$run" >/dev/null 2>&1 || true

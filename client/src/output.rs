@@ -200,14 +200,15 @@ pub fn dms(page: &DmPage) -> String {
 /// Per-shard stats.
 pub fn stats(all: &[ShardStats]) -> String {
     let rows = all.iter().map(|s| {
-        let (per_append, append_ms) = if s.wal_records > 0 {
+        let (per_append, append_ms, per_write) = if s.wal_records > 0 {
             let records = s.wal_records as f64;
             (
                 format!("{:.1}", s.wal_entries as f64 / records),
                 format!("{:.2}", s.wal_append_us as f64 / records / 1000.0),
+                format!("{:.0}", s.wal_bytes as f64 / s.wal_entries.max(1) as f64),
             )
         } else {
-            ("-".to_owned(), "-".to_owned())
+            ("-".to_owned(), "-".to_owned(), "-".to_owned())
         };
         vec![
             s.shard.to_string(),
@@ -224,6 +225,7 @@ pub fn stats(all: &[ShardStats]) -> String {
             s.wal_seq.to_string(),
             per_append,
             append_ms,
+            per_write,
         ]
     });
     reddit_client::table::render(
@@ -242,6 +244,7 @@ pub fn stats(all: &[ShardStats]) -> String {
             "log seq",
             "w/append",
             "append ms",
+            "B/write",
         ],
         rows,
         0,

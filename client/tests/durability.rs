@@ -86,6 +86,7 @@ async fn acknowledged_writes_survive_restarts_with_and_without_a_snapshot() {
         assert_eq!(s.storage, "jetstream");
         assert!(s.wal_records > 0 && s.wal_entries >= s.wal_records, "{s:?}");
         assert!(s.wal_append_us > 0, "commit time counted: {s:?}");
+        assert!(s.wal_bytes > s.wal_entries, "bytes counted: {s:?}");
     }
 
     // A graceful stop stores a snapshot and purges the records it covers.

@@ -336,6 +336,10 @@ impl Actor {
             took,
         } = ack;
         self.ctx.metrics.wal_records.fetch_add(1, Ordering::Relaxed);
+        self.ctx
+            .metrics
+            .wal_bytes
+            .fetch_add(record.len() as u64, Ordering::Relaxed);
         self.ctx.metrics.wal_append_us.fetch_add(
             u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
@@ -819,6 +823,7 @@ impl Actor {
             wal_records: m.wal_records.load(Ordering::Relaxed),
             wal_append_us: m.wal_append_us.load(Ordering::Relaxed),
             wal_entries: m.wal_entries.load(Ordering::Relaxed),
+            wal_bytes: m.wal_bytes.load(Ordering::Relaxed),
             wal_seq: m.wal_seq.load(Ordering::Relaxed),
             wal_resent: m.wal_resent.load(Ordering::Relaxed),
             snapshots: m.snapshots.load(Ordering::Relaxed),

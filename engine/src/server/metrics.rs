@@ -33,6 +33,8 @@ pub struct Metrics {
     pub wal_append_us: AtomicU64,
     /// Writes (log entries) in those records.
     pub wal_entries: AtomicU64,
+    /// Payload bytes of those records.
+    pub wal_bytes: AtomicU64,
     /// Sequence of the last record appended.
     pub wal_seq: AtomicU64,
     /// Pipelined appends sent again.
@@ -64,6 +66,7 @@ impl Metrics {
             wal_records: AtomicU64::new(0),
             wal_append_us: AtomicU64::new(0),
             wal_entries: AtomicU64::new(0),
+            wal_bytes: AtomicU64::new(0),
             wal_seq: AtomicU64::new(0),
             wal_resent: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
@@ -127,6 +130,7 @@ impl Metrics {
             "wal_records": self.wal_records.load(Ordering::Relaxed),
             "wal_append_us": self.wal_append_us.load(Ordering::Relaxed),
             "wal_entries": self.wal_entries.load(Ordering::Relaxed),
+            "wal_bytes": self.wal_bytes.load(Ordering::Relaxed),
             "wal_seq": self.wal_seq.load(Ordering::Relaxed),
             "wal_resent": self.wal_resent.load(Ordering::Relaxed),
             "snapshots": self.snapshots.load(Ordering::Relaxed),

@@ -51,6 +51,10 @@ pub struct ShardStats {
     /// Writes in those records.
     #[serde(default)]
     pub wal_entries: u64,
+    /// Bytes of those records' payloads (over `wal_entries`: the bytes a
+    /// write costs the log).
+    #[serde(default)]
+    pub wal_bytes: u64,
     /// Sequence of the last log record appended.
     #[serde(default)]
     pub wal_seq: u64,
