@@ -7,6 +7,7 @@ mod common;
 
 use common::{eventually, name_on, sn, spawn_shard, start_shard, un, user, Cluster, SECRET};
 use reddit_client::{ClientOptions, ErrorKind, RedditClient};
+use reddit_engine::replies::ReplyKey;
 use reddit_engine::wal::{self, WalError};
 use reddit_engine::{Config, EngineError};
 use reddit_shared::codec::encode;
@@ -504,7 +505,7 @@ async fn a_snapshot_of_the_older_format_still_recovers_the_shard() {
         seq: 2,
         state: &state,
         replies: vec![reddit_engine::replies::Cached {
-            key: "k".into(),
+            key: ReplyKey::of_text("k"),
             hash: 1,
             reply: vec![1],
         }],
@@ -541,7 +542,7 @@ async fn snapshots_fit_a_server_with_a_small_payload_limit() {
     let mut replies = reddit_engine::replies::ReplyCache::new(10);
     for i in 0..5 {
         replies.insert(reddit_engine::replies::Cached {
-            key: format!("k{i}"),
+            key: ReplyKey::of_text(&format!("k{i}")),
             hash: i,
             reply: vec![i as u8; 150_000],
         });
@@ -571,7 +572,7 @@ async fn a_log_of_large_records_is_replayed_whole() {
         record
             .push(&wal::Entry {
                 reply: Some(reddit_engine::replies::Cached {
-                    key: format!("big.{i}"),
+                    key: ReplyKey::of_text(&format!("big.{i}")),
                     hash: i,
                     reply: blob.clone(),
                 }),
@@ -593,21 +594,18 @@ async fn a_log_of_large_records_is_replayed_whole() {
     let small = log.recover(100).await.unwrap();
     assert_eq!(small.replies.len(), 100);
     use reddit_engine::replies::Lookup;
-    let newest = format!("big.{}", records - 1);
+    let big = |i: u64| ReplyKey::of_text(&format!("big.{i}"));
+    let newest = big(records - 1);
     assert!(matches!(
         small.replies.lookup(&newest, records - 1),
         Lookup::Hit(_)
     ));
     assert_eq!(
-        small
-            .replies
-            .lookup(&format!("big.{}", records - 100), records - 100),
+        small.replies.lookup(&big(records - 100), records - 100),
         Lookup::Hit(&blob[..])
     );
     assert_eq!(
-        small
-            .replies
-            .lookup(&format!("big.{}", records - 101), records - 101),
+        small.replies.lookup(&big(records - 101), records - 101),
         Lookup::Miss
     );
 }

@@ -19,7 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod support;
 
 use reddit_engine::fields::Fields;
-use reddit_engine::replies::Cached;
+use reddit_engine::replies::{Cached, ReplyKey};
 use reddit_engine::state::Event;
 use reddit_engine::wal::{encode_snapshot, Entry, Log, RecordBuilder};
 use reddit_shared::ids::{CommentId, PostId};
@@ -112,10 +112,10 @@ async fn write_log(log: &Log, total: u64, fields: Fields) -> usize {
         builder
             .push(&Entry {
                 reply: Some(Cached {
-                    key: format!(
-                        "vote.cast\u{1f}user{}\u{1f}{}",
-                        i % users,
-                        uuid::Uuid::now_v7()
+                    key: ReplyKey::new(
+                        "vote.cast",
+                        &format!("user{}", i % users),
+                        uuid::Uuid::now_v7(),
                     ),
                     hash: i,
                     reply: vec![0xa5; 180],

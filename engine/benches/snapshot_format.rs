@@ -15,7 +15,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use reddit_engine::fields::Fields;
-use reddit_engine::replies::{Cached, ReplyCache, DEFAULT_CAPACITY};
+use reddit_engine::replies::{Cached, ReplyCache, ReplyKey, DEFAULT_CAPACITY};
 use reddit_engine::snapshot::{decode, encode_as, load_threads};
 use reddit_engine::state::{Event, ShardState};
 use reddit_shared::names::{SubredditName, Username};
@@ -85,9 +85,10 @@ fn main() {
     let mut replies = ReplyCache::new(DEFAULT_CAPACITY);
     for i in 0..DEFAULT_CAPACITY {
         replies.insert(Cached {
-            key: format!(
-                "sub.join\u{1f}user{i}\u{1f}{}",
-                uuid::Uuid::from_u128(i as u128)
+            key: ReplyKey::new(
+                "sub.join",
+                &format!("user{i}"),
+                uuid::Uuid::from_u128(i as u128),
             ),
             hash: i as u64,
             reply: vec![0xa5; 180],

@@ -4,16 +4,97 @@
 //! snapshots, so a retry after a crash still finds the original answer.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 
 /// Default number of replies remembered per shard.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
+/// What a reply is remembered under: the first 16 bytes of the SHA-256 of
+/// `operation ␟ caller ␟ idempotency key` (the key as a lower-case hyphenated
+/// UUID, `␟` the unit separator U+001F). Every log entry and snapshot carries
+/// one, so it is 16 bytes instead of the 50–60 of the text; a caller cannot
+/// make their key collide with another caller's (that would need a second
+/// preimage of SHA-256 truncated to 128 bits). Logs and snapshots of older
+/// versions hold the text itself, and decode to the same key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReplyKey([u8; 16]);
+
+impl ReplyKey {
+    /// The key of operation `op` by `caller` (empty for registration) with
+    /// idempotency key `id`.
+    pub fn new(op: &str, caller: &str, id: uuid::Uuid) -> Self {
+        let mut text = uuid::Uuid::encode_buffer();
+        let id = id.hyphenated().encode_lower(&mut text);
+        Self::digest(&[
+            op.as_bytes(),
+            b"\x1f",
+            caller.as_bytes(),
+            b"\x1f",
+            id.as_bytes(),
+        ])
+    }
+
+    /// The key's 16 bytes.
+    pub fn bytes(&self) -> [u8; 16] {
+        self.0
+    }
+
+    /// The key of the text older versions stored (`op ␟ caller ␟ id`).
+    pub fn of_text(text: &str) -> Self {
+        Self::digest(&[text.as_bytes()])
+    }
+
+    fn digest(parts: &[&[u8]]) -> Self {
+        let mut h = Sha256::new();
+        for part in parts {
+            h.update(part);
+        }
+        let mut key = [0; 16];
+        key.copy_from_slice(&h.finalize()[..16]);
+        Self(key)
+    }
+}
+
+impl fmt::Debug for ReplyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ReplyKey({})", hex::encode(self.0))
+    }
+}
+
+impl Serialize for ReplyKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ReplyKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ReplyKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("16 bytes, or the text of an older version's key")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ReplyKey, E> {
+                <[u8; 16]>::try_from(v)
+                    .map(ReplyKey)
+                    .map_err(|_| E::invalid_length(v.len(), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ReplyKey, E> {
+                Ok(ReplyKey::of_text(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// One remembered reply.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Cached {
-    /// The cache key (operation, caller and idempotency key).
-    pub key: String,
+    /// The cache key.
+    pub key: ReplyKey,
     /// Hash of the request payload, to catch a key reused for another request.
     pub hash: u64,
     /// The encoded reply body.
@@ -35,8 +116,8 @@ pub enum Lookup<'a> {
 /// Bounded map from key to reply.
 #[derive(Clone, Debug)]
 pub struct ReplyCache {
-    map: HashMap<String, (u64, Vec<u8>)>,
-    order: VecDeque<String>,
+    map: HashMap<ReplyKey, (u64, Vec<u8>)>,
+    order: VecDeque<ReplyKey>,
     capacity: usize,
 }
 
@@ -51,7 +132,7 @@ impl ReplyCache {
     }
 
     /// Looks `key` up for a request whose payload hashes to `hash`.
-    pub fn lookup(&self, key: &str, hash: u64) -> Lookup<'_> {
+    pub fn lookup(&self, key: &ReplyKey, hash: u64) -> Lookup<'_> {
         match self.map.get(key) {
             None => Lookup::Miss,
             Some((h, reply)) if *h == hash => Lookup::Hit(reply),
@@ -63,7 +144,7 @@ impl ReplyCache {
     pub fn insert(&mut self, entry: Cached) {
         if self
             .map
-            .insert(entry.key.clone(), (entry.hash, entry.reply))
+            .insert(entry.key, (entry.hash, entry.reply))
             .is_none()
         {
             self.order.push_back(entry.key);
@@ -94,7 +175,7 @@ impl ReplyCache {
     pub fn entries(&self) -> impl Iterator<Item = Cached> + '_ {
         self.order.iter().filter_map(|key| {
             self.map.get(key).map(|(hash, reply)| Cached {
-                key: key.clone(),
+                key: *key,
                 hash: *hash,
                 reply: reply.clone(),
             })
@@ -114,7 +195,7 @@ mod tests {
 
     fn entry(key: &str, hash: u64) -> Cached {
         Cached {
-            key: key.into(),
+            key: ReplyKey::of_text(key),
             hash,
             reply: key.as_bytes().to_vec(),
         }
@@ -123,15 +204,65 @@ mod tests {
     #[test]
     fn hits_misses_mismatches_and_eviction() {
         let mut c = ReplyCache::new(2);
+        let [a, b] = ["a", "b"].map(ReplyKey::of_text);
         c.insert(entry("a", 1));
-        assert_eq!(c.lookup("a", 1), Lookup::Hit(b"a"));
-        assert_eq!(c.lookup("a", 2), Lookup::Mismatch);
-        assert_eq!(c.lookup("b", 1), Lookup::Miss);
+        assert_eq!(c.lookup(&a, 1), Lookup::Hit(b"a"));
+        assert_eq!(c.lookup(&a, 2), Lookup::Mismatch);
+        assert_eq!(c.lookup(&b, 1), Lookup::Miss);
         c.insert(entry("b", 1));
         c.insert(entry("c", 1));
-        assert_eq!(c.lookup("a", 1), Lookup::Miss, "the oldest is forgotten");
+        assert_eq!(c.lookup(&a, 1), Lookup::Miss, "the oldest is forgotten");
         assert_eq!(c.len(), 2);
-        let keys: Vec<String> = c.entries().map(|e| e.key).collect();
-        assert_eq!(keys, ["b", "c"]);
+        let keys: Vec<ReplyKey> = c.entries().map(|e| e.key).collect();
+        assert_eq!(keys, ["b", "c"].map(ReplyKey::of_text));
+    }
+
+    /// A retry after an upgrade finds the reply an older version logged
+    /// under the key's text; the key is 16 bytes in what is written now.
+    #[test]
+    fn keys_are_16_bytes_and_older_text_keys_decode_to_the_same_key() {
+        let id = uuid::Uuid::now_v7();
+        let key = ReplyKey::new("vote.cast", "alice", id);
+        let text = format!("vote.cast\u{1f}alice\u{1f}{id}");
+        assert_eq!(key, ReplyKey::of_text(&text));
+        assert_ne!(key, ReplyKey::new("vote.cast", "bob", id));
+        assert_ne!(key, ReplyKey::new("post.create", "alice", id));
+
+        #[derive(Serialize)]
+        struct Older<'a> {
+            key: &'a str,
+            hash: u64,
+            #[serde(with = "serde_bytes")]
+            reply: &'a [u8],
+        }
+        for named in [false, true] {
+            let older = Older {
+                key: &text,
+                hash: 7,
+                reply: b"r",
+            };
+            let bytes = if named {
+                rmp_serde::to_vec_named(&older)
+            } else {
+                rmp_serde::to_vec(&older)
+            }
+            .unwrap();
+            let cached: Cached = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(cached.key, key);
+        }
+        let now = rmp_serde::to_vec(&entry("x", 1)).unwrap();
+        assert_eq!(
+            rmp_serde::from_slice::<Cached>(&now).unwrap(),
+            entry("x", 1)
+        );
+        assert!(now.len() < 16 + 2 + 9 + 4, "{} bytes", now.len());
+        // A key of the wrong length is refused, not padded.
+        let short = rmp_serde::to_vec(&(
+            serde_bytes::Bytes::new(&[1; 15]),
+            1u64,
+            serde_bytes::Bytes::new(b"r"),
+        ))
+        .unwrap();
+        assert!(rmp_serde::from_slice::<Cached>(&short).is_err());
     }
 }

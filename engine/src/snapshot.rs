@@ -451,13 +451,14 @@ pub fn load_threads() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replies::ReplyKey;
     use crate::state::tests::{busy_state, fingerprint};
 
     fn cache(n: usize) -> ReplyCache {
         let mut c = ReplyCache::new(n + 1);
         for i in 0..n {
             c.insert(Cached {
-                key: format!("key-{i}"),
+                key: ReplyKey::of_text(&format!("key-{i}")),
                 hash: i as u64,
                 reply: vec![i as u8; 3],
             });
@@ -465,8 +466,8 @@ mod tests {
         c
     }
 
-    fn keys(replies: &[Cached]) -> Vec<&str> {
-        replies.iter().map(|c| c.key.as_str()).collect()
+    fn keys(replies: &[Cached]) -> Vec<ReplyKey> {
+        replies.iter().map(|c| c.key).collect()
     }
 
     #[test]
@@ -482,7 +483,7 @@ mod tests {
             assert_eq!(loaded.state.totals().posts, state.totals().posts);
             assert_eq!(
                 keys(&loaded.replies),
-                ["key-0", "key-1", "key-2", "key-3", "key-4"],
+                ["key-0", "key-1", "key-2", "key-3", "key-4"].map(ReplyKey::of_text),
                 "oldest first"
             );
         }
@@ -544,7 +545,10 @@ mod tests {
         let loaded = decode(&named, 2).unwrap();
         assert_eq!(loaded.seq, 9);
         assert_eq!(fingerprint(&loaded.state), fingerprint(&state));
-        assert_eq!(keys(&loaded.replies), ["key-0", "key-1", "key-2"]);
+        assert_eq!(
+            keys(&loaded.replies),
+            ["key-0", "key-1", "key-2"].map(ReplyKey::of_text)
+        );
         let positional = encode(&state, &replies, 9).unwrap();
         assert!(
             positional.len() * 3 < named.len() * 2,
@@ -586,7 +590,10 @@ mod tests {
         let loaded = decode(&bytes, 2).unwrap();
         assert_eq!(loaded.seq, 7);
         assert_eq!(fingerprint(&loaded.state), fingerprint(&state));
-        assert_eq!(keys(&loaded.replies), ["key-0", "key-1"]);
+        assert_eq!(
+            keys(&loaded.replies),
+            ["key-0", "key-1"].map(ReplyKey::of_text)
+        );
     }
 
     #[test]

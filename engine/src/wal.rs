@@ -838,7 +838,7 @@ mod tests {
         let user: Username = "alice".parse().unwrap();
         b.push(&Entry {
             reply: Some(Cached {
-                key: "k".into(),
+                key: crate::replies::ReplyKey::of_text("k"),
                 hash: 7,
                 reply: vec![1, 2, 3],
             }),

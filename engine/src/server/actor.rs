@@ -8,7 +8,7 @@ use super::snapshots::{Follower, SnapshotIo, Snapshots};
 use super::{reply_allowed, respond, Ctx, Job, RunJob};
 use crate::auth::{Bearer, Challenges, VerifiedTokens};
 use crate::cross_shard::SyncEnvelope;
-use crate::replies::{payload_hash, Cached, Lookup, ReplyCache};
+use crate::replies::{payload_hash, Cached, Lookup, ReplyCache, ReplyKey};
 use crate::state::{Effects, Event, PushTarget, ShardState};
 use crate::wal::{Entry, WalError};
 use async_nats::Message;
@@ -24,7 +24,6 @@ use reddit_shared::protocol::Op;
 use reddit_shared::subject::{self, ReplyTo};
 use reddit_shared::{now_millis, IDEMPOTENCY_HEADER, MAX_REQUEST_BYTES};
 use serde::Serialize;
-use sha2::Digest;
 use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 
@@ -50,7 +49,7 @@ pub(super) enum Pending {
     Spawn(
         Message,
         BoxFuture<'static, Result<Vec<u8>, WireError>>,
-        Option<String>,
+        Option<ReplyKey>,
     ),
     Wake(
         oneshot::Sender<Result<Vec<u8>, WireError>>,
@@ -73,7 +72,7 @@ enum Idem {
     /// No key (or not a client write): handle normally.
     None,
     /// Handle, and remember the reply under this key and payload hash.
-    Key(String, u64, uuid::Uuid),
+    Key(ReplyKey, u64, uuid::Uuid),
     /// A retry: answer with this reply.
     Hit(Vec<u8>),
 }
@@ -103,10 +102,10 @@ pub struct Actor {
     /// [`Actor::with_read_barrier`]).
     read_barrier: bool,
     /// The idempotency key of the request being dispatched (for continuations).
-    pub(super) current: Option<(String, u64, uuid::Uuid)>,
+    pub(super) current: Option<(ReplyKey, u64, uuid::Uuid)>,
     /// Keys of writes whose work runs in spawned tasks: a retry meanwhile is told
     /// to come back, not handled twice.
-    pub(super) running: std::collections::HashSet<String>,
+    pub(super) running: std::collections::HashSet<ReplyKey>,
     /// Sync items the outbox had no room for, in order: fed to it as it drains
     /// (a restart's resync of a large state is far more than the outbox holds).
     /// Never more than what one resync produces: writes that would add to it
@@ -450,7 +449,7 @@ impl Actor {
         } else {
             self.caller(request, now)?.key().to_owned()
         };
-        let key = format!("{}\u{1f}{caller}\u{1f}{id}", op.as_str());
+        let key = ReplyKey::new(op.as_str(), &caller, id);
         let hash = payload_hash(&request.payload);
         match self.replies.lookup(&key, hash) {
             Lookup::Miss => Ok(Idem::Key(key, hash, id)),
@@ -528,7 +527,7 @@ impl Actor {
                 if !events.is_empty() =>
             {
                 Some(Cached {
-                    key: key.clone(),
+                    key: *key,
                     hash: *hash,
                     reply: body.clone(),
                 })
@@ -539,7 +538,7 @@ impl Actor {
         // reports back (after its continuation stored the reply).
         let running = match (&result, current) {
             (Ok(Handled::Later(_)), Some((key, _, _))) => {
-                self.running.insert(key.clone());
+                self.running.insert(key);
                 Some(key)
             }
             _ => None,
@@ -767,7 +766,7 @@ impl Actor {
     /// Runs `f` on the actor later, from a spawned task (remembering its reply
     /// under the current request's idempotency key).
     pub(super) fn continuation(&self) -> Result<Continuation, WireError> {
-        let cache = self.current.as_ref().map(|(k, h, _)| (k.clone(), *h));
+        let cache = self.current.as_ref().map(|(k, h, _)| (*k, *h));
         self.jobs
             .upgrade()
             .map(|jobs| Continuation { jobs, cache })
@@ -781,9 +780,9 @@ impl Actor {
     pub(super) fn dm_id(&mut self) -> DmId {
         match &self.current {
             Some((key, _, id)) => {
-                let digest = sha2::Sha256::digest(key.as_bytes());
-                let mut origin = [0u8; 16];
-                origin.copy_from_slice(&digest[..16]);
+                // The reply key's bytes: the SHA-256 of the key's text, as
+                // ids minted by older versions were keyed.
+                let origin = key.bytes();
                 let fresh = if id.get_version_num() == 7 {
                     DmId(*id)
                 } else {
@@ -863,7 +862,7 @@ impl Actor {
 /// A handle for running a closure on the actor from a spawned task.
 pub(super) struct Continuation {
     jobs: mpsc::Sender<Job>,
-    cache: Option<(String, u64)>,
+    cache: Option<(ReplyKey, u64)>,
 }
 
 impl Continuation {

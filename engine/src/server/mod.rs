@@ -49,7 +49,7 @@ pub type StateFn =
 /// where its result goes (once its events are durable).
 pub struct RunJob {
     f: StateFn,
-    cache: Option<(String, u64)>,
+    cache: Option<(crate::replies::ReplyKey, u64)>,
     done: oneshot::Sender<Result<Vec<u8>, WireError>>,
 }
 
@@ -64,7 +64,7 @@ pub enum Job {
     Run(RunJob),
     /// A spawned write with this idempotency key finished (its continuation, if
     /// any, has run): a retry may now be answered from the cache or handled anew.
-    Finished(String),
+    Finished(crate::replies::ReplyKey),
 }
 
 /// What the actor shares with spawned tasks.

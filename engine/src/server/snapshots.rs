@@ -406,7 +406,7 @@ mod tests {
         let mut b = RecordBuilder::default();
         b.push(&Entry {
             reply: Some(Cached {
-                key: format!("key-{n}"),
+                key: crate::replies::ReplyKey::of_text(&format!("key-{n}")),
                 hash: n,
                 reply: vec![n as u8],
             }),
@@ -470,7 +470,10 @@ mod tests {
                 "every record up to {seq}, no more"
             );
             assert_eq!(replies.len() as u64, *seq);
-            assert_eq!(replies.last().unwrap().key, format!("key-{seq}"));
+            assert_eq!(
+                replies.last().unwrap().key,
+                crate::replies::ReplyKey::of_text(&format!("key-{seq}"))
+            );
         }
         assert_eq!(
             metrics.snapshots.load(Ordering::Relaxed),
