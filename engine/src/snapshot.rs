@@ -14,9 +14,8 @@
 //!   [`SUBREDDIT_PARTS`] parts of about equal weight. Structs inside a part are
 //!   arrays of their fields in declaration order (`serde(skip)` fields left
 //!   out), not maps of field names: at a million users the names were over
-//!   40% of the bytes. So a field added to a snapshotted struct goes
-//!   last, with `serde(default)`, and a field is never reordered or removed
-//!   without a new format.
+//!   40% of the bytes. [`crate::fields`] says what that demands of every
+//!   snapshotted struct.
 //! - The **header** is a MessagePack map `{format, shard, shards, seq, totals,
 //!   parts: [{kind, start, len}]}`; `start` and `len` locate each part in the
 //!   snapshot.
