@@ -23,7 +23,7 @@ pub enum Fields {
     Named,
     /// Arrays of fields in declaration order: what shards write. A field name
     /// costs its bytes in every struct written, and in the engine's records
-    /// and snapshots they were about a third of the bytes.
+    /// and snapshots they were a fifth to two fifths of the bytes.
     #[default]
     Positional,
 }
