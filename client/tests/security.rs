@@ -1,7 +1,7 @@
 //! Attacks from outside, against the project's own `nats-auth.conf` and real shards:
 //! sniffing replies and pushes, stolen tokens, reply-subject injection (confused
 //! deputy), forged tokens with published secrets, challenge floods, duplicate DMs
-//! on retry with a non-v7 key, replies too large to deliver, and bursts far over
+//! on retry (with a v4 key, and with a v7 key), replies too large to deliver, and bursts far over
 //! the queue. Each of these worked before the fix (issue #8).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -627,7 +627,7 @@ async fn a_challenge_flood_does_not_stop_a_real_login() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dm_retried_with_a_v4_key_across_a_stalled_recipient_is_stored_once() {
+async fn a_dm_retried_with_a_v4_or_v7_key_across_a_stalled_recipient_is_stored_once() {
     const SHARDS: u32 = 2;
     let nats = NatsServer::start();
     let url = nats.url();
@@ -663,7 +663,8 @@ async fn a_dm_retried_with_a_v4_key_across_a_stalled_recipient_is_stored_once() 
     });
     let mut bodies = Vec::new();
     let mut sends = Vec::new();
-    for i in 0..5 {
+    // A v4 key's DM id is minted and logged; a v7 key is the id itself.
+    for i in 0..10 {
         let body = format!("retried {i}");
         bodies.push(body.clone());
         let req = SendDmRequest {
@@ -676,9 +677,14 @@ async fn a_dm_retried_with_a_v4_key_across_a_stalled_recipient_is_stored_once() 
             c.shard_of(sender.username.key()),
         );
         sends.push(tokio::spawn(async move {
-            let v4 = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-            assert_eq!(v4.get_version_num(), 4);
-            let key = v4.hyphenated().to_string();
+            let key = if i % 2 == 0 {
+                let v4 = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+                assert_eq!(v4.get_version_num(), 4);
+                v4
+            } else {
+                uuid::Uuid::now_v7()
+            };
+            let key = key.hyphenated().to_string();
             c.call_with_key::<reddit_shared::protocol::dm::DmView>(
                 shard,
                 Op::DmSend.as_str(),

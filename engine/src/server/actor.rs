@@ -543,8 +543,13 @@ impl Actor {
             }
             _ => None,
         };
+        // A write that goes on in a spawned task and logged nothing yet (a DM
+        // on its way to another shard, a repost fetching its original) starts
+        // that task at once: what it will log comes from its continuation,
+        // whose reply waits for everything logged before it.
+        let spawns_quietly = events.is_empty() && matches!(result, Ok(Handled::Later(_)));
         self.record(events, cached);
-        let tag = if self.read_barrier || op.is_some_and(Op::is_write) {
+        let tag = if self.read_barrier || (op.is_some_and(Op::is_write) && !spawns_quietly) {
             self.journal.last_tag()
         } else {
             0
@@ -773,22 +778,21 @@ impl Actor {
             .ok_or_else(|| WireError::unavailable("the shard is shutting down"))
     }
 
-    /// The id of a DM being sent. With an idempotency key of any form, it is
-    /// minted once per (operation, caller, key) and recorded in the log, so every
-    /// retry sends the same message (which the recipient's shard stores once); a
-    /// UUID v7 key is itself the id. Without a key, a fresh id.
+    /// The id of a DM being sent, the same for every retry of one keyed write
+    /// so that the recipient's shard stores the message once. A UUID v7 key is
+    /// itself the id; a key of another UUID version gets an id minted once per
+    /// (operation, caller, key) and recorded in the log. Without a key, a fresh
+    /// id.
     pub(super) fn dm_id(&mut self) -> DmId {
         match &self.current {
-            Some((key, _, id)) => {
+            // A UUID v7 key is the id itself: every retry derives the same id,
+            // so there is nothing to log (older versions logged it anyway, as
+            // the same id).
+            Some((_, _, id)) if id.get_version_num() == 7 => DmId(*id),
+            Some((key, _, _)) => {
                 // The reply key's bytes: the SHA-256 of the key's text, as
                 // ids minted by older versions were keyed.
-                let origin = key.bytes();
-                let fresh = if id.get_version_num() == 7 {
-                    DmId(*id)
-                } else {
-                    DmId::new()
-                };
-                self.state.mint_dm_id(origin, fresh)
+                self.state.mint_dm_id(key.bytes(), DmId::new())
             }
             None => DmId::new(),
         }

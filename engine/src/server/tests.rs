@@ -19,10 +19,13 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use reddit_shared::codec::encode;
 use reddit_shared::error::{ErrorCode, WireError};
+use reddit_shared::protocol::dm::{DmView, SendDmRequest};
+use reddit_shared::protocol::internal::DeliverDm;
 use reddit_shared::protocol::post::{CreatePostRequest, GetPostRequest};
 use reddit_shared::protocol::rpc::{Rpc, StatsRequest};
 use reddit_shared::protocol::subreddit::{CreateSubredditRequest, ListSubredditsRequest};
 use reddit_shared::protocol::user::{ChallengeRequest, LoginRequest, RegisterRequest};
+use reddit_shared::protocol::Op;
 use reddit_shared::{auth, subject, IDEMPOTENCY_HEADER};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +33,8 @@ use tokio::sync::{mpsc, Semaphore};
 
 const INBOX: &str = "_INBOX_SERVICE.unit";
 
-/// A bus that hands every publication to the test; requests find no responders.
+/// A bus that hands every publication to the test; a request is handed over
+/// too (as a message without a reply subject) and then finds no responders.
 struct MemBus(mpsc::Sender<Message>);
 
 impl Bus for MemBus {
@@ -49,11 +53,15 @@ impl Bus for MemBus {
     fn request(
         &self,
         what: String,
-        _subject: Subject,
-        _body: Bytes,
+        subject: Subject,
+        body: Bytes,
         _timeout: Duration,
     ) -> BoxFuture<'_, Result<Message, WireError>> {
-        async move { Err(WireError::unavailable(format!("{what}: no responders"))) }.boxed()
+        async move {
+            let _ = self.0.send(message(subject, None, None, body)).await;
+            Err(WireError::unavailable(format!("{what}: no responders")))
+        }
+        .boxed()
     }
 }
 
@@ -89,13 +97,15 @@ impl Shard {
     }
 
     fn start_with(store: Option<Arc<MemStore>>, tenure: Option<Arc<Tenure>>) -> Self {
-        Self::start_configured(store, tenure, false)
+        Self::start_configured(store, tenure, false, 1)
     }
 
+    /// Shard 0 of `shards`.
     fn start_configured(
         store: Option<Arc<MemStore>>,
         tenure: Option<Arc<Tenure>>,
         read_barrier: bool,
+        shards: u32,
     ) -> Self {
         let (out_tx, out) = mpsc::channel(1024);
         let bus: Arc<dyn Bus> = Arc::new(MemBus(out_tx));
@@ -108,7 +118,7 @@ impl Shard {
             tokens: TokenSigner::new(b"unit-test-secret-0123456789abcdef", 3_600_000),
             metrics: metrics.clone(),
             shard: 0,
-            shards: 1,
+            shards,
             instance: "unit".into(),
             sync_tx,
             resync_tx,
@@ -117,7 +127,7 @@ impl Shard {
             tenure,
         };
         let (jobs, rx) = mpsc::channel(64);
-        let mut actor = Actor::new(ShardState::new(0, 1), ctx, jobs.downgrade())
+        let mut actor = Actor::new(ShardState::new(0, shards), ctx, jobs.downgrade())
             .with_read_barrier(read_barrier);
         if let Some(store) = store {
             actor = actor.with_log(Arc::new(store), 0, 0, 0, 1, std::time::Duration::ZERO);
@@ -397,7 +407,7 @@ async fn a_write_is_answered_after_its_record_and_reads_overtake_it() {
 #[tokio::test]
 async fn with_a_read_barrier_a_read_waits_for_the_writes_before_it() {
     let store = MemStore::gated();
-    let mut shard = Shard::start_configured(Some(store.clone()), None, true);
+    let mut shard = Shard::start_configured(Some(store.clone()), None, true, 1);
     let list = ListSubredditsRequest { limit: None };
     shard.send(&list, "_INBOX_SERVICE.first", None).await;
     assert_eq!(shard.next().await.subject.as_str(), "_INBOX_SERVICE.first");
@@ -420,6 +430,67 @@ async fn with_a_read_barrier_a_read_waits_for_the_writes_before_it() {
     store.release(1);
     assert_eq!(shard.next().await.subject.as_str(), "_INBOX_SERVICE.write");
     assert_eq!(shard.next().await.subject.as_str(), "_INBOX_SERVICE.read");
+    store.release(100);
+    shard.stop().await;
+}
+
+/// A DM to a user of another shard, keyed with a UUID v7 (the id itself),
+/// logs nothing before its delivery, so the delivery starts at once instead
+/// of waiting for the record in flight (another write's) to be durable: a
+/// DM waits for two appends in turn (the recipient's, then its sent copy's),
+/// not three.
+#[tokio::test]
+async fn a_dm_to_another_shard_is_delivered_without_waiting_for_the_log() {
+    let store = MemStore::gated();
+    let mut shard = Shard::start_configured(Some(store.clone()), None, false, 2);
+    let routing = ShardState::new(0, 2);
+    let on = |shard: u32, prefix: &str| {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|n| routing.owner(n) == shard)
+            .unwrap()
+    };
+    let (sender, other, recipient) = (on(0, "sender"), on(0, "other"), on(1, "recipient"));
+    shard
+        .send(&shard.register_request(&sender), INBOX, None)
+        .await;
+    store.release(1);
+    shard.next().await;
+    let auth = shard.login(&sender).await;
+
+    // Another write's record is in flight (held by the store) ...
+    let held = shard.register_request(&other);
+    shard.send(&held, "_INBOX_SERVICE.held", None).await;
+    let dm = SendDmRequest {
+        to: recipient.parse().unwrap(),
+        body: "hello".into(),
+    };
+    let key = uuid::Uuid::now_v7().to_string();
+    shard
+        .send(&dm, "_INBOX_SERVICE.dm", Some(with_key(auth, &key)))
+        .await;
+    // ... and the DM goes to the recipient's shard all the same, with its key
+    // as its id, having logged nothing.
+    let delivery = shard.next().await;
+    assert_eq!(
+        delivery.subject.as_str(),
+        subject::request(1, Op::InternalDmDeliver)
+    );
+    let deliver: DeliverDm = reddit_shared::codec::decode(&delivery.payload).unwrap();
+    assert_eq!(deliver.dm.id.to_string(), key);
+    assert_eq!(
+        store.records.lock().unwrap().len(),
+        1,
+        "only the first user"
+    );
+    // No shard answers here, so the DM is refused as unavailable (to retry).
+    let refused = shard.next().await;
+    assert_eq!(refused.subject.as_str(), "_INBOX_SERVICE.dm");
+    let e = reddit_shared::connect::decode_message::<DmView>(&refused).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unavailable, "{e:?}");
+    // The held write is answered once its record is stored.
+    store.release(1);
+    assert_eq!(shard.next().await.subject.as_str(), "_INBOX_SERVICE.held");
     store.release(100);
     shard.stop().await;
 }
