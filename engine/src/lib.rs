@@ -20,6 +20,7 @@ pub mod fields;
 pub mod lease;
 pub mod memory;
 pub mod replies;
+pub mod reply_names;
 pub mod server;
 pub mod snapshot;
 pub mod state;

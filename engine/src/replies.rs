@@ -97,9 +97,33 @@ pub struct Cached {
     pub key: ReplyKey,
     /// Hash of the request payload, to catch a key reused for another request.
     pub hash: u64,
-    /// The encoded reply body.
-    #[serde(with = "serde_bytes")]
+    /// The encoded reply body, as the client got it (persisted with its field
+    /// names as small integers: [`crate::reply_names`]).
+    #[serde(with = "stored_reply")]
     pub reply: Vec<u8>,
+}
+
+/// How [`Cached::reply`] is persisted: compact on the way out, as the client
+/// got it on the way in (older versions' plain replies read unchanged).
+mod stored_reply {
+    use crate::reply_names;
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::borrow::Cow;
+
+    pub fn serialize<S: Serializer>(reply: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&reply_names::compact(reply))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let stored = serde_bytes::ByteBuf::deserialize(d)?;
+        let expanded = match reply_names::expand(&stored) {
+            Ok(Cow::Owned(reply)) => Some(reply),
+            Ok(Cow::Borrowed(_)) => None,
+            Err(e) => return Err(D::Error::custom(e)),
+        };
+        Ok(expanded.unwrap_or_else(|| stored.into_vec()))
+    }
 }
 
 /// What a lookup found.
