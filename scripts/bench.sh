@@ -75,6 +75,7 @@ export REDDIT_BUILT=1
 {
   echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
   echo "nats-server: $("$("$ROOT/scripts/install-nats.sh")" --version 2>&1)"
+  echo "engine: $(engine_bin)"
   echo "command: scripts/bench.sh --seconds $seconds --sim-seconds $sim_seconds --sim-in-flight $sim_in_flight --users $users --seed-posts $seed_posts --seed-comments $seed_comments --online-mean $online_mean --offline-mean $offline_mean$([ "$sim_only" = 1 ] && echo " --sim-only") --storage \"$storages\""
 } | tee "$out/machine.txt" >&2
 

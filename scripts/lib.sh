@@ -27,6 +27,10 @@ build_release() {
   BIN="$ROOT/target/release"
 }
 
+# The engine binary the scripts run: REDDIT_ENGINE_BIN if set (another build, to
+# compare two side by side: scripts/bench-ab.sh), else the one just built.
+engine_bin() { printf '%s\n' "${REDDIT_ENGINE_BIN:-$BIN/reddit-engine}"; }
+
 is_running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 # $1 random bytes as hex.
@@ -49,7 +53,7 @@ load_secrets() {
         echo "REDDIT_SERVICE_PASSWORD=$(random_hex 24)"
         echo "REDDIT_GATEWAY_PASSWORD=$(random_hex 24)"
         echo "REDDIT_CHAT_PASSWORD=$(random_hex 24)"
-        echo "REDDIT_CALLOUT_ISSUER=$(REDDIT_SECRET=$secret "$BIN/reddit-engine" --print-callout-issuer)"
+        echo "REDDIT_CALLOUT_ISSUER=$(REDDIT_SECRET=$secret "$(engine_bin)" --print-callout-issuer)"
       } >"$file"
     )
   fi
@@ -124,7 +128,7 @@ start_shard() {
   load_secrets "$run"
   # The password travels in the environment, not on the command line.
   RUST_LOG="${RUST_LOG:-info}" NATS_URL="$(engine_url "$port")" \
-    nohup "$ROOT/scripts/supervise.sh" "shard-$k" -- "$BIN/reddit-engine" --standby \
+    nohup "$ROOT/scripts/supervise.sh" "shard-$k" -- "$(engine_bin)" --standby \
     --shard "$k" --shards "$n" >>"$run/shard-$k.log" 2>&1 &
   echo $! >"$run/shard-$k.pid"
 }
@@ -137,7 +141,7 @@ start_standby() {
   while [ -e "$run/standby-$k-$i.pid" ] && is_running "$run/standby-$k-$i.pid"; do i=$((i + 1)); done
   load_secrets "$run"
   RUST_LOG="${RUST_LOG:-info}" NATS_URL="$(engine_url "$port")" \
-    nohup "$ROOT/scripts/supervise.sh" "standby-$k-$i" -- "$BIN/reddit-engine" --standby \
+    nohup "$ROOT/scripts/supervise.sh" "standby-$k-$i" -- "$(engine_bin)" --standby \
     --shard "$k" --shards "$n" >>"$run/standby-$k-$i.log" 2>&1 &
   echo $! >"$run/standby-$k-$i.pid"
 }
