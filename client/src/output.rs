@@ -197,7 +197,7 @@ pub fn dms(page: &DmPage) -> String {
     lines.join("\n")
 }
 
-/// Per-shard stats.
+/// Per-shard stats, then (durable mode) what each operation wrote to the logs.
 pub fn stats(all: &[ShardStats]) -> String {
     let rows = all.iter().map(|s| {
         let (per_append, append_ms, per_write) = if s.wal_records > 0 {
@@ -228,7 +228,7 @@ pub fn stats(all: &[ShardStats]) -> String {
             per_write,
         ]
     });
-    reddit_client::table::render(
+    let table = reddit_client::table::render(
         &[
             "shard",
             "users",
@@ -248,7 +248,42 @@ pub fn stats(all: &[ShardStats]) -> String {
         ],
         rows,
         0,
-    )
+    );
+    match log_by_op(all) {
+        Some(log) => format!("{table}\n{log}"),
+        None => table,
+    }
+}
+
+/// What each operation wrote to the logs of all shards, the largest share
+/// first; `None` without a log.
+fn log_by_op(all: &[ShardStats]) -> Option<String> {
+    let mut sum: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for (op, share) in all.iter().flat_map(|s| &s.wal_by_op) {
+        let e = sum.entry(op.as_str()).or_default();
+        e.0 += share.entries;
+        e.1 += share.bytes;
+    }
+    let total: u64 = sum.values().map(|(_, b)| b).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut ops: Vec<_> = sum.into_iter().collect();
+    ops.sort_by_key(|(op, (_, bytes))| (std::cmp::Reverse(*bytes), *op));
+    let rows = ops.into_iter().map(|(op, (entries, bytes))| {
+        vec![
+            op.to_owned(),
+            entries.to_string(),
+            bytes.to_string(),
+            format!("{:.0}", bytes as f64 / entries.max(1) as f64),
+            format!("{:.1}%", bytes as f64 * 100.0 / total as f64),
+        ]
+    });
+    Some(reddit_client::table::render(
+        &["logged by", "entries", "bytes", "B/entry", "share"],
+        rows,
+        0,
+    ))
 }
 
 /// One shard's serving process, its lease and its standbys (`shards`), e.g.

@@ -82,13 +82,41 @@ async fn acknowledged_writes_survive_restarts_with_and_without_a_snapshot() {
     common::quiesce(&c).await;
     let before = c.audit(10).await.unwrap();
     assert!(before.ok, "{:?}", before.violations);
-    // Each shard logged those writes and says how long its commits took.
+    // Each shard logged those writes and says how long its commits took, and
+    // which operation wrote each entry (a DM's sent copy, written after the
+    // recipient's shard answered, counts as `dm.send`).
+    let mut by_op = std::collections::BTreeMap::<String, (u64, u64)>::new();
     for s in c.all_stats().await.unwrap() {
         assert_eq!(s.storage, "jetstream");
         assert!(s.wal_records > 0 && s.wal_entries >= s.wal_records, "{s:?}");
         assert!(s.wal_append_us > 0, "commit time counted: {s:?}");
         assert!(s.wal_bytes > s.wal_entries, "bytes counted: {s:?}");
+        let entries: u64 = s.wal_by_op.values().map(|l| l.entries).sum();
+        let bytes: u64 = s.wal_by_op.values().map(|l| l.bytes).sum();
+        assert_eq!(entries, s.wal_entries, "every entry counted once: {s:?}");
+        assert!(bytes > 0 && bytes <= s.wal_bytes, "{s:?}");
+        for (op, l) in &s.wal_by_op {
+            let e = by_op.entry(op.clone()).or_default();
+            e.0 += l.entries;
+            e.1 += l.bytes;
+        }
     }
+    for op in [
+        "user.register",
+        "sub.create",
+        "sub.join",
+        "post.create",
+        "comment.create",
+        "vote.cast",
+        "dm.send",
+    ] {
+        let (entries, bytes) = by_op.get(op).copied().unwrap_or_default();
+        assert!(entries >= 1 && bytes > entries, "{op}: {by_op:?}");
+    }
+    assert!(
+        !by_op.contains_key("post.get"),
+        "reads log nothing: {by_op:?}"
+    );
 
     // A graceful stop stores a snapshot and purges the records it covers.
     cluster.stop_shard(0).await;

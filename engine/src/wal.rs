@@ -194,6 +194,11 @@ impl RecordBuilder {
         self.entries == 0
     }
 
+    /// Bytes of the entries pushed so far.
+    pub fn bytes(&self) -> usize {
+        self.body.len()
+    }
+
     /// Whether the record reached its size bound.
     pub fn is_full(&self) -> bool {
         self.body.len() >= MAX_RECORD_BYTES

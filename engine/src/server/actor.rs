@@ -103,6 +103,9 @@ pub struct Actor {
     read_barrier: bool,
     /// The idempotency key of the request being dispatched (for continuations).
     pub(super) current: Option<(ReplyKey, u64, uuid::Uuid)>,
+    /// The operation being dispatched: its continuations' log entries count
+    /// as its own in `shard.stats`.
+    current_op: Option<Op>,
     /// Keys of writes whose work runs in spawned tasks: a retry meanwhile is told
     /// to come back, not handled twice.
     pub(super) running: std::collections::HashSet<ReplyKey>,
@@ -138,6 +141,7 @@ impl Actor {
             snapshot_io: None,
             read_barrier: false,
             current: None,
+            current_op: None,
             running: std::collections::HashSet::new(),
             sync_backlog: std::collections::VecDeque::new(),
             resync_backlog: std::collections::VecDeque::new(),
@@ -272,7 +276,7 @@ impl Actor {
             }
             let mut fx = Effects::default();
             self.state.resync(part, &mut fx);
-            self.commit_as(None, fx, None, true).await;
+            self.commit_as(None, None, fx, None, true).await;
             while !self.journal.can_take() {
                 let entries = self.journal.flush();
                 self.count_entries(entries);
@@ -293,7 +297,7 @@ impl Actor {
             Job::Finished(key) => {
                 self.running.remove(&key);
             }
-            Job::Run(RunJob { f, cache, done }) => {
+            Job::Run(RunJob { f, cache, op, done }) => {
                 let mut fx = Effects::default();
                 let result = f(&mut self.state, &mut fx);
                 let cached = match (&result, cache) {
@@ -304,7 +308,7 @@ impl Actor {
                     }),
                     _ => None,
                 };
-                self.commit(cached, fx, Some(Pending::Wake(done, result)))
+                self.commit(op, cached, fx, Some(Pending::Wake(done, result)))
                     .await;
             }
         }
@@ -363,23 +367,30 @@ impl Actor {
     }
 
     /// Logs the events the state recorded since the last call (with `cached`, the
-    /// reply to remember, if they are not empty), then sends `fx` and `reply` once
-    /// they are durable.
-    async fn commit(&mut self, cached: Option<Cached>, fx: Effects, reply: Option<Pending>) {
-        self.commit_as(cached, fx, reply, false).await;
+    /// reply to remember, if they are not empty) as written by `op`, then sends
+    /// `fx` and `reply` once they are durable.
+    async fn commit(
+        &mut self,
+        op: Option<Op>,
+        cached: Option<Cached>,
+        fx: Effects,
+        reply: Option<Pending>,
+    ) {
+        self.commit_as(op, cached, fx, reply, false).await;
     }
 
     /// [`commit`](Self::commit); with `bulk`, the sync items are a restart's
     /// resync and take the resync lane.
     async fn commit_as(
         &mut self,
+        op: Option<Op>,
         cached: Option<Cached>,
         fx: Effects,
         reply: Option<Pending>,
         bulk: bool,
     ) {
         let events = self.state.take_events();
-        self.record(events, cached);
+        self.record(op, events, cached);
         let tag = self.journal.last_tag();
         self.finish(
             tag,
@@ -393,8 +404,9 @@ impl Actor {
         .await;
     }
 
-    /// Appends a write's events (and the reply to remember) to the open record.
-    fn record(&mut self, events: Vec<Event>, cached: Option<Cached>) {
+    /// Appends a write's events (and the reply to remember) to the open record,
+    /// counted as written by `op` (`None`: a restart's resync).
+    fn record(&mut self, op: Option<Op>, events: Vec<Event>, cached: Option<Cached>) {
         if events.is_empty() {
             return;
         }
@@ -411,6 +423,7 @@ impl Actor {
             reply: cached,
             events,
         });
+        self.ctx.metrics.logged(op, self.journal.last_entry_bytes());
     }
 
     /// Sends `outcome` now if its entries (up to `tag`) are durable, else holds it.
@@ -477,6 +490,7 @@ impl Actor {
         let mut fx = Effects::default();
         let now = now_millis();
         self.current = None;
+        self.current_op = op;
         let result = match op {
             None => Err(WireError::new(
                 ErrorCode::UnknownOperation,
@@ -548,7 +562,7 @@ impl Actor {
         // that task at once: what it will log comes from its continuation,
         // whose reply waits for everything logged before it.
         let spawns_quietly = events.is_empty() && matches!(result, Ok(Handled::Later(_)));
-        self.record(events, cached);
+        self.record(op, events, cached);
         let tag = if self.read_barrier || (op.is_some_and(Op::is_write) && !spawns_quietly) {
             self.journal.last_tag()
         } else {
@@ -772,9 +786,10 @@ impl Actor {
     /// under the current request's idempotency key).
     pub(super) fn continuation(&self) -> Result<Continuation, WireError> {
         let cache = self.current.as_ref().map(|(k, h, _)| (*k, *h));
+        let op = self.current_op;
         self.jobs
             .upgrade()
-            .map(|jobs| Continuation { jobs, cache })
+            .map(|jobs| Continuation { jobs, cache, op })
             .ok_or_else(|| WireError::unavailable("the shard is shutting down"))
     }
 
@@ -859,6 +874,7 @@ impl Actor {
                         .collect(),
                 }
             }),
+            wal_by_op: m.log_by_op(),
         }
     }
 }
@@ -867,6 +883,8 @@ impl Actor {
 pub(super) struct Continuation {
     jobs: mpsc::Sender<Job>,
     cache: Option<(ReplyKey, u64)>,
+    /// The operation it continues (what its log entry counts as).
+    op: Option<Op>,
 }
 
 impl Continuation {
@@ -878,6 +896,7 @@ impl Continuation {
         let job = Job::Run(RunJob {
             f: Box::new(move |state, fx| f(state, fx).and_then(|v| encode(&v))),
             cache: self.cache,
+            op: self.op,
             done: tx,
         });
         self.jobs

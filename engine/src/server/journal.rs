@@ -133,6 +133,8 @@ pub struct Journal<T> {
     appends: u64,
     /// Entries recorded (writes handled).
     written: u64,
+    /// The encoded size of the last entry recorded.
+    last_entry_bytes: usize,
     /// Entries known durable.
     durable: u64,
     /// Outcomes waiting for their entries: (entry number, outcome).
@@ -166,6 +168,7 @@ impl<T> Journal<T> {
             msg_prefix: uuid::Uuid::now_v7().simple().to_string(),
             appends: 0,
             written: 0,
+            last_entry_bytes: 0,
             durable: 0,
             held: VecDeque::new(),
         }
@@ -215,11 +218,19 @@ impl<T> Journal<T> {
         if self.open.is_empty() {
             self.opened_at = Some(tokio::time::Instant::now());
         }
+        let before = self.open.bytes();
         if let Err(e) = self.open.push(entry) {
             tracing::error!(error = %e, "could not encode a log entry");
         }
+        self.last_entry_bytes = self.open.bytes().saturating_sub(before);
         self.written += 1;
         self.written
+    }
+
+    /// The encoded size of the entry [`record`](Self::record) took last (0
+    /// without a log).
+    pub fn last_entry_bytes(&self) -> usize {
+        self.last_entry_bytes
     }
 
     /// The tag of the latest write: an outcome that must follow every write so

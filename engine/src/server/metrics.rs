@@ -2,6 +2,7 @@
 //! reader and the actor with relaxed atomics (no locks on the request path).
 
 use reddit_shared::error::ErrorCode;
+use reddit_shared::protocol::admin::LogShare;
 use reddit_shared::protocol::Op;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +50,9 @@ pub struct Metrics {
     pub replies_refused: AtomicU64,
     /// Slow-consumer reports for the request subscription.
     pub slow_consumer_events: AtomicU64,
+    /// Log entries and their bytes by the operation that wrote them
+    /// ([`Op::ALL`] order; the last slot is a restart's resync).
+    logged: [(AtomicU64, AtomicU64); OPS + 1],
 }
 
 impl Metrics {
@@ -74,7 +78,38 @@ impl Metrics {
             retries_answered: AtomicU64::new(0),
             replies_refused: AtomicU64::new(0),
             slow_consumer_events: AtomicU64::new(0),
+            logged: std::array::from_fn(|_| (AtomicU64::new(0), AtomicU64::new(0))),
         }
+    }
+
+    /// Counts a log entry of `bytes` written by `op` (`None`: a restart's
+    /// resync).
+    pub(crate) fn logged(&self, op: Option<Op>, bytes: usize) {
+        let i = op
+            .and_then(|op| Op::ALL.iter().position(|o| *o == op))
+            .unwrap_or(OPS);
+        let (entries, total) = &self.logged[i];
+        entries.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// What each operation has written to the log (`shard.stats`'s
+    /// `wal_by_op`), operations that wrote nothing left out.
+    pub fn log_by_op(&self) -> BTreeMap<String, LogShare> {
+        Op::ALL
+            .iter()
+            .map(|op| op.as_str())
+            .chain(["resync"])
+            .zip(&self.logged)
+            .map(|(name, (entries, bytes))| {
+                let share = LogShare {
+                    entries: entries.load(Ordering::Relaxed),
+                    bytes: bytes.load(Ordering::Relaxed),
+                };
+                (name.to_owned(), share)
+            })
+            .filter(|(_, share)| share.entries > 0)
+            .collect()
     }
 
     pub(crate) fn count(&self, op: Option<Op>) {
@@ -138,6 +173,7 @@ impl Metrics {
             "retries_answered": self.retries_answered.load(Ordering::Relaxed),
             "replies_refused": self.replies_refused.load(Ordering::Relaxed),
             "slow_consumer_events": self.slow_consumer_events.load(Ordering::Relaxed),
+            "wal_by_op": self.log_by_op(),
             "uptime_ms": self.started.elapsed().as_millis() as u64,
         })
     }

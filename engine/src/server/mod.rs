@@ -50,6 +50,8 @@ pub type StateFn =
 pub struct RunJob {
     f: StateFn,
     cache: Option<(crate::replies::ReplyKey, u64)>,
+    /// The operation it continues (what its log entry counts as).
+    op: Option<reddit_shared::protocol::Op>,
     done: oneshot::Sender<Result<Vec<u8>, WireError>>,
 }
 

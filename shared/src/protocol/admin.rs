@@ -3,6 +3,7 @@
 
 use super::Validate;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Reply to `shard.stats`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -91,6 +92,24 @@ pub struct ShardStats {
     /// memory mode).
     #[serde(default)]
     pub lease: Option<LeaseStats>,
+    /// What each operation has written to the log since start (durable mode):
+    /// by operation name (`vote.cast`, `internal.sync`, ...), plus `resync` for
+    /// a restart's resync of memberships and karma. An operation's second
+    /// write after another shard answered (a DM's sent copy, a remote repost)
+    /// counts under its own name. Empty in memory mode.
+    #[serde(default)]
+    pub wal_by_op: BTreeMap<String, LogShare>,
+}
+
+/// One operation's share of a shard's log (`ShardStats::wal_by_op`).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LogShare {
+    /// Log entries it wrote (one per write that changed something).
+    pub entries: u64,
+    /// Their encoded bytes (each entry's events and, for a keyed write, its
+    /// cached reply), without the records' framing.
+    pub bytes: u64,
 }
 
 /// A shard's lease, in `shard.stats` (see docs/architecture.md, "Shard
