@@ -85,9 +85,7 @@ impl Metrics {
     /// Counts a log entry of `bytes` written by `op` (`None`: a restart's
     /// resync).
     pub(crate) fn logged(&self, op: Option<Op>, bytes: usize) {
-        let i = op
-            .and_then(|op| Op::ALL.iter().position(|o| *o == op))
-            .unwrap_or(OPS);
+        let i = Self::slot(op).unwrap_or(OPS);
         let (entries, total) = &self.logged[i];
         entries.fetch_add(1, Ordering::Relaxed);
         total.fetch_add(bytes as u64, Ordering::Relaxed);
@@ -112,8 +110,13 @@ impl Metrics {
             .collect()
     }
 
+    /// `op`'s slot in the per-operation counters ([`Op::ALL`] order).
+    fn slot(op: Option<Op>) -> Option<usize> {
+        op.and_then(|op| Op::ALL.iter().position(|o| *o == op))
+    }
+
     pub(crate) fn count(&self, op: Option<Op>) {
-        match op.and_then(|op| Op::ALL.iter().position(|o| *o == op)) {
+        match Self::slot(op) {
             Some(i) => self.requests[i].fetch_add(1, Ordering::Relaxed),
             None => self.unknown.fetch_add(1, Ordering::Relaxed),
         };
