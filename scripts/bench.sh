@@ -8,19 +8,24 @@
 # on a fresh system: durable shards that log every write to JetStream before
 # answering, and in-memory shards.
 #
-#   scripts/bench.sh [--seconds S] [--sim-seconds S] [--sim-in-flight N] [--users N]
+#   scripts/bench.sh [--seconds S] [--sim-seconds S] [--sim-in-flight N | --sim-rate R]
+#                    [--users N]
 #                    [--seed-posts P] [--seed-comments C] [--sim-only]
 #                    [--online-mean S] [--offline-mean S]
 #                    [--memory-users N] [--storage "jetstream memory"]
 #
-# --seed-posts/--seed-comments have the simulation's setup make that many posts
+# --sim-rate R runs the simulation in open loop instead: R operations per second
+# in all, whatever the replies (latency then includes any queueing behind the
+# engine). --seed-posts/--seed-comments have the simulation's setup make that many posts
 # per subreddit and comments per post first; --sim-only skips the single-operation
 # benchmarks. --online-mean/--offline-mean set the simulated sessions (default
 # 30 s online, 10 s offline: every return costs a feed and an inbox catch-up, so
 # at 1,000,000 users use sessions of minutes: scripts/bench.sh --users 1000000
 # --sim-only --storage jetstream --memory-users 0 --seed-posts 20
 # --online-mean 600 --offline-mean 600). After each simulation the shards'
-# resident memory is recorded (engine-memory.txt).
+# resident memory is recorded (engine-memory.txt), and after a durable one the
+# seconds inside a snapshot's encoding or storing are set against the others
+# (snapshot-windows.txt, scripts/snapshot-windows.py).
 #
 # Last, client memory: one worker process simulating --memory-users users (default
 # 100,000; 0 skips it).
@@ -29,7 +34,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-seconds=5 sim_seconds=30 sim_in_flight=64 users=10000 shards=4 memory_users=100000
+seconds=5 sim_seconds=30 sim_in_flight=64 sim_rate= users=10000 shards=4 memory_users=100000
 seed_posts=0 seed_comments=0 sim_only=0 online_mean=30 offline_mean=10
 storages="jetstream memory"
 while [ $# -gt 0 ]; do
@@ -37,6 +42,7 @@ while [ $# -gt 0 ]; do
     --seconds) seconds=$2; shift 2 ;;
     --sim-seconds) sim_seconds=$2; shift 2 ;;
     --sim-in-flight) sim_in_flight=$2; shift 2 ;;
+    --sim-rate) sim_rate=$2; shift 2 ;;
     --users) users=$2; shift 2 ;;
     --seed-posts) seed_posts=$2; shift 2 ;;
     --seed-comments) seed_comments=$2; shift 2 ;;
@@ -76,7 +82,7 @@ export REDDIT_BUILT=1
   echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
   echo "nats-server: $("$("$ROOT/scripts/install-nats.sh")" --version 2>&1)"
   echo "engine: $(engine_bin)"
-  echo "command: scripts/bench.sh --seconds $seconds --sim-seconds $sim_seconds --sim-in-flight $sim_in_flight --users $users --seed-posts $seed_posts --seed-comments $seed_comments --online-mean $online_mean --offline-mean $offline_mean$([ "$sim_only" = 1 ] && echo " --sim-only") --storage \"$storages\""
+  echo "command: scripts/bench.sh --seconds $seconds --sim-seconds $sim_seconds $([ -n "$sim_rate" ] && echo "--sim-rate $sim_rate" || echo "--sim-in-flight $sim_in_flight") --users $users --seed-posts $seed_posts --seed-comments $seed_comments --online-mean $online_mean --offline-mean $offline_mean$([ "$sim_only" = 1 ] && echo " --sim-only") --storage \"$storages\""
 } | tee "$out/machine.txt" >&2
 
 for storage in $storages; do
@@ -110,15 +116,25 @@ for storage in $storages; do
       --out "$out/$storage/gateway.json" | tee "$out/$storage/gateway.txt"
   fi
 
-  say "== [$storage] mixed workload: $users users, 4 client processes, $sim_in_flight in flight each, ${sim_seconds}s"
+  if [ -n "$sim_rate" ]; then
+    load=(--rate "$sim_rate") load_text="open loop at $sim_rate ops/s"
+  else
+    load=(--in-flight "$sim_in_flight") load_text="$sim_in_flight in flight each"
+  fi
+  say "== [$storage] mixed workload: $users users, 4 client processes, $load_text, ${sim_seconds}s"
   "$BIN/reddit-client" simulate \
-    --users "$users" --processes 4 --in-flight "$sim_in_flight" --duration "$sim_seconds" \
+    --users "$users" --processes 4 "${load[@]}" --duration "$sim_seconds" \
     --seed-posts "$seed_posts" --seed-comments "$seed_comments" \
     --offline-mean "$offline_mean" --online-mean "$online_mean" --out "$out/$storage/sim" | tee "$out/$storage/sim.txt"
   "$BIN/reddit-client" --json stats >"$out/$storage/stats.json" || true
   # Per shard, setup included: writes per log append, the mean commit time, log bytes per write.
   "$BIN/reddit-client" stats | tee "$out/$storage/stats.txt" || true
   engine_memory "$run" "$users" | tee "$out/$storage/engine-memory.txt"
+  if [ "$storage" = jetstream ]; then
+    # The seconds inside a snapshot's encoding or storing against the rest.
+    python3 "$ROOT/scripts/snapshot-windows.py" "$out/$storage/sim/report.json" "$run" \
+      >"$out/$storage/snapshot-windows.txt" 2>&1 || true
+  fi
   "$ROOT/scripts/stop.sh" --run-dir "$run" >/dev/null 2>&1 || true
 done
 

@@ -213,6 +213,10 @@ pub struct PartReport {
     pub seconds: Vec<Second>,
     /// Seconds the run lasted (until the last reply).
     pub run_seconds: f64,
+    /// When the run started (second 0 of `seconds`), Unix milliseconds: lines
+    /// up the timeline with the shards' logs.
+    #[serde(default)]
+    pub run_started_ms: i64,
     /// Acknowledged writes.
     pub ledger: Ledger,
     /// Sessions and pushes.

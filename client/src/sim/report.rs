@@ -134,6 +134,10 @@ pub struct Report {
     pub setup_ops: BTreeMap<String, OpSummary>,
     /// Run wall time, seconds.
     pub run_seconds: f64,
+    /// When the run started (the earliest process), Unix milliseconds: second
+    /// `i` of `timeline` begins `i` seconds after it.
+    #[serde(default)]
+    pub run_started_ms: i64,
     /// All run requests.
     pub total: OpSummary,
     /// Run requests by operation.
@@ -169,6 +173,7 @@ pub struct Report {
 /// Merges the parts.
 pub fn merge(cfg: &SimConfig, parts: &[PartReport]) -> Report {
     let run_seconds = parts.iter().map(|p| p.run_seconds).fold(0.0, f64::max);
+    let run_started_ms = parts.iter().map(|p| p.run_started_ms).min().unwrap_or(0);
     let mut ops: BTreeMap<String, OpStats> = BTreeMap::new();
     let mut setup: BTreeMap<String, OpStats> = BTreeMap::new();
     let mut total = OpStats::default();
@@ -214,6 +219,7 @@ pub fn merge(cfg: &SimConfig, parts: &[PartReport]) -> Report {
             .map(|(k, v)| (k.clone(), summarize(v, setup_seconds)))
             .collect(),
         run_seconds,
+        run_started_ms,
         total: summarize(&total, run_seconds),
         ops: ops
             .iter()

@@ -806,6 +806,7 @@ pub async fn run(cfg: SimConfig, part: u32) -> anyhow::Result<()> {
     // Run.
     let mut planner = Planner::new(&w.cfg, part);
     let start = Instant::now();
+    let run_started_ms = reddit_shared::now_millis();
     w.start = start;
     let end = start + Duration::from_secs_f64(w.cfg.duration_s);
     let mut in_flight: FuturesUnordered<Pending> = FuturesUnordered::new();
@@ -950,6 +951,7 @@ pub async fn run(cfg: SimConfig, part: u32) -> anyhow::Result<()> {
             .collect(),
         seconds: w.seconds.clone(),
         run_seconds,
+        run_started_ms,
         ledger: w.ledger.clone(),
         sessions: w.sessions.clone(),
         rss_start,
