@@ -29,10 +29,11 @@ pub enum Fields {
 }
 
 impl Fields {
-    /// Appends `value` to `out`, structs written as `self` says.
-    pub fn write<T: Serialize + ?Sized>(
+    /// Writes `value` to `out` (e.g. appends it to a `Vec<u8>`), structs
+    /// written as `self` says.
+    pub fn write<W: std::io::Write + ?Sized, T: Serialize + ?Sized>(
         self,
-        out: &mut Vec<u8>,
+        out: &mut W,
         value: &T,
     ) -> Result<(), rmp_serde::encode::Error> {
         match self {

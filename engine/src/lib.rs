@@ -19,6 +19,7 @@ pub mod cross_shard;
 pub mod fields;
 pub mod lease;
 pub mod memory;
+pub mod pace;
 pub mod replies;
 pub mod reply_names;
 pub mod server;
@@ -60,6 +61,10 @@ pub struct Config {
     pub storage: Storage,
     /// Events between snapshots (0: only at shutdown).
     pub snapshot_every: u64,
+    /// Bytes per second a periodic snapshot is encoded at, then stored at (0:
+    /// as fast as possible): spread out, a snapshot does not take the
+    /// machine from the requests for seconds at a time.
+    pub snapshot_bytes_per_second: u64,
     /// Log appends a shard keeps in flight at once (durable mode; 1: one at a
     /// time). More overlap JetStream's fsyncs and round trips.
     pub log_pipeline: usize,
@@ -136,6 +141,9 @@ pub const MIN_SECRET_BYTES: usize = 16;
 pub mod defaults {
     /// [`Config::snapshot_every`](super::Config::snapshot_every).
     pub const SNAPSHOT_EVERY: u64 = 1_000_000;
+    /// [`Config::snapshot_bytes_per_second`](super::Config::snapshot_bytes_per_second),
+    /// in MiB per second.
+    pub const SNAPSHOT_RATE_MIB: u64 = 8;
     /// [`Config::log_pipeline`](super::Config::log_pipeline).
     pub const LOG_PIPELINE: usize = crate::server::journal::DEFAULT_PIPELINE;
     /// [`Config::log_linger`](super::Config::log_linger), in microseconds.
@@ -175,6 +183,7 @@ impl Config {
         Self {
             storage: Storage::Jetstream,
             snapshot_every: defaults::SNAPSHOT_EVERY,
+            snapshot_bytes_per_second: defaults::SNAPSHOT_RATE_MIB << 20,
             log_pipeline: defaults::LOG_PIPELINE,
             log_linger: Duration::from_micros(defaults::LOG_LINGER_US),
             read_barrier: false,
@@ -724,7 +733,10 @@ pub async fn run(
             Arc::new(log),
             last_seq,
             replayed,
-            config.snapshot_every,
+            server::snapshots::SnapshotPolicy {
+                every: config.snapshot_every,
+                bytes_per_second: config.snapshot_bytes_per_second,
+            },
             config.log_pipeline,
             config.log_linger,
         );

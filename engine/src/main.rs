@@ -71,6 +71,12 @@ struct Args {
     /// replays at most about this many events after the latest snapshot.
     #[arg(long, env = "REDDIT_SNAPSHOT_EVERY", default_value_t = reddit_engine::defaults::SNAPSHOT_EVERY)]
     snapshot_every: u64,
+    /// MiB per second a periodic snapshot is encoded at, and then stored at
+    /// (0: as fast as possible). A snapshot of S MiB then takes about 2 × S /
+    /// rate seconds, but leaves the requests meanwhile most of the machine.
+    /// The last snapshot, at shutdown, is not paced.
+    #[arg(long, env = "REDDIT_SNAPSHOT_RATE_MIB", default_value_t = reddit_engine::defaults::SNAPSHOT_RATE_MIB)]
+    snapshot_rate_mib: u64,
     /// Log appends in flight at once per shard (durable mode): each expects the
     /// sequence its predecessor will get, and one refused is sent again once
     /// the predecessor is confirmed. 1 appends one record at a time.
@@ -182,6 +188,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.replicas = args.replicas.clamp(1, 5);
     config.storage = args.storage;
     config.snapshot_every = args.snapshot_every;
+    config.snapshot_bytes_per_second = args.snapshot_rate_mib.saturating_mul(1 << 20);
     config.log_pipeline = args.log_pipeline.clamp(1, 64);
     config.log_linger = Duration::from_micros(args.log_linger_us.min(100_000));
     config.reply_cache = args.reply_cache.max(1);

@@ -28,6 +28,7 @@
 //! it, which only one thread can decode).
 
 use crate::fields::Fields;
+use crate::pace::{Pace, PacedVec};
 use crate::replies::{Cached, ReplyCache};
 use crate::state::{MintedIds, ShardState, Subreddit, Totals, User};
 use serde::{Deserialize, Serialize};
@@ -132,7 +133,7 @@ impl Serialize for Replies<'_> {
 
 /// Appends `value` to `out` as the next part.
 fn put<T: Serialize>(
-    out: &mut Vec<u8>,
+    out: &mut PacedVec<'_>,
     parts: &mut Vec<Part>,
     kind: Kind,
     value: &T,
@@ -169,6 +170,18 @@ pub fn encode_with_capacity(
     encode_as(state, replies, seq, capacity, Fields::Positional)
 }
 
+/// [`encode_with_capacity`] at `pace`: the calling thread sleeps as the
+/// rate demands (a thread of its own, never a runtime's).
+pub fn encode_paced(
+    state: &ShardState,
+    replies: &ReplyCache,
+    seq: u64,
+    capacity: usize,
+    pace: &Pace,
+) -> Result<Vec<u8>, SnapshotError> {
+    encode_inner(state, replies, seq, capacity, Fields::Positional, pace)
+}
+
 /// [`encode_with_capacity`] in the format `fields` says.
 pub fn encode_as(
     state: &ShardState,
@@ -177,13 +190,25 @@ pub fn encode_as(
     capacity: usize,
     fields: Fields,
 ) -> Result<Vec<u8>, SnapshotError> {
+    encode_inner(state, replies, seq, capacity, fields, &Pace::unpaced())
+}
+
+fn encode_inner(
+    state: &ShardState,
+    replies: &ReplyCache,
+    seq: u64,
+    capacity: usize,
+    fields: Fields,
+    pace: &Pace,
+) -> Result<Vec<u8>, SnapshotError> {
     let (users, subs, totals, minted) = state.snapshot_pieces();
     let (magic, format) = match fields {
         Fields::Named => (MAGIC_2, FORMAT_2),
         Fields::Positional => (MAGIC, FORMAT),
     };
-    let mut out = Vec::with_capacity(capacity);
-    out.extend_from_slice(magic);
+    let mut bytes = Vec::with_capacity(capacity);
+    bytes.extend_from_slice(magic);
+    let mut out = pace.writer(&mut bytes);
     let mut parts = Vec::new();
 
     let mut user_parts: Vec<Pairs<'_, User>> = (0..USER_PARTS).map(|_| Pairs(Vec::new())).collect();
@@ -219,8 +244,9 @@ pub fn encode_as(
     put(&mut out, &mut parts, Kind::Minted, minted, fields)?;
 
     let header_start = out.len();
+    out.finish();
     rmp_serde::encode::write_named(
-        &mut out,
+        &mut bytes,
         &Header {
             format: format.to_owned(),
             shard: state.shard(),
@@ -230,10 +256,10 @@ pub fn encode_as(
             parts,
         },
     )?;
-    let header_len = u32::try_from(out.len() - header_start)
+    let header_len = u32::try_from(bytes.len() - header_start)
         .map_err(|_| SnapshotError::Layout("the header is over 4 GiB".into()))?;
-    out.extend_from_slice(&header_len.to_le_bytes());
-    Ok(out)
+    bytes.extend_from_slice(&header_len.to_le_bytes());
+    Ok(bytes)
 }
 
 /// A decoded snapshot.
@@ -486,6 +512,21 @@ mod tests {
                 "oldest first"
             );
         }
+    }
+
+    /// Pacing changes when the bytes are written, never which: a paced
+    /// snapshot is the unpaced one, and every byte of its parts went
+    /// through the rate.
+    #[test]
+    fn a_paced_snapshot_is_the_same_bytes() {
+        let state = busy_state();
+        let replies = cache(5);
+        let plain = encode(&state, &replies, 42).unwrap();
+        let pace = Pace::new(1 << 30);
+        let paced = encode_paced(&state, &replies, 42, 0, &pace).unwrap();
+        assert_eq!(paced, plain);
+        let header = u32::from_le_bytes(plain[plain.len() - 4..].try_into().unwrap()) as usize;
+        assert_eq!(pace.bytes(), plain.len() - MAGIC.len() - header - 4);
     }
 
     /// Format 3 relies on every field being written: a field that skips

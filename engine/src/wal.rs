@@ -25,6 +25,7 @@
 //!   [`crate::snapshot`]. Once one is stored, the records it covers are purged.
 
 use crate::fields::Fields;
+use crate::pace::Pace;
 use crate::replies::{Cached, ReplyCache};
 use crate::state::{Event, ShardState};
 use async_nats::jetstream::{self, message::PublishMessage, object_store, stream};
@@ -790,6 +791,16 @@ impl Log {
     /// snapshotted since) would otherwise put back a snapshot whose following
     /// records are gone, and no process could recover the shard.
     pub async fn save_snapshot(&self, bytes: Vec<u8>, seq: u64) -> Result<(), WalError> {
+        self.save_snapshot_paced(bytes, seq, &Pace::unpaced()).await
+    }
+
+    /// [`Log::save_snapshot`], its chunks sent at `pace`.
+    pub async fn save_snapshot_paced(
+        &self,
+        bytes: Vec<u8>,
+        seq: u64,
+        pace: &Pace,
+    ) -> Result<(), WalError> {
         let first = self
             .stream
             .get_info()
@@ -805,7 +816,7 @@ impl Log {
             });
         }
         let size = bytes.len();
-        let mut reader = std::io::Cursor::new(bytes);
+        let mut reader = pace.reader(bytes);
         let meta = object_store::ObjectMetadata {
             name: snapshot_name(self.shard),
             chunk_size: Some(self.chunk),

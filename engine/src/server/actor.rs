@@ -4,7 +4,7 @@
 //! the reply) once the [`Journal`] says its writes are durable.
 
 use super::journal::{Ack, Journal, LogStore};
-use super::snapshots::{Follower, SnapshotIo, Snapshots};
+use super::snapshots::{Follower, SnapshotIo, SnapshotPolicy, Snapshots};
 use super::{reply_allowed, respond, Ctx, Job, RunJob};
 use crate::auth::{Bearer, Challenges, VerifiedTokens};
 use crate::cross_shard::SyncEnvelope;
@@ -182,7 +182,7 @@ impl Actor {
         store: std::sync::Arc<dyn LogStore>,
         last_seq: u64,
         replayed: u64,
-        snapshot_every: u64,
+        snapshots: SnapshotPolicy,
         pipeline: usize,
         linger: std::time::Duration,
     ) -> Self {
@@ -191,7 +191,7 @@ impl Actor {
             follower,
             store.clone(),
             self.snapshot_io.take(),
-            snapshot_every,
+            snapshots,
             self.ctx.metrics.clone(),
         ));
         self.journal = Journal::durable(store, last_seq, pipeline).with_linger(linger);

@@ -14,6 +14,7 @@
 //! [`Log`] in a running engine, memory in the tests below), and with no store
 //! (memory storage) everything is durable at once.
 
+use crate::pace::Pace;
 use crate::wal::{Entry, Log, RecordBuilder, WalError};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -43,8 +44,14 @@ pub trait LogStore: Send + Sync + 'static {
         expected_last: u64,
     ) -> BoxFuture<'static, Result<u64, WalError>>;
 
-    /// Stores a snapshot covering records up to `seq`.
-    fn save_snapshot(&self, bytes: Vec<u8>, seq: u64) -> BoxFuture<'static, Result<(), WalError>>;
+    /// Stores a snapshot covering records up to `seq`, sending its bytes at
+    /// `pace`.
+    fn save_snapshot(
+        &self,
+        bytes: Vec<u8>,
+        seq: u64,
+        pace: Pace,
+    ) -> BoxFuture<'static, Result<(), WalError>>;
 }
 
 impl LogStore for Log {
@@ -68,9 +75,14 @@ impl LogStore for Log {
         async move { log.try_append(record, &msg_id, expected_last).await }.boxed()
     }
 
-    fn save_snapshot(&self, bytes: Vec<u8>, seq: u64) -> BoxFuture<'static, Result<(), WalError>> {
+    fn save_snapshot(
+        &self,
+        bytes: Vec<u8>,
+        seq: u64,
+        pace: Pace,
+    ) -> BoxFuture<'static, Result<(), WalError>> {
         let log = self.clone();
-        async move { log.save_snapshot(bytes, seq).await }.boxed()
+        async move { log.save_snapshot_paced(bytes, seq, &pace).await }.boxed()
     }
 }
 
@@ -477,6 +489,7 @@ pub(crate) mod tests {
             &self,
             bytes: Vec<u8>,
             seq: u64,
+            _pace: Pace,
         ) -> BoxFuture<'static, Result<(), WalError>> {
             let me = self.clone();
             async move {

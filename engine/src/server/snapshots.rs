@@ -5,7 +5,9 @@
 //! that runs at a lower priority (nice 10) than the request path. Every so
 //! many events it encodes its copy as of the record it has reached and stores
 //! it. The actor only hands records over: it waits only if the follower falls
-//! more than [`FOLLOWER_BUDGET_BYTES`] of records behind.
+//! more than [`FOLLOWER_BUDGET_BYTES`] of records behind. A periodic snapshot
+//! is encoded and stored at a steady pace ([`SnapshotPolicy`],
+//! [`crate::pace`]), not in one burst.
 //!
 //! Storing a snapshot (hashing and sending 100+ MiB of object-store chunks)
 //! runs on a [`SnapshotIo`] thread of its own, at the follower's priority and
@@ -19,6 +21,7 @@
 
 use super::journal::LogStore;
 use super::metrics::Metrics;
+use crate::pace::Pace;
 use crate::replies::ReplyCache;
 use crate::state::ShardState;
 use crate::wal::{decode_record, WalError};
@@ -94,16 +97,16 @@ impl Follower {
         Ok(())
     }
 
-    /// The snapshot of the state as of the record reached, encoded into a
-    /// buffer an eighth larger than the last one took.
-    pub fn encode(&mut self) -> Result<Vec<u8>, WalError> {
+    /// The snapshot of the state as of the record reached, encoded at `pace`
+    /// into a buffer an eighth larger than the last one took.
+    pub fn encode(&mut self, pace: &Pace) -> Result<Vec<u8>, WalError> {
         let capacity = self.last_size + self.last_size / 8;
         let bytes =
-            crate::snapshot::encode_with_capacity(&self.state, &self.replies, self.seq, capacity)
+            crate::snapshot::encode_paced(&self.state, &self.replies, self.seq, capacity, pace)
                 .map_err(|e| WalError::Follower {
-                shard: self.state.shard(),
-                reason: format!("cannot encode a snapshot: {e}"),
-            })?;
+                    shard: self.state.shard(),
+                    reason: format!("cannot encode a snapshot: {e}"),
+                })?;
         self.last_size = bytes.len();
         Ok(bytes)
     }
@@ -111,6 +114,27 @@ impl Follower {
     /// The record reached.
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+}
+
+/// When a shard takes its periodic snapshots, and how fast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Events between snapshots (0: only at shutdown).
+    pub every: u64,
+    /// Bytes per second a periodic snapshot is encoded at, and then stored at
+    /// (0: as fast as possible). The last snapshot, at shutdown, is not
+    /// paced: a stop is waiting for it.
+    pub bytes_per_second: u64,
+}
+
+impl SnapshotPolicy {
+    /// Every `every` events, as fast as possible.
+    pub fn unpaced(every: u64) -> Self {
+        Self {
+            every,
+            bytes_per_second: 0,
+        }
     }
 }
 
@@ -183,6 +207,8 @@ impl SnapshotIo {
 /// The actor's handle on its follower.
 pub struct Snapshots {
     tx: Option<mpsc::UnboundedSender<Confirmed>>,
+    /// The follower's pace, lifted when the shard stops.
+    pace: Pace,
     budget: Arc<Semaphore>,
     /// The thread's outcome, once it ends.
     done: Option<oneshot::Receiver<Result<(), WalError>>>,
@@ -192,17 +218,18 @@ pub struct Snapshots {
 }
 
 impl Snapshots {
-    /// Starts `follower`, storing a snapshot every `every` events (0: only
+    /// Starts `follower`, storing snapshots as `policy` says (and a last one
     /// when [`Snapshots::finish`]ed) through `io`, or, without it, in `store`
     /// from the current runtime.
     pub fn start(
         follower: Follower,
         store: Arc<dyn LogStore>,
         io: Option<SnapshotIo>,
-        every: u64,
+        policy: SnapshotPolicy,
         metrics: Arc<Metrics>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let pace = Pace::new(policy.bytes_per_second);
         let shard = follower.state.shard();
         let (done_tx, done) = oneshot::channel();
         let abandoned = Arc::new(AtomicBool::new(false));
@@ -214,7 +241,8 @@ impl Snapshots {
             runtime,
             store,
             _io: io,
-            every,
+            every: policy.every,
+            pace: pace.clone(),
             metrics,
             abandoned: abandoned.clone(),
         };
@@ -229,6 +257,7 @@ impl Snapshots {
         }
         Self {
             tx: Some(tx),
+            pace,
             budget: Arc::new(Semaphore::new(FOLLOWER_BUDGET_BYTES)),
             done: Some(done),
             abandoned,
@@ -267,10 +296,12 @@ impl Snapshots {
     }
 
     /// At shutdown, after the last record was handed over: the follower applies
-    /// it all, waits for a snapshot being stored, and stores a last one if any
-    /// event came since the one before.
+    /// it all, waits for a snapshot being encoded or stored (no longer paced),
+    /// and stores a last one if any event came since the one before.
     pub async fn finish(mut self) -> Result<(), WalError> {
         self.tx = None;
+        // A periodic snapshot under way goes on as fast as it can.
+        self.pace.lift();
         match self.done.take() {
             Some(done) => done.await.unwrap_or_else(|_| {
                 Err(WalError::Follower {
@@ -289,6 +320,7 @@ impl Drop for Snapshots {
     fn drop(&mut self) {
         if self.done.is_some() {
             self.abandoned.store(true, Ordering::Release);
+            self.pace.lift();
         }
     }
 }
@@ -316,6 +348,8 @@ struct Thread {
     /// is stored.
     _io: Option<SnapshotIo>,
     every: u64,
+    /// The periodic snapshots' pace.
+    pace: Pace,
     metrics: Arc<Metrics>,
     abandoned: Arc<AtomicBool>,
 }
@@ -340,7 +374,7 @@ impl Thread {
             if self.every > 0 && f.since >= self.every && idle && !self.abandoned() {
                 f.since = 0;
                 let started = std::time::Instant::now();
-                match f.encode() {
+                match f.encode(&self.pace) {
                     Ok(bytes) => {
                         tracing::info!(
                             seq = f.seq,
@@ -348,7 +382,7 @@ impl Thread {
                             encode_ms = started.elapsed().as_millis() as u64,
                             "snapshot encoded; storing it"
                         );
-                        let save = self.store.save_snapshot(bytes, f.seq);
+                        let save = self.store.save_snapshot(bytes, f.seq, self.pace.clone());
                         let (seq, metrics) = (f.seq, self.metrics.clone());
                         saving = Some(self.runtime.spawn(async move {
                             let started = std::time::Instant::now();
@@ -375,9 +409,9 @@ impl Thread {
             let _ = self.runtime.block_on(task);
         }
         if f.since > 0 && !self.abandoned() {
-            let bytes = f.encode()?;
+            let bytes = f.encode(&Pace::unpaced())?;
             self.runtime
-                .block_on(self.store.save_snapshot(bytes, f.seq))?;
+                .block_on(self.store.save_snapshot(bytes, f.seq, Pace::unpaced()))?;
             stored(&self.metrics, f.seq);
         }
         Ok(())
@@ -426,7 +460,13 @@ mod tests {
         let metrics = Arc::new(Metrics::new(1));
         let store: Arc<dyn LogStore> = Arc::new(store.clone());
         (
-            Snapshots::start(follower, store, None, every, metrics.clone()),
+            Snapshots::start(
+                follower,
+                store,
+                None,
+                SnapshotPolicy::unpaced(every),
+                metrics.clone(),
+            ),
             metrics,
         )
     }
@@ -480,6 +520,45 @@ mod tests {
             stored.len() as u64
         );
         assert_eq!(metrics.snapshot_seq.load(Ordering::Relaxed), 10);
+    }
+
+    /// A stop does not wait for a periodic snapshot's pace: the one being
+    /// encoded (3 MiB at 128 KiB/s, over 20 s) finishes at full speed once
+    /// the shard stops, well within the deadline.
+    #[tokio::test]
+    async fn a_stop_lifts_the_pace_of_the_snapshot_under_way() {
+        let users = 30_000;
+        let mut state = ShardState::new(0, 1);
+        for n in 0..users {
+            state.apply_owned(Event::UserRegistered {
+                username: format!("member_{n}").parse().unwrap(),
+                public_key: [7; 32],
+                at: 1,
+            });
+        }
+        let store = MemStore::open();
+        let backing: Arc<dyn LogStore> = Arc::new(store.clone());
+        let follower = Follower::new(&state, &ReplyCache::new(10), 0, 0);
+        let policy = SnapshotPolicy {
+            every: 1,
+            bytes_per_second: 128 << 10,
+        };
+        let mut snapshots =
+            Snapshots::start(follower, backing, None, policy, Arc::new(Metrics::new(1)));
+        snapshots.confirmed(1, record(1)).await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while snapshots.pace.bytes() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no snapshot began");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(10), snapshots.finish())
+            .await
+            .expect("the stop waited for the snapshot's pace")
+            .unwrap();
+        let stored = store.snapshots.lock().unwrap().clone();
+        assert_eq!(stored.len(), 1, "the periodic one, and nothing after it");
+        let (state, _, covered) = decode_snapshot(&stored[0].1).unwrap();
+        assert_eq!((covered, state.user_count()), (1, users + 1));
     }
 
     #[tokio::test]
@@ -573,12 +652,13 @@ mod tests {
             &self,
             bytes: Vec<u8>,
             seq: u64,
+            pace: Pace,
         ) -> futures::future::BoxFuture<'static, Result<(), WalError>> {
             let (inner, threads) = (self.inner.clone(), self.threads.clone());
             Box::pin(async move {
                 let name = std::thread::current().name().unwrap_or("").to_owned();
                 threads.lock().unwrap().push(name);
-                inner.save_snapshot(bytes, seq).await
+                inner.save_snapshot(bytes, seq, pace).await
             })
         }
     }
@@ -603,7 +683,13 @@ mod tests {
         let log_store: Arc<dyn LogStore> = Arc::new(log.clone());
         let follower = Follower::new(&ShardState::new(5, 8), &ReplyCache::new(10), 0, 0);
         let metrics = Arc::new(Metrics::new(1));
-        let mut snapshots = Snapshots::start(follower, log_store, Some(io), 1, metrics.clone());
+        let mut snapshots = Snapshots::start(
+            follower,
+            log_store,
+            Some(io),
+            SnapshotPolicy::unpaced(1),
+            metrics.clone(),
+        );
         snapshots.confirmed(1, record(1)).await;
         first_snapshot(&metrics).await;
         let nice = nice_of_threads("snapshot-io-5");
@@ -640,7 +726,13 @@ mod tests {
         let state = ShardState::new(7, 8);
         let follower = Follower::new(&state, &ReplyCache::new(10), 0, 5);
         let backing: Arc<dyn LogStore> = Arc::new(store.clone());
-        let snapshots = Snapshots::start(follower, backing, None, 0, Arc::new(Metrics::new(1)));
+        let snapshots = Snapshots::start(
+            follower,
+            backing,
+            None,
+            SnapshotPolicy::unpaced(0),
+            Arc::new(Metrics::new(1)),
+        );
         drop(snapshots);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         while !nice_of_threads("snapshots-7").is_empty() {

@@ -5,6 +5,7 @@
 //! `client/tests` check the same system through a real nats-server.
 
 use super::journal::tests::MemStore;
+use super::snapshots::SnapshotPolicy;
 use super::{Actor, Ctx, Job, Metrics};
 use crate::auth::TokenSigner;
 use crate::bus::Bus;
@@ -130,7 +131,14 @@ impl Shard {
         let mut actor = Actor::new(ShardState::new(0, shards), ctx, jobs.downgrade())
             .with_read_barrier(read_barrier);
         if let Some(store) = store {
-            actor = actor.with_log(Arc::new(store), 0, 0, 0, 1, std::time::Duration::ZERO);
+            actor = actor.with_log(
+                Arc::new(store),
+                0,
+                0,
+                SnapshotPolicy::unpaced(0),
+                1,
+                std::time::Duration::ZERO,
+            );
         }
         Self {
             jobs,
@@ -729,7 +737,7 @@ fn restarted(state: ShardState, shards: u32, outbox: usize, store: &Arc<MemStore
         Arc::new(store.clone()),
         0,
         0,
-        0,
+        SnapshotPolicy::unpaced(0),
         1,
         Duration::ZERO,
     );
