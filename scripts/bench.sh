@@ -51,7 +51,7 @@ while [ $# -gt 0 ]; do
     --offline-mean) offline_mean=$2; shift 2 ;;
     --memory-users) memory_users=$2; shift 2 ;;
     --storage) storages=$2; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) die "unknown option $1" ;;
   esac
 done
