@@ -565,27 +565,39 @@ impl Lease {
                 return Err(None);
             }
         };
-        match current {
-            Some(entry) if matches!(entry.operation, kv::Operation::Put) => {
-                let holder = Holder::parse(&entry.value);
-                if holder.as_ref().map(|h| &h.instance) == Some(&self.tenure.holder.instance) {
-                    self.revision = entry.revision;
-                    return match self.store.update(key(shard), body, self.revision).await {
-                        Ok(revision) => {
-                            self.revision = revision;
-                            Ok(())
-                        }
-                        Err(_) => Err(None),
-                    };
+        let seen = current.as_ref().map(|e| {
+            (
+                e.revision,
+                matches!(e.operation, kv::Operation::Put),
+                &e.value[..],
+            )
+        });
+        match judge(seen, &self.tenure.holder.instance, self.revision) {
+            Found::Mine(revision) => {
+                self.revision = revision;
+                match self.store.update(key(shard), body, self.revision).await {
+                    Ok(revision) => {
+                        self.revision = revision;
+                        Ok(())
+                    }
+                    Err(_) => Err(None),
                 }
-                Err(Some(format!(
-                    "shard {shard}'s lease was taken by {} (this process could not renew it within {:?})",
-                    holder.map_or_else(|| "another process".to_owned(), |h| format!("instance {} (pid {})", h.instance, h.pid)),
-                    self.tenure.ttl
-                )))
+            }
+            Found::Taken(by) => Err(Some(format!(
+                "shard {shard}'s lease was taken by {by} (this process could not renew it within {:?})",
+                self.tenure.ttl
+            ))),
+            Found::Stale(revision) => {
+                tracing::debug!(
+                    shard,
+                    seen = revision,
+                    mine = self.revision,
+                    "read the lease from a replica behind this process's last renewal; asking again"
+                );
+                Err(None)
             }
             // Expired (or released) while NATS was out of reach.
-            _ => match self.store.create(key(shard), body).await {
+            Found::Gone => match self.store.create(key(shard), body).await {
                 Ok(revision) => {
                     self.revision = revision;
                     // The lease is this process's again; serve only if the
@@ -599,10 +611,10 @@ impl Lease {
                         )))
                     }
                 }
-                Err(c) if c.kind() == kv::CreateErrorKind::AlreadyExists => Err(Some(format!(
-                    "shard {shard}'s lease was taken by another process (this one could not renew it within {:?})",
-                    self.tenure.ttl
-                ))),
+                // The entry exists after all: taken by another process, or
+                // the read came from a replica that had not caught up (it
+                // showed nothing). The next round reads it again and tells.
+                Err(c) if c.kind() == kv::CreateErrorKind::AlreadyExists => Err(None),
                 Err(c) => {
                     tracing::debug!(shard, error = %c, "cannot take the lease again");
                     Err(None)
@@ -626,5 +638,98 @@ impl Lease {
                 .delete_expect_revision(key(self.shard), Some(self.revision)),
         )
         .await;
+    }
+}
+
+/// What a renewal refused for its revision makes of the lease entry it read
+/// next.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// This process's own entry, at this revision: a renewal that timed out
+    /// here but was stored.
+    Mine(u64),
+    /// Another process's entry, newer than this process's last renewal: the
+    /// lease is theirs (the text names them).
+    Taken(String),
+    /// An entry older than this process's last renewal (its revision): the
+    /// read was answered by a replica that has not caught up. Reads of the
+    /// bucket are direct gets, which any replica answers, e.g. one just back
+    /// from a partition. Nothing follows from it; ask again.
+    Stale(u64),
+    /// No entry, or the marker of its expiry or removal.
+    Gone,
+}
+
+/// Judges `seen` (revision, whether a put, value) against this process's
+/// `instance` and the revision of its last renewal. Revisions are the
+/// stream's sequence numbers, so an entry written after this process's last
+/// renewal has a higher one.
+fn judge(seen: Option<(u64, bool, &[u8])>, instance: &str, last_revision: u64) -> Found {
+    match seen {
+        Some((revision, _, _)) if revision < last_revision => Found::Stale(revision),
+        Some((revision, true, value)) => match Holder::parse(value) {
+            Some(h) if h.instance == instance => Found::Mine(revision),
+            Some(h) => Found::Taken(format!("instance {} (pid {})", h.instance, h.pid)),
+            None => Found::Taken("another process".to_owned()),
+        },
+        _ => Found::Gone,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(instance: &str, pid: u32) -> Vec<u8> {
+        serde_json::to_vec(&Holder {
+            instance: instance.to_owned(),
+            pid,
+            since: 1,
+            host: String::new(),
+            seq: 0,
+            ttl_ms: 1000,
+        })
+        .unwrap()
+    }
+
+    /// The failure CI met: after a partition healed, the new owner's renewal
+    /// was refused and its read of the lease came from the replica that had
+    /// been cut off, which still held the old owner's entry. Older than the
+    /// new owner's own renewal, it proves nothing: the owner asks again
+    /// instead of stopping (it had stopped, and so had the old owner: no
+    /// shard served).
+    #[test]
+    fn an_entry_older_than_the_last_renewal_is_a_stale_read_not_a_takeover() {
+        let old_owner = holder("old", 1);
+        assert_eq!(
+            judge(Some((7, true, &old_owner)), "new", 9),
+            Found::Stale(7)
+        );
+        assert_eq!(judge(Some((7, false, b"")), "new", 9), Found::Stale(7));
+    }
+
+    #[test]
+    fn a_newer_entry_of_another_process_is_a_takeover() {
+        let other = holder("other", 42);
+        assert_eq!(
+            judge(Some((10, true, &other)), "mine", 9),
+            Found::Taken("instance other (pid 42)".to_owned())
+        );
+        assert_eq!(
+            judge(Some((10, true, b"not json")), "mine", 9),
+            Found::Taken("another process".to_owned())
+        );
+    }
+
+    #[test]
+    fn this_processs_own_newer_entry_is_a_renewal_that_was_stored() {
+        let mine = holder("mine", 3);
+        assert_eq!(judge(Some((10, true, &mine)), "mine", 9), Found::Mine(10));
+    }
+
+    #[test]
+    fn no_entry_or_a_newer_marker_means_the_lease_is_gone() {
+        assert_eq!(judge(None, "mine", 9), Found::Gone);
+        assert_eq!(judge(Some((10, false, b"")), "mine", 9), Found::Gone);
     }
 }
