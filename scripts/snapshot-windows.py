@@ -72,6 +72,12 @@ def main():
         sys.exit("the report has no run_started_ms (made by an older simulator)")
     timeline = report["timeline"]
     ws = windows(sys.argv[2])
+    if not list(Path(sys.argv[2]).glob("shard-*.log")):
+        sys.exit(f"no shard logs (shard-N.log) in {sys.argv[2]}")
+    if not ws:
+        # Either no snapshot was stored, or the log lines this script reads
+        # ("snapshot encoded; storing it", "snapshot stored") have changed.
+        print("no snapshot stored in the shards' logs; every second is outside")
     print(f"run of {len(timeline)} s from {start} (Unix ms); snapshots stored during it:")
     inside = set()
     for shard, begin, encoded, end, size in ws:
