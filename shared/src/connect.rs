@@ -23,6 +23,21 @@ pub fn decode_message<T: DeserializeOwned>(msg: &async_nats::Message) -> Result<
     decode_reply(status.as_deref(), text.as_deref(), &msg.payload)
 }
 
+/// How [`no_responders`] ends its message, for [`is_no_responders`].
+const NO_RESPONDERS: &str = "(no responders)";
+
+/// `503 unavailable` for a request to `what` that no process subscribes to:
+/// the shard is not running.
+pub fn no_responders(what: &str) -> WireError {
+    WireError::unavailable(format!("{what}: the shard is not running {NO_RESPONDERS}"))
+}
+
+/// Whether `e` is [`no_responders`]'s (nobody was there to ask), not a
+/// timeout or a refusal (somebody was, and may have acted).
+pub fn is_no_responders(e: &WireError) -> bool {
+    e.code == crate::error::ErrorCode::Unavailable && e.message.ends_with(NO_RESPONDERS)
+}
+
 /// Why a NATS request got no reply (one mapping for the engine and the client):
 /// `503 unavailable` for no responders, a timeout or a lost connection, `413` for
 /// a request over the server's max payload. `what` names the request, e.g.
@@ -32,10 +47,7 @@ pub fn request_failure(what: &str, e: &async_nats::RequestError) -> (WireError, 
     use crate::error::ErrorCode;
     use async_nats::RequestErrorKind as K;
     match e.kind() {
-        K::NoResponders => (
-            WireError::unavailable(format!("{what}: the shard is not running (no responders)")),
-            false,
-        ),
+        K::NoResponders => (no_responders(what), false),
         K::TimedOut => (
             WireError::unavailable(format!("{what}: no answer in time")),
             true,

@@ -81,6 +81,15 @@ enum Idem {
 /// events at most, well under a record's [`crate::wal::MAX_RECORD_BYTES`].
 const RESYNC_ENTRY_ITEMS: usize = 1_000;
 
+/// Most items the resync backlog holds before an `internal.resync` is refused
+/// (`503`, the asking shard retries): a restart's own resync of a shard of a
+/// million-user system is about a million.
+const MAX_RESYNC_BACKLOG: usize = 2_000_000;
+
+/// Longest wait between two `internal.resync` requests to a shard that did
+/// not answer.
+const RESYNC_ASK_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The actor: owns the state and handles jobs in order until every sender is gone.
 pub struct Actor {
     pub(super) state: ShardState,
@@ -204,6 +213,7 @@ impl Actor {
     pub async fn run(mut self, mut rx: mpsc::Receiver<Job>) -> Result<(), WalError> {
         if self.journal.is_logged() {
             self.resync_at_start().await?;
+            self.ask_for_resync();
         }
         loop {
             let can_take = self.journal.can_take();
@@ -286,6 +296,87 @@ impl Actor {
         }
         self.kick();
         Ok(())
+    }
+
+    /// Asks every other shard, in a task of its own, to send again what it
+    /// holds for the users owned here (`internal.resync`): this shard
+    /// acknowledges `internal.sync` before its record is durable, so the
+    /// process before this one may have died with acknowledged items
+    /// unlogged. Each shard is asked until it answers, or until it is found
+    /// not running (it then sends everything when it starts). Counted in
+    /// `pending_sync` until then, so an audit waits for it.
+    fn ask_for_resync(&self) {
+        let me = self.ctx.shard;
+        let others: Vec<u32> = (0..self.ctx.shards).filter(|&s| s != me).collect();
+        let pending = self.ctx.metrics.pending_sync.clone();
+        pending.fetch_add(others.len() as u64, Ordering::Relaxed);
+        let asks = others.into_iter().map(|peer| {
+            let peers = self.ctx.peers.clone();
+            let alive = self.jobs.clone();
+            let pending = pending.clone();
+            async move {
+                let mut backoff = std::time::Duration::from_millis(100);
+                loop {
+                    let req = reddit_shared::protocol::internal::ResyncRequest { shard: me };
+                    match peers.call(peer, &req).await {
+                        Ok(ack) => {
+                            tracing::info!(
+                                shard = me,
+                                peer,
+                                items = ack.items,
+                                "resync: a shard sends again what it holds for users here"
+                            );
+                            break;
+                        }
+                        Err(e) if reddit_shared::connect::is_no_responders(&e) => {
+                            tracing::info!(
+                                shard = me,
+                                peer,
+                                "resync: the shard is not running; it sends everything when it starts"
+                            );
+                            break;
+                        }
+                        Err(e) => {
+                            if alive.upgrade().is_none() {
+                                break;
+                            }
+                            tracing::warn!(shard = me, peer, error = %e, "resync: asking again");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(RESYNC_ASK_MAX_BACKOFF);
+                        }
+                    }
+                }
+                pending.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+        tokio::spawn(futures::future::join_all(asks));
+    }
+
+    /// Queues, in the resync lane, every membership and karma total held here
+    /// for the users of shard `dest` (`internal.resync`); answers how many.
+    pub(super) fn queue_resync_for(&mut self, dest: u32) -> Result<u64, WireError> {
+        if dest >= self.ctx.shards || dest == self.ctx.shard {
+            return Err(WireError::invalid(format!(
+                "shard {dest} cannot ask shard {} of {} for a resync",
+                self.ctx.shard, self.ctx.shards
+            )));
+        }
+        if self.resync_backlog.len() >= MAX_RESYNC_BACKLOG {
+            return Err(WireError::unavailable(format!(
+                "shard {} has {} resync items waiting already; retry later",
+                self.ctx.shard,
+                self.resync_backlog.len()
+            )));
+        }
+        let items = self.state.resync_items_for(dest);
+        let n = items.len() as u64;
+        self.resync_backlog
+            .extend(items.into_iter().map(|item| SyncEnvelope {
+                dest,
+                item,
+                waiter: None,
+            }));
+        Ok(n)
     }
 
     async fn job(&mut self, job: Job) {
@@ -563,7 +654,13 @@ impl Actor {
         // whose reply waits for everything logged before it.
         let spawns_quietly = events.is_empty() && matches!(result, Ok(Handled::Later(_)));
         self.record(op, events, cached);
-        let tag = if self.read_barrier || (op.is_some_and(Op::is_write) && !spawns_quietly) {
+        // `internal.sync` is acknowledged once applied: the items' durable
+        // copy is the subreddit's shard's, and a restart here asks for them
+        // again ([`Actor::ask_for_resync`]). A join waits for that
+        // acknowledgement, so it waits for one append (its subreddit's shard's),
+        // not two in turn.
+        let durable_first = op.is_some_and(|op| op.is_write() && op != Op::InternalSync);
+        let tag = if self.read_barrier || (durable_first && !spawns_quietly) {
             self.journal.last_tag()
         } else {
             0

@@ -60,7 +60,7 @@ impl Bus for MemBus {
     ) -> BoxFuture<'_, Result<Message, WireError>> {
         async move {
             let _ = self.0.send(message(subject, None, None, body)).await;
-            Err(WireError::unavailable(format!("{what}: no responders")))
+            Err(reddit_shared::connect::no_responders(&what))
         }
         .boxed()
     }
@@ -163,12 +163,19 @@ impl Shard {
         self.jobs.send(Job::Request(msg)).await.unwrap();
     }
 
-    /// The next publication, within a deadline.
+    /// The next publication, within a deadline, except the `internal.resync`
+    /// requests a durable shard of several makes as it starts (checked by
+    /// `a_restarted_shard_asks_every_other_shard_to_resync_its_users`).
     async fn next(&mut self) -> Message {
-        tokio::time::timeout(Duration::from_secs(5), self.out.recv())
-            .await
-            .expect("a publication within 5 s")
-            .expect("the bus is open")
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), self.out.recv())
+                .await
+                .expect("a publication within 5 s")
+                .expect("the bus is open");
+            if !msg.subject.ends_with(Op::InternalResync.as_str()) {
+                return msg;
+            }
+        }
     }
 
     async fn call<R: Rpc>(
@@ -787,4 +794,143 @@ async fn a_large_resync_is_logged_in_records_of_bounded_size() {
     }
     assert_eq!(synced, MEMBERS, "every membership, once");
     assert!(records.len() > 1, "more than one record");
+}
+
+/// `internal.sync` is acknowledged once applied, before its record is
+/// durable: a join waits for that acknowledgement, so it waits for one append
+/// (the subreddit's shard's), not two in turn. A read after it sees it.
+#[tokio::test]
+async fn an_internal_sync_is_acknowledged_before_its_record_is_durable() {
+    use reddit_shared::protocol::internal::{SyncBatch, SyncItem};
+
+    let store = MemStore::gated();
+    let mut shard = Shard::start(Some(store.clone()));
+    let reg = shard.register_request("eve");
+    shard.send(&reg, INBOX, None).await;
+    store.release(1);
+    assert_eq!(shard.next().await.subject.as_str(), INBOX);
+
+    let batch = SyncBatch {
+        items: vec![SyncItem::Membership {
+            user: "eve".parse().unwrap(),
+            subreddit: "elsewhere".parse().unwrap(),
+            member: true,
+            version: 1,
+        }],
+    };
+    let ack = shard.call(&batch, None).await.unwrap();
+    assert_eq!(ack.applied, 1);
+    assert_eq!(
+        store.records.lock().unwrap().len(),
+        1,
+        "acknowledged while its record waits for the log"
+    );
+    store.release(1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.records.lock().unwrap().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the item is logged all the same"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    store.release(100);
+    shard.stop().await;
+}
+
+/// A durable shard that starts asks every other shard for what it holds for
+/// the users owned here (`internal.resync`): the process before it may have
+/// acknowledged sync items it never logged. A shard that is not running is
+/// not asked again (it sends everything when it starts).
+#[tokio::test]
+async fn a_restarted_shard_asks_every_other_shard_to_resync_its_users() {
+    use reddit_shared::protocol::internal::ResyncRequest;
+
+    let mut shard = restarted(ShardState::new(0, 3), 3, 4, &MemStore::open());
+    let mut asked = std::collections::BTreeSet::new();
+    while asked.len() < 2 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), shard.out.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {asked:?} were asked"))
+            .unwrap();
+        let peer: u32 = (1..3)
+            .find(|&p| msg.subject.as_str() == subject::request(p, ResyncRequest::OP))
+            .unwrap_or_else(|| panic!("unexpected publication on {}", msg.subject));
+        let req: ResyncRequest = reddit_shared::codec::decode(&msg.payload).unwrap();
+        assert_eq!(req.shard, 0, "it asks for its own users");
+        asked.insert(peer);
+    }
+    assert_eq!(asked, [1, 2].into());
+    shard.stop().await;
+}
+
+/// A shard asked for a resync queues, in its resync lane, every membership it
+/// holds for the asking shard's users and nothing else; a request naming
+/// itself or no shard of the cluster is refused.
+#[tokio::test]
+async fn a_shard_asked_to_resync_sends_what_it_holds_for_the_askers_users() {
+    use reddit_shared::protocol::internal::SyncItem;
+
+    const MEMBERS: usize = 50;
+    // Three shards; every member is a user of shard 2.
+    let state = subreddit_with_members(3, MEMBERS);
+    let mut shard = restarted(state, 3, 4096, &MemStore::open());
+    // The start's own resync first.
+    for _ in 0..MEMBERS {
+        tokio::time::timeout(Duration::from_secs(5), shard.resync.recv())
+            .await
+            .expect("the start's resync")
+            .unwrap();
+    }
+    assert_eq!(ask_resync(&mut shard, 1).await.unwrap().items, 0);
+    assert_eq!(
+        ask_resync(&mut shard, 2).await.unwrap().items,
+        MEMBERS as u64
+    );
+    let mut got = std::collections::HashSet::new();
+    while got.len() < MEMBERS {
+        let env = tokio::time::timeout(Duration::from_secs(5), shard.resync.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {MEMBERS} items", got.len()))
+            .unwrap();
+        assert_eq!(env.dest, 2);
+        match env.item {
+            SyncItem::Membership { user, member, .. } => {
+                assert!(member);
+                got.insert(user.key().to_owned());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for bad in [0, 3, u32::MAX] {
+        let e = ask_resync(&mut shard, bad).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest, "shard {bad}: {e:?}");
+    }
+    assert!(shard.live.try_recv().is_err(), "nothing in the live lane");
+    shard.stop().await;
+}
+
+/// Sends `internal.resync` for `peer` to `shard` and waits for its answer.
+async fn ask_resync(
+    shard: &mut Restarted,
+    peer: u32,
+) -> Result<reddit_shared::protocol::internal::ResyncAck, WireError> {
+    use reddit_shared::protocol::internal::ResyncRequest;
+
+    let msg = message(
+        subject::request(0, ResyncRequest::OP).into(),
+        Some(INBOX.into()),
+        None,
+        encode(&ResyncRequest { shard: peer }).unwrap().into(),
+    );
+    shard.jobs.send(Job::Request(msg)).await.unwrap();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), shard.out.recv())
+            .await
+            .expect("an answer")
+            .unwrap();
+        if msg.subject.as_str() == INBOX {
+            return reddit_shared::connect::decode_message(&msg);
+        }
+    }
 }

@@ -381,6 +381,16 @@ impl ShardState {
             .collect()
     }
 
+    /// The part of [`ShardState::resync_items`] about users of shard `dest`:
+    /// what `dest` asks for when it starts (`internal.resync`).
+    pub fn resync_items_for(&self, dest: u32) -> Vec<SyncItem> {
+        self.subs
+            .values()
+            .flat_map(Subreddit::all_sync_items)
+            .filter(|item| self.owner(item.user().key()) == dest)
+            .collect()
+    }
+
     /// Queues `items` for the users' shards, or applies those of users owned
     /// here (recording their events).
     pub fn resync(&mut self, items: impl IntoIterator<Item = SyncItem>, fx: &mut Effects) {

@@ -87,6 +87,26 @@ pub struct SyncAck {
     pub applied: u32,
 }
 
+/// `internal.resync`: a shard that has just started (a restart, or a standby
+/// taking over) asks each other shard to send again every membership and karma
+/// total it holds for the asking shard's users. The asking shard acknowledges
+/// `internal.sync` once applied, before its record is durable, so a crash may
+/// have lost items it acknowledged; this repairs them. The items go out through
+/// the answering shard's resync lane, paced, in the background.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResyncRequest {
+    /// The asking shard: the items sent are those of the users it owns.
+    pub shard: u32,
+}
+impl Validate for ResyncRequest {}
+
+/// Reply to `internal.resync`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResyncAck {
+    /// Items queued for the asking shard.
+    pub items: u64,
+}
+
 /// `internal.dm.deliver`: put a DM in the recipient's inbox. Replies with the stored
 /// [`DmView`], or `404 not_found` if the recipient does not exist.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -190,6 +190,8 @@ ops! {
     InternalAuditExport => "internal.audit.export",
     /// Engine-to-engine: empty → [`internal::Hello`].
     InternalHello => "internal.hello",
+    /// Engine-to-engine: [`internal::ResyncRequest`] → [`internal::ResyncAck`].
+    InternalResync => "internal.resync",
 }
 
 impl Op {

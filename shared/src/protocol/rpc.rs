@@ -11,7 +11,7 @@ use super::dm::{
 use super::feed::FeedRequest;
 use super::internal::{
     AuditExport, AuditExportRequest, DeliverDm, FeedCandidates, FeedCandidatesRequest, Hello,
-    SyncAck, SyncBatch,
+    ResyncAck, ResyncRequest, SyncAck, SyncBatch,
 };
 use super::post::{CreatePostRequest, GetPostRequest, ListPostsRequest, PostPage, PostView};
 use super::subreddit::{
@@ -155,6 +155,7 @@ internal_rpcs! {
     FeedCandidatesRequest => InternalFeedCandidates, FeedCandidates;
     AuditExportRequest => InternalAuditExport, AuditExport;
     HelloRequest => InternalHello, Hello;
+    ResyncRequest => InternalResync, ResyncAck;
 }
 
 rpcs! {

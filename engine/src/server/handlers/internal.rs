@@ -1,13 +1,13 @@
 //! Engine-to-engine operations (NATS lets only engine users send them):
 //! `internal.sync`, `internal.dm.deliver`, `internal.feed.candidates`,
-//! `internal.audit.export`, `internal.hello`.
+//! `internal.audit.export`, `internal.hello`, `internal.resync`.
 
 use super::admin::AUDIT_PAGE;
 use super::{parse, reply, Actor, Call, Handled};
 use reddit_shared::error::WireError;
 use reddit_shared::protocol::internal::{
     AuditExport, AuditExportRequest, DeliverDm, FeedCandidates, FeedCandidatesRequest, Hello,
-    SyncAck, SyncBatch,
+    ResyncAck, ResyncRequest, SyncAck, SyncBatch,
 };
 use reddit_shared::protocol::rpc::HelloRequest;
 use reddit_shared::PROTOCOL_VERSION;
@@ -24,6 +24,17 @@ impl Actor {
             }
         }
         reply(&SyncAck { applied })
+    }
+
+    /// `internal.resync`: every membership and karma total held here for
+    /// the users of the asking shard, queued in the resync lane (paced, in
+    /// the background). A shard asks each other shard once it starts: it
+    /// acknowledges `internal.sync` before its record is durable, so a crash
+    /// may have lost items it acknowledged.
+    pub(super) fn internal_resync(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
+        let r: ResyncRequest = parse(c.payload())?;
+        let items = self.queue_resync_for(r.shard)?;
+        reply(&ResyncAck { items })
     }
 
     /// `internal.dm.deliver`: a DM into the recipient's inbox (once per id).

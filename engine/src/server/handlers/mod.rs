@@ -121,6 +121,7 @@ impl Actor {
             Op::InternalFeedCandidates => self.internal_feed_candidates(c),
             Op::InternalAuditExport => self.internal_audit_export(c),
             Op::InternalHello => self.internal_hello(c),
+            Op::InternalResync => self.internal_resync(c),
         }
     }
 }
