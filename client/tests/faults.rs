@@ -87,15 +87,20 @@ fn check(report: &Report) {
 /// Runs the simulation against `url` and, once its run phase writes on every
 /// shard, `fault`.
 async fn simulate_with(url: &str, fault: impl FnOnce()) -> Report {
+    simulate_beside(url, async {
+        wait_for_run_phase(url).await;
+        fault();
+    })
+    .await
+}
+
+/// Runs the simulation against `url` with `faults` beside it.
+async fn simulate_beside(url: &str, faults: impl std::future::Future<Output = ()>) -> Report {
     let out = std::env::temp_dir().join(format!("reddit-fault-{}", uuid::Uuid::now_v7()));
     let cfg = sim_config(url, &out);
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_reddit-client"));
     let sim = tokio::time::timeout(Duration::from_secs(240), launcher::run(cfg, &exe));
-    let inject = async {
-        wait_for_run_phase(url).await;
-        fault();
-    };
-    let (report, ()) = tokio::join!(sim, inject);
+    let (report, ()) = tokio::join!(sim, faults);
     let report = report.expect("the simulation ends").unwrap();
     let _ = std::fs::remove_dir_all(out);
     report
@@ -149,16 +154,46 @@ async fn a_nats_server_restarted_mid_simulation_loses_nothing_acknowledged() {
 /// order: still nothing acknowledged is lost and nothing is applied twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_pipelined_appends_a_nats_server_restart_loses_nothing_acknowledged() {
+    // Whether an append was in flight when the server died is a matter of
+    // timing: the server is killed again (up to this many times) until one
+    // was, while the simulation runs.
+    const RESTARTS: usize = 4;
     let mut procs = start_with(&["--log-pipeline", "8", "--log-linger-us", "0"]).await;
     let url = procs.nats.url();
-    let report = simulate_with(&url, || procs.nats.restart()).await;
-    check(&report);
-    // The scenario did what it is here for: appends were refused and resent.
     let nats = common::connect_service(&url).await;
     let client = RedditClient::with_shards(nats, SHARDS, Duration::from_secs(2));
+    let resent = || async {
+        client
+            .all_stats()
+            .await
+            .ok()
+            .map(|s| s.iter().map(|s| s.wal_resent).sum::<u64>())
+    };
+    let mut restarts = 0;
+    let report = simulate_beside(&url, async {
+        wait_for_run_phase(&url).await;
+        while restarts < RESTARTS {
+            procs.nats.restart();
+            restarts += 1;
+            eventually("every shard answers again", Duration::from_secs(30), || {
+                let r = resent();
+                async move { r.await.is_some() }
+            })
+            .await;
+            if resent().await.is_some_and(|n| n > 0) {
+                break;
+            }
+        }
+    })
+    .await;
+    check(&report);
+    // The scenario did what it is here for: appends were refused and resent.
     let stats = client.all_stats().await.unwrap();
     let resent: u64 = stats.iter().map(|s| s.wal_resent).sum();
-    assert!(resent > 0, "no pipelined append was sent again: {stats:#?}");
+    assert!(
+        resent > 0,
+        "no pipelined append was sent again in {restarts} restarts: {stats:#?}"
+    );
     drop(procs);
 }
 
