@@ -637,3 +637,64 @@ async fn a_log_of_large_records_is_replayed_whole() {
         Lookup::Miss
     );
 }
+
+/// A shard that starts asks the others for the sync items its previous owner
+/// acknowledged before logging them, and names the previous owner's last
+/// record as the point after which they may be lost: the one before its own
+/// fence (an empty record it appends before serving, which takes the
+/// sequence the previous owner's next record would have had). Naming the
+/// fence instead skips exactly the record a `kill -9` loses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_shard_asks_for_what_followed_its_predecessors_last_record() {
+    use futures::StreamExt;
+    use reddit_shared::protocol::internal::ResyncRequest;
+    use reddit_shared::protocol::rpc::Rpc;
+
+    let mut cluster = Cluster::start(2).await;
+    let url = cluster.nats.url();
+    let c = cluster.client.clone();
+    let alice = cluster.user(&name_on("alice", 1, 2)).await;
+    let sub = sn(&name_on("rust", 0, 2));
+    c.create_subreddit(&alice, &sub, "d").await.unwrap();
+    c.join(&alice, &sub).await.unwrap();
+    cluster.stop_shard(1).await;
+    let (_, last, _) = stream_state(&url, 1).await;
+    assert!(last > 0, "shard 1 logged its user and the membership");
+
+    // As the shards' serving role, the one allowed to read their requests.
+    let engine = reddit_shared::connect::connect_with(
+        &common::engine_url(&url),
+        "test-engine-serve",
+        async_nats::ConnectOptions::new(),
+        Some("engine-serve"),
+    )
+    .await
+    .unwrap();
+    let mut asks = engine
+        .subscribe(reddit_shared::subject::request(0, ResyncRequest::OP))
+        .await
+        .unwrap();
+    engine.flush().await.unwrap();
+    cluster.shards[1] = Some(start_shard(&url, 1, 2).await);
+    let msg = tokio::time::timeout(Duration::from_secs(10), asks.next())
+        .await
+        .expect("shard 1 asks shard 0 within 10 s")
+        .unwrap();
+    let ask: ResyncRequest = reddit_shared::codec::decode(&msg.payload).unwrap();
+    assert_eq!(ask.shard, 1);
+    assert_eq!(
+        ask.after,
+        Some(last),
+        "after the previous owner's last record"
+    );
+    let (_, now, _) = stream_state(&url, 1).await;
+    assert!(
+        now > last,
+        "the new owner fenced the log ({now} after {last})"
+    );
+    // The join is still there, and nothing was lost.
+    common::quiesce(&c).await;
+    let audit = c.audit(10).await.unwrap();
+    assert!(audit.ok, "{:?}", audit.violations);
+    cluster.stop().await;
+}

@@ -11,6 +11,11 @@
 //! A shard runs two syncers side by side ([`Lane`]): one for live items, one for a
 //! restart's resync, which pauses after each round as long as the round took. A
 //! live item (a join waits for its own) never queues behind the resync.
+//!
+//! A destination may acknowledge items before it has logged them
+//! ([`SyncAck::record`]); the syncers keep those in [`Unlogged`] until the
+//! destination says that record is durable, so that a destination that
+//! restarts gets them again (`internal.resync`).
 
 use crate::bus::SharedBus;
 use reddit_shared::codec::encode;
@@ -60,6 +65,83 @@ impl Peers {
             )
             .await?;
         reddit_shared::connect::decode_message(&msg)
+    }
+}
+
+/// Most unlogged items kept per destination; past it the oldest are dropped
+/// and a restart of that destination gets everything instead.
+pub const MAX_UNLOGGED: usize = 65_536;
+
+/// Items each destination acknowledged before logging them, with the record
+/// that will hold them, until the destination reports that record durable.
+/// A destination that restarts asks for the ones after its last record
+/// ([`Unlogged::lost_by`]); in steady state only a round or two of items
+/// wait here. Shared by both syncers and the shard's actor.
+#[derive(Debug, Default)]
+pub struct Unlogged(std::sync::Mutex<HashMap<u32, UnloggedAt>>);
+
+#[derive(Debug, Default)]
+struct UnloggedAt {
+    /// `(record, item)`, records in acknowledgement order.
+    items: std::collections::VecDeque<(u64, SyncItem)>,
+    /// Some were dropped past [`MAX_UNLOGGED`].
+    overflowed: bool,
+}
+
+impl Unlogged {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u32, UnloggedAt>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `dest` acknowledged `items` for its record `record` (0: logged before
+    /// it answered, nothing to keep), with its records up to `durable`
+    /// durable: forgets what that makes durable, keeps these.
+    pub fn acknowledged(
+        &self,
+        dest: u32,
+        record: u64,
+        durable: u64,
+        items: impl IntoIterator<Item = SyncItem>,
+    ) {
+        let mut map = self.map();
+        let at = map.entry(dest).or_default();
+        if durable > 0 {
+            at.items.retain(|(r, _)| *r > durable);
+        }
+        if record > durable {
+            at.items
+                .extend(items.into_iter().map(|item| (record, item)));
+        }
+        while at.items.len() > MAX_UNLOGGED {
+            at.items.pop_front();
+            at.overflowed = true;
+        }
+    }
+
+    /// What `dest`, started again with its log ending at record `after`, may
+    /// have lost: the items it acknowledged for later records. `None` when
+    /// some were dropped (send it everything). Forgets them either way.
+    pub fn lost_by(&self, dest: u32, after: u64) -> Option<Vec<SyncItem>> {
+        let at = std::mem::take(self.map().entry(dest).or_default());
+        (!at.overflowed).then(|| {
+            at.items
+                .into_iter()
+                .filter(|(r, _)| *r > after)
+                .map(|(_, item)| item)
+                .collect()
+        })
+    }
+
+    /// Items kept, over all destinations.
+    pub fn len(&self) -> usize {
+        self.map().values().map(|at| at.items.len()).sum()
+    }
+
+    /// Whether none are kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -155,6 +237,7 @@ struct Pending {
 /// and are sent again after a backoff.
 pub async fn run_syncer(
     peers: Peers,
+    unlogged: Arc<Unlogged>,
     mut rx: mpsc::Receiver<SyncEnvelope>,
     gauge: Arc<AtomicU64>,
     drain_deadline: Duration,
@@ -192,7 +275,7 @@ pub async fn run_syncer(
         if !pending.is_empty() && in_flight < lane.rounds() && hold_until.is_none() {
             let batch = std::mem::take(&mut pending);
             in_flight_items += batch.len();
-            rounds.push(send_round(peers.clone(), batch));
+            rounds.push(send_round(peers.clone(), unlogged.clone(), batch));
             in_flight += 1;
         }
         gauge.set((pending.len() + in_flight_items + rx.len()) as u64);
@@ -282,6 +365,7 @@ fn merge(pending: &mut HashMap<ItemKey, Pending>, key: ItemKey, p: Pending) {
 /// waiting), and how long it took. The waiters of acknowledged items are told.
 async fn send_round(
     peers: Peers,
+    unlogged: Arc<Unlogged>,
     mut batch: HashMap<ItemKey, Pending>,
 ) -> (usize, HashMap<ItemKey, Pending>, Duration) {
     let started = tokio::time::Instant::now();
@@ -301,8 +385,12 @@ async fn send_round(
                 items: chunk.iter().map(|(_, i)| i.clone()).collect(),
             };
             let peers = peers.clone();
+            let unlogged = unlogged.clone();
             calls.push(async move {
                 let result: Result<SyncAck, WireError> = peers.call(dest, &request).await;
+                if let Ok(ack) = &result {
+                    unlogged.acknowledged(dest, ack.record, ack.durable, request.items);
+                }
                 (keys, result)
             });
         }
@@ -394,7 +482,13 @@ mod tests {
                 Ok(Message {
                     subject,
                     reply: None,
-                    payload: encode(&SyncAck { applied: 1 }).unwrap().into(),
+                    payload: encode(&SyncAck {
+                        applied: 1,
+                        record: 0,
+                        durable: 0,
+                    })
+                    .unwrap()
+                    .into(),
                     headers: None,
                     status: None,
                     description: None,
@@ -429,6 +523,7 @@ mod tests {
         let gauge = Arc::new(AtomicU64::new(0));
         let syncer = tokio::spawn(run_syncer(
             peers,
+            Arc::new(Unlogged::default()),
             rx,
             gauge.clone(),
             Duration::from_secs(5),
@@ -551,5 +646,45 @@ mod tests {
     #[tokio::test]
     async fn resync_rounds_do_not() {
         assert_eq!(two_items_through(Lane::Resync).await, 1);
+    }
+
+    /// Items acknowledged before they were logged are kept until the
+    /// destination reports their record durable; a restart gets those after
+    /// its last record, once.
+    #[test]
+    fn unlogged_items_are_kept_until_durable_and_given_to_a_restart() {
+        let u = Unlogged::default();
+        u.acknowledged(1, 10, 9, [membership("user_a", 1), membership("user_b", 2)]);
+        u.acknowledged(1, 11, 9, [membership("user_c", 3)]);
+        u.acknowledged(2, 0, 0, [membership("user_logged", 4)]);
+        assert_eq!(
+            u.len(),
+            3,
+            "nothing kept for items logged before the answer"
+        );
+        // Record 10 is durable now: a and b are forgotten.
+        u.acknowledged(1, 12, 10, [membership("user_d", 5)]);
+        assert_eq!(u.len(), 2);
+        // Shard 1 restarts with its log ending at record 11: d (record 12)
+        // may be lost, c (record 11) is not.
+        let lost = u.lost_by(1, 11).expect("nothing was dropped");
+        assert_eq!(lost, vec![membership("user_d", 5)]);
+        assert!(u.is_empty(), "given once");
+        assert_eq!(u.lost_by(1, 0), Some(vec![]));
+    }
+
+    /// Past [`MAX_UNLOGGED`] items for one destination the oldest are
+    /// dropped, and a restart of it is told to take everything.
+    #[test]
+    fn too_many_unlogged_items_make_a_restart_take_everything() {
+        let u = Unlogged::default();
+        let items = (0..=MAX_UNLOGGED as u64).map(|v| membership("user_a", v));
+        u.acknowledged(1, 5, 4, items);
+        assert_eq!(u.len(), MAX_UNLOGGED);
+        assert_eq!(u.lost_by(1, 0), None);
+        assert!(u.is_empty());
+        // Told once: the next restart is back to the items it may have lost.
+        u.acknowledged(1, 7, 6, [membership("user_b", 1)]);
+        assert_eq!(u.lost_by(1, 6), Some(vec![membership("user_b", 1)]));
     }
 }

@@ -674,6 +674,7 @@ pub async fn run(
     let (sync_tx, sync_rx) = mpsc::channel(config.outbox_capacity);
     // One round of the resync syncer waits here; the rest in the actor.
     let (resync_tx, resync_rx) = mpsc::channel(cross_shard::MAX_PENDING);
+    let unlogged = Arc::new(cross_shard::Unlogged::default());
     let ctx = Ctx {
         bus: bus.clone(),
         peers: peers.clone(),
@@ -684,12 +685,14 @@ pub async fn run(
         instance: instance.clone(),
         sync_tx,
         resync_tx,
+        unlogged: unlogged.clone(),
         permits: Arc::new(Semaphore::new(config.max_cross_shard)),
         peer_timeout: config.peer_timeout,
         tenure: lease.as_ref().map(|l| l.tenure().clone()),
     };
     let syncer = tokio::spawn(cross_shard::run_syncer(
         peers.clone(),
+        unlogged.clone(),
         sync_rx,
         metrics.pending_sync.clone(),
         Duration::from_secs(5),
@@ -697,6 +700,7 @@ pub async fn run(
     ));
     let resyncer = tokio::spawn(cross_shard::run_syncer(
         peers,
+        unlogged,
         resync_rx,
         metrics.pending_sync.clone(),
         Duration::from_secs(5),
@@ -740,6 +744,9 @@ pub async fn run(
             config.log_pipeline,
             config.log_linger,
         );
+        // The record before this process's fence is the previous owner's
+        // last: its records after that never landed.
+        actor = actor.with_predecessor_end(last_seq.saturating_sub(1));
     }
     let actor = actor.with_read_barrier(config.read_barrier);
     let mut actor = tokio::spawn(actor.run(jobs_rx));

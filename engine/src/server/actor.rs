@@ -129,6 +129,15 @@ pub struct Actor {
     /// never queue behind hundreds of thousands of resync items. Items carry
     /// versions, so the two lanes may overtake each other.
     resync_backlog: std::collections::VecDeque<SyncEnvelope>,
+    /// Set once every other shard was asked what this shard's predecessor
+    /// may have lost ([`Actor::ask_for_resync`]; at once without a log):
+    /// from then on `internal.sync` is answered before it is durable.
+    early_sync_acks: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// [`Actor::early_sync_acks`] as read for the request being handled.
+    pub(super) acks_early: bool,
+    /// The last record the previous owner of the shard wrote (set by
+    /// [`Actor::with_predecessor_end`]; else the log's last at start).
+    predecessor_end: Option<u64>,
 }
 
 impl Actor {
@@ -154,6 +163,9 @@ impl Actor {
             running: std::collections::HashSet::new(),
             sync_backlog: std::collections::VecDeque::new(),
             resync_backlog: std::collections::VecDeque::new(),
+            early_sync_acks: Default::default(),
+            acks_early: false,
+            predecessor_end: None,
         }
     }
 
@@ -207,13 +219,26 @@ impl Actor {
         self
     }
 
+    /// Says which record was the previous owner's last: the one before this
+    /// process's fence (an empty record it appends before serving, so the
+    /// fence takes the sequence the previous owner's next record would have
+    /// had). The previous owner's acknowledgements for later records are
+    /// what it may have lost ([`Actor::ask_for_resync`]).
+    pub fn with_predecessor_end(mut self, seq: u64) -> Self {
+        self.predecessor_end = Some(seq);
+        self
+    }
+
     /// Handles jobs until the queue closes, then makes everything durable and, with
     /// a log, stores a snapshot. Fails only if the log refuses this process (another
     /// writer) or breaks for good.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Job>) -> Result<(), WalError> {
         if self.journal.is_logged() {
+            let recovered = self.predecessor_end.unwrap_or(self.journal.last_seq());
             self.resync_at_start().await?;
-            self.ask_for_resync();
+            self.ask_for_resync(recovered);
+        } else {
+            self.early_sync_acks.store(true, Ordering::Relaxed);
         }
         loop {
             let can_take = self.journal.can_take();
@@ -298,16 +323,22 @@ impl Actor {
         Ok(())
     }
 
-    /// Asks every other shard, in a task of its own, to send again what it
-    /// holds for the users owned here (`internal.resync`): this shard
-    /// acknowledges `internal.sync` before its record is durable, so the
-    /// process before this one may have died with acknowledged items
-    /// unlogged. Each shard is asked until it answers, or until it is found
-    /// not running (it then sends everything when it starts). Counted in
-    /// `pending_sync` until then, so an audit waits for it.
-    fn ask_for_resync(&self) {
+    /// Asks every other shard, in a task of its own, to send again what the
+    /// process before this one acknowledged for records after `recovered`
+    /// (the last one in the log) and may have lost (`internal.resync`). Each
+    /// shard is asked until it answers, or until it is found not running (it
+    /// then sends everything when it starts). Until all are done this shard
+    /// answers `internal.sync` only once durable, as its predecessor's items
+    /// are still kept for it only as long as it says nothing of its own
+    /// records. Counted in `pending_sync` meanwhile, so an audit waits.
+    fn ask_for_resync(&self, recovered: u64) {
         let me = self.ctx.shard;
+        let early = self.early_sync_acks.clone();
         let others: Vec<u32> = (0..self.ctx.shards).filter(|&s| s != me).collect();
+        if others.is_empty() {
+            self.early_sync_acks.store(true, Ordering::Relaxed);
+            return;
+        }
         let pending = self.ctx.metrics.pending_sync.clone();
         pending.fetch_add(others.len() as u64, Ordering::Relaxed);
         let asks = others.into_iter().map(|peer| {
@@ -317,14 +348,18 @@ impl Actor {
             async move {
                 let mut backoff = std::time::Duration::from_millis(100);
                 loop {
-                    let req = reddit_shared::protocol::internal::ResyncRequest { shard: me };
+                    let req = reddit_shared::protocol::internal::ResyncRequest {
+                        shard: me,
+                        after: Some(recovered),
+                    };
                     match peers.call(peer, &req).await {
                         Ok(ack) => {
                             tracing::info!(
                                 shard = me,
                                 peer,
                                 items = ack.items,
-                                "resync: a shard sends again what it holds for users here"
+                                all = ack.all,
+                                "resync: a shard sends again what this shard may have lost"
                             );
                             break;
                         }
@@ -349,12 +384,23 @@ impl Actor {
                 pending.fetch_sub(1, Ordering::Relaxed);
             }
         });
-        tokio::spawn(futures::future::join_all(asks));
+        let asks = futures::future::join_all(asks);
+        tokio::spawn(async move {
+            asks.await;
+            early.store(true, Ordering::Relaxed);
+        });
     }
 
-    /// Queues, in the resync lane, every membership and karma total held here
-    /// for the users of shard `dest` (`internal.resync`); answers how many.
-    pub(super) fn queue_resync_for(&mut self, dest: u32) -> Result<u64, WireError> {
+    /// Queues, in the resync lane, what shard `dest`, started again with its
+    /// log ending at record `after`, may have lost: the items it acknowledged
+    /// for later records, or, without `after` or when they were too many to
+    /// keep, every membership and karma total held here for its users
+    /// (`internal.resync`). Answers how many, and whether that was all.
+    pub(super) fn queue_resync_for(
+        &mut self,
+        dest: u32,
+        after: Option<u64>,
+    ) -> Result<(u64, bool), WireError> {
         if dest >= self.ctx.shards || dest == self.ctx.shard {
             return Err(WireError::invalid(format!(
                 "shard {dest} cannot ask shard {} of {} for a resync",
@@ -368,7 +414,9 @@ impl Actor {
                 self.resync_backlog.len()
             )));
         }
-        let items = self.state.resync_items_for(dest);
+        let lost = after.and_then(|after| self.ctx.unlogged.lost_by(dest, after));
+        let all = lost.is_none();
+        let items = lost.unwrap_or_else(|| self.state.resync_items_for(dest));
         let n = items.len() as u64;
         self.resync_backlog
             .extend(items.into_iter().map(|item| SyncEnvelope {
@@ -376,7 +424,7 @@ impl Actor {
                 item,
                 waiter: None,
             }));
-        Ok(n)
+        Ok((n, all))
     }
 
     async fn job(&mut self, job: Job) {
@@ -580,6 +628,7 @@ impl Actor {
         }
         let mut fx = Effects::default();
         let now = now_millis();
+        self.acks_early = self.early_sync_acks.load(Ordering::Relaxed);
         self.current = None;
         self.current_op = op;
         let result = match op {
@@ -654,12 +703,14 @@ impl Actor {
         // whose reply waits for everything logged before it.
         let spawns_quietly = events.is_empty() && matches!(result, Ok(Handled::Later(_)));
         self.record(op, events, cached);
-        // `internal.sync` is acknowledged once applied: the items' durable
-        // copy is the subreddit's shard's, and a restart here asks for them
-        // again ([`Actor::ask_for_resync`]). A join waits for that
+        // `internal.sync` is acknowledged once applied (saying which record
+        // will hold it): the items' durable copy is the subreddit's shard's,
+        // which keeps them until that record is durable here, and a restart
+        // here asks for them again ([`Actor::ask_for_resync`]). A join waits for that
         // acknowledgement, so it waits for one append (its subreddit's shard's),
         // not two in turn.
-        let durable_first = op.is_some_and(|op| op.is_write() && op != Op::InternalSync);
+        let durable_first =
+            op.is_some_and(|op| op.is_write() && !(op == Op::InternalSync && self.acks_early));
         let tag = if self.read_barrier || (durable_first && !spawns_quietly) {
             self.journal.last_tag()
         } else {
@@ -928,6 +979,7 @@ impl Actor {
             queue_depth: m.queue_depth.load(Ordering::Relaxed),
             queue_capacity: m.queue_capacity,
             pending_sync: m.pending_sync.load(Ordering::Relaxed) + self.sync_backlog() as u64,
+            unlogged_sync: self.ctx.unlogged.len() as u64,
             uptime_ms: u64::try_from(m.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             storage: if self.journal.is_logged() {
                 "jetstream"

@@ -201,6 +201,20 @@ impl<T> Journal<T> {
         (self.inflight.len() < self.depth && !self.open.is_empty()).then(|| opened + self.linger)
     }
 
+    /// The log sequence the open record will get (every record started
+    /// lands right after the one before it); 0 without a log.
+    pub fn open_record_seq(&self) -> u64 {
+        match self.store {
+            Some(_) => self.last_seq + self.inflight.len() as u64 + 1,
+            None => 0,
+        }
+    }
+
+    /// The last durable record's log sequence (0: none, or no log).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
     /// Whether writes go to a log (else memory storage).
     pub fn is_logged(&self) -> bool {
         self.store.is_some()

@@ -96,6 +96,9 @@ pub struct Ctx {
     /// ([`Lane::Resync`](crate::cross_shard::Lane::Resync)): a restart's
     /// resync goes out beside live items, never ahead of them.
     pub resync_tx: mpsc::Sender<SyncEnvelope>,
+    /// Sync items other shards acknowledged before logging them, kept by
+    /// this shard's syncers until durable there (`internal.resync`).
+    pub unlogged: Arc<crate::cross_shard::Unlogged>,
     /// Bounds spawned cross-shard tasks.
     pub permits: Arc<Semaphore>,
     /// How long a join waits for the user's shard.

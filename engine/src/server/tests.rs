@@ -123,6 +123,7 @@ impl Shard {
             instance: "unit".into(),
             sync_tx,
             resync_tx,
+            unlogged: Default::default(),
             permits: Arc::new(Semaphore::new(8)),
             peer_timeout: Duration::from_secs(1),
             tenure,
@@ -701,6 +702,8 @@ struct Restarted {
     resync: mpsc::Receiver<SyncEnvelope>,
     live_tx: mpsc::Sender<SyncEnvelope>,
     resync_tx: mpsc::Sender<SyncEnvelope>,
+    /// What its syncers keep of other shards' early acknowledgements.
+    unlogged: Arc<crate::cross_shard::Unlogged>,
     tokens: TokenSigner,
     /// What the shard published (replies, pushes).
     out: mpsc::Receiver<Message>,
@@ -724,6 +727,7 @@ fn restarted(state: ShardState, shards: u32, outbox: usize, store: &Arc<MemStore
     let bus: Arc<dyn Bus> = Arc::new(MemBus(out_tx));
     let (live_tx, live) = mpsc::channel(outbox);
     let (resync_tx, resync) = mpsc::channel(outbox);
+    let unlogged = Arc::new(crate::cross_shard::Unlogged::default());
     let tokens = TokenSigner::new(b"unit-test-secret-0123456789abcdef", 3_600_000);
     let ctx = Ctx {
         bus: bus.clone(),
@@ -735,6 +739,7 @@ fn restarted(state: ShardState, shards: u32, outbox: usize, store: &Arc<MemStore
         instance: "unit".into(),
         sync_tx: live_tx.clone(),
         resync_tx: resync_tx.clone(),
+        unlogged: unlogged.clone(),
         permits: Arc::new(Semaphore::new(8)),
         peer_timeout: Duration::from_secs(1),
         tenure: None,
@@ -755,6 +760,7 @@ fn restarted(state: ShardState, shards: u32, outbox: usize, store: &Arc<MemStore
         resync,
         live_tx,
         resync_tx,
+        unlogged,
         tokens,
         out,
     }
@@ -821,6 +827,11 @@ async fn an_internal_sync_is_acknowledged_before_its_record_is_durable() {
     let ack = shard.call(&batch, None).await.unwrap();
     assert_eq!(ack.applied, 1);
     assert_eq!(
+        (ack.record, ack.durable),
+        (2, 1),
+        "it says which record will hold the items, and which one is durable"
+    );
+    assert_eq!(
         store.records.lock().unwrap().len(),
         1,
         "acknowledged while its record waits for the log"
@@ -858,6 +869,7 @@ async fn a_restarted_shard_asks_every_other_shard_to_resync_its_users() {
             .unwrap_or_else(|| panic!("unexpected publication on {}", msg.subject));
         let req: ResyncRequest = reddit_shared::codec::decode(&msg.payload).unwrap();
         assert_eq!(req.shard, 0, "it asks for its own users");
+        assert_eq!(req.after, Some(0), "after the last record of its log");
         asked.insert(peer);
     }
     assert_eq!(asked, [1, 2].into());
@@ -872,21 +884,11 @@ async fn a_shard_asked_to_resync_sends_what_it_holds_for_the_askers_users() {
     use reddit_shared::protocol::internal::SyncItem;
 
     const MEMBERS: usize = 50;
-    // Three shards; every member is a user of shard 2.
-    let state = subreddit_with_members(3, MEMBERS);
-    let mut shard = restarted(state, 3, 4096, &MemStore::open());
-    // The start's own resync first.
-    for _ in 0..MEMBERS {
-        tokio::time::timeout(Duration::from_secs(5), shard.resync.recv())
-            .await
-            .expect("the start's resync")
-            .unwrap();
-    }
-    assert_eq!(ask_resync(&mut shard, 1).await.unwrap().items, 0);
-    assert_eq!(
-        ask_resync(&mut shard, 2).await.unwrap().items,
-        MEMBERS as u64
-    );
+    let mut shard = restarted_with_members(MEMBERS).await;
+    let ack = ask_resync(&mut shard, 1, None).await.unwrap();
+    assert_eq!((ack.items, ack.all), (0, true));
+    let ack = ask_resync(&mut shard, 2, None).await.unwrap();
+    assert_eq!((ack.items, ack.all), (MEMBERS as u64, true));
     let mut got = std::collections::HashSet::new();
     while got.len() < MEMBERS {
         let env = tokio::time::timeout(Duration::from_secs(5), shard.resync.recv())
@@ -903,17 +905,19 @@ async fn a_shard_asked_to_resync_sends_what_it_holds_for_the_askers_users() {
         }
     }
     for bad in [0, 3, u32::MAX] {
-        let e = ask_resync(&mut shard, bad).await.unwrap_err();
+        let e = ask_resync(&mut shard, bad, None).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest, "shard {bad}: {e:?}");
     }
     assert!(shard.live.try_recv().is_err(), "nothing in the live lane");
     shard.stop().await;
 }
 
-/// Sends `internal.resync` for `peer` to `shard` and waits for its answer.
+/// Sends `internal.resync` for `peer` (its log ending at `after`) to
+/// `shard` and waits for its answer.
 async fn ask_resync(
     shard: &mut Restarted,
     peer: u32,
+    after: Option<u64>,
 ) -> Result<reddit_shared::protocol::internal::ResyncAck, WireError> {
     use reddit_shared::protocol::internal::ResyncRequest;
 
@@ -921,7 +925,9 @@ async fn ask_resync(
         subject::request(0, ResyncRequest::OP).into(),
         Some(INBOX.into()),
         None,
-        encode(&ResyncRequest { shard: peer }).unwrap().into(),
+        encode(&ResyncRequest { shard: peer, after })
+            .unwrap()
+            .into(),
     );
     shard.jobs.send(Job::Request(msg)).await.unwrap();
     loop {
@@ -933,4 +939,51 @@ async fn ask_resync(
             return reddit_shared::connect::decode_message(&msg);
         }
     }
+}
+
+/// A shard whose log ends at a known record gets again only the items it
+/// acknowledged for later records (those it may have lost), not everything
+/// held for its users.
+#[tokio::test]
+async fn a_restart_gets_again_only_what_it_acknowledged_unlogged() {
+    use reddit_shared::protocol::internal::SyncItem;
+
+    const MEMBERS: usize = 50;
+    let mut shard = restarted_with_members(MEMBERS).await;
+    let item = |user: &str, version| SyncItem::Membership {
+        user: user.parse().unwrap(),
+        subreddit: "rust".parse().unwrap(),
+        member: true,
+        version,
+    };
+    // Shard 2 acknowledged two items for its record 8 while record 7 was
+    // durable, and one for record 9.
+    shard
+        .unlogged
+        .acknowledged(2, 8, 7, [item("member0", 1), item("member1", 2)]);
+    shard.unlogged.acknowledged(2, 9, 7, [item("member2", 3)]);
+    // It restarts with record 8 in its log: only record 9's item is lost.
+    let ack = ask_resync(&mut shard, 2, Some(8)).await.unwrap();
+    assert_eq!((ack.items, ack.all), (1, false));
+    let env = tokio::time::timeout(Duration::from_secs(5), shard.resync.recv())
+        .await
+        .expect("the lost item")
+        .unwrap();
+    assert_eq!((env.dest, env.item), (2, item("member2", 3)));
+    assert!(shard.resync.try_recv().is_err(), "nothing else");
+    shard.stop().await;
+}
+
+/// Shard 0 of 3, restarted with a subreddit of `members` users of shard 2,
+/// once its start's own resync of them has gone to the resync lane.
+async fn restarted_with_members(members: usize) -> Restarted {
+    let state = subreddit_with_members(3, members);
+    let mut shard = restarted(state, 3, 4096, &MemStore::open());
+    for _ in 0..members {
+        tokio::time::timeout(Duration::from_secs(5), shard.resync.recv())
+            .await
+            .expect("the start's resync")
+            .unwrap();
+    }
+    shard
 }

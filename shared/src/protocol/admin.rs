@@ -35,6 +35,11 @@ pub struct ShardStats {
     pub queue_capacity: u64,
     /// Updates for other shards (memberships, karma) not yet acknowledged by them.
     pub pending_sync: u64,
+    /// Updates other shards acknowledged before they logged them, kept here
+    /// until they say those records are durable (sent again if they restart
+    /// before; `internal.resync`).
+    #[serde(default)]
+    pub unlogged_sync: u64,
     /// Milliseconds since the shard started.
     pub uptime_ms: u64,
     /// Storage: `jetstream` or `memory`.

@@ -85,18 +85,33 @@ impl SyncItem {
 pub struct SyncAck {
     /// Items that changed something (the rest were older than what is held).
     pub applied: u32,
+    /// The record of the receiver's log that will hold these items, when it
+    /// acknowledged them before that record was durable; 0 when they were
+    /// durable first (or the receiver keeps no log). The sender keeps such
+    /// items until `durable` reaches this record, and sends them again if the
+    /// receiver restarts before (`internal.resync`).
+    #[serde(default)]
+    pub record: u64,
+    /// The receiver's last durable record when it answered (0: not said).
+    #[serde(default)]
+    pub durable: u64,
 }
 
 /// `internal.resync`: a shard that has just started (a restart, or a standby
-/// taking over) asks each other shard to send again every membership and karma
-/// total it holds for the asking shard's users. The asking shard acknowledges
-/// `internal.sync` once applied, before its record is durable, so a crash may
-/// have lost items it acknowledged; this repairs them. The items go out through
-/// the answering shard's resync lane, paced, in the background.
+/// taking over) asks each other shard to send again what it may have lost: it
+/// acknowledges `internal.sync` once applied, before its record is durable
+/// ([`SyncAck::record`]), so its predecessor may have died with acknowledged
+/// items unlogged. The items go out through the answering shard's resync lane,
+/// in the background.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResyncRequest {
     /// The asking shard: the items sent are those of the users it owns.
     pub shard: u32,
+    /// The last record in the asking shard's log: only the items it
+    /// acknowledged for later records (which it may have lost) are sent
+    /// again. Absent: everything held for its users.
+    #[serde(default)]
+    pub after: Option<u64>,
 }
 impl Validate for ResyncRequest {}
 
@@ -105,6 +120,10 @@ impl Validate for ResyncRequest {}
 pub struct ResyncAck {
     /// Items queued for the asking shard.
     pub items: u64,
+    /// Whether they are everything held for its users (the answering shard
+    /// could not tell which ones it may have lost), not only those.
+    #[serde(default)]
+    pub all: bool,
 }
 
 /// `internal.dm.deliver`: put a DM in the recipient's inbox. Replies with the stored

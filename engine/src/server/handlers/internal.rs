@@ -23,18 +23,28 @@ impl Actor {
                 applied += 1;
             }
         }
-        reply(&SyncAck { applied })
+        // Answered before its record is durable (see `Actor::handle`): say
+        // which record, so the sender keeps the items until then.
+        let (record, durable) = if self.acks_early {
+            (self.journal.open_record_seq(), self.journal.last_seq())
+        } else {
+            (0, 0)
+        };
+        reply(&SyncAck {
+            applied,
+            record,
+            durable,
+        })
     }
 
-    /// `internal.resync`: every membership and karma total held here for
-    /// the users of the asking shard, queued in the resync lane (paced, in
-    /// the background). A shard asks each other shard once it starts: it
-    /// acknowledges `internal.sync` before its record is durable, so a crash
-    /// may have lost items it acknowledged.
+    /// `internal.resync`: what the asking shard may have lost, queued in the
+    /// resync lane (in the background). A shard asks each other shard once it
+    /// starts: it acknowledges `internal.sync` before its record is durable,
+    /// so its predecessor may have died with acknowledged items unlogged.
     pub(super) fn internal_resync(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
         let r: ResyncRequest = parse(c.payload())?;
-        let items = self.queue_resync_for(r.shard)?;
-        reply(&ResyncAck { items })
+        let (items, all) = self.queue_resync_for(r.shard, r.after)?;
+        reply(&ResyncAck { items, all })
     }
 
     /// `internal.dm.deliver`: a DM into the recipient's inbox (once per id).
