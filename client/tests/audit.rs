@@ -199,6 +199,7 @@ async fn audit_passes_after_a_concurrent_mixed_workload_and_reports_corruption()
                 version: 1,
             },
         ],
+        bulk: false,
     };
     let engine = common::engine_client(&cluster.nats.url(), c.shards()).await;
     let _: reddit_shared::protocol::internal::SyncAck = engine
@@ -263,6 +264,7 @@ async fn the_audit_pages_through_a_shard_with_many_facts() {
             member: true,
             version: 1,
         }],
+        bulk: false,
     };
     let engine = common::engine_client(&cluster.nats.url(), c.shards()).await;
     let _: reddit_shared::protocol::internal::SyncAck = engine

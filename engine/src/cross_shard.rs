@@ -275,7 +275,12 @@ pub async fn run_syncer(
         if !pending.is_empty() && in_flight < lane.rounds() && hold_until.is_none() {
             let batch = std::mem::take(&mut pending);
             in_flight_items += batch.len();
-            rounds.push(send_round(peers.clone(), unlogged.clone(), batch));
+            rounds.push(send_round(
+                peers.clone(),
+                unlogged.clone(),
+                batch,
+                lane == Lane::Resync,
+            ));
             in_flight += 1;
         }
         gauge.set((pending.len() + in_flight_items + rx.len()) as u64);
@@ -367,6 +372,7 @@ async fn send_round(
     peers: Peers,
     unlogged: Arc<Unlogged>,
     mut batch: HashMap<ItemKey, Pending>,
+    bulk: bool,
 ) -> (usize, HashMap<ItemKey, Pending>, Duration) {
     let started = tokio::time::Instant::now();
     let sent = batch.len();
@@ -383,6 +389,7 @@ async fn send_round(
             let keys: Vec<ItemKey> = chunk.iter().map(|(k, _)| k.clone()).collect();
             let request = SyncBatch {
                 items: chunk.iter().map(|(_, i)| i.clone()).collect(),
+                bulk,
             };
             let peers = peers.clone();
             let unlogged = unlogged.clone();

@@ -807,7 +807,7 @@ async fn a_large_resync_is_logged_in_records_of_bounded_size() {
 /// (the subreddit's shard's), not two in turn. A read after it sees it.
 #[tokio::test]
 async fn an_internal_sync_is_acknowledged_before_its_record_is_durable() {
-    use reddit_shared::protocol::internal::{SyncBatch, SyncItem};
+    use reddit_shared::protocol::internal::{SyncAck, SyncBatch, SyncItem};
 
     let store = MemStore::gated();
     let mut shard = Shard::start(Some(store.clone()));
@@ -816,13 +816,15 @@ async fn an_internal_sync_is_acknowledged_before_its_record_is_durable() {
     store.release(1);
     assert_eq!(shard.next().await.subject.as_str(), INBOX);
 
+    let item = |version| SyncItem::Membership {
+        user: "eve".parse().unwrap(),
+        subreddit: "elsewhere".parse().unwrap(),
+        member: true,
+        version,
+    };
     let batch = SyncBatch {
-        items: vec![SyncItem::Membership {
-            user: "eve".parse().unwrap(),
-            subreddit: "elsewhere".parse().unwrap(),
-            member: true,
-            version: 1,
-        }],
+        items: vec![item(1)],
+        bulk: false,
     };
     let ack = shard.call(&batch, None).await.unwrap();
     assert_eq!(ack.applied, 1);
@@ -845,6 +847,34 @@ async fn an_internal_sync_is_acknowledged_before_its_record_is_durable() {
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    // A restart's resync (bulk) is answered only once durable: its sender
+    // paces itself by the answers.
+    let bulk = SyncBatch {
+        items: vec![item(2)],
+        bulk: true,
+    };
+    shard.send(&bulk, INBOX, None).await;
+    // Once the actor has handled it (the third request) ...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while shard.metrics.total_requests() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the batch is handled"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        shard.out.try_recv().is_err(),
+        "a bulk batch is not answered before its record is durable"
+    );
+    store.release(1);
+    let ack: SyncAck = reddit_shared::codec::decode(&shard.next().await.payload).unwrap();
+    assert_eq!((ack.applied, ack.record), (1, 0));
+    assert_eq!(
+        store.records.lock().unwrap().len(),
+        3,
+        "logged before answered"
+    );
     store.release(100);
     shard.stop().await;
 }

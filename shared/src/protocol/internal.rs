@@ -19,6 +19,11 @@ pub const MAX_SYNC_ITEMS: usize = 512;
 pub struct SyncBatch {
     /// The updates.
     pub items: Vec<SyncItem>,
+    /// A restart's resync, not a live write's: answered only once durable
+    /// (nobody waits for it, and its sender paces itself by how long each
+    /// batch takes to be answered).
+    #[serde(default, deserialize_with = "crate::protocol::nil_as_default")]
+    pub bulk: bool,
 }
 impl Validate for SyncBatch {}
 

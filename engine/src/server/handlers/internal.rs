@@ -17,6 +17,11 @@ impl Actor {
     /// `internal.sync`: memberships and karma from the subreddits' shards.
     pub(super) fn internal_sync(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
         let r: SyncBatch = parse(c.payload())?;
+        if r.bulk {
+            // A restart's resync: answered once durable, so that its sender,
+            // which paces itself by the answers, leaves this shard time.
+            self.acks_early = false;
+        }
         let mut applied = 0;
         for item in r.items {
             if self.state.apply_sync_checked(item)? {
