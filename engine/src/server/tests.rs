@@ -433,14 +433,10 @@ async fn with_a_read_barrier_a_read_waits_for_the_writes_before_it() {
     shard.send(&list, "_INBOX_SERVICE.read", None).await;
     // Once the actor has taken the read (without the barrier it would now
     // answer it, ahead of the write whose record the log holds back) ...
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while shard.metrics.total_requests() < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the read was never handled"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    eventually("the read was never handled", || {
+        shard.metrics.total_requests() >= 3
+    })
+    .await;
     assert!(store.records.lock().unwrap().is_empty());
     // ... the record is stored, and the write is answered, then the read.
     store.release(1);
@@ -839,14 +835,10 @@ async fn an_internal_sync_is_acknowledged_before_its_record_is_durable() {
         "acknowledged while its record waits for the log"
     );
     store.release(1);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while store.records.lock().unwrap().len() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the item is logged all the same"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    eventually("the item is logged all the same", || {
+        store.records.lock().unwrap().len() >= 2
+    })
+    .await;
     // A restart's resync (bulk) is answered only once durable: its sender
     // paces itself by the answers.
     let bulk = SyncBatch {
@@ -855,14 +847,10 @@ async fn an_internal_sync_is_acknowledged_before_its_record_is_durable() {
     };
     shard.send(&bulk, INBOX, None).await;
     // Once the actor has handled it (the third request) ...
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while shard.metrics.total_requests() < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the batch is handled"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    eventually("the batch is handled", || {
+        shard.metrics.total_requests() >= 3
+    })
+    .await;
     assert!(
         shard.out.try_recv().is_err(),
         "a bulk batch is not answered before its record is durable"
@@ -1016,4 +1004,13 @@ async fn restarted_with_members(members: usize) -> Restarted {
             .unwrap();
     }
     shard
+}
+
+/// Waits, up to 5 s, until `done` holds; fails with `what` if it never does.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
