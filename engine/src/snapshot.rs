@@ -9,7 +9,9 @@
 //!
 //! - Each **part** is one MessagePack value: some of the users (an array of
 //!   `[name key, user]` pairs), some of the subreddits (likewise), the reply
-//!   cache (an array of cached replies), or the ids minted for idempotency keys.
+//!   cache (an array of cached replies), the ids minted for idempotency keys,
+//!   or the DMs delivered but not yet confirmed durable by their recipients'
+//!   shards (absent from older snapshots: none).
 //!   Users are spread over [`USER_PARTS`] parts, subreddits over
 //!   [`SUBREDDIT_PARTS`] parts of about equal weight. Structs inside a part are
 //!   arrays of their fields in declaration order (`serde(skip)` fields left
@@ -30,7 +32,7 @@
 use crate::fields::Fields;
 use crate::pace::{Pace, PacedVec};
 use crate::replies::{Cached, ReplyCache};
-use crate::state::{MintedIds, ShardState, Subreddit, Totals, User};
+use crate::state::{Deliveries, MintedIds, ShardState, Subreddit, Totals, User};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -81,6 +83,7 @@ enum Kind {
     Subreddits,
     Replies,
     Minted,
+    Deliveries,
 }
 
 /// Where a part is.
@@ -201,7 +204,7 @@ fn encode_inner(
     fields: Fields,
     pace: &Pace,
 ) -> Result<Vec<u8>, SnapshotError> {
-    let (users, subs, totals, minted) = state.snapshot_pieces();
+    let (users, subs, totals, minted, deliveries) = state.snapshot_pieces();
     let (magic, format) = match fields {
         Fields::Named => (MAGIC_2, FORMAT_2),
         Fields::Positional => (MAGIC, FORMAT),
@@ -242,6 +245,9 @@ fn encode_inner(
         fields,
     )?;
     put(&mut out, &mut parts, Kind::Minted, minted, fields)?;
+    if !deliveries.is_empty() {
+        put(&mut out, &mut parts, Kind::Deliveries, deliveries, fields)?;
+    }
 
     let header_start = out.len();
     out.finish();
@@ -289,6 +295,7 @@ enum Decoded {
     Subreddits(Vec<(String, Subreddit)>),
     Replies(Vec<Cached>),
     Minted(MintedIds),
+    Deliveries(Deliveries),
 }
 
 /// `bytes` as MessagePack, `what` naming it in the error.
@@ -324,6 +331,7 @@ fn decode_part(bytes: &[u8], kind: Kind, index: usize) -> Result<Decoded, Snapsh
         }
         Kind::Replies => Decoded::Replies(from_msgpack(bytes, what)?),
         Kind::Minted => Decoded::Minted(from_msgpack(bytes, what)?),
+        Kind::Deliveries => Decoded::Deliveries(from_msgpack(bytes, what)?),
     })
 }
 
@@ -428,6 +436,7 @@ pub fn decode(bytes: &[u8], threads: usize) -> Result<Loaded, SnapshotError> {
     let mut subs_parts = Vec::new();
     let mut replies = Vec::new();
     let mut minted = MintedIds::default();
+    let mut deliveries = Deliveries::default();
     let mut seen = 0;
     for result in results {
         seen += 1;
@@ -436,6 +445,7 @@ pub fn decode(bytes: &[u8], threads: usize) -> Result<Loaded, SnapshotError> {
             Decoded::Subreddits(s) => subs_parts.push(s),
             Decoded::Replies(r) => replies = r,
             Decoded::Minted(m) => minted = m,
+            Decoded::Deliveries(d) => deliveries = d,
         }
     }
     if seen != slices.len() {
@@ -456,6 +466,7 @@ pub fn decode(bytes: &[u8], threads: usize) -> Result<Loaded, SnapshotError> {
         subs,
         header.totals,
         minted,
+        deliveries,
     );
     Ok(Loaded {
         shard: header.shard,

@@ -88,7 +88,7 @@ const MAX_RESYNC_BACKLOG: usize = 2_000_000;
 
 /// Longest wait between two `internal.resync` requests to a shard that did
 /// not answer.
-const RESYNC_ASK_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const RESYNC_ASK_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The actor: owns the state and handles jobs in order until every sender is gone.
 pub struct Actor {
@@ -138,6 +138,11 @@ pub struct Actor {
     /// The last record the previous owner of the shard wrote (set by
     /// [`Actor::with_predecessor_end`]; else the log's last at start).
     predecessor_end: Option<u64>,
+    /// The first record this process writes (the one after
+    /// `predecessor_end`), told with early acknowledgements of DMs so that
+    /// their senders tell this process's records from an earlier one's
+    /// (0: no log).
+    pub(super) fence: u64,
 }
 
 impl Actor {
@@ -166,6 +171,7 @@ impl Actor {
             early_sync_acks: Default::default(),
             acks_early: false,
             predecessor_end: None,
+            fence: 0,
         }
     }
 
@@ -235,8 +241,10 @@ impl Actor {
     pub async fn run(mut self, mut rx: mpsc::Receiver<Job>) -> Result<(), WalError> {
         if self.journal.is_logged() {
             let recovered = self.predecessor_end.unwrap_or(self.journal.last_seq());
+            self.fence = recovered + 1;
             self.resync_at_start().await?;
             self.ask_for_resync(recovered);
+            self.redeliver_at_start();
         } else {
             self.early_sync_acks.store(true, Ordering::Relaxed);
         }
@@ -359,6 +367,7 @@ impl Actor {
                                 peer,
                                 items = ack.items,
                                 all = ack.all,
+                                dms = ack.dms,
                                 "resync: a shard sends again what this shard may have lost"
                             );
                             break;
@@ -709,8 +718,12 @@ impl Actor {
         // here asks for them again ([`Actor::ask_for_resync`]). A join waits for that
         // acknowledgement, so it waits for one append (its subreddit's shard's),
         // not two in turn.
-        let durable_first =
-            op.is_some_and(|op| op.is_write() && !(op == Op::InternalSync && self.acks_early));
+        // A DM's delivery likewise: its sender's shard keeps its id until
+        // told its record is durable here ([`crate::state::Deliveries`]).
+        let durable_first = op.is_some_and(|op| {
+            op.is_write()
+                && !(matches!(op, Op::InternalSync | Op::InternalDmDeliver) && self.acks_early)
+        });
         let tag = if self.read_barrier || (durable_first && !spawns_quietly) {
             self.journal.last_tag()
         } else {
@@ -980,6 +993,7 @@ impl Actor {
             queue_capacity: m.queue_capacity,
             pending_sync: m.pending_sync.load(Ordering::Relaxed) + self.sync_backlog() as u64,
             unlogged_sync: self.ctx.unlogged.len() as u64,
+            unconfirmed_dms: self.state.unconfirmed_dm_count(),
             uptime_ms: u64::try_from(m.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             storage: if self.journal.is_logged() {
                 "jetstream"

@@ -110,6 +110,18 @@ impl Shard {
     ) -> Self {
         let (out_tx, out) = mpsc::channel(1024);
         let bus: Arc<dyn Bus> = Arc::new(MemBus(out_tx));
+        Self::start_on(bus, out, store, tenure, read_barrier, shards)
+    }
+
+    /// Shard 0 of `shards` on `bus`, whose publications come out of `out`.
+    fn start_on(
+        bus: Arc<dyn Bus>,
+        out: mpsc::Receiver<Message>,
+        store: Option<Arc<MemStore>>,
+        tenure: Option<Arc<Tenure>>,
+        read_barrier: bool,
+        shards: u32,
+    ) -> Self {
         let (sync_tx, _sync_rx) = mpsc::channel(64);
         let (resync_tx, _resync_rx) = mpsc::channel(64);
         let metrics = Arc::new(Metrics::new(64));
@@ -1013,4 +1025,248 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// A bus whose requests to other shards are answered by the test: each is
+/// kept in `asked`, and answered by `answer` (a reply's payload, or an error).
+struct ScriptedBus {
+    out: mpsc::Sender<Message>,
+    asked: Arc<std::sync::Mutex<Vec<Message>>>,
+    #[allow(clippy::type_complexity)]
+    answer: Box<dyn Fn(&Message) -> Result<Vec<u8>, WireError> + Send + Sync>,
+}
+
+impl Bus for ScriptedBus {
+    fn publish(
+        &self,
+        subject: Subject,
+        headers: Option<HeaderMap>,
+        body: Bytes,
+    ) -> BoxFuture<'_, ()> {
+        async move {
+            let _ = self.out.send(message(subject, None, headers, body)).await;
+        }
+        .boxed()
+    }
+
+    fn request(
+        &self,
+        _what: String,
+        subject: Subject,
+        body: Bytes,
+        _timeout: Duration,
+    ) -> BoxFuture<'_, Result<Message, WireError>> {
+        let msg = message(subject, None, None, body);
+        let result =
+            (self.answer)(&msg).map(|payload| message(INBOX.into(), None, None, payload.into()));
+        self.asked.lock().unwrap().push(msg);
+        async move { result }.boxed()
+    }
+}
+
+/// A DM delivered to a shard that acknowledged it before its record was
+/// durable is kept (in the log, beside the sent copy) until that shard shows
+/// the record durable; when that shard restarts and asks for what it may have
+/// lost, the DM is delivered to it again before the answer.
+#[tokio::test]
+async fn a_dm_acknowledged_unlogged_is_delivered_again_when_its_shard_restarts() {
+    use crate::state::LogPosition;
+    use reddit_shared::protocol::internal::{DmDelivered, ResyncAck, ResyncRequest};
+
+    let position = Arc::new(std::sync::Mutex::new(LogPosition {
+        record: 8,
+        durable: 7,
+        fence: 3,
+    }));
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (out_tx, out) = mpsc::channel(1024);
+    let at = position.clone();
+    let bus = ScriptedBus {
+        out: out_tx,
+        asked: asked.clone(),
+        answer: Box::new(move |msg| {
+            if msg.subject.as_str() != subject::request(1, Op::InternalDmDeliver) {
+                // The start's own `internal.resync`: shard 1 is not running.
+                return Err(reddit_shared::connect::no_responders("shard 1"));
+            }
+            let DeliverDm { dm } = reddit_shared::codec::decode(&msg.payload)?;
+            let at = *at.lock().unwrap();
+            encode(&DmDelivered {
+                dm,
+                record: at.record,
+                durable: at.durable,
+                fence: at.fence,
+            })
+        }),
+    };
+    let store = MemStore::open();
+    let mut shard = Shard::start_on(Arc::new(bus), out, Some(store), None, false, 2);
+    let routing = ShardState::new(0, 2);
+    let on = |shard: u32, prefix: &str| {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|n| routing.owner(n) == shard)
+            .unwrap()
+    };
+    let (sender, recipient) = (on(0, "sender"), on(1, "recipient"));
+    let reg = shard.register_request(&sender);
+    shard.call(&reg, None).await.unwrap();
+    let auth = shard.login(&sender).await;
+    let dm = SendDmRequest {
+        to: recipient.parse().unwrap(),
+        body: "hello".into(),
+    };
+    let sent = shard.call(&dm, Some(auth)).await.unwrap();
+    assert_eq!(
+        unconfirmed_dms(&mut shard).await,
+        1,
+        "record 8 is not durable at 7"
+    );
+
+    // Shard 1 restarts (fence 9) and asks: the DM goes to it again, and is
+    // durable there before its answer.
+    *position.lock().unwrap() = LogPosition {
+        record: 0,
+        durable: 9,
+        fence: 9,
+    };
+    asked.lock().unwrap().clear();
+    let ask = ResyncRequest {
+        shard: 1,
+        after: Some(7),
+    };
+    let ack: ResyncAck = shard.call(&ask, None).await.unwrap();
+    assert_eq!((ack.items, ack.all, ack.dms), (0, false, 1));
+    let again: Vec<DeliverDm> = asked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(
+                m.subject.as_str(),
+                subject::request(1, Op::InternalDmDeliver)
+            );
+            reddit_shared::codec::decode(&m.payload).unwrap()
+        })
+        .collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].dm, sent, "the very DM, with its id");
+    assert_eq!(unconfirmed_dms(&mut shard).await, 0);
+    // Asked again, nothing is left to deliver.
+    let ack: ResyncAck = shard.call(&ask, None).await.unwrap();
+    assert_eq!(ack.dms, 0);
+    shard.stop().await;
+}
+
+/// `internal.dm.deliver` is answered once the DM is stored, before its
+/// record is durable, saying which record holds it, which is durable, and
+/// the first record this process wrote.
+#[tokio::test]
+async fn a_dm_delivery_is_acknowledged_before_its_record_is_durable() {
+    use reddit_shared::protocol::internal::DmDelivered;
+
+    let store = MemStore::gated();
+    let mut shard = Shard::start(Some(store.clone()));
+    let reg = shard.register_request("eve");
+    shard.send(&reg, INBOX, None).await;
+    store.release(1);
+    assert_eq!(shard.next().await.subject.as_str(), INBOX);
+    let dm = DmView {
+        id: reddit_shared::ids::DmId::new(),
+        from: "zed".into(),
+        to: "EVE".into(),
+        body: "hi".into(),
+        in_reply_to: None,
+        created_at: 1,
+        read: false,
+    };
+    let got: DmDelivered = shard
+        .call(&DeliverDm { dm: dm.clone() }, None)
+        .await
+        .unwrap();
+    assert_eq!(got.dm.id, dm.id);
+    assert_eq!(got.dm.to, "eve", "as registered");
+    assert_eq!(
+        (got.record, got.durable, got.fence),
+        (2, 1, 1),
+        "record 2 will hold it; the registration (record 1, this process's first) is durable"
+    );
+    assert_eq!(store.records.lock().unwrap().len(), 1, "not logged yet");
+    store.release(1);
+    eventually("the DM is logged all the same", || {
+        store.records.lock().unwrap().len() >= 2
+    })
+    .await;
+    store.release(100);
+    shard.stop().await;
+}
+
+/// Shard 0's `unconfirmed_dms` (`shard.stats`).
+async fn unconfirmed_dms(shard: &mut Shard) -> u64 {
+    shard
+        .call(&StatsRequest {}, None)
+        .await
+        .unwrap()
+        .unconfirmed_dms
+}
+
+/// A shard whose log says a DM it delivered was never shown durable delivers
+/// it again as it starts: the recipient's shard may have restarted while this
+/// one was not running, so never asked it for the DM.
+#[tokio::test]
+async fn a_starting_shard_delivers_again_the_dms_its_log_left_unconfirmed() {
+    use crate::state::LogPosition;
+
+    let mut state = ShardState::new(0, 3);
+    let sender = (0..)
+        .map(|i| format!("sender{i}"))
+        .find(|n| state.owner(n) == 0)
+        .unwrap();
+    state
+        .register(&sender.parse().unwrap(), [7; 32], 1)
+        .unwrap();
+    let dm = state
+        .prepare_dm(
+            reddit_shared::ids::DmId::new(),
+            &sender.parse().unwrap(),
+            &"faraway".parse().unwrap(),
+            "are you there".into(),
+            None,
+            2,
+        )
+        .unwrap();
+    let unconfirmed = LogPosition {
+        record: 8,
+        durable: 7,
+        fence: 3,
+    };
+    state.record_sent_to(2, dm.clone(), unconfirmed);
+    state.record_sent_to(
+        1,
+        DmView {
+            id: reddit_shared::ids::DmId::new(),
+            ..dm.clone()
+        },
+        LogPosition::default(),
+    );
+    assert_eq!(state.unconfirmed_dm_count(), 1, "only the one not durable");
+
+    let mut shard = restarted(state, 3, 4, &MemStore::open());
+    let delivery = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), shard.out.recv())
+            .await
+            .expect("the DM delivered again")
+            .unwrap();
+        if msg.subject.as_str() == subject::request(2, Op::InternalDmDeliver) {
+            break msg;
+        }
+        assert!(
+            msg.subject.ends_with(Op::InternalResync.as_str()),
+            "unexpected {}",
+            msg.subject
+        );
+    };
+    let deliver: DeliverDm = reddit_shared::codec::decode(&delivery.payload).unwrap();
+    assert_eq!(deliver.dm, dm);
+    shard.stop().await;
 }

@@ -7,6 +7,7 @@
 //! back as [`Effects`]: updates for other shards and push events.
 
 pub mod audit;
+pub mod deliveries;
 pub mod ranking;
 mod subs;
 mod users;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
+pub use deliveries::{Deliveries, LogPosition};
 pub use subs::{finish_page, Post, Subreddit};
 pub use users::User;
 
@@ -159,6 +161,18 @@ pub enum Event {
         /// The id.
         id: DmId,
     },
+    /// Shard `shard` acknowledged DM `id` of `sender` (owned here), saying
+    /// `at` of its log ([`Deliveries::acked`]).
+    DmDeliveryAcked {
+        /// The recipient's shard.
+        shard: u32,
+        /// The DM.
+        id: DmId,
+        /// The sender's key.
+        sender: String,
+        /// What that shard said of its log.
+        at: LogPosition,
+    },
 }
 
 /// Ids minted for idempotency keys, oldest first, at most [`MINTED_IDS`].
@@ -247,6 +261,8 @@ pub struct ShardState {
     totals: Totals,
     #[serde(default)]
     minted: MintedIds,
+    #[serde(default)]
+    deliveries: Deliveries,
     #[serde(skip)]
     record: bool,
     #[serde(skip)]
@@ -267,6 +283,7 @@ impl ShardState {
             subs: HashMap::new(),
             totals: Totals::default(),
             minted: MintedIds::default(),
+            deliveries: Deliveries::default(),
             record: false,
             recorded: Vec::new(),
             defer_indexes: false,
@@ -304,6 +321,7 @@ impl ShardState {
                 .collect(),
             totals: self.totals,
             minted: self.minted.clone(),
+            deliveries: self.deliveries.clone(),
             record: false,
             recorded: Vec::new(),
             defer_indexes: true,
@@ -331,8 +349,8 @@ impl ShardState {
     }
 
     /// What a snapshot stores, as separate pieces (the snapshot format spreads
-    /// them over parts that load in parallel): users, subreddits, totals, and
-    /// the ids minted for idempotency keys.
+    /// them over parts that load in parallel): users, subreddits, totals, the
+    /// ids minted for idempotency keys, and the DMs delivered unconfirmed.
     pub(crate) fn snapshot_pieces(
         &self,
     ) -> (
@@ -340,8 +358,15 @@ impl ShardState {
         &HashMap<String, Subreddit>,
         Totals,
         &MintedIds,
+        &Deliveries,
     ) {
-        (&self.users, &self.subs, self.totals, &self.minted)
+        (
+            &self.users,
+            &self.subs,
+            self.totals,
+            &self.minted,
+            &self.deliveries,
+        )
     }
 
     /// A state from a snapshot's pieces; the subreddits must be ready to serve
@@ -353,12 +378,14 @@ impl ShardState {
         subs: HashMap<String, Subreddit>,
         totals: Totals,
         minted: MintedIds,
+        deliveries: Deliveries,
     ) -> Self {
         Self {
             users,
             subs,
             totals,
             minted,
+            deliveries,
             ..Self::new(shard, shards)
         }
     }
@@ -623,6 +650,12 @@ impl ShardState {
                 }
             }
             Event::DmIdMinted { origin, id } => self.minted.insert(origin, id),
+            Event::DmDeliveryAcked {
+                shard,
+                id,
+                sender,
+                at,
+            } => self.deliveries.acked(shard, id, &sender, at),
         }
     }
 

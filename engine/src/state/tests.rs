@@ -36,6 +36,7 @@ pub(crate) fn fingerprint(s: &ShardState) -> Vec<String> {
             out.push(format!("{page:?}"));
         }
     }
+    out.push(format!("{:?}", s.deliveries));
     let mut subs: Vec<&String> = s.subs.keys().collect();
     subs.sort();
     for k in subs {
@@ -196,6 +197,17 @@ pub(crate) fn busy_state() -> ShardState {
     let re = s.deliver_dm(re, &mut fx).unwrap();
     s.record_sent(re);
     s.mark_read(&un("bob"), vec![dm.id]).unwrap();
+    // As if another shard had stored alice's DM before its record was durable.
+    s.dm_delivery_acked(
+        1,
+        dm.id,
+        "alice".into(),
+        LogPosition {
+            record: 7,
+            durable: 5,
+            fence: 3,
+        },
+    );
     assert!(fx.sync.is_empty(), "one shard keeps every sync local");
     s
 }

@@ -1,7 +1,7 @@
 //! What a shard owns per user: the account, the joined list and karma copied from
 //! subreddits' shards, and the DM folders; and the commands on them.
 
-use super::{sorted_names, Effects, Event, PushTarget, ShardState};
+use super::{sorted_names, Effects, Event, LogPosition, PushTarget, ShardState};
 use reddit_shared::error::WireError;
 use reddit_shared::ids::DmId;
 use reddit_shared::names::{SubredditName, Username};
@@ -334,6 +334,54 @@ impl ShardState {
             dm: dm.clone(),
         });
         dm
+    }
+
+    /// Puts `dm`, delivered by shard `shard` which said `at` of its log, in
+    /// its sender's sent folder (sender owned here), and keeps its id until
+    /// that shard shows it durable ([`crate::state::Deliveries`]).
+    pub fn record_sent_to(&mut self, shard: u32, dm: DmView, at: LogPosition) -> DmView {
+        let id = dm.id;
+        let sender = dm.from.to_ascii_lowercase();
+        let dm = self.record_sent(dm);
+        if at.record > at.durable || self.deliveries.has(shard) {
+            self.dm_delivery_acked(shard, id, sender, at);
+        }
+        dm
+    }
+
+    /// Shard `shard` acknowledged DM `id` of `sender` (again), saying `at`
+    /// of its log.
+    pub fn dm_delivery_acked(&mut self, shard: u32, id: DmId, sender: String, at: LogPosition) {
+        self.emit(Event::DmDeliveryAcked {
+            shard,
+            id,
+            sender,
+            at,
+        });
+    }
+
+    /// The DMs delivered to shard `shard` that it has not shown durable yet
+    /// (from their senders' sent folders), to deliver again.
+    pub fn unconfirmed_dms(&self, shard: u32) -> Vec<DmView> {
+        self.deliveries
+            .for_shard(shard)
+            .filter_map(|(id, sender)| {
+                self.users
+                    .get(sender)
+                    .and_then(|u| u.folder(DmFolder::Sent).get(&id))
+                    .cloned()
+            })
+            .collect()
+    }
+
+    /// The shards some DM delivered to is unconfirmed at.
+    pub fn shards_with_unconfirmed_dms(&self) -> Vec<u32> {
+        self.deliveries.shards()
+    }
+
+    /// DMs delivered and not shown durable yet, over all shards.
+    pub fn unconfirmed_dm_count(&self) -> u64 {
+        self.deliveries.len() as u64
     }
 
     /// `dm.list`.

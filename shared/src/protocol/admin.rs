@@ -40,6 +40,11 @@ pub struct ShardStats {
     /// before; `internal.resync`).
     #[serde(default)]
     pub unlogged_sync: u64,
+    /// DMs this shard delivered to other shards that acknowledged them before
+    /// their records were durable and have not shown those records durable
+    /// since: delivered again if those shards restart (`internal.resync`).
+    #[serde(default)]
+    pub unconfirmed_dms: u64,
     /// Milliseconds since the shard started.
     pub uptime_ms: u64,
     /// Storage: `jetstream` or `memory`.

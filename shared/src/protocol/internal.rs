@@ -129,16 +129,47 @@ pub struct ResyncAck {
     /// could not tell which ones it may have lost), not only those.
     #[serde(default)]
     pub all: bool,
+    /// DMs the answering shard delivered again to the asking shard's users
+    /// before answering: those the asking shard acknowledged before they
+    /// were durable ([`DmDelivered::record`]) and never confirmed since.
+    #[serde(default)]
+    pub dms: u64,
 }
 
 /// `internal.dm.deliver`: put a DM in the recipient's inbox. Replies with the stored
-/// [`DmView`], or `404 not_found` if the recipient does not exist.
+/// DM ([`DmDelivered`]), or `404 not_found` if the recipient does not exist.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeliverDm {
     /// The message, id assigned by the sender's shard.
     pub dm: DmView,
 }
 impl Validate for DeliverDm {}
+
+/// Reply to `internal.dm.deliver`: the stored [`DmView`] (its fields at the
+/// top level, as older engines answered) and what the recipient's shard said
+/// of its log. Like [`SyncAck`], a durable shard answers once it has stored
+/// the DM, before its record is durable: the sender's shard keeps the DM's id
+/// (in its own log, beside the sent copy) until an answer shows that record
+/// durable, and delivers it again if the recipient's shard restarts before.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DmDelivered {
+    /// The DM as stored in the recipient's inbox.
+    #[serde(flatten)]
+    pub dm: DmView,
+    /// The record of the recipient shard's log that holds the DM, when it
+    /// answered before that record was durable; 0 when it was durable first
+    /// (or the shard keeps no log).
+    #[serde(default)]
+    pub record: u64,
+    /// The recipient shard's last durable record when it answered (0: not said).
+    #[serde(default)]
+    pub durable: u64,
+    /// The first record the answering process wrote (its fence): a record
+    /// below it was durable when that process started, one at or above it
+    /// and acknowledged by an earlier process may have been lost (0: not said).
+    #[serde(default)]
+    pub fence: u64,
+}
 
 /// `internal.feed.candidates`: the best posts of some of this shard's subreddits.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -10,8 +10,8 @@ use super::dm::{
 };
 use super::feed::FeedRequest;
 use super::internal::{
-    AuditExport, AuditExportRequest, DeliverDm, FeedCandidates, FeedCandidatesRequest, Hello,
-    ResyncAck, ResyncRequest, SyncAck, SyncBatch,
+    AuditExport, AuditExportRequest, DeliverDm, DmDelivered, FeedCandidates, FeedCandidatesRequest,
+    Hello, ResyncAck, ResyncRequest, SyncAck, SyncBatch,
 };
 use super::post::{CreatePostRequest, GetPostRequest, ListPostsRequest, PostPage, PostView};
 use super::subreddit::{
@@ -151,7 +151,7 @@ macro_rules! internal_rpcs {
 
 internal_rpcs! {
     SyncBatch => InternalSync, SyncAck;
-    DeliverDm => InternalDmDeliver, DmView;
+    DeliverDm => InternalDmDeliver, DmDelivered;
     FeedCandidatesRequest => InternalFeedCandidates, FeedCandidates;
     AuditExportRequest => InternalAuditExport, AuditExport;
     HelloRequest => InternalHello, Hello;

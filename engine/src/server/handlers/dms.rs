@@ -1,17 +1,29 @@
 //! Direct messages: `dm.send`, `dm.reply`, `dm.list`, `dm.read`. A DM is
-//! written on the sender's shard (sent folder) and delivered to the recipient's
-//! (`internal.dm.deliver`), with one id per idempotency key so a retry is stored
-//! once.
+//! delivered to the recipient's shard (`internal.dm.deliver`), then written on
+//! the sender's (sent folder), with one id per idempotency key so a retry is
+//! stored once. The recipient's shard answers once it has stored the DM,
+//! before its record is durable; the sender's keeps the DM's id until told
+//! that record is durable, and delivers it again if that shard restarts
+//! before ([`crate::state::Deliveries`]).
 
+use super::super::actor::RESYNC_ASK_MAX_BACKOFF;
 use super::{parse, reply, Actor, Call, Handled};
-use crate::state::Effects;
-use futures::FutureExt;
-use reddit_shared::error::WireError;
+use crate::cross_shard::Peers;
+use crate::state::{Effects, LogPosition};
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use reddit_shared::error::{ErrorCode, WireError};
 use reddit_shared::ids::DmId;
 use reddit_shared::protocol::dm::{
     DmView, ListDmsRequest, MarkReadRequest, ReplyDmRequest, SendDmRequest,
 };
-use reddit_shared::protocol::internal::DeliverDm;
+use reddit_shared::protocol::internal::{DeliverDm, DmDelivered};
+
+/// DMs delivered again at once, to one shard.
+const REDELIVERIES_IN_FLIGHT: usize = 32;
+/// Times a starting shard tries to deliver its unconfirmed DMs to a shard
+/// that answers with errors (one that is not running asks for them when it
+/// starts); after that they wait for the next restart of either shard.
+const REDELIVERY_ATTEMPTS: u32 = 10;
 
 impl Actor {
     /// `dm.send`.
@@ -62,10 +74,97 @@ impl Actor {
         Ok(Handled::Later(
             async move {
                 let delivered = peers.call(dest, &DeliverDm { dm }).await?;
-                cont.run(move |state, _| Ok(state.record_sent(delivered)))
+                let at = position(&delivered);
+                cont.run(move |state, _| Ok(state.record_sent_to(dest, delivered.dm, at)))
                     .await
             }
             .boxed(),
         ))
+    }
+
+    /// At start: delivers again, in the background, every DM this shard's log
+    /// says another shard has not shown durable. That shard asks for them
+    /// when it restarts (`internal.resync`), but not if this one was not
+    /// running then.
+    pub(in crate::server) fn redeliver_at_start(&self) {
+        for dest in self.state.shards_with_unconfirmed_dms() {
+            let dms = self.state.unconfirmed_dms(dest);
+            let Ok(cont) = self.continuation() else {
+                return;
+            };
+            let peers = self.ctx.peers.clone();
+            let me = self.ctx.shard;
+            tokio::spawn(async move {
+                let mut backoff = std::time::Duration::from_millis(100);
+                for _ in 0..REDELIVERY_ATTEMPTS {
+                    match deliver_again(&peers, dest, dms.clone()).await {
+                        Ok(acks) => {
+                            tracing::info!(
+                                shard = me,
+                                peer = dest,
+                                dms = acks.len(),
+                                "DMs whose delivery was not confirmed durable delivered again"
+                            );
+                            let _ = cont
+                                .run(move |state, _| {
+                                    record_acks(state, dest, acks);
+                                    Ok(())
+                                })
+                                .await;
+                            return;
+                        }
+                        Err(e) if reddit_shared::connect::is_no_responders(&e) => return,
+                        Err(e) => {
+                            tracing::warn!(shard = me, peer = dest, error = %e, "delivering DMs again: retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(RESYNC_ASK_MAX_BACKOFF);
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// What the recipient's shard said of its log.
+pub(super) fn position(d: &DmDelivered) -> LogPosition {
+    LogPosition {
+        record: d.record,
+        durable: d.durable,
+        fence: d.fence,
+    }
+}
+
+/// One answer of [`deliver_again`]: the DM, its sender's key, and what the
+/// recipient's shard said.
+pub(super) type Redelivered = (DmId, String, LogPosition);
+
+/// Delivers `dms` to shard `dest` again (idempotent by id), a few at once.
+/// A DM whose recipient no longer exists is answered as durable: nothing is
+/// left to deliver.
+pub(super) async fn deliver_again(
+    peers: &Peers,
+    dest: u32,
+    dms: Vec<DmView>,
+) -> Result<Vec<Redelivered>, WireError> {
+    futures::stream::iter(dms)
+        .map(|dm| async move {
+            let (id, sender) = (dm.id, dm.from.to_ascii_lowercase());
+            match peers.call(dest, &DeliverDm { dm }).await {
+                Ok(d) => Ok((id, sender, position(&d))),
+                Err(e) if e.code == ErrorCode::NotFound => Ok((id, sender, LogPosition::default())),
+                Err(e) => Err(e),
+            }
+        })
+        .buffer_unordered(REDELIVERIES_IN_FLIGHT)
+        .try_collect()
+        .await
+}
+
+/// Records the answers of [`deliver_again`] (which of the DMs are still
+/// unconfirmed).
+pub(super) fn record_acks(state: &mut crate::state::ShardState, dest: u32, acks: Vec<Redelivered>) {
+    for (id, sender, at) in acks {
+        state.dm_delivery_acked(dest, id, sender, at);
     }
 }

@@ -3,11 +3,13 @@
 //! `internal.audit.export`, `internal.hello`, `internal.resync`.
 
 use super::admin::AUDIT_PAGE;
+use super::dms::{deliver_again, record_acks};
 use super::{parse, reply, Actor, Call, Handled};
+use futures::FutureExt;
 use reddit_shared::error::WireError;
 use reddit_shared::protocol::internal::{
-    AuditExport, AuditExportRequest, DeliverDm, FeedCandidates, FeedCandidatesRequest, Hello,
-    ResyncAck, ResyncRequest, SyncAck, SyncBatch,
+    AuditExport, AuditExportRequest, DeliverDm, DmDelivered, FeedCandidates, FeedCandidatesRequest,
+    Hello, ResyncAck, ResyncRequest, SyncAck, SyncBatch,
 };
 use reddit_shared::protocol::rpc::HelloRequest;
 use reddit_shared::PROTOCOL_VERSION;
@@ -46,16 +48,47 @@ impl Actor {
     /// resync lane (in the background). A shard asks each other shard once it
     /// starts: it acknowledges `internal.sync` before its record is durable,
     /// so its predecessor may have died with acknowledged items unlogged.
+    /// The DMs it may have lost (delivered here, acknowledged there before
+    /// they were durable, never shown durable since) are delivered to it
+    /// again before the answer.
     pub(super) fn internal_resync(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
         let r: ResyncRequest = parse(c.payload())?;
         let (items, all) = self.queue_resync_for(r.shard, r.after)?;
-        reply(&ResyncAck { items, all })
+        let dms = self.state.unconfirmed_dms(r.shard);
+        if dms.is_empty() {
+            return reply(&ResyncAck { items, all, dms: 0 });
+        }
+        let (peers, cont, dest) = (self.ctx.peers.clone(), self.continuation()?, r.shard);
+        Ok(Handled::Later(
+            async move {
+                let acks = deliver_again(&peers, dest, dms).await?;
+                let dms = acks.len() as u64;
+                cont.run(move |state, _| {
+                    record_acks(state, dest, acks);
+                    Ok(ResyncAck { items, all, dms })
+                })
+                .await
+            }
+            .boxed(),
+        ))
     }
 
     /// `internal.dm.deliver`: a DM into the recipient's inbox (once per id).
+    /// Answered once stored, like `internal.sync`, saying which record holds
+    /// it: its sender's shard keeps its id until that record is durable.
     pub(super) fn internal_dm_deliver(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
         let r: DeliverDm = parse(c.payload())?;
-        reply(&self.state.deliver_dm(r.dm, c.fx)?)
+        let dm = self.state.deliver_dm(r.dm, c.fx)?;
+        reply(&DmDelivered {
+            dm,
+            record: if self.acks_early {
+                self.journal.open_record_seq()
+            } else {
+                0
+            },
+            durable: self.journal.last_seq(),
+            fence: self.fence,
+        })
     }
 
     /// `internal.feed.candidates`: this shard's part of a feed page.
