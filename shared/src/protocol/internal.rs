@@ -211,9 +211,9 @@ pub struct FeedCandidate {
     pub rank: f64,
     /// The post (ties on rank go to the larger id).
     pub id: PostId,
-    /// The MessagePack encoding of the post's [`PostView`](super::post::PostView).
-    #[serde(with = "serde_bytes")]
-    pub view: Vec<u8>,
+    /// The MessagePack encoding of the post's [`PostView`](super::post::PostView)
+    /// (a MessagePack bin): shared, not copied, with the post's cached encoding.
+    pub view: bytes::Bytes,
 }
 
 /// `internal.audit.export`: one page of the facts the audit cross-checks.
