@@ -54,6 +54,20 @@ impl Peers {
     /// ([`Rpc`]) names the operation and the reply type. No responder or no answer
     /// within the timeout is `503 unavailable`.
     pub async fn call<R: Rpc>(&self, shard: u32, req: &R) -> Result<R::Reply, WireError> {
+        self.call_with(shard, req, |body| {
+            rmp_serde::from_slice(body).map_err(reddit_shared::codec::reply_undecodable)
+        })
+        .await
+    }
+
+    /// [`Peers::call`] with the reply's body decoded by `body` (which gets
+    /// the payload itself, to keep slices of it rather than copies).
+    pub async fn call_with<R: Rpc, T>(
+        &self,
+        shard: u32,
+        req: &R,
+        body: impl FnOnce(&bytes::Bytes) -> Result<T, WireError>,
+    ) -> Result<T, WireError> {
         let payload = encode(req)?;
         let msg = self
             .bus
@@ -64,7 +78,7 @@ impl Peers {
                 self.timeout,
             )
             .await?;
-        reddit_shared::connect::decode_message(&msg)
+        reddit_shared::connect::decode_message_with(&msg, body)
     }
 }
 

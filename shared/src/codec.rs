@@ -49,24 +49,39 @@ pub fn decode_reply<T: DeserializeOwned>(
     error_text: Option<&str>,
     body: &[u8],
 ) -> Result<T, WireError> {
-    if let Some(status) = error_status {
-        if let Ok(e) = rmp_serde::from_slice::<WireError>(body) {
-            return Err(e);
-        }
-        let code = status
-            .trim()
-            .parse::<u16>()
-            .map(ErrorCode::from_status)
-            .unwrap_or(ErrorCode::Internal);
-        return Err(WireError::new(
-            code,
-            error_text
-                .unwrap_or("the service answered with an error")
-                .to_owned(),
-        ));
+    if let Some(e) = reply_error(error_status, error_text, body) {
+        return Err(e);
     }
-    rmp_serde::from_slice(body)
-        .map_err(|e| WireError::internal(format!("could not decode the reply: {e}")))
+    rmp_serde::from_slice(body).map_err(reply_undecodable)
+}
+
+/// The error a reply carries, if its `error_status` header says it is one
+/// (see [`decode_reply`]).
+pub fn reply_error(
+    error_status: Option<&str>,
+    error_text: Option<&str>,
+    body: &[u8],
+) -> Option<WireError> {
+    let status = error_status?;
+    if let Ok(e) = rmp_serde::from_slice::<WireError>(body) {
+        return Some(e);
+    }
+    let code = status
+        .trim()
+        .parse::<u16>()
+        .map(ErrorCode::from_status)
+        .unwrap_or(ErrorCode::Internal);
+    Some(WireError::new(
+        code,
+        error_text
+            .unwrap_or("the service answered with an error")
+            .to_owned(),
+    ))
+}
+
+/// The error for a reply body that is not what was expected.
+pub fn reply_undecodable(e: rmp_serde::decode::Error) -> WireError {
+    WireError::internal(format!("could not decode the reply: {e}"))
 }
 
 fn decode_map<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {

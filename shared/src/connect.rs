@@ -4,7 +4,7 @@
 //! not send those by itself, so they are moved into the connect options here.
 //! Several servers may be given, comma-separated.
 
-use crate::codec::decode_reply;
+use crate::codec::reply_error;
 use crate::error::{WireError, ERROR_CODE_HEADER, ERROR_HEADER};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -12,15 +12,24 @@ use std::time::Duration;
 /// Decodes a reply message: the body as `T`, or the [`WireError`] its micro-service
 /// error headers and body carry.
 pub fn decode_message<T: DeserializeOwned>(msg: &async_nats::Message) -> Result<T, WireError> {
-    let header = |name: &str| {
-        msg.headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
-    };
-    let status = header(ERROR_CODE_HEADER);
-    let text = header(ERROR_HEADER);
-    decode_reply(status.as_deref(), text.as_deref(), &msg.payload)
+    decode_message_with(msg, |body| {
+        rmp_serde::from_slice(body).map_err(crate::codec::reply_undecodable)
+    })
+}
+
+/// [`decode_message`] with the body decoded by `body`, which gets the payload
+/// itself (to keep slices of it rather than copies).
+pub fn decode_message_with<T>(
+    msg: &async_nats::Message,
+    body: impl FnOnce(&bytes::Bytes) -> Result<T, WireError>,
+) -> Result<T, WireError> {
+    let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name));
+    let status = header(ERROR_CODE_HEADER).map(|v| v.as_str());
+    let text = header(ERROR_HEADER).map(|v| v.as_str());
+    match reply_error(status, text, &msg.payload) {
+        Some(e) => Err(e),
+        None => body(&msg.payload),
+    }
 }
 
 /// How [`no_responders`] ends its message, for [`is_no_responders`].

@@ -8,7 +8,7 @@ use futures::FutureExt;
 use reddit_shared::error::WireError;
 use reddit_shared::names::SubredditName;
 use reddit_shared::protocol::feed::FeedRequest;
-use reddit_shared::protocol::internal::{FeedCandidate, FeedCandidatesRequest};
+use reddit_shared::protocol::internal::{FeedCandidate, FeedCandidates, FeedCandidatesRequest};
 use reddit_shared::protocol::DEFAULT_PAGE;
 use reddit_shared::MAX_PAGE_BYTES;
 use std::collections::BTreeMap;
@@ -57,7 +57,11 @@ impl Actor {
                         above: above.clone(),
                     };
                     let peers = peers.clone();
-                    async move { peers.call(shard, &req).await }
+                    async move {
+                        peers
+                            .call_with(shard, &req, FeedCandidates::decode_shared)
+                            .await
+                    }
                 });
                 for result in futures::future::join_all(calls).await {
                     let page = result?;
