@@ -34,9 +34,34 @@ use tokio::sync::{mpsc, Semaphore};
 
 const INBOX: &str = "_INBOX_SERVICE.unit";
 
-/// A bus that hands every publication to the test; a request is handed over
-/// too (as a message without a reply subject) and then finds no responders.
-struct MemBus(mpsc::Sender<Message>);
+/// A bus that hands every publication to the test. A request is handed over
+/// too (as a message without a reply subject) and then finds no responders,
+/// unless the test answers requests ([`MemBus::answering`]).
+struct MemBus {
+    out: mpsc::Sender<Message>,
+    answers: Option<Answers>,
+}
+
+/// Requests answered by the test: each is kept in `asked`, and answered by
+/// `answer` (a reply's payload, or an error).
+struct Answers {
+    asked: Arc<std::sync::Mutex<Vec<Message>>>,
+    #[allow(clippy::type_complexity)]
+    answer: Box<dyn Fn(&Message) -> Result<Vec<u8>, WireError> + Send + Sync>,
+}
+
+impl MemBus {
+    fn new(out: mpsc::Sender<Message>) -> Self {
+        Self { out, answers: None }
+    }
+
+    fn answering(out: mpsc::Sender<Message>, answers: Answers) -> Self {
+        Self {
+            out,
+            answers: Some(answers),
+        }
+    }
+}
 
 impl Bus for MemBus {
     fn publish(
@@ -46,7 +71,7 @@ impl Bus for MemBus {
         body: Bytes,
     ) -> BoxFuture<'_, ()> {
         async move {
-            let _ = self.0.send(message(subject, None, headers, body)).await;
+            let _ = self.out.send(message(subject, None, headers, body)).await;
         }
         .boxed()
     }
@@ -58,11 +83,18 @@ impl Bus for MemBus {
         body: Bytes,
         _timeout: Duration,
     ) -> BoxFuture<'_, Result<Message, WireError>> {
-        async move {
-            let _ = self.0.send(message(subject, None, None, body)).await;
-            Err(reddit_shared::connect::no_responders(&what))
-        }
-        .boxed()
+        let msg = message(subject, None, None, body);
+        let Some(a) = &self.answers else {
+            return async move {
+                let _ = self.out.send(msg).await;
+                Err(reddit_shared::connect::no_responders(&what))
+            }
+            .boxed();
+        };
+        let result =
+            (a.answer)(&msg).map(|payload| message(INBOX.into(), None, None, payload.into()));
+        a.asked.lock().unwrap().push(msg);
+        async move { result }.boxed()
     }
 }
 
@@ -109,7 +141,7 @@ impl Shard {
         shards: u32,
     ) -> Self {
         let (out_tx, out) = mpsc::channel(1024);
-        let bus: Arc<dyn Bus> = Arc::new(MemBus(out_tx));
+        let bus: Arc<dyn Bus> = Arc::new(MemBus::new(out_tx));
         Self::start_on(bus, out, store, tenure, read_barrier, shards)
     }
 
@@ -467,13 +499,7 @@ async fn with_a_read_barrier_a_read_waits_for_the_writes_before_it() {
 async fn a_dm_to_another_shard_is_delivered_without_waiting_for_the_log() {
     let store = MemStore::gated();
     let mut shard = Shard::start_configured(Some(store.clone()), None, false, 2);
-    let routing = ShardState::new(0, 2);
-    let on = |shard: u32, prefix: &str| {
-        (0..)
-            .map(|i| format!("{prefix}{i}"))
-            .find(|n| routing.owner(n) == shard)
-            .unwrap()
-    };
+    let on = |shard, prefix| name_on(2, shard, prefix);
     let (sender, other, recipient) = (on(0, "sender"), on(0, "other"), on(1, "recipient"));
     shard
         .send(&shard.register_request(&sender), INBOX, None)
@@ -732,7 +758,7 @@ impl Restarted {
 /// first), logging to `store`, with outboxes of `outbox` items each.
 fn restarted(state: ShardState, shards: u32, outbox: usize, store: &Arc<MemStore>) -> Restarted {
     let (out_tx, out) = mpsc::channel(1024);
-    let bus: Arc<dyn Bus> = Arc::new(MemBus(out_tx));
+    let bus: Arc<dyn Bus> = Arc::new(MemBus::new(out_tx));
     let (live_tx, live) = mpsc::channel(outbox);
     let (resync_tx, resync) = mpsc::channel(outbox);
     let unlogged = Arc::new(crate::cross_shard::Unlogged::default());
@@ -817,12 +843,7 @@ async fn a_large_resync_is_logged_in_records_of_bounded_size() {
 async fn an_internal_sync_is_acknowledged_before_its_record_is_durable() {
     use reddit_shared::protocol::internal::{SyncAck, SyncBatch, SyncItem};
 
-    let store = MemStore::gated();
-    let mut shard = Shard::start(Some(store.clone()));
-    let reg = shard.register_request("eve");
-    shard.send(&reg, INBOX, None).await;
-    store.release(1);
-    assert_eq!(shard.next().await.subject.as_str(), INBOX);
+    let (mut shard, store) = gated_with_user("eve").await;
 
     let item = |version| SyncItem::Membership {
         user: "eve".parse().unwrap(),
@@ -1027,43 +1048,6 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// A bus whose requests to other shards are answered by the test: each is
-/// kept in `asked`, and answered by `answer` (a reply's payload, or an error).
-struct ScriptedBus {
-    out: mpsc::Sender<Message>,
-    asked: Arc<std::sync::Mutex<Vec<Message>>>,
-    #[allow(clippy::type_complexity)]
-    answer: Box<dyn Fn(&Message) -> Result<Vec<u8>, WireError> + Send + Sync>,
-}
-
-impl Bus for ScriptedBus {
-    fn publish(
-        &self,
-        subject: Subject,
-        headers: Option<HeaderMap>,
-        body: Bytes,
-    ) -> BoxFuture<'_, ()> {
-        async move {
-            let _ = self.out.send(message(subject, None, headers, body)).await;
-        }
-        .boxed()
-    }
-
-    fn request(
-        &self,
-        _what: String,
-        subject: Subject,
-        body: Bytes,
-        _timeout: Duration,
-    ) -> BoxFuture<'_, Result<Message, WireError>> {
-        let msg = message(subject, None, None, body);
-        let result =
-            (self.answer)(&msg).map(|payload| message(INBOX.into(), None, None, payload.into()));
-        self.asked.lock().unwrap().push(msg);
-        async move { result }.boxed()
-    }
-}
-
 /// A DM delivered to a shard that acknowledged it before its record was
 /// durable is kept (in the log, beside the sent copy) until that shard shows
 /// the record durable; when that shard restarts and asks for what it may have
@@ -1081,8 +1065,7 @@ async fn a_dm_acknowledged_unlogged_is_delivered_again_when_its_shard_restarts()
     let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (out_tx, out) = mpsc::channel(1024);
     let at = position.clone();
-    let bus = ScriptedBus {
-        out: out_tx,
+    let answers = Answers {
         asked: asked.clone(),
         answer: Box::new(move |msg| {
             if msg.subject.as_str() != subject::request(1, Op::InternalDmDeliver) {
@@ -1099,15 +1082,10 @@ async fn a_dm_acknowledged_unlogged_is_delivered_again_when_its_shard_restarts()
             })
         }),
     };
+    let bus = MemBus::answering(out_tx, answers);
     let store = MemStore::open();
     let mut shard = Shard::start_on(Arc::new(bus), out, Some(store), None, false, 2);
-    let routing = ShardState::new(0, 2);
-    let on = |shard: u32, prefix: &str| {
-        (0..)
-            .map(|i| format!("{prefix}{i}"))
-            .find(|n| routing.owner(n) == shard)
-            .unwrap()
-    };
+    let on = |shard, prefix| name_on(2, shard, prefix);
     let (sender, recipient) = (on(0, "sender"), on(1, "recipient"));
     let reg = shard.register_request(&sender);
     shard.call(&reg, None).await.unwrap();
@@ -1165,12 +1143,7 @@ async fn a_dm_acknowledged_unlogged_is_delivered_again_when_its_shard_restarts()
 async fn a_dm_delivery_is_acknowledged_before_its_record_is_durable() {
     use reddit_shared::protocol::internal::DmDelivered;
 
-    let store = MemStore::gated();
-    let mut shard = Shard::start(Some(store.clone()));
-    let reg = shard.register_request("eve");
-    shard.send(&reg, INBOX, None).await;
-    store.release(1);
-    assert_eq!(shard.next().await.subject.as_str(), INBOX);
+    let (mut shard, store) = gated_with_user("eve").await;
     let dm = DmView {
         id: reddit_shared::ids::DmId::new(),
         from: "zed".into(),
@@ -1218,10 +1191,7 @@ async fn a_starting_shard_delivers_again_the_dms_its_log_left_unconfirmed() {
     use crate::state::LogPosition;
 
     let mut state = ShardState::new(0, 3);
-    let sender = (0..)
-        .map(|i| format!("sender{i}"))
-        .find(|n| state.owner(n) == 0)
-        .unwrap();
+    let sender = name_on(3, 0, "sender");
     state
         .register(&sender.parse().unwrap(), [7; 32], 1)
         .unwrap();
@@ -1269,4 +1239,25 @@ async fn a_starting_shard_delivers_again_the_dms_its_log_left_unconfirmed() {
     let deliver: DeliverDm = reddit_shared::codec::decode(&delivery.payload).unwrap();
     assert_eq!(deliver.dm, dm);
     shard.stop().await;
+}
+
+/// A durable shard (of one) whose log appends wait for the test
+/// (`MemStore::gated`), with user `name` registered (its record released).
+async fn gated_with_user(name: &str) -> (Shard, Arc<MemStore>) {
+    let store = MemStore::gated();
+    let mut shard = Shard::start(Some(store.clone()));
+    let reg = shard.register_request(name);
+    shard.send(&reg, INBOX, None).await;
+    store.release(1);
+    assert_eq!(shard.next().await.subject.as_str(), INBOX);
+    (shard, store)
+}
+
+/// The first of `prefix0`, `prefix1`, ... that shard `shard` of `shards` owns.
+fn name_on(shards: u32, shard: u32, prefix: &str) -> String {
+    let routing = ShardState::new(0, shards);
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|n| routing.owner(n) == shard)
+        .unwrap()
 }
