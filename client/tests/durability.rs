@@ -698,3 +698,127 @@ async fn a_restarted_shard_asks_for_what_followed_its_predecessors_last_record()
     assert!(audit.ok, "{:?}", audit.violations);
     cluster.stop().await;
 }
+
+/// A DM that the recipient's shard acknowledged before its record was
+/// durable stays in the sender's shard's durable state until that record is
+/// shown durable: a restart of the sender's shard (from its snapshot and
+/// log) delivers it again, and so does the recipient's shard asking for what
+/// it may have lost (`internal.resync`). Shard 1 is played by the test,
+/// answering deliveries as a shard whose log lags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dm_acknowledged_before_it_was_durable_is_delivered_again_until_confirmed() {
+    use futures::StreamExt;
+    use reddit_shared::protocol::internal::{DeliverDm, DmDelivered, ResyncAck, ResyncRequest};
+    use reddit_shared::protocol::rpc::Rpc;
+    use std::sync::{Arc, Mutex};
+
+    let mut cluster = Cluster::start(2).await;
+    let url = cluster.nats.url();
+    let c = cluster.client.clone();
+    let alice = cluster.user(&name_on("alice", 0, 2)).await;
+    let bob = un(&name_on("bob", 1, 2));
+    cluster.stop_shard(1).await;
+
+    // Shard 1, as the test: every delivery is answered at `position`
+    // (record, durable, fence), and its DM's id noted.
+    let engine = reddit_shared::connect::connect_with(
+        &common::engine_url(&url),
+        "test-engine-serve",
+        async_nats::ConnectOptions::new(),
+        Some("engine-serve"),
+    )
+    .await
+    .unwrap();
+    let mut deliveries = engine
+        .subscribe(reddit_shared::subject::request(1, DeliverDm::OP))
+        .await
+        .unwrap();
+    engine.flush().await.unwrap();
+    let position = Arc::new(Mutex::new((50u64, 49u64, 40u64)));
+    let (seen_tx, mut seen) = tokio::sync::mpsc::channel(64);
+    let answering = {
+        let (engine, position) = (engine.clone(), position.clone());
+        tokio::spawn(async move {
+            while let Some(msg) = deliveries.next().await {
+                let DeliverDm { dm } = reddit_shared::codec::decode(&msg.payload).unwrap();
+                let (record, durable, fence) = *position.lock().unwrap();
+                let _ = seen_tx.send(dm.id).await;
+                let reply = encode(&DmDelivered {
+                    dm,
+                    record,
+                    durable,
+                    fence,
+                })
+                .unwrap();
+                engine
+                    .publish(msg.reply.unwrap(), reply.into())
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let unconfirmed = |c: &RedditClient| {
+        let c = c.clone();
+        async move { c.shard_stats(0).await.unwrap().unconfirmed_dms }
+    };
+
+    let dm = c.send_dm(&alice, &bob, "are you there").await.unwrap();
+    assert_eq!(next_delivery(&mut seen).await, dm.id);
+    assert_eq!(unconfirmed(&c).await, 1, "record 50 is not durable at 49");
+
+    // Shard 0 restarts (its snapshot and log): it delivers the DM again.
+    cluster.stop_shard(0).await;
+    *position.lock().unwrap() = (0, 60, 40);
+    cluster.shards[0] = Some(start_shard(&url, 0, 2).await);
+    assert_eq!(next_delivery(&mut seen).await, dm.id, "delivered again");
+    eventually("the DM confirmed", Duration::from_secs(10), || {
+        let u = unconfirmed(&c);
+        async move { u.await == 0 }
+    })
+    .await;
+
+    // Shard 1 "restarts" with record 60 its last and asks: the DM it
+    // acknowledged for record 61 comes again before the answer.
+    *position.lock().unwrap() = (61, 60, 40);
+    let second = c.send_dm(&alice, &bob, "still there?").await.unwrap();
+    assert_eq!(next_delivery(&mut seen).await, second.id);
+    assert_eq!(unconfirmed(&c).await, 1);
+    *position.lock().unwrap() = (0, 70, 61);
+    let ask = ResyncRequest {
+        shard: 1,
+        after: Some(60),
+    };
+    // As the shards' outgoing role, the one allowed to ask another shard.
+    let work = reddit_shared::connect::connect_with(
+        &common::engine_url(&url),
+        "test-engine-work",
+        async_nats::ConnectOptions::new().custom_inbox_prefix(reddit_shared::subject::ENGINE_INBOX),
+        Some("engine-work"),
+    )
+    .await
+    .unwrap();
+    let answer = work
+        .request(
+            reddit_shared::subject::request(0, ResyncRequest::OP),
+            encode(&ask).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let ack: ResyncAck = reddit_shared::connect::decode_message(&answer).unwrap();
+    assert_eq!(ack.dms, 1);
+    assert_eq!(next_delivery(&mut seen).await, second.id);
+    assert_eq!(unconfirmed(&c).await, 0);
+
+    answering.abort();
+    cluster.stop().await;
+}
+
+/// The next DM id the test's shard 1 was asked to deliver, within 10 s.
+async fn next_delivery(
+    seen: &mut tokio::sync::mpsc::Receiver<reddit_shared::ids::DmId>,
+) -> reddit_shared::ids::DmId {
+    tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .expect("a delivery within 10 s")
+        .unwrap()
+}
