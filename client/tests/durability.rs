@@ -662,14 +662,7 @@ async fn a_restarted_shard_asks_for_what_followed_its_predecessors_last_record()
     assert!(last > 0, "shard 1 logged its user and the membership");
 
     // As the shards' serving role, the one allowed to read their requests.
-    let engine = reddit_shared::connect::connect_with(
-        &common::engine_url(&url),
-        "test-engine-serve",
-        async_nats::ConnectOptions::new(),
-        Some("engine-serve"),
-    )
-    .await
-    .unwrap();
+    let engine = engine_role(&url, "engine-serve").await;
     let mut asks = engine
         .subscribe(reddit_shared::subject::request(0, ResyncRequest::OP))
         .await
@@ -721,14 +714,7 @@ async fn a_dm_acknowledged_before_it_was_durable_is_delivered_again_until_confir
 
     // Shard 1, as the test: every delivery is answered at `position`
     // (record, durable, fence), and its DM's id noted.
-    let engine = reddit_shared::connect::connect_with(
-        &common::engine_url(&url),
-        "test-engine-serve",
-        async_nats::ConnectOptions::new(),
-        Some("engine-serve"),
-    )
-    .await
-    .unwrap();
+    let engine = engine_role(&url, "engine-serve").await;
     let mut deliveries = engine
         .subscribe(reddit_shared::subject::request(1, DeliverDm::OP))
         .await
@@ -789,14 +775,7 @@ async fn a_dm_acknowledged_before_it_was_durable_is_delivered_again_until_confir
         after: Some(60),
     };
     // As the shards' outgoing role, the one allowed to ask another shard.
-    let work = reddit_shared::connect::connect_with(
-        &common::engine_url(&url),
-        "test-engine-work",
-        async_nats::ConnectOptions::new().custom_inbox_prefix(reddit_shared::subject::ENGINE_INBOX),
-        Some("engine-work"),
-    )
-    .await
-    .unwrap();
+    let work = engine_role(&url, "engine-work").await;
     let answer = work
         .request(
             reddit_shared::subject::request(0, ResyncRequest::OP),
@@ -821,4 +800,17 @@ async fn next_delivery(
         .await
         .expect("a delivery within 10 s")
         .unwrap()
+}
+
+/// A connection as one of the shards' NATS users (`engine-serve` receives
+/// shards' requests; `engine-work` sends them), with the shards' inbox prefix.
+async fn engine_role(url: &str, user: &str) -> async_nats::Client {
+    reddit_shared::connect::connect_with(
+        &common::engine_url(url),
+        &format!("test-{user}"),
+        async_nats::ConnectOptions::new().custom_inbox_prefix(reddit_shared::subject::ENGINE_INBOX),
+        Some(user),
+    )
+    .await
+    .unwrap()
 }
