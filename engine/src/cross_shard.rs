@@ -55,7 +55,7 @@ impl Peers {
     /// within the timeout is `503 unavailable`.
     pub async fn call<R: Rpc>(&self, shard: u32, req: &R) -> Result<R::Reply, WireError> {
         self.call_with(shard, req, |body| {
-            rmp_serde::from_slice(body).map_err(reddit_shared::codec::reply_undecodable)
+            reddit_shared::codec::decode_reply_body(body)
         })
         .await
     }

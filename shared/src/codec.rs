@@ -41,22 +41,15 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     }
 }
 
-/// Decodes a reply. `error_status` is the `Nats-Service-Error-Code` header and
-/// `error_text` the `Nats-Service-Error` header, if present: then the body is a
-/// [`WireError`] (or, if it is not, one is made from the headers).
-pub fn decode_reply<T: DeserializeOwned>(
-    error_status: Option<&str>,
-    error_text: Option<&str>,
-    body: &[u8],
-) -> Result<T, WireError> {
-    if let Some(e) = reply_error(error_status, error_text, body) {
-        return Err(e);
-    }
+/// Decodes a reply's body, once [`reply_error`] found it is not an error.
+pub fn decode_reply_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
     rmp_serde::from_slice(body).map_err(reply_undecodable)
 }
 
-/// The error a reply carries, if its `error_status` header says it is one
-/// (see [`decode_reply`]).
+/// The error a reply carries, if `error_status` (the
+/// `Nats-Service-Error-Code` header) is present: the body as a [`WireError`],
+/// or, if it is not one, an error made from the status and `error_text` (the
+/// `Nats-Service-Error` header).
 pub fn reply_error(
     error_status: Option<&str>,
     error_text: Option<&str>,

@@ -12,9 +12,7 @@ use std::time::Duration;
 /// Decodes a reply message: the body as `T`, or the [`WireError`] its micro-service
 /// error headers and body carry.
 pub fn decode_message<T: DeserializeOwned>(msg: &async_nats::Message) -> Result<T, WireError> {
-    decode_message_with(msg, |body| {
-        rmp_serde::from_slice(body).map_err(crate::codec::reply_undecodable)
-    })
+    decode_message_with(msg, |body| crate::codec::decode_reply_body(body))
 }
 
 /// [`decode_message`] with the body decoded by `body`, which gets the payload
