@@ -145,7 +145,7 @@ enum Command {
         direction: DirectionArg,
     },
     /// Your feed: posts of the subreddits you joined.
-    Feed(PageArgs),
+    Feed(FeedArgs),
     /// Direct messages.
     #[command(subcommand)]
     Dm(DmCommand),
@@ -385,6 +385,16 @@ struct PageArgs {
     /// Continue after this cursor (printed with the previous page).
     #[arg(long)]
     cursor: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct FeedArgs {
+    #[command(flatten)]
+    page: PageArgs,
+    /// Read every subreddit's shard now: without it, other shards'
+    /// subreddits may show as they were up to the engine's --feed-cache-ms ago.
+    #[arg(long)]
+    fresh: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -924,11 +934,12 @@ async fn run(cli: Cli) -> Result<()> {
                 )
             })?;
         }
-        Command::Feed(page) => {
+        Command::Feed(FeedArgs { page, fresh }) => {
             let req = FeedRequest {
                 sort: page.sort,
                 limit: page.limit,
                 cursor: page.cursor,
+                fresh,
             };
             let v = ctx
                 .authed(|s| {

@@ -88,6 +88,7 @@ async fn whole_feed(
                     sort,
                     limit: Some(page),
                     cursor,
+                    fresh: false,
                 },
             )
             .await
@@ -234,5 +235,134 @@ async fn dms_cross_shards_and_land_in_both_folders() {
     let audit = c.audit(10).await.unwrap();
     assert!(audit.ok, "{:?}", audit.violations);
     assert_eq!(audit.checked.dms, 2);
+    cluster.stop().await;
+}
+
+/// Posts `title` to `subreddit` as `writer`.
+async fn post_to(
+    c: &reddit_client::RedditClient,
+    writer: &reddit_client::Session,
+    subreddit: &reddit_shared::names::SubredditName,
+    title: &str,
+) -> PostView {
+    c.send(
+        Some(writer),
+        &CreatePostRequest {
+            subreddit: subreddit.clone(),
+            title: title.into(),
+            body: String::new(),
+            repost_of: None,
+            signature: None,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// The ids on `reader`'s first feed page (newest first).
+async fn feed_ids(
+    c: &reddit_client::RedditClient,
+    reader: &reddit_client::Session,
+    limit: u32,
+    fresh: bool,
+) -> Vec<reddit_shared::ids::PostId> {
+    let page: reddit_shared::protocol::post::PostPage = c
+        .send(
+            Some(reader),
+            &FeedRequest {
+                sort: PostSort::New,
+                limit: Some(limit),
+                cursor: None,
+                fresh,
+            },
+        )
+        .await
+        .unwrap();
+    page.posts.iter().map(|p| p.id).collect()
+}
+
+/// With the feed cache on (an hour here, so that nothing expires during the
+/// test), a first page takes another shard's subreddit from the list the
+/// user's shard fetched for an earlier feed; the user's own shard's
+/// subreddits, `fresh` pages and later pages read live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_feed_pages_take_other_shards_subreddits_from_the_feed_cache() {
+    let cluster = Cluster::start_with(2, |c| c.feed_cache = Duration::from_secs(3600)).await;
+    let c = &cluster.client;
+    let reader = cluster.user(&name_on("cachereader", 0, 2)).await;
+    let writer = cluster.user("cachewriter").await;
+    let remote = sn(&name_on("cacheremote", 1, 2));
+    let local = sn(&name_on("cachelocal", 0, 2));
+    for s in [&remote, &local] {
+        c.create_subreddit(&writer, s, "").await.unwrap();
+        c.join(&reader, s).await.unwrap();
+    }
+    let a = post_to(c, &writer, &remote, "a").await;
+    assert_eq!(feed_ids(c, &reader, 10, false).await, vec![a.id]);
+    let b = post_to(c, &writer, &remote, "b").await;
+    let l = post_to(c, &writer, &local, "l").await;
+    // The kept list of `remote` predates b; `local` is read now.
+    let cached = feed_ids(c, &reader, 10, false).await;
+    assert_eq!(cached.len(), 2, "{cached:?}");
+    assert!(
+        cached.contains(&a.id) && cached.contains(&l.id),
+        "{cached:?}"
+    );
+    assert_eq!(feed_ids(c, &reader, 1, false).await.len(), 1);
+    let fresh = feed_ids(c, &reader, 10, true).await;
+    assert_eq!(fresh.len(), 3, "{fresh:?}");
+    assert!(fresh.contains(&b.id), "{fresh:?}");
+    // A later page reads every shard now: the pages together hold b.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page: reddit_shared::protocol::post::PostPage = c
+            .send(
+                Some(&reader),
+                &FeedRequest {
+                    sort: PostSort::New,
+                    limit: Some(1),
+                    cursor: cursor.clone(),
+                    fresh: false,
+                },
+            )
+            .await
+            .unwrap();
+        seen.extend(page.posts.iter().map(|p| p.id));
+        match page.next_cursor {
+            Some(next) if seen.len() < 10 => cursor = Some(next),
+            _ => break,
+        }
+    }
+    assert!(seen.contains(&b.id), "{seen:?}");
+    // One list fetched (the first feed), the other first pages took it.
+    let stats = c.shard_stats(0).await.unwrap();
+    assert_eq!(stats.feed_cache_fills, 1, "{stats:?}");
+    assert_eq!(stats.feed_cache_hits, 3, "{stats:?}");
+    cluster.stop().await;
+}
+
+/// A kept list serves feeds for the TTL only: a new post on another shard
+/// reaches the first page that soon, without `fresh`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_post_reaches_cached_feeds_within_the_ttl() {
+    let cluster = Cluster::start_with(2, |c| c.feed_cache = Duration::from_millis(200)).await;
+    let c = &cluster.client;
+    let reader = cluster.user(&name_on("ttlreader", 0, 2)).await;
+    let writer = cluster.user("ttlwriter").await;
+    let remote = sn(&name_on("ttlremote", 1, 2));
+    c.create_subreddit(&writer, &remote, "").await.unwrap();
+    c.join(&reader, &remote).await.unwrap();
+    let a = post_to(c, &writer, &remote, "a").await;
+    assert_eq!(feed_ids(c, &reader, 10, false).await, vec![a.id]);
+    let b = post_to(c, &writer, &remote, "b").await;
+    eventually(
+        "the new post to reach the feed",
+        Duration::from_secs(5),
+        || async { feed_ids(c, &reader, 10, false).await.contains(&b.id) },
+    )
+    .await;
+    let stats = c.shard_stats(0).await.unwrap();
+    assert!(stats.feed_cache_fills >= 2, "{stats:?}");
     cluster.stop().await;
 }

@@ -333,6 +333,7 @@ async fn every_operation(shards: u32) {
                 sort: PostSort::New,
                 limit: Some(10),
                 cursor: None,
+                fresh: false,
             },
         )
         .await
@@ -346,6 +347,7 @@ async fn every_operation(shards: u32) {
                 sort: PostSort::Top,
                 limit: Some(1),
                 cursor: None,
+                fresh: false,
             },
         )
         .await

@@ -792,6 +792,7 @@ async fn the_largest_documented_posts_comments_and_dms_list_fine() {
                         sort,
                         limit: Some(100),
                         cursor,
+                        fresh: false,
                     },
                 )
                 .await

@@ -93,6 +93,10 @@ pub struct Config {
     pub max_cross_shard: usize,
     /// Timeout of each request to another shard.
     pub peer_timeout: Duration,
+    /// How long another shard's feed candidates for a subreddit serve this
+    /// shard's feeds before they are asked for again (zero: every feed asks;
+    /// [`server::feed_cache`]).
+    pub feed_cache: Duration,
     /// Lifetime of a login token.
     pub token_ttl: Duration,
     /// Development mode: allows the built-in development secret and other known
@@ -158,6 +162,8 @@ pub mod defaults {
     pub const MAX_CROSS_SHARD: usize = 4096;
     /// [`Config::peer_timeout`](super::Config::peer_timeout), in milliseconds.
     pub const PEER_TIMEOUT_MS: u64 = 2000;
+    /// [`Config::feed_cache`](super::Config::feed_cache), in milliseconds.
+    pub const FEED_CACHE_MS: u64 = 1000;
     /// [`Config::token_ttl`](super::Config::token_ttl), in seconds.
     pub const TOKEN_TTL_SECS: u64 = 24 * 3600;
     /// [`Config::subscription_capacity`](super::Config::subscription_capacity).
@@ -196,6 +202,7 @@ impl Config {
             outbox_capacity: defaults::OUTBOX_CAPACITY,
             max_cross_shard: defaults::MAX_CROSS_SHARD,
             peer_timeout: Duration::from_millis(defaults::PEER_TIMEOUT_MS),
+            feed_cache: Duration::from_millis(defaults::FEED_CACHE_MS),
             token_ttl: Duration::from_secs(defaults::TOKEN_TTL_SECS),
             dev: false,
             serve_user: SERVE_USER.to_owned(),
@@ -706,7 +713,9 @@ pub async fn run(
         Duration::from_secs(5),
         cross_shard::Lane::Resync,
     ));
-    let mut actor = Actor::new(state, ctx, jobs_tx.downgrade()).with_replies(replies);
+    let mut actor = Actor::new(state, ctx, jobs_tx.downgrade())
+        .with_replies(replies)
+        .with_feed_cache(config.feed_cache);
     // After an expiry, the lease keeper serves on only if the log ends where
     // this process's last append did.
     let mut verify: Option<lease::Verify> = None;

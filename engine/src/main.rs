@@ -58,6 +58,12 @@ struct Args {
     /// Timeout of each request to another shard, in milliseconds.
     #[arg(long, env = "REDDIT_PEER_TIMEOUT_MS", default_value_t = reddit_engine::defaults::PEER_TIMEOUT_MS)]
     peer_timeout_ms: u64,
+    /// Milliseconds another shard's list of a subreddit's best posts serves
+    /// this shard's feeds before it is asked for again (0: every feed asks
+    /// every shard). A feed's first page may show other shards' subreddits
+    /// this much out of date, unless it asks for `fresh`.
+    #[arg(long, env = "REDDIT_FEED_CACHE_MS", default_value_t = reddit_engine::defaults::FEED_CACHE_MS)]
+    feed_cache_ms: u64,
     /// Runtime threads: 1 (default) runs the shard on one thread, best when shards
     /// share the cores; more lets one busy shard overlap network I/O and work.
     #[arg(long, env = "REDDIT_THREADS", default_value_t = 1)]
@@ -182,6 +188,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.work_user = args.work_user;
     config.queue_capacity = args.queue_capacity.max(1);
     config.peer_timeout = Duration::from_millis(args.peer_timeout_ms.max(1));
+    config.feed_cache = Duration::from_millis(args.feed_cache_ms);
     config.token_ttl = Duration::from_secs(args.token_ttl_secs.max(1));
     config.standby = args.standby;
     config.lease_ttl = Duration::from_millis(args.lease_ttl_ms.max(200));

@@ -302,6 +302,9 @@ async fn every_endpoint_end_to_end() {
     let (s, feed) = get(&h, g.url("/api/v1/feed?sort=new"), bob.t()).await;
     assert_eq!(s, StatusCode::OK, "{feed}");
     assert_eq!(feed["posts"].as_array().unwrap().len(), 2);
+    let (s, feed) = get(&h, g.url("/api/v1/feed?sort=new&fresh=true"), bob.t()).await;
+    assert_eq!(s, StatusCode::OK, "{feed}");
+    assert_eq!(feed["posts"].as_array().unwrap().len(), 2);
 
     // Messages.
     let (s, dm) = post(
@@ -453,6 +456,11 @@ async fn bad_input_gets_a_clear_4xx_and_everything_keeps_serving() {
             StatusCode::BAD_REQUEST,
             "invalid_request",
             get(&h, g.url("/api/v1/feed?limit=ten"), ann.t()).await,
+        ),
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            get(&h, g.url("/api/v1/feed?fresh=maybe"), ann.t()).await,
         ),
         (
             StatusCode::UNAUTHORIZED,

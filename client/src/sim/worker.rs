@@ -314,6 +314,7 @@ impl Worker {
                 sort,
                 limit: Some(25),
                 cursor: None,
+                fresh: false,
             };
             let result = c
                 .send_as(Some(&s), &req)

@@ -449,8 +449,14 @@ impl ShardHandle {
 
 /// Starts shard `shard` of `shards` in this process. Returns once it serves.
 pub async fn start_shard(url: &str, shard: u32, shards: u32) -> ShardHandle {
-    let handle = spawn_shard(reddit_engine::Config::new(url, shard, shards, SECRET));
-    wait_serving(url, shard).await;
+    start_shard_with(reddit_engine::Config::new(url, shard, shards, SECRET)).await
+}
+
+/// Starts the shard `config` describes in this process. Returns once it serves.
+pub async fn start_shard_with(config: reddit_engine::Config) -> ShardHandle {
+    let (url, shard) = (config.nats_url.clone(), config.shard);
+    let handle = spawn_shard(config);
+    wait_serving(&url, shard).await;
     handle
 }
 
@@ -489,10 +495,18 @@ pub struct Cluster {
 impl Cluster {
     /// Starts NATS and `n` shards.
     pub async fn start(n: u32) -> Self {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// Starts NATS and `n` shards, each configured by `configure` after the
+    /// defaults.
+    pub async fn start_with(n: u32, configure: impl Fn(&mut reddit_engine::Config)) -> Self {
         let nats = NatsServer::start();
         let mut shards = Vec::new();
         for k in 0..n {
-            shards.push(Some(start_shard(&nats.url(), k, n).await));
+            let mut config = reddit_engine::Config::new(nats.url(), k, n, SECRET);
+            configure(&mut config);
+            shards.push(Some(start_shard_with(config).await));
         }
         let client = RedditClient::connect(&nats.url(), ClientOptions::default())
             .await

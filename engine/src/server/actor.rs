@@ -3,6 +3,7 @@
 //! handler ([`super::handlers`]), and carries out the outcome (sync items, pushes,
 //! the reply) once the [`Journal`] says its writes are durable.
 
+use super::feed_cache::FeedCache;
 use super::journal::{Ack, Journal, LogStore};
 use super::snapshots::{Follower, SnapshotIo, SnapshotPolicy, Snapshots};
 use super::{reply_allowed, respond, Ctx, Job, RunJob};
@@ -143,6 +144,9 @@ pub struct Actor {
     /// their senders tell this process's records from an earlier one's
     /// (0: no log).
     pub(super) fence: u64,
+    /// Other shards' feed candidates, kept for a moment (off unless
+    /// [`Actor::with_feed_cache`]).
+    pub(super) feed_cache: FeedCache,
 }
 
 impl Actor {
@@ -151,6 +155,7 @@ impl Actor {
     pub fn new(state: ShardState, ctx: Ctx, jobs: mpsc::WeakSender<Job>) -> Self {
         let mut state = state;
         state.set_recording(true);
+        let feed_cache = FeedCache::new(std::time::Duration::ZERO, ctx.peer_timeout * 2);
         Self {
             state,
             challenges: Challenges::new(&ctx.tokens),
@@ -172,7 +177,15 @@ impl Actor {
             acks_early: false,
             predecessor_end: None,
             fence: 0,
+            feed_cache,
         }
+    }
+
+    /// Keeps other shards' feed candidates for `ttl` (zero: not at all):
+    /// feeds then ask other shards only for lists not fetched within it.
+    pub fn with_feed_cache(mut self, ttl: std::time::Duration) -> Self {
+        self.feed_cache = FeedCache::new(ttl, self.ctx.peer_timeout * 2);
+        self
     }
 
     /// Uses `replies` (restored by recovery) as the reply cache.
@@ -994,6 +1007,8 @@ impl Actor {
             pending_sync: m.pending_sync.load(Ordering::Relaxed) + self.sync_backlog() as u64,
             unlogged_sync: self.ctx.unlogged.len() as u64,
             unconfirmed_dms: self.state.unconfirmed_dm_count(),
+            feed_cache_hits: self.feed_cache.hits(),
+            feed_cache_fills: self.feed_cache.fills(),
             uptime_ms: u64::try_from(m.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             storage: if self.journal.is_logged() {
                 "jetstream"

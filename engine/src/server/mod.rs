@@ -15,6 +15,7 @@
 //! unit tests without NATS (`tests`).
 
 mod actor;
+pub mod feed_cache;
 mod handlers;
 pub mod journal;
 pub mod metrics;

@@ -254,7 +254,7 @@ pub async fn vote(
     Ok(Json(state.write(&s, &req, key).await?))
 }
 
-/// `?sort=&after=&limit=` of the feed.
+/// `?sort=&after=&limit=&fresh=` of the feed.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct FeedQuery {
     /// hot (default), new, top or controversial.
@@ -266,6 +266,11 @@ pub struct FeedQuery {
     /// Page size, 1–100 (default 25).
     #[param(nullable = false, minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
+    /// true: read every subreddit's shard now. Without it, the first page may
+    /// show other shards' subreddits as they were up to the engine's feed
+    /// cache time (1 s by default) ago.
+    #[param(nullable = false)]
+    pub fresh: Option<bool>,
 }
 
 /// The caller's feed: posts of the subreddits they joined.
@@ -286,6 +291,7 @@ pub async fn feed(
         sort: q.sort.unwrap_or_default(),
         limit: q.limit,
         cursor: q.after,
+        fresh: q.fresh.unwrap_or(false),
     };
     Ok(Json(state.client.send(Some(&s), &req).await?))
 }

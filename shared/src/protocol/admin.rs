@@ -45,6 +45,14 @@ pub struct ShardStats {
     /// since: delivered again if those shards restart (`internal.resync`).
     #[serde(default)]
     pub unconfirmed_dms: u64,
+    /// Other shards' subreddit lists this shard's feeds took from its feed
+    /// cache (kept, or already being fetched for another feed).
+    #[serde(default)]
+    pub feed_cache_hits: u64,
+    /// Lists its feeds fetched from other shards for the feed cache (one
+    /// `internal.feed.candidates` each).
+    #[serde(default)]
+    pub feed_cache_fills: u64,
     /// Milliseconds since the shard started.
     pub uptime_ms: u64,
     /// Storage: `jetstream` or `memory`.

@@ -18,6 +18,13 @@ pub struct FeedRequest {
     /// `next_cursor` of the previous page.
     #[serde(default)]
     pub cursor: Option<String>,
+    /// Read every subreddit's shard now (default `false`). Without it, the
+    /// first page may draw other shards' subreddits from lists the user's
+    /// shard fetched within the last `--feed-cache-ms` (1 s by default), so
+    /// a post or vote there can take that long to show; with it, the page
+    /// shows every write answered before it, like a later page (`cursor`) does.
+    #[serde(default, deserialize_with = "crate::protocol::nil_as_default")]
+    pub fresh: bool,
 }
 
 impl Validate for FeedRequest {

@@ -1,17 +1,22 @@
 //! `feed.get`: the caller's joined subreddits, merged across the shards that own
 //! them. Each shard returns encoded candidate views with their ranks; the merge
 //! sorts by key and splices the views into the reply without decoding them.
+//! First pages draw other shards' subreddits from the feed cache
+//! ([`crate::server::feed_cache`]) when it is on.
 
 use super::{parse, Actor, Call, Handled};
+use crate::server::feed_cache::Found;
 use crate::state::ranking::{encode_cursor, Rank};
 use futures::FutureExt;
 use reddit_shared::error::WireError;
 use reddit_shared::names::SubredditName;
 use reddit_shared::protocol::feed::FeedRequest;
 use reddit_shared::protocol::internal::{FeedCandidate, FeedCandidates, FeedCandidatesRequest};
+use reddit_shared::protocol::post::PostSort;
 use reddit_shared::protocol::DEFAULT_PAGE;
 use reddit_shared::MAX_PAGE_BYTES;
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 impl Actor {
     /// `feed.get`: local candidates at once; other shards' in a spawned task.
@@ -28,6 +33,9 @@ impl Actor {
                 .push(name);
         }
         let local = by_shard.remove(&self.ctx.shard).unwrap_or_default();
+        if self.feed_cache.enabled() && r.cursor.is_none() && !r.fresh {
+            return self.feed_from_lists(&local, by_shard, r.sort, limit);
+        }
         let (posts, truncated) =
             self.state
                 .feed_candidates(&local, r.sort, limit + 1, r.cursor.as_ref(), None)?;
@@ -66,6 +74,68 @@ impl Actor {
                 for result in futures::future::join_all(calls).await {
                     let page = result?;
                     merge.add(page.posts, page.truncated);
+                }
+                merge.finish(limit)
+            }
+            .boxed(),
+        ))
+    }
+
+    /// A first page from the local subreddits read now and every other
+    /// shard's subreddit's list under `sort` from the [`FeedCache`]: fetched
+    /// (one `internal.feed.candidates` per subreddit, `limit + 1` deep) only
+    /// when none was within its TTL. The lists are per subreddit, not per
+    /// shard, so that each serves every user whose feed holds it.
+    ///
+    /// [`FeedCache`]: crate::server::feed_cache::FeedCache
+    fn feed_from_lists(
+        &mut self,
+        local: &[SubredditName],
+        remote: BTreeMap<u32, Vec<SubredditName>>,
+        sort: PostSort,
+        limit: usize,
+    ) -> Result<Handled, WireError> {
+        let depth = limit + 1;
+        let (posts, truncated) = self.state.feed_candidates(local, sort, depth, None, None)?;
+        let mut merge = FeedMerge::default();
+        merge.add(posts, truncated);
+        let now = Instant::now();
+        let mut waits = Vec::new();
+        for (shard, subreddits) in remote {
+            for name in subreddits {
+                let fetch = || {
+                    let peers = self.ctx.peers.clone();
+                    let req = FeedCandidatesRequest {
+                        subreddits: vec![name.clone()],
+                        sort,
+                        limit: u32::try_from(depth).unwrap_or(u32::MAX),
+                        cursor: None,
+                        above: None,
+                    };
+                    async move {
+                        peers
+                            .call_with(shard, &req, FeedCandidates::decode_shared)
+                            .await
+                    }
+                    .boxed()
+                };
+                match self.feed_cache.get(name.key(), sort, depth, now, fetch) {
+                    Found::Ready(list) => {
+                        let (posts, truncated) = list.best(depth);
+                        merge.add(posts, truncated);
+                    }
+                    Found::Wait(fill) => waits.push(fill),
+                }
+            }
+        }
+        if waits.is_empty() {
+            return merge.finish(limit).map(Handled::Reply);
+        }
+        Ok(Handled::Later(
+            async move {
+                for list in futures::future::join_all(waits).await {
+                    let (posts, truncated) = list?.best(depth);
+                    merge.add(posts, truncated);
                 }
                 merge.finish(limit)
             }
