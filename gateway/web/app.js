@@ -115,7 +115,16 @@ async function sign(privateKey, text) {
 
 // ---------- the API ----------
 
+/**
+ * When this page last wrote something (ms): a feed read soon after asks for
+ * `fresh`, so that the user's own posts and votes show at once instead of
+ * after the engine's feed cache time (`--feed-cache-ms`).
+ */
+let lastWrite = 0;
+const FRESH_AFTER_WRITE_MS = 10_000;
+
 async function api(method, path, body, { auth = false, key } = {}) {
+  if (method !== "GET") lastWrite = Date.now();
   const headers = {};
   if (body !== undefined) headers["content-type"] = "application/json";
   if (auth) {
@@ -477,7 +486,8 @@ async function postPage(sub, id, query) {
 
 async function feedPage(sort = "hot", query) {
   const after = query.get("after");
-  const page = await api("GET", `/feed?sort=${sort}&limit=25${after ? `&after=${encodeURIComponent(after)}` : ""}`, undefined, { auth: true });
+  const fresh = Date.now() - lastWrite < FRESH_AFTER_WRITE_MS ? "&fresh=true" : "";
+  const page = await api("GET", `/feed?sort=${sort}&limit=25${after ? `&after=${encodeURIComponent(after)}` : ""}${fresh}`, undefined, { auth: true });
   return [
     h("h1", {}, "Your feed"),
     tabs("#/feed", sort, ["hot", "new", "top", "controversial"]),

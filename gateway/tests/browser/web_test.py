@@ -128,6 +128,10 @@ try:
     wait(a, "the score to go up", lambda: score() == before + 1)
     shot(a, "post")
 
+    # The feed shows the post (read fresh: the page wrote moments ago).
+    go(a, "#/feed/new")
+    wait(a, "the post in the feed", lambda: h1(a) == "Your feed" and css(a, f'article[data-post="{post_id}"]'))
+
     # A DM from a second browser arrives live.
     b = browser()
     try:
