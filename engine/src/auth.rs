@@ -17,6 +17,7 @@ use reddit_shared::error::WireError;
 use reddit_shared::names::Username;
 use sha2::Sha256;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -165,10 +166,11 @@ impl TokenSigner {
 }
 
 /// Tokens verified recently, so a session's requests cost a hash lookup instead of
-/// an HMAC each. Bounded: cleared when full. Expiry is checked on every use.
+/// an HMAC each, and share one [`Bearer`] instead of copying it. Bounded:
+/// cleared when full. Expiry is checked on every use.
 #[derive(Debug, Default)]
 pub struct VerifiedTokens {
-    seen: HashMap<String, Bearer>,
+    seen: HashMap<String, Arc<Bearer>>,
 }
 
 /// Most tokens [`VerifiedTokens`] holds.
@@ -182,7 +184,7 @@ impl VerifiedTokens {
         signer: &TokenSigner,
         token: &str,
         now: i64,
-    ) -> Result<Bearer, WireError> {
+    ) -> Result<Arc<Bearer>, WireError> {
         if let Some(bearer) = self.seen.get(token) {
             if bearer.expires > now {
                 return Ok(bearer.clone());
@@ -191,7 +193,7 @@ impl VerifiedTokens {
                 "the token has expired; log in again",
             ));
         }
-        let bearer = signer.verify(token, now)?;
+        let bearer = Arc::new(signer.verify(token, now)?);
         if self.seen.len() >= VERIFIED_TOKENS {
             self.seen.clear();
         }

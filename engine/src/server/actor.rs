@@ -862,23 +862,27 @@ impl Actor {
     }
 
     pub(super) fn caller(&mut self, request: &Message, now: i64) -> Result<Username, WireError> {
-        self.bearer(request, now).map(|b| b.user)
+        self.bearer(request, now).map(|b| b.user.clone())
     }
 
     /// What the request's token says (the user and their registered key), after
     /// the same checks as [`caller`](Self::caller).
-    pub(super) fn bearer(&mut self, request: &Message, now: i64) -> Result<Bearer, WireError> {
+    pub(super) fn bearer(
+        &mut self,
+        request: &Message,
+        now: i64,
+    ) -> Result<std::sync::Arc<Bearer>, WireError> {
         let value = request
             .headers
             .as_ref()
             .and_then(|h| h.get(AUTH_HEADER))
-            .map(|v| v.as_str().to_owned())
+            .map(|v| v.as_str())
             .ok_or_else(|| {
                 WireError::unauthenticated(
                     "this operation needs the header `Authorization: Bearer <token>`; log in with auth.challenge and auth.login",
                 )
             })?;
-        let token = parse_bearer(&value).ok_or_else(|| {
+        let token = parse_bearer(value).ok_or_else(|| {
             WireError::unauthenticated("the Authorization header must be `Bearer <token>`")
         })?;
         let bearer = self.verified.verify(&self.ctx.tokens, token, now)?;

@@ -24,7 +24,7 @@ impl Actor {
             );
             bearer.check_signature("post", &signed, sig)?;
         }
-        let who = bearer.user;
+        let who = bearer.user.clone();
         self.state.get_subreddit(&r.subreddit)?;
         match r.repost_of.clone() {
             Some(orig) if self.state.owner(orig.subreddit.key()) != self.ctx.shard => {
