@@ -52,13 +52,19 @@ impl Candidates {
         }
     }
 
-    /// The best `want` (at most), and whether posts are missing right after
-    /// them. The views are shared, not copied.
-    pub fn best(&self, want: usize) -> (Vec<FeedCandidate>, bool) {
+    /// The posts, best first.
+    pub fn posts(&self) -> &[FeedCandidate] {
+        &self.posts
+    }
+
+    /// How many of the best `want` there are (at most `want`), and whether
+    /// posts are missing right after them (the shard stopped at the byte
+    /// budget before reaching them).
+    pub fn prefix(&self, want: usize) -> (usize, bool) {
         if self.posts.len() > want {
-            (self.posts[..want].to_vec(), false)
+            (want, false)
         } else {
-            (self.posts.clone(), self.truncated)
+            (self.posts.len(), self.truncated)
         }
     }
 }
@@ -434,9 +440,8 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // A short list cut at the byte budget says so; a prefix of a longer one does not.
-        assert_eq!(a.best(26).0.len(), 3);
-        assert!(a.best(26).1);
-        assert!(!a.best(2).1);
+        assert_eq!(a.prefix(26), (3, true));
+        assert_eq!(a.prefix(2), (2, false));
         // The finished fetch is now the kept list.
         assert!(matches!(
             cache.get("a", PostSort::Top, 26, t0, fetcher(&calls, 26)),

@@ -5,7 +5,7 @@
 //! ([`crate::server::feed_cache`]) when it is on.
 
 use super::{parse, Actor, Call, Handled};
-use crate::server::feed_cache::Found;
+use crate::server::feed_cache::{Candidates, Found};
 use crate::state::ranking::{encode_cursor, Rank};
 use futures::FutureExt;
 use reddit_shared::error::WireError;
@@ -16,6 +16,7 @@ use reddit_shared::protocol::post::PostSort;
 use reddit_shared::protocol::DEFAULT_PAGE;
 use reddit_shared::MAX_PAGE_BYTES;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 impl Actor {
@@ -120,10 +121,7 @@ impl Actor {
                     .boxed()
                 };
                 match self.feed_cache.get(name.key(), sort, depth, now, fetch) {
-                    Found::Ready(list) => {
-                        let (posts, truncated) = list.best(depth);
-                        merge.add(posts, truncated);
-                    }
+                    Found::Ready(list) => merge.add_kept(list, depth),
                     Found::Wait(fill) => waits.push(fill),
                 }
             }
@@ -134,8 +132,7 @@ impl Actor {
         Ok(Handled::Later(
             async move {
                 for list in futures::future::join_all(waits).await {
-                    let (posts, truncated) = list?.best(depth);
-                    merge.add(posts, truncated);
+                    merge.add_kept(list?, depth);
                 }
                 merge.finish(limit)
             }
@@ -147,43 +144,88 @@ impl Actor {
 /// Feed candidates gathered from several shards, merged by key into one page.
 #[derive(Default)]
 struct FeedMerge {
-    posts: Vec<FeedCandidate>,
-    /// The highest last key among shards that stopped early (byte budget): below
-    /// it, some of their posts are missing, so the page must stop there.
+    /// Each best first: the local candidates, each shard's answer, each kept
+    /// list (shared with the feed cache, not copied).
+    sources: Vec<Source>,
+    /// The highest last key among sources that stopped early (byte budget):
+    /// below it, some of their posts are missing, so the page must stop there.
     floor: Option<(Rank, uuid::Uuid)>,
+}
+
+/// One best-first run of candidates.
+enum Source {
+    Owned(Vec<FeedCandidate>),
+    /// The first `len` of a kept list.
+    Kept(Arc<Candidates>, usize),
+}
+
+impl Source {
+    fn posts(&self) -> &[FeedCandidate] {
+        match self {
+            Source::Owned(v) => v,
+            Source::Kept(list, len) => &list.posts()[..*len],
+        }
+    }
+}
+
+/// The merge order's key (larger first).
+fn key(c: &FeedCandidate) -> (Rank, uuid::Uuid) {
+    (Rank(c.rank), c.id.0)
 }
 
 impl FeedMerge {
     fn add(&mut self, posts: Vec<FeedCandidate>, truncated: bool) {
+        self.add_source(Source::Owned(posts), truncated);
+    }
+
+    /// Adds the best `want` of a kept list.
+    fn add_kept(&mut self, list: Arc<Candidates>, want: usize) {
+        let (len, truncated) = list.prefix(want);
+        self.add_source(Source::Kept(list, len), truncated);
+    }
+
+    fn add_source(&mut self, source: Source, truncated: bool) {
         if truncated {
-            if let Some(last) = posts.last() {
-                let key = (Rank(last.rank), last.id.0);
-                self.floor = Some(self.floor.map_or(key, |f| f.max(key)));
+            if let Some(last) = source.posts().last() {
+                let k = key(last);
+                self.floor = Some(self.floor.map_or(k, |f| f.max(k)));
             }
         }
-        self.posts.extend(posts);
+        self.sources.push(source);
     }
 
     /// The `PostPage` reply (`{posts: [...], next_cursor}`) around the winners'
     /// encoded views: at most `limit` posts and [`MAX_PAGE_BYTES`] of views, never
-    /// past the floor; `next_cursor` whenever anything was left out.
+    /// past the floor; `next_cursor` whenever anything was left out. The
+    /// sources are merged by walking their heads: nothing is copied or sorted
+    /// but the winners' bytes.
     fn finish(self, limit: usize) -> Result<Vec<u8>, WireError> {
-        let FeedMerge { mut posts, floor } = self;
-        let key = |c: &FeedCandidate| (Rank(c.rank), c.id.0);
-        posts.sort_unstable_by_key(|c| std::cmp::Reverse(key(c)));
+        let FeedMerge { sources, floor } = self;
+        let runs: Vec<&[FeedCandidate]> = sources.iter().map(Source::posts).collect();
+        let mut heads = vec![0usize; runs.len()];
+        let mut posts: Vec<&FeedCandidate> = Vec::with_capacity(limit);
         let mut more = floor.is_some();
         let mut bytes = 0;
-        let mut fit = 0;
-        for c in &posts {
+        loop {
+            let best = runs
+                .iter()
+                .zip(&heads)
+                .enumerate()
+                .filter_map(|(i, (run, &h))| run.get(h).map(|c| (i, c)))
+                .max_by_key(|(_, c)| key(c));
+            let Some((i, c)) = best else { break };
             let below_floor = floor.is_some_and(|f| key(c) < f);
-            if fit == limit || below_floor || (fit > 0 && bytes + c.view.len() > MAX_PAGE_BYTES) {
+            if posts.len() == limit
+                || below_floor
+                || (!posts.is_empty() && bytes + c.view.len() > MAX_PAGE_BYTES)
+            {
                 more = true;
                 break;
             }
             bytes += c.view.len();
-            fit += 1;
+            posts.push(c);
+            heads[i] += 1;
         }
-        posts.truncate(fit);
         let next_cursor = more
             .then(|| posts.last().map(|c| encode_cursor(&(Rank(c.rank), c.id))))
             .flatten();
@@ -205,5 +247,68 @@ impl FeedMerge {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reddit_shared::ids::PostId;
+    use reddit_shared::protocol::internal::FeedCandidates;
+
+    /// A candidate ranked `rank` whose view is the MessagePack number `n`.
+    fn cand(rank: f64, n: u32) -> FeedCandidate {
+        FeedCandidate {
+            rank,
+            id: PostId::new(),
+            view: bytes::Bytes::from(rmp_serde::to_vec(&n).unwrap()),
+        }
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Page {
+        posts: Vec<u32>,
+        next_cursor: Option<String>,
+    }
+
+    fn page(merge: FeedMerge, limit: usize) -> Page {
+        rmp_serde::from_slice(&merge.finish(limit).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn sources_merge_by_rank_into_one_page() {
+        let kept = |ranks: &[(f64, u32)], truncated| {
+            let page = FeedCandidates {
+                posts: ranks.iter().map(|&(r, n)| cand(r, n)).collect(),
+                truncated,
+            };
+            Arc::new(Candidates::new(page, 10))
+        };
+        let mut merge = FeedMerge::default();
+        merge.add(vec![cand(9.0, 1), cand(5.0, 4), cand(1.0, 7)], false);
+        merge.add_kept(kept(&[(8.0, 2), (6.0, 3), (2.0, 6)], false), 10);
+        merge.add_kept(kept(&[(4.0, 5), (0.5, 8)], false), 10);
+        merge.add(Vec::new(), false);
+        let p = page(merge, 10);
+        assert_eq!(p.posts, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(p.next_cursor, None);
+
+        // A limit cuts the page and leaves a cursor; only a kept list's
+        // asked-for prefix takes part.
+        let mut merge = FeedMerge::default();
+        merge.add(vec![cand(9.0, 1), cand(5.0, 4), cand(4.5, 9)], false);
+        merge.add_kept(kept(&[(8.0, 2), (6.0, 3), (2.0, 6)], false), 1);
+        let p = page(merge, 3);
+        assert_eq!(p.posts, vec![1, 2, 4]);
+        assert!(p.next_cursor.is_some());
+
+        // A source cut at the byte budget is a floor: nothing below its last
+        // post makes the page, since some of its posts are missing there.
+        let mut merge = FeedMerge::default();
+        merge.add(vec![cand(9.0, 1), cand(3.0, 5)], false);
+        merge.add_kept(kept(&[(8.0, 2), (4.0, 4)], true), 10);
+        let p = page(merge, 10);
+        assert_eq!(p.posts, vec![1, 2, 4]);
+        assert!(p.next_cursor.is_some());
     }
 }
