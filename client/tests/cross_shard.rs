@@ -366,3 +366,35 @@ async fn a_new_post_reaches_cached_feeds_within_the_ttl() {
     assert!(stats.feed_cache_fills >= 2, "{stats:?}");
     cluster.stop().await;
 }
+
+/// The cache fetches per subreddit, so a user who joined more than 64
+/// (`MAX_CACHED_FEED_SUBREDDITS`) subreddits on other shards gets live first
+/// pages (one request per shard): a long join list cannot make one feed
+/// start a request per subreddit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_of_many_other_shards_subreddits_is_read_live() {
+    let cluster = Cluster::start_with(2, |c| c.feed_cache = Duration::from_secs(3600)).await;
+    let c = &cluster.client;
+    let reader = cluster.user(&name_on("manyreader", 0, 2)).await;
+    let writer = cluster.user("manywriter").await;
+    let subs: Vec<_> = (0..65)
+        .map(|i| sn(&name_on(&format!("many{i}x"), 1, 2)))
+        .collect();
+    for s in &subs {
+        c.create_subreddit(&writer, s, "").await.unwrap();
+        c.join(&reader, s).await.unwrap();
+    }
+    let a = post_to(c, &writer, &subs[0], "a").await;
+    assert_eq!(feed_ids(c, &reader, 10, false).await, vec![a.id]);
+    let b = post_to(c, &writer, &subs[64], "b").await;
+    let live = feed_ids(c, &reader, 10, false).await;
+    assert!(live.contains(&b.id), "{live:?}");
+    let stats = c.shard_stats(0).await.unwrap();
+    assert_eq!(stats.feed_cache_fills, 0, "{stats:?}");
+    // One fewer, and the same feed comes from the cache.
+    c.leave(&reader, &subs[64]).await.unwrap();
+    feed_ids(c, &reader, 10, false).await;
+    let stats = c.shard_stats(0).await.unwrap();
+    assert_eq!(stats.feed_cache_fills, 64, "{stats:?}");
+    cluster.stop().await;
+}

@@ -1,6 +1,7 @@
 //! `feed.get`: the caller's joined subreddits, merged across the shards that own
-//! them. Each shard returns encoded candidate views with their ranks; the merge
-//! sorts by key and splices the views into the reply without decoding them.
+//! them. Each shard returns encoded candidate views with their ranks, best
+//! first; the merge walks their heads by key and splices the winners' views
+//! into the reply without decoding them.
 //! First pages draw other shards' subreddits from the feed cache
 //! ([`crate::server::feed_cache`]) when it is on.
 
@@ -19,6 +20,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Most other shards' subreddits a first page takes from the feed cache. The
+/// cache fetches per subreddit, so past this a feed is read live instead (one
+/// request per shard): nobody's join list makes one feed start more requests.
+pub const MAX_CACHED_FEED_SUBREDDITS: usize = 64;
+
 impl Actor {
     /// `feed.get`: local candidates at once; other shards' in a spawned task.
     pub(super) fn feed_get(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
@@ -34,7 +40,12 @@ impl Actor {
                 .push(name);
         }
         let local = by_shard.remove(&self.ctx.shard).unwrap_or_default();
-        if self.feed_cache.enabled() && r.cursor.is_none() && !r.fresh {
+        let remote_subreddits: usize = by_shard.values().map(Vec::len).sum();
+        if self.feed_cache.enabled()
+            && r.cursor.is_none()
+            && !r.fresh
+            && remote_subreddits <= MAX_CACHED_FEED_SUBREDDITS
+        {
             return self.feed_from_lists(&local, by_shard, r.sort, limit);
         }
         let (posts, truncated) =
@@ -163,7 +174,7 @@ impl Source {
     fn posts(&self) -> &[FeedCandidate] {
         match self {
             Source::Owned(v) => v,
-            Source::Kept(list, len) => &list.posts()[..*len],
+            Source::Kept(list, len) => list.posts().get(..*len).unwrap_or_default(),
         }
     }
 }
