@@ -171,16 +171,16 @@ impl FeedCache {
 
     /// The list of `subreddit` (its key) under `sort`, at least `depth` deep
     /// and fetched less than the TTL before `now`: kept, being fetched, or
-    /// fetched by `fetch` from now on. A kept list past half its TTL is
-    /// served and refreshed behind it, so a list in steady use is never
-    /// waited for.
+    /// fetched by `fetch` (given the depth to ask for) from now on. A kept
+    /// list past half its TTL is served and refreshed behind it, as deep as
+    /// it was, so a list in steady use is never waited for.
     pub fn get(
         &mut self,
         subreddit: &str,
         sort: PostSort,
         depth: usize,
         now: Instant,
-        fetch: impl FnOnce() -> BoxFuture<'static, Result<FeedCandidates, WireError>>,
+        fetch: impl FnOnce(usize) -> BoxFuture<'static, Result<FeedCandidates, WireError>>,
     ) -> Found {
         let key = (subreddit.to_owned(), sort);
         let plan = self.plan(&key, depth, now);
@@ -197,7 +197,8 @@ impl FeedCache {
                 self.hits += 1;
                 self.fills += 1;
                 if let Some(Slot::Ready { refresh, .. }) = self.slots.get_mut(&key) {
-                    *refresh = Some(start(fetch, now, depth));
+                    // As deep as the list it replaces, whatever this feed asked.
+                    *refresh = Some(start(fetch, now, list.depth.max(depth)));
                 }
                 Found::Ready(list)
             }
@@ -269,11 +270,11 @@ impl FeedCache {
 /// Starts `fetch` as a task of its own (so that it ends, and fills the
 /// cache, even if no feed waits for it) and returns it.
 fn start(
-    fetch: impl FnOnce() -> BoxFuture<'static, Result<FeedCandidates, WireError>>,
+    fetch: impl FnOnce(usize) -> BoxFuture<'static, Result<FeedCandidates, WireError>>,
     now: Instant,
     depth: usize,
 ) -> Fetch {
-    let fill: Fill = fetch()
+    let fill: Fill = fetch(depth)
         .map(move |r| r.map(|page| Arc::new(Candidates::new(page, depth))))
         .boxed()
         .shared();
@@ -340,9 +341,9 @@ mod tests {
     fn fetcher(
         calls: &Arc<AtomicUsize>,
         n: usize,
-    ) -> impl FnOnce() -> BoxFuture<'static, Result<FeedCandidates, WireError>> {
+    ) -> impl FnOnce(usize) -> BoxFuture<'static, Result<FeedCandidates, WireError>> {
         let calls = calls.clone();
-        move || {
+        move |_| {
             calls.fetch_add(1, Ordering::SeqCst);
             async move { Ok(page(n, false)) }.boxed()
         }
@@ -413,6 +414,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refresh_is_as_deep_as_the_list_it_replaces() {
+        let mut cache = FeedCache::new(Duration::from_millis(250), Duration::from_secs(2));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let t0 = Instant::now();
+        list(cache.get("a", PostSort::Hot, 26, t0, fetcher(&calls, 26))).await;
+        // A shallow feed past half the TTL starts the refresh...
+        let asked = Arc::new(AtomicUsize::new(0));
+        let shallow = {
+            let asked = asked.clone();
+            move |depth: usize| {
+                asked.store(depth, Ordering::SeqCst);
+                async move { Ok(page(depth, false)) }.boxed()
+            }
+        };
+        let at = t0 + Duration::from_millis(200);
+        assert!(matches!(
+            cache.get("a", PostSort::Hot, 2, at, shallow),
+            Found::Ready(_)
+        ));
+        // ...for the whole list, so deep feeds keep being served from it.
+        assert_eq!(asked.load(Ordering::SeqCst), 26);
+        refreshed(&cache, ("a", PostSort::Hot)).await;
+        let later = t0 + Duration::from_millis(260);
+        match cache.get("a", PostSort::Hot, 26, later, fetcher(&calls, 26)) {
+            Found::Ready(l) => assert_eq!(l.posts().len(), 26),
+            Found::Wait(_) => panic!("the refreshed list should serve a deep feed"),
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn feeds_needing_a_list_meanwhile_share_its_fetch() {
         let mut cache = FeedCache::new(Duration::from_millis(250), Duration::from_secs(2));
         let calls = Arc::new(AtomicUsize::new(0));
@@ -420,7 +452,7 @@ mod tests {
         let t0 = Instant::now();
         let slow = {
             let calls = calls.clone();
-            move || {
+            move |_| {
                 calls.fetch_add(1, Ordering::SeqCst);
                 async move {
                     rx.await.ok();
@@ -454,7 +486,7 @@ mod tests {
         let mut cache = FeedCache::new(Duration::from_millis(250), Duration::from_secs(2));
         let calls = Arc::new(AtomicUsize::new(0));
         let t0 = Instant::now();
-        let failing = || async { Err(WireError::unavailable("shard 2 is down")) }.boxed();
+        let failing = |_| async { Err(WireError::unavailable("shard 2 is down")) }.boxed();
         let Found::Wait(f) = cache.get("a", PostSort::Hot, 26, t0, failing) else {
             panic!("nothing was kept yet");
         };
@@ -462,7 +494,7 @@ mod tests {
         list(cache.get("a", PostSort::Hot, 26, t0, fetcher(&calls, 26))).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1, "a failure is not kept");
         // A fetch nobody awaits never ends; past `abandoned` it is replaced.
-        let never = || futures::future::pending().boxed();
+        let never = |_| futures::future::pending().boxed();
         let _ = cache.get("b", PostSort::Hot, 26, t0, never);
         let soon = t0 + Duration::from_millis(10);
         assert!(matches!(

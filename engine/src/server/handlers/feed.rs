@@ -115,12 +115,12 @@ impl Actor {
         let mut waits = Vec::new();
         for (shard, subreddits) in remote {
             for name in subreddits {
-                let fetch = || {
+                let fetch = |asked: usize| {
                     let peers = self.ctx.peers.clone();
                     let req = FeedCandidatesRequest {
                         subreddits: vec![name.clone()],
                         sort,
-                        limit: u32::try_from(depth).unwrap_or(u32::MAX),
+                        limit: u32::try_from(asked).unwrap_or(u32::MAX),
                         cursor: None,
                         above: None,
                     };
