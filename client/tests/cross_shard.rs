@@ -281,26 +281,47 @@ async fn feed_ids(
     page.posts.iter().map(|p| p.id).collect()
 }
 
+/// Two shards whose feed cache keeps lists for `ttl`; a reader on shard 0
+/// who joined `subs` (`(prefix, shard)`: each a subreddit on that shard,
+/// created by the writer). Returns the cluster, the reader, the writer and
+/// the subreddits.
+async fn feed_cluster(
+    ttl: Duration,
+    subs: &[(String, u32)],
+) -> (
+    Cluster,
+    reddit_client::Session,
+    reddit_client::Session,
+    Vec<reddit_shared::names::SubredditName>,
+) {
+    let cluster = Cluster::start_with(2, |c| c.feed_cache = ttl).await;
+    let c = &cluster.client;
+    let reader = cluster.user(&name_on("feedreader", 0, 2)).await;
+    let writer = cluster.user("feedwriter").await;
+    let mut names = Vec::new();
+    for (prefix, shard) in subs {
+        let s = sn(&name_on(prefix, *shard, 2));
+        c.create_subreddit(&writer, &s, "").await.unwrap();
+        c.join(&reader, &s).await.unwrap();
+        names.push(s);
+    }
+    (cluster, reader, writer, names)
+}
+
 /// With the feed cache on (an hour here, so that nothing expires during the
 /// test), a first page takes another shard's subreddit from the list the
 /// user's shard fetched for an earlier feed; the user's own shard's
 /// subreddits, `fresh` pages and later pages read live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_feed_pages_take_other_shards_subreddits_from_the_feed_cache() {
-    let cluster = Cluster::start_with(2, |c| c.feed_cache = Duration::from_secs(3600)).await;
+    let subs = [("cacheremote".to_owned(), 1), ("cachelocal".to_owned(), 0)];
+    let (cluster, reader, writer, names) = feed_cluster(Duration::from_secs(3600), &subs).await;
     let c = &cluster.client;
-    let reader = cluster.user(&name_on("cachereader", 0, 2)).await;
-    let writer = cluster.user("cachewriter").await;
-    let remote = sn(&name_on("cacheremote", 1, 2));
-    let local = sn(&name_on("cachelocal", 0, 2));
-    for s in [&remote, &local] {
-        c.create_subreddit(&writer, s, "").await.unwrap();
-        c.join(&reader, s).await.unwrap();
-    }
-    let a = post_to(c, &writer, &remote, "a").await;
+    let (remote, local) = (&names[0], &names[1]);
+    let a = post_to(c, &writer, remote, "a").await;
     assert_eq!(feed_ids(c, &reader, 10, false).await, vec![a.id]);
-    let b = post_to(c, &writer, &remote, "b").await;
-    let l = post_to(c, &writer, &local, "l").await;
+    let b = post_to(c, &writer, remote, "b").await;
+    let l = post_to(c, &writer, local, "l").await;
     // The kept list of `remote` predates b; `local` is read now.
     let cached = feed_ids(c, &reader, 10, false).await;
     assert_eq!(cached.len(), 2, "{cached:?}");
@@ -346,16 +367,12 @@ async fn first_feed_pages_take_other_shards_subreddits_from_the_feed_cache() {
 /// reaches the first page that soon, without `fresh`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_post_reaches_cached_feeds_within_the_ttl() {
-    let cluster = Cluster::start_with(2, |c| c.feed_cache = Duration::from_millis(200)).await;
+    let subs = [("ttlremote".to_owned(), 1)];
+    let (cluster, reader, writer, names) = feed_cluster(Duration::from_millis(200), &subs).await;
     let c = &cluster.client;
-    let reader = cluster.user(&name_on("ttlreader", 0, 2)).await;
-    let writer = cluster.user("ttlwriter").await;
-    let remote = sn(&name_on("ttlremote", 1, 2));
-    c.create_subreddit(&writer, &remote, "").await.unwrap();
-    c.join(&reader, &remote).await.unwrap();
-    let a = post_to(c, &writer, &remote, "a").await;
+    let a = post_to(c, &writer, &names[0], "a").await;
     assert_eq!(feed_ids(c, &reader, 10, false).await, vec![a.id]);
-    let b = post_to(c, &writer, &remote, "b").await;
+    let b = post_to(c, &writer, &names[0], "b").await;
     eventually(
         "the new post to reach the feed",
         Duration::from_secs(5),
@@ -373,17 +390,9 @@ async fn a_new_post_reaches_cached_feeds_within_the_ttl() {
 /// start a request per subreddit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feed_of_many_other_shards_subreddits_is_read_live() {
-    let cluster = Cluster::start_with(2, |c| c.feed_cache = Duration::from_secs(3600)).await;
+    let many: Vec<_> = (0..65).map(|i| (format!("many{i}x"), 1)).collect();
+    let (cluster, reader, writer, subs) = feed_cluster(Duration::from_secs(3600), &many).await;
     let c = &cluster.client;
-    let reader = cluster.user(&name_on("manyreader", 0, 2)).await;
-    let writer = cluster.user("manywriter").await;
-    let subs: Vec<_> = (0..65)
-        .map(|i| sn(&name_on(&format!("many{i}x"), 1, 2)))
-        .collect();
-    for s in &subs {
-        c.create_subreddit(&writer, s, "").await.unwrap();
-        c.join(&reader, s).await.unwrap();
-    }
     let a = post_to(c, &writer, &subs[0], "a").await;
     assert_eq!(feed_ids(c, &reader, 10, false).await, vec![a.id]);
     let b = post_to(c, &writer, &subs[64], "b").await;
