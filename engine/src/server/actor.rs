@@ -26,6 +26,7 @@ use reddit_shared::subject::{self, ReplyTo};
 use reddit_shared::{now_millis, IDEMPOTENCY_HEADER, MAX_REQUEST_BYTES};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// How a handler answers.
@@ -96,6 +97,10 @@ pub struct Actor {
     pub(super) state: ShardState,
     pub(super) challenges: Challenges,
     pub(super) verified: VerifiedTokens,
+    /// What the token of the request being handled says, once checked: a
+    /// write looks at it twice (its idempotency key is per user, then its
+    /// handler), and this spares the second lookup. Reset for every request.
+    checked_bearer: Option<Arc<Bearer>>,
     /// The facts of the audit in progress (one at a time), by audit id.
     pub(super) audit_cache: Option<(u64, Vec<reddit_shared::protocol::internal::AuditRecord>)>,
     pub(super) ctx: Ctx,
@@ -160,6 +165,7 @@ impl Actor {
             state,
             challenges: Challenges::new(&ctx.tokens),
             verified: VerifiedTokens::default(),
+            checked_bearer: None,
             audit_cache: None,
             ctx,
             jobs,
@@ -618,12 +624,12 @@ impl Actor {
                     text.chars().take(64).collect::<String>()
                 ))
             })?;
-        let caller = if op == Op::UserRegister {
-            String::new()
+        let key = if op == Op::UserRegister {
+            ReplyKey::new(op.as_str(), "", id)
         } else {
-            self.caller(request, now)?.key().to_owned()
+            let bearer = self.bearer(request, now)?;
+            ReplyKey::new(op.as_str(), bearer.user.key(), id)
         };
-        let key = ReplyKey::new(op.as_str(), &caller, id);
         let hash = payload_hash(&request.payload);
         match self.replies.lookup(&key, hash) {
             Lookup::Miss => Ok(Idem::Key(key, hash, id)),
@@ -653,6 +659,7 @@ impl Actor {
         self.acks_early = self.early_sync_acks.load(Ordering::Relaxed);
         self.current = None;
         self.current_op = op;
+        self.checked_bearer = None;
         let result = match op {
             None => Err(WireError::new(
                 ErrorCode::UnknownOperation,
@@ -867,11 +874,10 @@ impl Actor {
 
     /// What the request's token says (the user and their registered key), after
     /// the same checks as [`caller`](Self::caller).
-    pub(super) fn bearer(
-        &mut self,
-        request: &Message,
-        now: i64,
-    ) -> Result<std::sync::Arc<Bearer>, WireError> {
+    pub(super) fn bearer(&mut self, request: &Message, now: i64) -> Result<Arc<Bearer>, WireError> {
+        if let Some(bearer) = &self.checked_bearer {
+            return Ok(bearer.clone());
+        }
         let value = request
             .headers
             .as_ref()
@@ -891,13 +897,15 @@ impl Actor {
         // trusted role) reads: never to the anonymous inbox or another user's.
         let reply = request.reply.as_ref().map(|r| r.as_str());
         match reply.and_then(ReplyTo::classify) {
-            Some(ReplyTo::User(k)) if k == user.key() => Ok(bearer),
-            Some(ReplyTo::Service | ReplyTo::Engine) => Ok(bearer),
-            _ => Err(WireError::forbidden(format!(
+            Some(ReplyTo::User(k)) if k == user.key() => {}
+            Some(ReplyTo::Service | ReplyTo::Engine) => {}
+            _ => return Err(WireError::forbidden(format!(
                 "a request acting as {user} must take its reply in {}.> (that user's own connection) or a service inbox",
                 subject::user_inbox_prefix(user.key())
             ))),
         }
+        self.checked_bearer = Some(bearer.clone());
+        Ok(bearer)
     }
 
     /// Hands `env` to the outbox, or, if it is full (or items wait before this

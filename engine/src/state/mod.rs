@@ -22,7 +22,7 @@ use reddit_shared::protocol::vote::VoteTarget;
 use reddit_shared::protocol::PostRef;
 use reddit_shared::routing::shard_for;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 pub use deliveries::{Deliveries, LogPosition};
@@ -776,12 +776,6 @@ impl Tally {
     pub fn vote_of(&self, voter: &str) -> i8 {
         self.votes.get(voter).copied().unwrap_or(0)
     }
-}
-
-/// Used by submodules: a sorted, deduplicated list of subreddit names.
-pub(crate) fn sorted_names(names: impl Iterator<Item = SubredditName>) -> Vec<SubredditName> {
-    let set: BTreeMap<String, SubredditName> = names.map(|n| (n.key().to_owned(), n)).collect();
-    set.into_values().collect()
 }
 
 #[cfg(test)]

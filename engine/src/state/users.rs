@@ -1,7 +1,7 @@
 //! What a shard owns per user: the account, the joined list and karma copied from
 //! subreddits' shards, and the DM folders; and the commands on them.
 
-use super::{sorted_names, Effects, Event, LogPosition, PushTarget, ShardState};
+use super::{Effects, Event, LogPosition, PushTarget, ShardState};
 use reddit_shared::error::WireError;
 use reddit_shared::ids::DmId;
 use reddit_shared::names::{SubredditName, Username};
@@ -84,14 +84,17 @@ impl User {
         }
     }
 
-    /// Subreddits joined, sorted by name.
+    /// Subreddits joined, sorted by name (each once: the memberships are by
+    /// key). Sorted by reference, so that only the names returned are copied.
     pub fn joined(&self) -> Vec<SubredditName> {
-        sorted_names(
-            self.memberships
-                .values()
-                .filter(|m| m.member)
-                .map(|m| m.subreddit.clone()),
-        )
+        let mut joined: Vec<&SubredditName> = self
+            .memberships
+            .values()
+            .filter(|m| m.member)
+            .map(|m| &m.subreddit)
+            .collect();
+        joined.sort_unstable_by(|a, b| a.key().cmp(b.key()));
+        joined.into_iter().cloned().collect()
     }
 
     pub(super) fn membership_is_newer(&self, sub_key: &str, version: u64) -> bool {
