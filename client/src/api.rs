@@ -7,6 +7,7 @@ use crate::identity::Identity;
 use futures::StreamExt;
 use reddit_shared::auth::{bearer, AUTH_HEADER};
 use reddit_shared::codec::{decode, encode};
+use reddit_shared::error::WireError;
 use reddit_shared::ids::{DmId, PostId};
 use reddit_shared::names::{SubredditName, Username};
 use reddit_shared::protocol::admin::{AuditReport, AuditRequest, ShardStats};
@@ -481,13 +482,35 @@ impl RedditClient {
         payload: Vec<u8>,
         idempotency_key: Option<&str>,
     ) -> Result<Resp, ClientError> {
+        self.call_decoding(
+            shard,
+            op,
+            token,
+            payload,
+            idempotency_key,
+            reddit_shared::codec::decode_reply_body::<Resp>,
+        )
+        .await
+    }
+
+    /// [`call_with_key`](Self::call_with_key) with the reply's body (once it
+    /// is known not to be an error) decoded by `decode`.
+    async fn call_decoding<Resp>(
+        &self,
+        shard: u32,
+        op: &str,
+        token: Option<&str>,
+        payload: Vec<u8>,
+        idempotency_key: Option<&str>,
+        decode: fn(&[u8]) -> Result<Resp, WireError>,
+    ) -> Result<Resp, ClientError> {
         self.allowed(op)?;
         let payload = bytes::Bytes::from(payload);
         let deadline = tokio::time::Instant::now() + self.retry_budget;
         let mut delays = reddit_shared::backoff::delays(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             let result = self
-                .attempt(shard, op, token, payload.clone(), idempotency_key)
+                .attempt(shard, op, token, payload.clone(), idempotency_key, decode)
                 .await;
             match result {
                 Err(e) if e.is_retryable() => {
@@ -502,13 +525,14 @@ impl RedditClient {
         }
     }
 
-    async fn attempt<Resp: DeserializeOwned>(
+    async fn attempt<Resp>(
         &self,
         shard: u32,
         op: &str,
         token: Option<&str>,
         payload: bytes::Bytes,
         idempotency_key: Option<&str>,
+        decode: fn(&[u8]) -> Result<Resp, WireError>,
     ) -> Result<Resp, ClientError> {
         let mut request = async_nats::Request::new()
             .payload(payload)
@@ -538,7 +562,8 @@ impl RedditClient {
                     (wire, false) => ClientError::from(wire),
                 }
             })?;
-        reddit_shared::connect::decode_message(&msg).map_err(ClientError::from)
+        reddit_shared::connect::decode_message_with(&msg, |body| decode(body))
+            .map_err(ClientError::from)
     }
 
     /// Sends any request of the contract ([`Rpc`]) to the shard its
@@ -618,6 +643,34 @@ impl RedditClient {
         self.send_to_as(shard, session, req).await
     }
 
+    /// [`send_as`](Self::send_as) with the MessagePack reply's body decoded by
+    /// `decode` instead of serde: for a reader that scans the bytes itself
+    /// (the simulator's feed pages). Over HTTP the JSON reply is still decoded
+    /// as `T`.
+    pub async fn send_decoding<R: Rpc, T: DeserializeOwned>(
+        &self,
+        session: Option<&Session>,
+        req: &R,
+        decode: fn(&[u8]) -> Result<T, WireError>,
+    ) -> Result<T, ClientError> {
+        let shard = self.route(session, req)?;
+        if self.http.is_some() {
+            return self.send_to_as(shard, session, req).await;
+        }
+        req.validate()?;
+        let token = session.map(|s| s.token.as_str());
+        let key = R::is_write().then(|| uuid::Uuid::now_v7().hyphenated().to_string());
+        self.call_decoding(
+            shard,
+            R::OP.as_str(),
+            token,
+            encode(req)?,
+            key.as_deref(),
+            decode,
+        )
+        .await
+    }
+
     async fn send_to_as<R: Rpc, T: DeserializeOwned>(
         &self,
         shard: u32,
@@ -678,8 +731,15 @@ impl RedditClient {
                 Some(http) => http.call_once(Op::AuthLogin, &req).await,
                 None => {
                     let payload = encode(&req)?.into();
-                    self.attempt(shard, Op::AuthLogin.as_str(), None, payload, None)
-                        .await
+                    self.attempt(
+                        shard,
+                        Op::AuthLogin.as_str(),
+                        None,
+                        payload,
+                        None,
+                        reddit_shared::codec::decode_reply_body,
+                    )
+                    .await
                 }
             };
             match attempt {

@@ -1,5 +1,6 @@
-//! Newtype ids. Every id is a UUID v7 (time-ordered), carried on the wire as its
-//! hyphenated lowercase string form.
+//! Newtype ids. Every id is a UUID v7 (time-ordered), carried in MessagePack as
+//! bin (its 16 bytes) and in JSON as its hyphenated lowercase string form
+//! (serde's own choice for formats that are, or are not, human-readable).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

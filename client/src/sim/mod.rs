@@ -10,6 +10,7 @@
 //!   SVG plots. [`zipf`], [`rng`]: sampling.
 
 pub mod launcher;
+pub mod light;
 pub mod metrics;
 pub mod planner;
 pub mod plot;
@@ -226,6 +227,18 @@ impl SimConfig {
     /// Name of the subreddit at 0-based popularity rank `r`.
     pub fn subreddit(&self, r: u32) -> String {
         format!("r{}_{r}", self.tag)
+    }
+
+    /// The rank in a name made by [`subreddit`](Self::subreddit), in any
+    /// case (the engine answers with the spelling given at creation). Runs
+    /// for every post of every feed page, so it allocates nothing.
+    pub fn subreddit_rank(&self, name: &str) -> Option<u32> {
+        let rest = name.strip_prefix(['r', 'R'])?;
+        let tag = rest.get(..self.tag.len())?;
+        if !tag.eq_ignore_ascii_case(&self.tag) {
+            return None;
+        }
+        rest[self.tag.len()..].strip_prefix('_')?.parse().ok()
     }
 
     /// Checks values a run cannot work with.

@@ -367,6 +367,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn subreddit_names_give_back_their_rank_in_any_case() {
+        let mut c = cfg(1, Load::Closed { in_flight: 1 });
+        c.tag = "Ab3".into();
+        for r in [0, 7, 199] {
+            let name = c.subreddit(r);
+            assert_eq!(c.subreddit_rank(&name), Some(r));
+            assert_eq!(c.subreddit_rank(&name.to_ascii_lowercase()), Some(r));
+            assert_eq!(c.subreddit_rank(&name.to_ascii_uppercase()), Some(r));
+        }
+        for other in [
+            "", "r", "rAb3", "rAb3_", "rAb3_x", "rAb4_1", "xAb3_1", "rAb3_1_2", "rAb",
+        ] {
+            assert_eq!(c.subreddit_rank(other), None, "{other:?}");
+        }
+    }
+
     fn schedule(c: &SimConfig, part: u32, n: usize) -> Vec<Step> {
         let mut p = Planner::new(c, part);
         (0..n).map(|_| p.next_step()).collect()

@@ -13,6 +13,7 @@
 //! pushes for users who are offline are not received. A user who comes back online
 //! catches up: unread DMs (then marks them read) and new feed posts.
 
+use super::light::FeedPostRefs;
 use super::metrics::{rss_bytes, Ledger, OpStats, PartReport, Second, Sessions};
 use super::planner::{setup_joins, ActionKind, Planner, Step};
 use super::rng::Rng;
@@ -33,25 +34,9 @@ use reddit_shared::protocol::vote::{VoteRequest, VoteTarget};
 use reddit_shared::protocol::PostRef;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-/// What the simulator reads of a feed page (a `PostPage` on the wire): each
-/// post's subreddit, id and age. Titles, bodies and the other fields are skipped
-/// while decoding, not allocated: decoding whole pages was about a sixth of a
-/// client process's CPU.
-#[derive(serde::Deserialize)]
-struct FeedPostRefs {
-    posts: Vec<FeedPostRef>,
-}
-
-/// One post of a [`FeedPostRefs`].
-#[derive(serde::Deserialize)]
-struct FeedPostRef {
-    subreddit: SubredditName,
-    id: PostId,
-    created_at: i64,
-}
 
 /// Posts a worker remembers as targets.
 const KNOWN_POSTS: usize = 4096;
@@ -61,7 +46,9 @@ const KNOWN_COMMENTS: usize = 16;
 const INBOX_KEEP: usize = 4;
 
 struct User {
-    session: Option<Session>,
+    /// Shared, so that each request's future holds a reference, not a copy of
+    /// the name and token.
+    session: Option<Arc<Session>>,
     joined: Vec<u32>,
     inbox: Vec<DmId>,
     offline_since_ms: i64,
@@ -175,14 +162,6 @@ struct Worker {
 }
 
 impl Worker {
-    fn rank_of(&self, name: &str) -> Option<u32> {
-        let prefix = format!("r{}_", self.cfg.tag);
-        name.to_ascii_lowercase()
-            .strip_prefix(&prefix.to_ascii_lowercase())?
-            .parse()
-            .ok()
-    }
-
     fn record(&mut self, done: &Done, now: Instant) {
         let latency = now.saturating_duration_since(done.started);
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
@@ -258,7 +237,7 @@ impl Worker {
                     if catchup && created > since {
                         self.sessions.catchup_new_posts += 1;
                     }
-                    if let Some(rank) = self.rank_of(&name) {
+                    if let Some(rank) = self.cfg.subreddit_rank(&name) {
                         self.remember(rank, id);
                     }
                 }
@@ -303,11 +282,18 @@ impl Worker {
         });
     }
 
-    fn session(&self, u: u32) -> Option<Session> {
+    fn session(&self, u: u32) -> Option<Arc<Session>> {
         self.users.get(u as usize).and_then(|x| x.session.clone())
     }
 
-    fn feed(&self, u: u32, s: Session, sort: PostSort, catchup: bool, started: Instant) -> Pending {
+    fn feed(
+        &self,
+        u: u32,
+        s: Arc<Session>,
+        sort: PostSort,
+        catchup: bool,
+        started: Instant,
+    ) -> Pending {
         let c = self.client.clone();
         async move {
             let req = FeedRequest {
@@ -317,13 +303,13 @@ impl Worker {
                 fresh: false,
             };
             let result = c
-                .send_as(Some(&s), &req)
+                .send_decoding(Some(&s), &req, FeedPostRefs::from_msgpack)
                 .await
-                .map(|page: FeedPostRefs| Effect::Fed {
+                .map(|page| Effect::Fed {
                     posts: page
                         .posts
                         .into_iter()
-                        .map(|p| (p.subreddit.key().to_owned(), p.id, p.created_at))
+                        .map(|p| (p.subreddit, p.id, p.created_at))
                         .collect(),
                     catchup,
                 });
@@ -735,7 +721,7 @@ pub async fn run(cfg: SimConfig, part: u32) -> anyhow::Result<()> {
     let start_ms = reddit_shared::now_millis();
     for s in sessions {
         w.users.push(User {
-            session: s,
+            session: s.map(Arc::new),
             joined: Vec::new(),
             inbox: Vec::new(),
             offline_since_ms: start_ms,
@@ -976,7 +962,7 @@ pub async fn run(cfg: SimConfig, part: u32) -> anyhow::Result<()> {
 /// posts and comments.
 async fn seed_corpus(w: &mut Worker, part: u32, setup_ops: &mut BTreeMap<&'static str, OpStats>) {
     let (posts_each, comments_each) = (w.cfg.seed_posts, w.cfg.seed_comments);
-    let authors: Vec<(u32, Session)> = (0u32..)
+    let authors: Vec<(u32, Arc<Session>)> = (0u32..)
         .zip(&w.users)
         .filter_map(|(u, user)| user.session.clone().map(|s| (u, s)))
         .collect();
@@ -1035,7 +1021,7 @@ async fn seed_corpus(w: &mut Worker, part: u32, setup_ops: &mut BTreeMap<&'stati
     let subs = w.subs.clone();
     let threads = futures::stream::iter(seeded.into_iter().enumerate().map(|(n, (rank, post))| {
         let c = client.clone();
-        let commenters: Vec<(u32, Session)> = (0..comments_each as usize)
+        let commenters: Vec<(u32, Arc<Session>)> = (0..comments_each as usize)
             .map(|j| author(n * 7 + j + 1))
             .collect();
         let sub = subs[rank as usize].clone();
@@ -1108,51 +1094,5 @@ fn handle_session(
                 u.offline_since_ms = reddit_shared::now_millis();
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use reddit_shared::protocol::post::{PostPage, PostView};
-
-    #[test]
-    fn the_light_feed_view_reads_a_whole_page_as_messagepack_and_json() {
-        let post = |sub: &str, created_at| PostView {
-            subreddit: sub.parse().unwrap(),
-            id: PostId::new(),
-            author: "Ann".into(),
-            title: "a title".into(),
-            body: "a body long enough to be worth skipping".into(),
-            repost_of: Some(PostRef {
-                subreddit: "Other".parse().unwrap(),
-                id: PostId::new(),
-            }),
-            score: -3,
-            ups: 1,
-            downs: 4,
-            comments: 9,
-            created_at,
-            signature: Some("ab".repeat(64)),
-        };
-        let page = PostPage {
-            posts: vec![post("Rust", 7), post("cooking", 9)],
-            next_cursor: Some("1.0~x".into()),
-        };
-        let expect: Vec<_> = page
-            .posts
-            .iter()
-            .map(|p| (p.subreddit.key().to_owned(), p.id, p.created_at))
-            .collect();
-        let refs = |r: FeedPostRefs| -> Vec<_> {
-            r.posts
-                .into_iter()
-                .map(|p| (p.subreddit.key().to_owned(), p.id, p.created_at))
-                .collect()
-        };
-        let wire = reddit_shared::codec::encode(&page).unwrap();
-        assert_eq!(refs(rmp_serde::from_slice(&wire).unwrap()), expect);
-        let json = serde_json::to_vec(&page).unwrap();
-        assert_eq!(refs(serde_json::from_slice(&json).unwrap()), expect);
     }
 }
