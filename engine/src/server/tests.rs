@@ -25,7 +25,9 @@ use reddit_shared::protocol::internal::DeliverDm;
 use reddit_shared::protocol::post::{CreatePostRequest, GetPostRequest};
 use reddit_shared::protocol::rpc::{Rpc, StatsRequest};
 use reddit_shared::protocol::subreddit::{CreateSubredditRequest, ListSubredditsRequest};
-use reddit_shared::protocol::user::{ChallengeRequest, LoginRequest, RegisterRequest};
+use reddit_shared::protocol::user::{
+    ChallengeRequest, LoginRequest, RegisterRequest, WhoAmIRequest,
+};
 use reddit_shared::protocol::Op;
 use reddit_shared::{auth, subject, IDEMPOTENCY_HEADER};
 use std::sync::Arc;
@@ -399,6 +401,70 @@ async fn a_retry_with_the_same_idempotency_key_gets_the_first_reply() {
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::Conflict);
+    shard.stop().await;
+}
+
+/// A write's token is checked once and shared by its idempotency key and its
+/// handler: the request after it is checked for its own token, or none.
+#[tokio::test]
+async fn each_request_is_checked_for_its_own_token() {
+    let mut shard = Shard::start(None);
+    for name in ["ann", "bob"] {
+        shard
+            .call(&shard.register_request(name), None)
+            .await
+            .unwrap();
+    }
+    let ann = shard.login("ann").await;
+    let bob = shard.login("bob").await;
+    let sub = |name: &str| CreateSubredditRequest {
+        name: name.parse().unwrap(),
+        description: String::new(),
+    };
+    let keys = [
+        "0190f5c2-6d4e-7a31-9b8c-000000000001",
+        "0190f5c2-6d4e-7a31-9b8c-000000000002",
+        "0190f5c2-6d4e-7a31-9b8c-000000000003",
+        "0190f5c2-6d4e-7a31-9b8c-000000000004",
+    ];
+    let mut forged = HeaderMap::new();
+    forged.insert(auth::AUTH_HEADER, "Bearer ann.4102444800000.forged");
+    for (i, (headers, expect)) in [
+        (HeaderMap::new(), ErrorCode::Unauthenticated),
+        (forged, ErrorCode::Unauthenticated),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Right after a keyed write of ann's, as nobody.
+        shard
+            .call(
+                &sub(&format!("anns{i}")),
+                Some(with_key(ann.clone(), keys[2 * i])),
+            )
+            .await
+            .unwrap();
+        let err = shard
+            .call(
+                &sub(&format!("nobodys{i}")),
+                Some(with_key(headers, keys[2 * i + 1])),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, expect, "{err:?}");
+    }
+    // Right after ann's write, as bob: bob.
+    shard
+        .call(
+            &sub("anns2"),
+            Some(with_key(ann, "0190f5c2-6d4e-7a31-9b8c-000000000005")),
+        )
+        .await
+        .unwrap();
+    let me = shard.call(&WhoAmIRequest {}, Some(bob)).await.unwrap();
+    assert_eq!(me.username, "bob");
+    let err = shard.call(&WhoAmIRequest {}, None).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Unauthenticated);
     shard.stop().await;
 }
 
