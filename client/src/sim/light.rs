@@ -71,9 +71,7 @@ fn post(rd: &mut &[u8]) -> Result<FeedPostRef, WireError> {
             b"id" => {
                 // An id is bin, 16 bytes (docs/protocol.md).
                 let len = rmp::decode::read_bin_len(rd).map_err(|_| bad("id"))?;
-                let raw: [u8; 16] = take(rd, len as usize)?
-                    .try_into()
-                    .map_err(|_| bad("id"))?;
+                let raw: [u8; 16] = take(rd, len as usize)?.try_into().map_err(|_| bad("id"))?;
                 id = Some(PostId(uuid::Uuid::from_bytes(raw)));
             }
             b"created_at" => {
