@@ -50,6 +50,16 @@ impl Peers {
         Self { bus, timeout }
     }
 
+    /// The same bus with requests bounded by `timeout` instead: for work
+    /// nobody waits on interactively (the audit), which may take a loaded
+    /// shard longer than a request on the request path may.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            bus: self.bus.clone(),
+            timeout,
+        }
+    }
+
     /// Sends `req` to `shard` and decodes its reply: the contract's table
     /// ([`Rpc`]) names the operation and the reply type. No responder or no answer
     /// within the timeout is `503 unavailable`.

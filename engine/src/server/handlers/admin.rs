@@ -14,6 +14,12 @@ use reddit_shared::protocol::rpc::StatsRequest;
 /// Records per `internal.audit.export` page.
 pub(super) const AUDIT_PAGE: u32 = 4_000;
 
+/// How long the audit waits for one page. A shard collects all its records
+/// for the first page (a shard of 250,000 users: over a million), right
+/// after a run while its snapshot follower and outbox still catch up: the
+/// peer timeout of the request path (2 s) failed a million-user audit.
+pub(super) const AUDIT_PAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Actor {
     /// `shard.stats`.
     pub(super) fn shard_stats(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
@@ -23,7 +29,7 @@ impl Actor {
     /// `audit.run`: in a spawned task (it waits on every shard, this one too).
     pub(super) fn audit_run(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
         let r: AuditRequest = parse(c.payload())?;
-        let peers = self.ctx.peers.clone();
+        let peers = self.ctx.peers.with_timeout(AUDIT_PAGE_TIMEOUT);
         let shards = self.ctx.shards;
         let max = r.max_violations.unwrap_or(100) as usize;
         Ok(Handled::Later(
