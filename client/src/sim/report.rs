@@ -166,6 +166,11 @@ pub struct Report {
     pub ledger_ok: bool,
     /// The engine's audit after the run.
     pub audit: AuditReport,
+    /// Why the audit after the run could not be made, if it could not: the
+    /// run's measurements stand, and the ledger is not checked (`audit` is
+    /// empty and not ok).
+    #[serde(default)]
+    pub audit_error: Option<String>,
     /// Plot files.
     pub plots: Vec<PathBuf>,
 }
@@ -583,6 +588,14 @@ pub fn summary(r: &Report) -> String {
             )
         })
         .collect();
+    if let Some(e) = &r.audit_error {
+        push(
+            &mut out,
+            "ledger (engine/acknowledged): not checked (no audit)".to_owned(),
+        );
+        push(&mut out, format!("audit: could not be made: {e}"));
+        return out;
+    }
     push(
         &mut out,
         format!(
@@ -604,4 +617,33 @@ pub fn summary(r: &Report) -> String {
         ),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_without_its_audit_says_so_instead_of_a_ledger_mismatch() {
+        let mut r = Report {
+            audit_error: Some("unavailable: request to shard 0: no answer in time".into()),
+            ..Report::default()
+        };
+        let text = summary(&r);
+        assert!(
+            text.contains("audit: could not be made: unavailable"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ledger (engine/acknowledged): not checked"),
+            "{text}"
+        );
+        assert!(!text.contains("MISMATCH"), "{text}");
+        r.audit_error = None;
+        r.audit.ok = true;
+        r.ledger_ok = true;
+        let text = summary(&r);
+        assert!(text.contains("audit: OK"), "{text}");
+        assert!(text.contains("-> OK"), "{text}");
+    }
 }
