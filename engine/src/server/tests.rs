@@ -45,11 +45,13 @@ struct MemBus {
 }
 
 /// Requests answered by the test: each is kept in `asked`, and answered by
-/// `answer` (a reply's payload, or an error).
+/// `answer` (a reply's payload, or an error) after `took`; an answer that
+/// takes longer than the request's timeout is a timeout, as over NATS.
 struct Answers {
     asked: Arc<std::sync::Mutex<Vec<Message>>>,
     #[allow(clippy::type_complexity)]
     answer: Box<dyn Fn(&Message) -> Result<Vec<u8>, WireError> + Send + Sync>,
+    took: Duration,
 }
 
 impl MemBus {
@@ -83,7 +85,7 @@ impl Bus for MemBus {
         what: String,
         subject: Subject,
         body: Bytes,
-        _timeout: Duration,
+        timeout: Duration,
     ) -> BoxFuture<'_, Result<Message, WireError>> {
         let msg = message(subject, None, None, body);
         let Some(a) = &self.answers else {
@@ -96,7 +98,16 @@ impl Bus for MemBus {
         let result =
             (a.answer)(&msg).map(|payload| message(INBOX.into(), None, None, payload.into()));
         a.asked.lock().unwrap().push(msg);
-        async move { result }.boxed()
+        let took = a.took;
+        async move {
+            if took > timeout {
+                tokio::time::sleep(timeout).await;
+                return Err(WireError::unavailable(format!("{what}: no answer in time")));
+            }
+            tokio::time::sleep(took).await;
+            result
+        }
+        .boxed()
     }
 }
 
@@ -465,6 +476,48 @@ async fn each_request_is_checked_for_its_own_token() {
     assert_eq!(me.username, "bob");
     let err = shard.call(&WhoAmIRequest {}, None).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unauthenticated);
+    shard.stop().await;
+}
+
+/// An audit page may take a loaded shard longer than the request path's peer
+/// timeout (a million-user shard collects over a million records for the
+/// first page): the audit waits for it rather than failing.
+#[tokio::test(start_paused = true)]
+async fn an_audit_waits_for_a_page_slower_than_the_peer_timeout() {
+    use reddit_shared::protocol::admin::AuditRequest;
+    use reddit_shared::protocol::internal::AuditExport;
+
+    let (out_tx, out) = mpsc::channel(1024);
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let answers = Answers {
+        asked: asked.clone(),
+        answer: Box::new(|msg| {
+            assert_eq!(
+                msg.subject.as_str(),
+                subject::request(0, Op::InternalAuditExport)
+            );
+            encode(&AuditExport {
+                records: Vec::new(),
+                done: true,
+                pending_sync: 0,
+            })
+        }),
+        // The harness's peer timeout is 1 s.
+        took: Duration::from_secs(3),
+    };
+    let bus = MemBus::answering(out_tx, answers);
+    let mut shard = Shard::start_on(Arc::new(bus), out, None, None, false, 1);
+    let report = shard
+        .call(
+            &AuditRequest {
+                max_violations: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(asked.lock().unwrap().len(), 1, "one page");
     shard.stop().await;
 }
 
@@ -1147,6 +1200,7 @@ async fn a_dm_acknowledged_unlogged_is_delivered_again_when_its_shard_restarts()
                 fence: at.fence,
             })
         }),
+        took: Duration::ZERO,
     };
     let bus = MemBus::answering(out_tx, answers);
     let store = MemStore::open();
