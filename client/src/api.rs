@@ -627,7 +627,8 @@ impl RedditClient {
         session: Option<&Session>,
         req: &R,
     ) -> Result<R::Reply, ClientError> {
-        self.send_to_as(shard, session, req).await
+        self.send_to_as(shard, session, req, reddit_shared::codec::decode_reply_body)
+            .await
     }
 
     /// [`send`](Self::send), the reply decoded as `T` instead of `R::Reply`: a
@@ -640,7 +641,8 @@ impl RedditClient {
         req: &R,
     ) -> Result<T, ClientError> {
         let shard = self.route(session, req)?;
-        self.send_to_as(shard, session, req).await
+        self.send_to_as(shard, session, req, reddit_shared::codec::decode_reply_body)
+            .await
     }
 
     /// [`send_as`](Self::send_as) with the MessagePack reply's body decoded by
@@ -654,37 +656,35 @@ impl RedditClient {
         decode: fn(&[u8]) -> Result<T, WireError>,
     ) -> Result<T, ClientError> {
         let shard = self.route(session, req)?;
-        if self.http.is_some() {
-            return self.send_to_as(shard, session, req).await;
-        }
-        req.validate()?;
-        let token = session.map(|s| s.token.as_str());
-        let key = R::is_write().then(|| uuid::Uuid::now_v7().hyphenated().to_string());
-        self.call_decoding(
-            shard,
-            R::OP.as_str(),
-            token,
-            encode(req)?,
-            key.as_deref(),
-            decode,
-        )
-        .await
+        self.send_to_as(shard, session, req, decode).await
     }
 
+    /// Sends `req` to `shard` over HTTP (the JSON reply read as `T`) or NATS
+    /// (the MessagePack reply's body read by `decode`).
     async fn send_to_as<R: Rpc, T: DeserializeOwned>(
         &self,
         shard: u32,
         session: Option<&Session>,
         req: &R,
+        decode: fn(&[u8]) -> Result<T, WireError>,
     ) -> Result<T, ClientError> {
+        req.validate()?;
         let token = session.map(|s| s.token.as_str());
+        let key = R::is_write().then(|| uuid::Uuid::now_v7().hyphenated().to_string());
         if let Some(http) = &self.http {
-            req.validate()?;
             let shard = matches!(req.route(), Route::AnyShard).then_some(shard);
-            let key = R::is_write().then(|| uuid::Uuid::now_v7().hyphenated().to_string());
             return http.call(R::OP, shard, token, req, key.as_deref()).await;
         }
-        self.call_shard(shard, R::OP, token, req).await
+        let payload = encode(req)?;
+        self.call_decoding(
+            shard,
+            R::OP.as_str(),
+            token,
+            payload,
+            key.as_deref(),
+            decode,
+        )
+        .await
     }
 
     /// `user.register`.
