@@ -631,24 +631,10 @@ impl RedditClient {
             .await
     }
 
-    /// [`send`](Self::send), the reply decoded as `T` instead of `R::Reply`: a
-    /// lighter view of the same MessagePack map that names only the fields the
-    /// caller reads (the others are skipped, not allocated). The simulator reads
-    /// feeds this way.
-    pub async fn send_as<R: Rpc, T: DeserializeOwned>(
-        &self,
-        session: Option<&Session>,
-        req: &R,
-    ) -> Result<T, ClientError> {
-        let shard = self.route(session, req)?;
-        self.send_to_as(shard, session, req, reddit_shared::codec::decode_reply_body)
-            .await
-    }
-
-    /// [`send_as`](Self::send_as) with the MessagePack reply's body decoded by
-    /// `decode` instead of serde: for a reader that scans the bytes itself
-    /// (the simulator's feed pages). Over HTTP the JSON reply is still decoded
-    /// as `T`.
+    /// [`send`](Self::send), the reply read as `T` instead of `R::Reply`: over
+    /// NATS the MessagePack body by `decode` (a reader that scans the bytes
+    /// for the fields it needs, as the simulator does with feed pages), over
+    /// HTTP the JSON body with serde.
     pub async fn send_decoding<R: Rpc, T: DeserializeOwned>(
         &self,
         session: Option<&Session>,
