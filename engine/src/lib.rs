@@ -71,6 +71,11 @@ pub struct Config {
     /// How long a shard's next log record may wait to grow to the size of the
     /// one before (durable mode; zero: appended as soon as possible).
     pub log_linger: Duration,
+    /// How long a log record holding only writes nobody waits for (those
+    /// acknowledged before they are logged: `internal.sync`,
+    /// `internal.dm.deliver`) may wait for more (durable mode; zero: as long
+    /// as `log_linger`). Their senders keep them until they are durable.
+    pub log_unwaited_linger: Duration,
     /// Reads wait until every write before them is durable (durable mode):
     /// no reply shows a write a crash could lose. Off: reads are answered at
     /// once.
@@ -152,6 +157,8 @@ pub mod defaults {
     pub const LOG_PIPELINE: usize = crate::server::journal::DEFAULT_PIPELINE;
     /// [`Config::log_linger`](super::Config::log_linger), in microseconds.
     pub const LOG_LINGER_US: u64 = 500;
+    /// [`Config::log_unwaited_linger`](super::Config::log_unwaited_linger), in milliseconds.
+    pub const LOG_UNWAITED_LINGER_MS: u64 = 20;
     /// [`Config::reply_cache`](super::Config::reply_cache).
     pub const REPLY_CACHE: usize = crate::replies::DEFAULT_CAPACITY;
     /// [`Config::queue_capacity`](super::Config::queue_capacity).
@@ -192,6 +199,7 @@ impl Config {
             snapshot_bytes_per_second: defaults::SNAPSHOT_RATE_MIB << 20,
             log_pipeline: defaults::LOG_PIPELINE,
             log_linger: Duration::from_micros(defaults::LOG_LINGER_US),
+            log_unwaited_linger: Duration::from_millis(defaults::LOG_UNWAITED_LINGER_MS),
             read_barrier: false,
             reply_cache: defaults::REPLY_CACHE,
             nats_url: nats_url.into(),
@@ -750,8 +758,11 @@ pub async fn run(
                 every: config.snapshot_every,
                 bytes_per_second: config.snapshot_bytes_per_second,
             },
-            config.log_pipeline,
-            config.log_linger,
+            server::journal::Batching {
+                depth: config.log_pipeline,
+                linger: config.log_linger,
+                unwaited_linger: config.log_unwaited_linger,
+            },
         );
         // The record before this process's fence is the previous owner's
         // last: its records after that never landed.

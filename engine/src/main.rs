@@ -94,6 +94,14 @@ struct Args {
     /// are small and nothing waits. 0: append as soon as possible.
     #[arg(long, env = "REDDIT_LOG_LINGER_US", default_value_t = reddit_engine::defaults::LOG_LINGER_US)]
     log_linger_us: u64,
+    /// Milliseconds a shard's next log record may wait for more entries when
+    /// nobody waits for the ones it holds (durable mode): memberships, karma
+    /// and DMs from other shards, which are acknowledged before they are
+    /// logged and kept by their senders until they are durable. A shard that
+    /// mostly receives these then appends a few records a second instead of
+    /// one per arrival. 0: only --log-linger-us applies.
+    #[arg(long, env = "REDDIT_LOG_UNWAITED_LINGER_MS", default_value_t = reddit_engine::defaults::LOG_UNWAITED_LINGER_MS)]
+    log_unwaited_linger_ms: u64,
     /// Answer a read only once every write before it is durable (durable
     /// mode), so that no reply shows a write a crash could still lose. Costs
     /// reads up to one log append of latency.
@@ -198,6 +206,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.snapshot_bytes_per_second = args.snapshot_rate_mib.saturating_mul(1 << 20);
     config.log_pipeline = args.log_pipeline.clamp(1, 64);
     config.log_linger = Duration::from_micros(args.log_linger_us.min(100_000));
+    config.log_unwaited_linger = Duration::from_millis(args.log_unwaited_linger_ms.min(1_000));
     config.reply_cache = args.reply_cache.max(1);
     config.read_barrier = args.read_barrier;
     match reddit_engine::run(config, shutdown_signal()).await {

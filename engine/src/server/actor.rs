@@ -4,7 +4,7 @@
 //! the reply) once the [`Journal`] says its writes are durable.
 
 use super::feed_cache::FeedCache;
-use super::journal::{Ack, Journal, LogStore};
+use super::journal::{Ack, Batching, Journal, LogStore};
 use super::snapshots::{Follower, SnapshotIo, SnapshotPolicy, Snapshots};
 use super::{reply_allowed, respond, Ctx, Job, RunJob};
 use crate::auth::{Bearer, Challenges, VerifiedTokens};
@@ -229,8 +229,7 @@ impl Actor {
         last_seq: u64,
         replayed: u64,
         snapshots: SnapshotPolicy,
-        pipeline: usize,
-        linger: std::time::Duration,
+        batching: Batching,
     ) -> Self {
         let follower = Follower::new(&self.state, &self.replies, last_seq, replayed);
         self.snapshots = Some(Snapshots::start(
@@ -240,7 +239,9 @@ impl Actor {
             snapshots,
             self.ctx.metrics.clone(),
         ));
-        self.journal = Journal::durable(store, last_seq, pipeline).with_linger(linger);
+        self.journal = Journal::durable(store, last_seq, batching.depth)
+            .with_linger(batching.linger)
+            .with_unwaited_linger(batching.unwaited_linger);
         self
     }
 

@@ -118,6 +118,30 @@ struct Inflight {
     started: tokio::time::Instant,
 }
 
+/// How a shard groups its writes into log records (durable mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Most appends in flight at once (at least 1).
+    pub depth: usize,
+    /// How long the open record may wait to grow to the size of the last one
+    /// sent (zero: never waits). See [`Journal::with_linger`].
+    pub linger: std::time::Duration,
+    /// How long an open record nobody waits for may wait for more entries
+    /// (zero: as long as `linger`). See [`Journal::with_unwaited_linger`].
+    pub unwaited_linger: std::time::Duration,
+}
+
+impl Batching {
+    /// One append at a time, appended as soon as possible: what tests use.
+    pub fn eager() -> Self {
+        Self {
+            depth: 1,
+            linger: std::time::Duration::ZERO,
+            unwaited_linger: std::time::Duration::ZERO,
+        }
+    }
+}
+
 /// The log side of a shard, holding outcomes of type `T` until they are durable.
 pub struct Journal<T> {
     /// None: memory storage.
@@ -135,6 +159,12 @@ pub struct Journal<T> {
     /// How long the open record may wait to grow to the size of the last one
     /// sent (zero: never waits).
     linger: std::time::Duration,
+    /// How long an open record that nobody waits for may wait to grow
+    /// (zero: as long as [`Journal::linger`] says). See
+    /// [`Journal::with_unwaited_linger`].
+    unwaited_linger: std::time::Duration,
+    /// Whether an outcome is held for an entry of the open record.
+    open_waited: bool,
     /// When the open record got its first entry.
     opened_at: Option<tokio::time::Instant>,
     /// Entries of the last record sent.
@@ -174,6 +204,8 @@ impl<T> Journal<T> {
             depth: depth.max(1),
             resent: 0,
             linger: std::time::Duration::ZERO,
+            unwaited_linger: std::time::Duration::ZERO,
+            open_waited: false,
             opened_at: None,
             last_entries: 0,
             last_seq,
@@ -194,11 +226,32 @@ impl<T> Journal<T> {
         self
     }
 
+    /// Lets an open record whose entries nobody waits for (no outcome is
+    /// held for them: writes acknowledged before they are logged, such as
+    /// `internal.sync`) wait up to `linger` for more entries. Such records
+    /// otherwise cost a shard that only receives them an append (an fsync)
+    /// each; their senders keep the items until told they are durable. An
+    /// outcome held for one of its entries ends the wait.
+    pub fn with_unwaited_linger(mut self, linger: std::time::Duration) -> Self {
+        self.unwaited_linger = linger;
+        self
+    }
+
+    /// How long the open record may wait to grow.
+    fn open_linger(&self) -> std::time::Duration {
+        if self.open_waited || self.unwaited_linger.is_zero() {
+            self.linger
+        } else {
+            self.unwaited_linger.max(self.linger)
+        }
+    }
+
     /// When a record that [`Journal::kick`] is holding back to grow must go
     /// anyway: the actor calls `kick` again then.
     pub fn linger_deadline(&self) -> Option<tokio::time::Instant> {
         let opened = self.opened_at?;
-        (self.inflight.len() < self.depth && !self.open.is_empty()).then(|| opened + self.linger)
+        (self.inflight.len() < self.depth && !self.open.is_empty())
+            .then(|| opened + self.open_linger())
     }
 
     /// The log sequence the open record will get (every record started
@@ -271,6 +324,10 @@ impl<T> Journal<T> {
         if tag <= self.durable {
             Some(outcome)
         } else {
+            // Entries past those of the records in flight are the open record's.
+            if tag > self.written - u64::from(self.open.entries()) {
+                self.open_waited = true;
+            }
             self.held.push_back((tag, outcome));
             None
         }
@@ -299,12 +356,18 @@ impl<T> Journal<T> {
         if self.inflight.len() >= self.depth || self.open.is_empty() {
             return 0;
         }
-        if !self.linger.is_zero()
-            && self.open.entries() < self.last_entries
-            && !self.open.is_full()
-            && self.opened_at.is_some_and(|t| t.elapsed() < self.linger)
-        {
-            return 0;
+        let lingers = self
+            .opened_at
+            .is_some_and(|t| t.elapsed() < self.open_linger());
+        if lingers && !self.open.is_full() {
+            // Nobody waits: grow until the deadline. Else: until as large as
+            // the last record (a light load sends at once).
+            if !self.open_waited && !self.unwaited_linger.is_zero() {
+                return 0;
+            }
+            if !self.linger.is_zero() && self.open.entries() < self.last_entries {
+                return 0;
+            }
         }
         self.start_append(store.clone())
     }
@@ -323,6 +386,7 @@ impl<T> Journal<T> {
     fn start_append(&mut self, store: Arc<dyn LogStore>) -> u64 {
         self.last_entries = self.open.entries();
         self.opened_at = None;
+        self.open_waited = false;
         let entries = u64::from(self.open.entries());
         let record = self.open.seal();
         self.appends += 1;
@@ -766,6 +830,52 @@ pub(crate) mod tests {
             1,
             "after a record of one, one entry waits for nothing"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_nobody_waits_for_waits_for_company_until_an_outcome_is_held() {
+        let store = MemStore::open();
+        let mut j = journal(&store).with_unwaited_linger(std::time::Duration::from_millis(20));
+        // Writes acknowledged before they are logged (no outcome held).
+        j.record(&entry(1));
+        j.record(&entry(1));
+        assert_eq!(j.kick(), 0, "nobody waits: the record waits for more");
+        let deadline = j.linger_deadline().expect("a deadline");
+        assert_eq!(
+            deadline - tokio::time::Instant::now(),
+            std::time::Duration::from_millis(20)
+        );
+        tokio::time::sleep_until(deadline).await;
+        assert_eq!(j.kick(), 2, "at the deadline it goes");
+        let (upto, seq) = ack(&mut j).await;
+        j.appended(upto, seq);
+
+        // An outcome held for an entry of the open record ends the wait.
+        j.record(&entry(1));
+        assert_eq!(j.kick(), 0);
+        let tag = j.record(&entry(1));
+        assert_eq!(j.hold(tag, "write"), None, "held until durable");
+        assert_eq!(j.kick(), 2, "someone waits: it goes at once");
+        let (upto, seq) = ack(&mut j).await;
+        j.appended(upto, seq);
+        assert_eq!(j.pop_ready(), Some("write"));
+
+        // An outcome held for a record already in flight does not hurry the
+        // open one.
+        let tag = j.record(&entry(1));
+        j.hold(tag, "in flight");
+        assert_eq!(j.kick(), 1);
+        j.record(&entry(1));
+        assert_eq!(j.kick(), 0, "one append at a time");
+        let (upto, seq) = ack(&mut j).await;
+        j.appended(upto, seq);
+        assert_eq!(j.pop_ready(), Some("in flight"));
+        assert_eq!(
+            j.kick(),
+            0,
+            "the open record's entry is waited for by nobody"
+        );
+        assert_eq!(j.flush(), 1, "a flush (shutdown) sends it anyway");
     }
 
     #[tokio::test]

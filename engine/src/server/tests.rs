@@ -5,6 +5,7 @@
 //! `client/tests` check the same system through a real nats-server.
 
 use super::journal::tests::MemStore;
+use super::journal::Batching;
 use super::snapshots::SnapshotPolicy;
 use super::{Actor, Ctx, Job, Metrics};
 use crate::auth::TokenSigner;
@@ -155,14 +156,23 @@ impl Shard {
     ) -> Self {
         let (out_tx, out) = mpsc::channel(1024);
         let bus: Arc<dyn Bus> = Arc::new(MemBus::new(out_tx));
-        Self::start_on(bus, out, store, tenure, read_barrier, shards)
+        let log = store.map(|s| (s, Batching::eager()));
+        Self::start_on(bus, out, log, tenure, read_barrier, shards)
     }
 
-    /// Shard 0 of `shards` on `bus`, whose publications come out of `out`.
+    /// Shard 0 of 1, logging to `store` in records grouped by `batching`.
+    fn start_batched(store: Arc<MemStore>, batching: Batching) -> Self {
+        let (out_tx, out) = mpsc::channel(1024);
+        let bus: Arc<dyn Bus> = Arc::new(MemBus::new(out_tx));
+        Self::start_on(bus, out, Some((store, batching)), None, false, 1)
+    }
+
+    /// Shard 0 of `shards` on `bus`, whose publications come out of `out`,
+    /// logging (if `log` says where) in records grouped as it says.
     fn start_on(
         bus: Arc<dyn Bus>,
         out: mpsc::Receiver<Message>,
-        store: Option<Arc<MemStore>>,
+        log: Option<(Arc<MemStore>, Batching)>,
         tenure: Option<Arc<Tenure>>,
         read_barrier: bool,
         shards: u32,
@@ -188,15 +198,8 @@ impl Shard {
         let (jobs, rx) = mpsc::channel(64);
         let mut actor = Actor::new(ShardState::new(0, shards), ctx, jobs.downgrade())
             .with_read_barrier(read_barrier);
-        if let Some(store) = store {
-            actor = actor.with_log(
-                Arc::new(store),
-                0,
-                0,
-                SnapshotPolicy::unpaced(0),
-                1,
-                std::time::Duration::ZERO,
-            );
+        if let Some((store, batching)) = log {
+            actor = actor.with_log(Arc::new(store), 0, 0, SnapshotPolicy::unpaced(0), batching);
         }
         Self {
             jobs,
@@ -903,8 +906,7 @@ fn restarted(state: ShardState, shards: u32, outbox: usize, store: &Arc<MemStore
         0,
         0,
         SnapshotPolicy::unpaced(0),
-        1,
-        Duration::ZERO,
+        Batching::eager(),
     );
     Restarted {
         jobs,
@@ -1017,6 +1019,79 @@ async fn an_internal_sync_is_acknowledged_before_its_record_is_durable() {
     );
     store.release(100);
     shard.stop().await;
+}
+
+/// A record holding only writes nobody waits for (here `internal.sync`,
+/// acknowledged before it is logged) waits up to the unwaited linger for
+/// company instead of costing an append (an fsync) of its own; a client's
+/// write ends the wait, and alone it goes at the deadline.
+#[tokio::test(start_paused = true)]
+async fn a_record_nobody_waits_for_waits_for_company_then_goes_at_its_deadline() {
+    use reddit_shared::protocol::internal::{SyncBatch, SyncItem};
+
+    let store = MemStore::open();
+    let linger = Duration::from_millis(20);
+    let mut shard = Shard::start_batched(
+        store.clone(),
+        Batching {
+            unwaited_linger: linger,
+            ..Batching::eager()
+        },
+    );
+    let reg = shard.register_request("eve");
+    shard.call(&reg, None).await.unwrap();
+    let headers = shard.login("eve").await;
+    let records = || store.records.lock().unwrap().len();
+    let before = records();
+    let sync = |version| SyncBatch {
+        items: vec![SyncItem::Membership {
+            user: "eve".parse().unwrap(),
+            subreddit: "elsewhere".parse().unwrap(),
+            member: true,
+            version,
+        }],
+        bulk: false,
+    };
+
+    // Alone, it goes at its deadline, not before.
+    let started = tokio::time::Instant::now();
+    shard.call(&sync(1), None).await.unwrap();
+    shard.call(&sync(2), None).await.unwrap();
+    assert_eq!(records(), before, "acknowledged, waiting for company");
+    eventually("the record goes at its deadline", || {
+        records() == before + 1
+    })
+    .await;
+    assert!(started.elapsed() >= linger, "after {:?}", started.elapsed());
+    let last = store.records.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        crate::wal::decode_record(&last).unwrap().len(),
+        2,
+        "both syncs in one record"
+    );
+
+    // A client's write takes the waiting sync along at once.
+    shard.call(&sync(3), None).await.unwrap();
+    let started = tokio::time::Instant::now();
+    shard
+        .call(
+            &CreateSubredditRequest {
+                name: "company".parse().unwrap(),
+                description: String::new(),
+            },
+            Some(headers),
+        )
+        .await
+        .unwrap();
+    assert!(started.elapsed() < linger, "after {:?}", started.elapsed());
+    let last = store.records.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        crate::wal::decode_record(&last).unwrap().len(),
+        2,
+        "the sync and the write in one record"
+    );
+    // Not `stop`: its final snapshot is encoded on a blocking thread, which
+    // paused time does not wait for. The runtime ends the actor with the test.
 }
 
 /// A durable shard that starts asks every other shard for what it holds for
@@ -1204,7 +1279,14 @@ async fn a_dm_acknowledged_unlogged_is_delivered_again_when_its_shard_restarts()
     };
     let bus = MemBus::answering(out_tx, answers);
     let store = MemStore::open();
-    let mut shard = Shard::start_on(Arc::new(bus), out, Some(store), None, false, 2);
+    let mut shard = Shard::start_on(
+        Arc::new(bus),
+        out,
+        Some((store, Batching::eager())),
+        None,
+        false,
+        2,
+    );
     let on = |shard, prefix| name_on(2, shard, prefix);
     let (sender, recipient) = (on(0, "sender"), on(1, "recipient"));
     let reg = shard.register_request(&sender);
