@@ -407,7 +407,7 @@ async fn send_round(
             .or_default()
             .push((key.clone(), p.item.clone()));
     }
-    let mut calls = Vec::new();
+    let mut calls = futures::stream::FuturesUnordered::new();
     for (dest, items) in by_dest {
         for chunk in items.chunks(MAX_SYNC_ITEMS) {
             let keys: Vec<ItemKey> = chunk.iter().map(|(k, _)| k.clone()).collect();
@@ -426,7 +426,9 @@ async fn send_round(
             });
         }
     }
-    for (keys, result) in futures::future::join_all(calls).await {
+    // Each batch's waiters are told as soon as its destination answers: a
+    // join waits for its user's shard, not for the slowest of the round's.
+    while let Some((keys, result)) = futures::StreamExt::next(&mut calls).await {
         match result {
             Ok(_) => {
                 for key in keys {
@@ -677,6 +679,100 @@ mod tests {
     #[tokio::test]
     async fn resync_rounds_do_not() {
         assert_eq!(two_items_through(Lane::Resync).await, 1);
+    }
+
+    /// Answers shard 1 at once and holds shard 2's requests until `gate`
+    /// opens.
+    struct TwoShards {
+        gate: tokio::sync::Semaphore,
+        held: AtomicUsize,
+    }
+
+    impl Bus for TwoShards {
+        fn publish(&self, _: Subject, _: Option<HeaderMap>, _: Bytes) -> BoxFuture<'_, ()> {
+            async {}.boxed()
+        }
+
+        fn request(
+            &self,
+            _what: String,
+            subject: Subject,
+            _body: Bytes,
+            _timeout: Duration,
+        ) -> BoxFuture<'_, Result<Message, WireError>> {
+            async move {
+                if subject::op_of(&subject, 2).is_some() {
+                    self.held.fetch_add(1, Ordering::SeqCst);
+                    drop(self.gate.acquire().await);
+                }
+                Ok(Message {
+                    subject,
+                    reply: None,
+                    payload: encode(&SyncAck {
+                        applied: 1,
+                        record: 0,
+                        durable: 0,
+                    })
+                    .unwrap()
+                    .into(),
+                    headers: None,
+                    status: None,
+                    description: None,
+                    length: 0,
+                })
+            }
+            .boxed()
+        }
+    }
+
+    /// In one round to two shards, the waiter of an item for the shard that
+    /// answers is told at once, not when the slower shard answers too.
+    #[tokio::test]
+    async fn a_waiter_is_told_when_its_own_shard_answers() {
+        let bus = Arc::new(TwoShards {
+            gate: tokio::sync::Semaphore::new(0),
+            held: AtomicUsize::new(0),
+        });
+        let (tx, rx) = mpsc::channel(16);
+        let gauge = Arc::new(AtomicU64::new(0));
+        let syncer = tokio::spawn(run_syncer(
+            Peers::new(bus.clone(), Duration::from_secs(5)),
+            Arc::new(Unlogged::default()),
+            rx,
+            gauge.clone(),
+            Duration::from_secs(5),
+            Lane::Live,
+        ));
+        // Both queued before the syncer runs (this runtime has one thread):
+        // one round takes them both.
+        let mut told = Vec::new();
+        for (dest, user) in [(2, "slow_user"), (1, "fast_user")] {
+            let (waiter, rx) = oneshot::channel();
+            tx.send(SyncEnvelope {
+                dest,
+                item: membership(user, 1),
+                waiter: Some(waiter),
+            })
+            .await
+            .unwrap();
+            told.push(rx);
+        }
+        let (slow, fast) = (told.remove(0), told.remove(0));
+        tokio::time::timeout(Duration::from_secs(5), fast)
+            .await
+            .expect("told while the other shard still holds its batch")
+            .expect("told");
+        assert_eq!(
+            bus.held.load(Ordering::SeqCst),
+            1,
+            "shard 2 holds its batch"
+        );
+        bus.gate.add_permits(1);
+        tokio::time::timeout(Duration::from_secs(5), slow)
+            .await
+            .expect("told once its shard answers")
+            .expect("told");
+        stop_syncer(tx, syncer, &gauge).await;
     }
 
     /// Items acknowledged before they were logged are kept until the

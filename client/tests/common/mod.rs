@@ -602,7 +602,14 @@ pub async fn quiesce(client: &RedditClient) {
             client
                 .all_stats()
                 .await
-                .map(|s| s.iter().all(|s| s.pending_sync == 0 && s.queue_depth == 0))
+                .map(|s| {
+                    s.iter().all(|s| {
+                        // Every entry recorded is in a record started: none
+                        // waits for company (`--log-unwaited-linger-ms`).
+                        let recorded: u64 = s.wal_by_op.values().map(|l| l.entries).sum();
+                        s.pending_sync == 0 && s.queue_depth == 0 && recorded == s.wal_entries
+                    })
+                })
                 .unwrap_or(false)
         },
     )
