@@ -512,23 +512,29 @@ mod tests {
                     .unwrap()
                     .extend(batch.items.iter().map(SyncItem::version));
                 self.now.fetch_sub(1, Ordering::SeqCst);
-                Ok(Message {
-                    subject,
-                    reply: None,
-                    payload: encode(&SyncAck {
-                        applied: 1,
-                        record: 0,
-                        durable: 0,
-                    })
-                    .unwrap()
-                    .into(),
-                    headers: None,
-                    status: None,
-                    description: None,
-                    length: 0,
-                })
+                Ok(acknowledged(subject))
             }
             .boxed()
+        }
+    }
+
+    /// A destination's answer to a sync batch: applied, logged before it
+    /// answered.
+    fn acknowledged(subject: Subject) -> Message {
+        Message {
+            subject,
+            reply: None,
+            payload: encode(&SyncAck {
+                applied: 1,
+                record: 0,
+                durable: 0,
+            })
+            .unwrap()
+            .into(),
+            headers: None,
+            status: None,
+            description: None,
+            length: 0,
         }
     }
 
@@ -705,21 +711,7 @@ mod tests {
                     self.held.fetch_add(1, Ordering::SeqCst);
                     drop(self.gate.acquire().await);
                 }
-                Ok(Message {
-                    subject,
-                    reply: None,
-                    payload: encode(&SyncAck {
-                        applied: 1,
-                        record: 0,
-                        durable: 0,
-                    })
-                    .unwrap()
-                    .into(),
-                    headers: None,
-                    status: None,
-                    description: None,
-                    length: 0,
-                })
+                Ok(acknowledged(subject))
             }
             .boxed()
         }
