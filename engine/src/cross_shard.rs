@@ -468,6 +468,8 @@ mod tests {
         /// Set while the first request is still to be refused.
         refuse_first: std::sync::atomic::AtomicBool,
         versions: std::sync::Mutex<Vec<u64>>,
+        /// Only requests to this shard wait for the gate (`None`: all do).
+        gated_shard: Option<u32>,
     }
 
     impl TestShard {
@@ -483,7 +485,16 @@ mod tests {
                 most: AtomicUsize::new(0),
                 refuse_first: std::sync::atomic::AtomicBool::new(refuse_first),
                 versions: std::sync::Mutex::new(Vec::new()),
+                gated_shard: None,
             })
+        }
+
+        /// Holds requests to `shard` until the gate opens; answers the
+        /// others at once.
+        fn gating_only(shard: u32) -> Arc<Self> {
+            let mut bus = Arc::into_inner(Self::new(true, false)).unwrap();
+            bus.gated_shard = Some(shard);
+            Arc::new(bus)
         }
     }
 
@@ -505,7 +516,12 @@ mod tests {
                 }
                 let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
                 self.most.fetch_max(now, Ordering::SeqCst);
-                drop(self.gate.acquire().await);
+                if self
+                    .gated_shard
+                    .is_none_or(|shard| subject::op_of(&subject, shard).is_some())
+                {
+                    drop(self.gate.acquire().await);
+                }
                 let batch: SyncBatch = reddit_shared::codec::decode(&body).unwrap();
                 self.versions
                     .lock()
@@ -687,54 +703,12 @@ mod tests {
         assert_eq!(two_items_through(Lane::Resync).await, 1);
     }
 
-    /// Answers shard 1 at once and holds shard 2's requests until `gate`
-    /// opens.
-    struct TwoShards {
-        gate: tokio::sync::Semaphore,
-        held: AtomicUsize,
-    }
-
-    impl Bus for TwoShards {
-        fn publish(&self, _: Subject, _: Option<HeaderMap>, _: Bytes) -> BoxFuture<'_, ()> {
-            async {}.boxed()
-        }
-
-        fn request(
-            &self,
-            _what: String,
-            subject: Subject,
-            _body: Bytes,
-            _timeout: Duration,
-        ) -> BoxFuture<'_, Result<Message, WireError>> {
-            async move {
-                if subject::op_of(&subject, 2).is_some() {
-                    self.held.fetch_add(1, Ordering::SeqCst);
-                    drop(self.gate.acquire().await);
-                }
-                Ok(acknowledged(subject))
-            }
-            .boxed()
-        }
-    }
-
     /// In one round to two shards, the waiter of an item for the shard that
     /// answers is told at once, not when the slower shard answers too.
     #[tokio::test]
     async fn a_waiter_is_told_when_its_own_shard_answers() {
-        let bus = Arc::new(TwoShards {
-            gate: tokio::sync::Semaphore::new(0),
-            held: AtomicUsize::new(0),
-        });
-        let (tx, rx) = mpsc::channel(16);
-        let gauge = Arc::new(AtomicU64::new(0));
-        let syncer = tokio::spawn(run_syncer(
-            Peers::new(bus.clone(), Duration::from_secs(5)),
-            Arc::new(Unlogged::default()),
-            rx,
-            gauge.clone(),
-            Duration::from_secs(5),
-            Lane::Live,
-        ));
+        let bus = TestShard::gating_only(2);
+        let (tx, gauge, syncer) = syncer_to(&bus, Lane::Live);
         // Both queued before the syncer runs (this runtime has one thread):
         // one round takes them both.
         let mut told = Vec::new();
@@ -754,11 +728,7 @@ mod tests {
             .await
             .expect("told while the other shard still holds its batch")
             .expect("told");
-        assert_eq!(
-            bus.held.load(Ordering::SeqCst),
-            1,
-            "shard 2 holds its batch"
-        );
+        assert_eq!(bus.now.load(Ordering::SeqCst), 1, "shard 2 holds its batch");
         bus.gate.add_permits(1);
         tokio::time::timeout(Duration::from_secs(5), slow)
             .await
