@@ -88,6 +88,11 @@ const RESYNC_ENTRY_ITEMS: usize = 1_000;
 /// million-user system is about a million.
 const MAX_RESYNC_BACKLOG: usize = 2_000_000;
 
+/// An append that takes this long is logged: at most a few milliseconds is
+/// usual, so one this slow is a stall worth lining up with the shard's other
+/// log lines.
+const SLOW_APPEND: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Longest wait between two `internal.resync` requests to a shard that did
 /// not answer.
 pub(super) const RESYNC_ASK_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
@@ -515,6 +520,16 @@ impl Actor {
             u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        if took >= SLOW_APPEND {
+            // Rare enough to log each: it lines a stall up with what else the
+            // shard logged then (a snapshot's store, a purge).
+            tracing::info!(
+                seq,
+                bytes = record.len(),
+                append_ms = took.as_millis() as u64,
+                "slow log append"
+            );
+        }
         self.ctx.metrics.wal_seq.store(seq, Ordering::Relaxed);
         self.ctx
             .metrics

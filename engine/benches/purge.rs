@@ -1,0 +1,140 @@
+//! Log purge benchmark (`cargo bench -p reddit-engine --bench purge`): what
+//! removing the records a snapshot covers does to the shard's appends. A log
+//! is filled with `PURGE_MIB` (default 48) MiB of `PURGE_RECORD_BYTES` (default
+//! 3072) byte records, as a shard's log holds between two snapshots of a
+//! million-user run; then, while one append at a time goes on (as a shard's
+//! group commit does), every record but the last few is purged, either in
+//! one request (what the engine does) or in steps of `PURGE_STEP_KIB`
+//! (default 2048) KiB of records, an alternative measured and not kept. Each
+//! way is run `PURGE_ROUNDS` (default 3) times, alternately, on a fresh log,
+//! after `PURGE_IDLE_SECONDS` (default 15) of no activity, so that the broker
+//! has let its caches of the old blocks go as it would in a long run.
+//! Reported per run: the purge's time and the slowest append that waited
+//! while it ran.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "support.rs"]
+mod support;
+
+use bytes::Bytes;
+use futures::stream::{FuturesOrdered, StreamExt};
+use reddit_engine::wal::Log;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Appends `count` records of `record` to `log`, 16 in flight; the last sequence.
+async fn fill(log: &Log, record: &Bytes, count: u64) -> u64 {
+    let mut inflight = FuturesOrdered::new();
+    let mut next = 0u64;
+    let mut last = 0u64;
+    loop {
+        while inflight.len() < 16 && next < count {
+            let log = log.clone();
+            let record = record.clone();
+            let expected = next;
+            next += 1;
+            inflight.push_back(async move {
+                log.append(record, &format!("f.{expected}"), expected).await
+            });
+        }
+        match inflight.next().await {
+            Some(r) => last = r.unwrap(),
+            None => return last,
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let mib = env("PURGE_MIB", 48);
+    let size = env("PURGE_RECORD_BYTES", 3072);
+    let rounds = env("PURGE_ROUNDS", 3);
+    let idle = Duration::from_secs(env("PURGE_IDLE_SECONDS", 15));
+    let step_bytes = env("PURGE_STEP_KIB", 2048) << 10;
+    let count = (mib << 20) / size;
+    let server = support::JetStreamServer::start("purge");
+    let client = server.connect().await;
+    let record = Bytes::from(vec![0x5au8; size as usize]);
+    println!(
+        "purging {count} records of {size} B ({mib} MiB) while appending one at a time; \
+         steps of {} KiB",
+        step_bytes >> 10
+    );
+    let step = (step_bytes / size).max(1);
+    let mut shard = 0u32;
+    for round in 0..rounds {
+        for (way, stepped) in [("one request", false), ("in steps", true)] {
+            let log = Log::open(&client, shard, 64, 1).await.unwrap();
+            shard += 1;
+            let last = fill(&log, &record, count).await;
+            tokio::time::sleep(idle).await;
+            // The appender: one record at a time, each latency kept.
+            let stop = Arc::new(AtomicBool::new(false));
+            let appender = tokio::spawn({
+                let (log, record, stop) = (log.clone(), record.clone(), stop.clone());
+                async move {
+                    let mut seq = last;
+                    let mut took = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        seq = log
+                            .append(record.clone(), &format!("a.{seq}"), seq)
+                            .await
+                            .unwrap();
+                        took.push((t, t.elapsed()));
+                    }
+                    took
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let started = Instant::now();
+            let upto = last - 8;
+            let mut steps = 0;
+            let mut through = if stepped { step.min(upto) } else { upto };
+            loop {
+                log.purge_through(through).await.unwrap();
+                steps += 1;
+                if through == upto {
+                    break;
+                }
+                through = (through + step).min(upto);
+            }
+            let purge = started.elapsed();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            stop.store(true, Ordering::Relaxed);
+            let took = appender.await.unwrap();
+            let ended = started + purge;
+            // The appends that waited while the purge ran (not those before
+            // it: the first after the idle time is slow for reasons of its own).
+            let during: Vec<_> = took
+                .iter()
+                .filter(|(t, d)| *t + *d >= started && *t <= ended)
+                .collect();
+            let slowest = |v: &[&(Instant, Duration)]| {
+                v.iter()
+                    .map(|(_, d)| *d)
+                    .max()
+                    .unwrap_or_default()
+                    .as_secs_f64()
+                    * 1e3
+            };
+            let after: Vec<_> = took.iter().filter(|(t, _)| *t > ended).collect();
+            println!(
+                "round {round}, {way:>11}: purge {:>6.1} ms in {steps:>3} request(s); \
+                 {} appends waited on it, the slowest {:>6.1} ms (after it: {:.1} ms)",
+                purge.as_secs_f64() * 1e3,
+                during.len(),
+                slowest(&during),
+                slowest(&after),
+            );
+        }
+    }
+    drop(server);
+}
