@@ -88,6 +88,57 @@ const RESYNC_ENTRY_ITEMS: usize = 1_000;
 /// million-user system is about a million.
 const MAX_RESYNC_BACKLOG: usize = 2_000_000;
 
+/// A turn of the actor's loop (one job, or one append's outcomes carried
+/// out) that takes this long is logged: every request of the shard waited.
+const SLOW_TURN: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// What woke the actor.
+enum Turn {
+    /// An append finished.
+    Appended(Ack),
+    /// A job arrived.
+    Job(Job),
+    /// A linger ended or an outbox has room: the turn's end does the work.
+    Other,
+}
+
+/// What a turn did, for the slow-turn log line.
+enum TurnKind {
+    /// Carried out the outcomes of a finished append.
+    Appended,
+    /// Handled a request to this subject.
+    Request(async_nats::Subject),
+    /// Ran a continuation of this operation.
+    Continuation(Option<Op>),
+    /// Forgot a finished write's key.
+    Finished,
+    /// Started an append or fed an outbox.
+    Other,
+}
+
+impl std::fmt::Display for TurnKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Appended => f.write_str("append outcomes"),
+            Self::Request(subject) => write!(f, "request {subject}"),
+            Self::Continuation(Some(op)) => write!(f, "continuation of {}", op.as_str()),
+            Self::Continuation(None) => f.write_str("continuation"),
+            Self::Finished => f.write_str("finished write"),
+            Self::Other => f.write_str("append start or outbox"),
+        }
+    }
+}
+
+impl TurnKind {
+    fn of(job: &Job) -> Self {
+        match job {
+            Job::Request(m) => Self::Request(m.subject.clone()),
+            Job::Run(run) => Self::Continuation(run.op()),
+            Job::Finished(_) => Self::Finished,
+        }
+    }
+}
+
 /// An append that takes this long is logged: at most a few milliseconds is
 /// usual, so one this slow is a stall worth lining up with the shard's other
 /// log lines.
@@ -279,20 +330,38 @@ impl Actor {
             let outbox = (!self.sync_backlog.is_empty()).then(|| self.ctx.sync_tx.clone());
             let resync_outbox =
                 (!self.resync_backlog.is_empty()).then(|| self.ctx.resync_tx.clone());
-            tokio::select! {
+            let turn = tokio::select! {
                 biased;
-                ack = self.journal.next_ack() => self.appended(ack?).await,
-                () = sleep_until(linger), if linger.is_some() => {}
-                // An outbox has room again: the loop's end feeds it.
-                () = room_in(outbox) => {}
-                () = room_in(resync_outbox) => {}
+                ack = self.journal.next_ack() => Turn::Appended(ack?),
+                () = sleep_until(linger), if linger.is_some() => Turn::Other,
+                // An outbox has room again: the turn's end feeds it.
+                () = room_in(outbox) => Turn::Other,
+                () = room_in(resync_outbox) => Turn::Other,
                 job = rx.recv(), if can_take => match job {
-                    Some(job) => self.job(job).await,
+                    Some(job) => Turn::Job(job),
                     None => break,
                 },
-            }
+            };
+            let began = std::time::Instant::now();
+            let what = match turn {
+                Turn::Appended(ack) => {
+                    self.appended(ack).await;
+                    TurnKind::Appended
+                }
+                Turn::Job(job) => {
+                    let what = TurnKind::of(&job);
+                    self.job(job).await;
+                    what
+                }
+                Turn::Other => TurnKind::Other,
+            };
             self.kick();
             self.feed_outbox();
+            let took = began.elapsed();
+            if took >= SLOW_TURN {
+                // Every request of the shard waited meanwhile.
+                tracing::info!(%what, took_ms = took.as_millis() as u64, "slow actor turn");
+            }
         }
         // Drain: append what is open, wait for it, answer everything held.
         while self.journal.busy() {

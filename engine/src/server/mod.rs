@@ -56,6 +56,13 @@ pub struct RunJob {
     done: oneshot::Sender<Result<Vec<u8>, WireError>>,
 }
 
+impl RunJob {
+    /// The operation it continues.
+    pub fn op(&self) -> Option<reddit_shared::protocol::Op> {
+        self.op
+    }
+}
+
 /// Work for the actor. Requests travel unboxed: they are nearly every job, and
 /// boxing would allocate once per request.
 #[allow(clippy::large_enum_variant)]
