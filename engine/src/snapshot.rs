@@ -455,7 +455,10 @@ pub fn decode(bytes: &[u8], threads: usize) -> Result<Loaded, SnapshotError> {
             slices.len()
         )));
     }
-    let mut users = HashMap::with_capacity(users_parts.iter().map(Vec::len).sum());
+    let mut users = crate::state::GrowMap::with_capacity_and_hasher(
+        users_parts.iter().map(Vec::len).sum(),
+        Default::default(),
+    );
     users.extend(users_parts.into_iter().flatten());
     let mut subs = HashMap::with_capacity(subs_parts.iter().map(Vec::len).sum());
     subs.extend(subs_parts.into_iter().flatten());

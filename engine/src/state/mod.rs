@@ -22,8 +22,21 @@ use reddit_shared::protocol::vote::VoteTarget;
 use reddit_shared::protocol::PostRef;
 use reddit_shared::routing::shard_for;
 use serde::{Deserialize, Serialize};
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use uuid::Uuid;
+
+/// A hash map for what grows with the shard (its users, a subreddit's
+/// members, posts and comments, a post's votes): it moves its entries to a
+/// grown table a few at each insert rather than all at once. An all-at-once
+/// resize of a shard's users map at its 229,377th user took 147 ms, and every
+/// request of the shard waited (docs/performance.md, "Maps that grow without
+/// a stall"). Keyed by SipHash with random keys, as the standard map is:
+/// usernames are chosen by clients.
+pub type GrowMap<K, V> = griddle::HashMap<K, V, RandomState>;
+
+/// The set counterpart of [`GrowMap`].
+pub type GrowSet<T> = griddle::HashSet<T, RandomState>;
 
 pub use deliveries::{Deliveries, LogPosition};
 pub use subs::{finish_page, Post, Subreddit};
@@ -180,7 +193,7 @@ pub enum Event {
 #[serde(from = "Vec<([u8; 16], DmId)>", into = "Vec<([u8; 16], DmId)>")]
 pub struct MintedIds {
     order: std::collections::VecDeque<[u8; 16]>,
-    ids: HashMap<[u8; 16], DmId>,
+    ids: GrowMap<[u8; 16], DmId>,
 }
 
 /// Most minted ids a shard remembers (like the reply cache, oldest forgotten).
@@ -256,7 +269,7 @@ pub struct Totals {
 pub struct ShardState {
     shard: u32,
     shards: u32,
-    users: HashMap<String, User>,
+    users: GrowMap<String, User>,
     subs: HashMap<String, Subreddit>,
     totals: Totals,
     #[serde(default)]
@@ -279,7 +292,7 @@ impl ShardState {
         Self {
             shard,
             shards: shards.max(1),
-            users: HashMap::new(),
+            users: GrowMap::default(),
             subs: HashMap::new(),
             totals: Totals::default(),
             minted: MintedIds::default(),
@@ -354,7 +367,7 @@ impl ShardState {
     pub(crate) fn snapshot_pieces(
         &self,
     ) -> (
-        &HashMap<String, User>,
+        &GrowMap<String, User>,
         &HashMap<String, Subreddit>,
         Totals,
         &MintedIds,
@@ -374,7 +387,7 @@ impl ShardState {
     pub(crate) fn from_snapshot_pieces(
         shard: u32,
         shards: u32,
-        users: HashMap<String, User>,
+        users: GrowMap<String, User>,
         subs: HashMap<String, Subreddit>,
         totals: Totals,
         minted: MintedIds,
@@ -740,7 +753,7 @@ pub struct Tally {
     /// Downvotes (kept in step with `votes`).
     pub downs: u32,
     /// Each voter's current nonzero vote, by user key.
-    pub votes: HashMap<String, i8>,
+    pub votes: GrowMap<String, i8>,
 }
 
 impl Tally {

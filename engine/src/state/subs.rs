@@ -2,7 +2,7 @@
 //! votes and each author's score totals; and the commands on them.
 
 use super::ranking::{decode_cursor, encode_cursor, post_rank, view_key, wilson, Rank, SortKey};
-use super::{Effects, Event, PushTarget, ShardState, Tally};
+use super::{Effects, Event, GrowMap, GrowSet, PushTarget, ShardState, Tally};
 use reddit_shared::codec::encode;
 use reddit_shared::error::WireError;
 use reddit_shared::ids::{CommentId, PostId};
@@ -19,7 +19,7 @@ use reddit_shared::protocol::vote::{VoteReply, VoteTarget};
 use reddit_shared::protocol::{PostRef, DEFAULT_PAGE};
 use reddit_shared::{page_cost, MAX_PAGE_BYTES};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
 
 /// Levels of nesting `comment.tree` returns in one reply (deeper threads are read by
@@ -80,14 +80,14 @@ pub struct Subreddit {
     description: String,
     creator: Username,
     created_at: i64,
-    members: HashSet<String>,
+    members: GrowSet<String>,
     /// Users who left and have not rejoined (so a resync can repeat the leave).
     #[serde(default)]
-    left: HashMap<String, Username>,
+    left: GrowMap<String, Username>,
     member_count: u64,
     membership_seq: u64,
-    posts: HashMap<PostId, Post>,
-    comments: HashMap<CommentId, Comment>,
+    posts: GrowMap<PostId, Post>,
+    comments: GrowMap<CommentId, Comment>,
     #[serde(skip)]
     by_hot: BTreeSet<SortKey>,
     #[serde(skip)]
@@ -96,7 +96,7 @@ pub struct Subreddit {
     by_top: BTreeSet<SortKey>,
     #[serde(skip)]
     by_controversial: BTreeSet<SortKey>,
-    authors: HashMap<String, (Username, AuthorScore)>,
+    authors: GrowMap<String, (Username, AuthorScore)>,
     vote_seq: u64,
     /// The post indexes are not kept up to date (a long replay defers them)
     /// and must be rebuilt before they are read.
@@ -194,17 +194,17 @@ impl Subreddit {
             description,
             creator,
             created_at,
-            members: HashSet::new(),
-            left: HashMap::new(),
+            members: GrowSet::default(),
+            left: GrowMap::default(),
             member_count: 0,
             membership_seq: 0,
-            posts: HashMap::new(),
-            comments: HashMap::new(),
+            posts: GrowMap::default(),
+            comments: GrowMap::default(),
             by_hot: BTreeSet::new(),
             by_new: BTreeSet::new(),
             by_top: BTreeSet::new(),
             by_controversial: BTreeSet::new(),
-            authors: HashMap::new(),
+            authors: GrowMap::default(),
             vote_seq: 0,
             unindexed: false,
         }

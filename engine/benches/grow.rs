@@ -1,0 +1,67 @@
+//! Growth benchmark (`cargo bench -p reddit-engine --bench grow`): the slowest
+//! single registrations while one shard's state grows to `GROW_USERS`
+//! (default 600,000) users, against a standard `HashMap` of values as large
+//! as a user, in the same run. A standard map moves every entry to a table
+//! twice the size when it fills, all in one insert, and the shard answers
+//! nothing meanwhile; the shard's maps ([`reddit_engine::state::GrowMap`])
+//! move a few entries per insert instead.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use reddit_engine::state::ShardState;
+use reddit_shared::names::Username;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// The `n` slowest of `took` (index, time), slowest first.
+fn slowest(took: &[Duration], n: usize) -> Vec<(usize, Duration)> {
+    let mut v: Vec<_> = took.iter().copied().enumerate().collect();
+    v.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+    v.truncate(n);
+    v
+}
+
+fn report(what: &str, took: &[Duration]) {
+    let total: Duration = took.iter().sum();
+    let worst = slowest(took, 4)
+        .into_iter()
+        .map(|(i, d)| format!("{:.1} ms at #{}", d.as_secs_f64() * 1e3, i + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!(
+        "{what:>28}: {:.2} s in all; slowest {worst}",
+        total.as_secs_f64()
+    );
+}
+
+fn main() {
+    let users: usize = std::env::var("GROW_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600_000);
+    let names: Vec<Username> = (0..users)
+        .map(|i| format!("user{i:07}").parse().unwrap())
+        .collect();
+
+    let mut std_map: HashMap<String, [u8; 232]> = HashMap::new();
+    let took: Vec<Duration> = names
+        .iter()
+        .map(|n| {
+            let t = Instant::now();
+            std_map.insert(n.as_str().to_owned(), [7; 232]);
+            t.elapsed()
+        })
+        .collect();
+    report("std HashMap, 232 B values", &took);
+    drop(std_map);
+
+    let mut state = ShardState::new(0, 1);
+    let took: Vec<Duration> = names
+        .iter()
+        .map(|n| {
+            let t = Instant::now();
+            state.register(n, [7; 32], 1).unwrap();
+            t.elapsed()
+        })
+        .collect();
+    report("shard registrations", &took);
+}
