@@ -52,7 +52,26 @@ fn main() {
         })
         .collect();
     report("std HashMap, 232 B values", &took);
+    let lookups = |get: &dyn Fn(&str) -> bool| {
+        let t = Instant::now();
+        let mut found = 0usize;
+        for _ in 0..4 {
+            for n in names.iter().rev() {
+                found += usize::from(get(n.as_str()));
+            }
+        }
+        assert_eq!(found, 4 * names.len());
+        t.elapsed().as_nanos() as f64 / found as f64
+    };
+    let std_ns = lookups(&|k| std_map.contains_key(k));
     drop(std_map);
+    let mut grow: reddit_engine::state::GrowMap<String, [u8; 232]> = Default::default();
+    for n in &names {
+        grow.insert(n.as_str().to_owned(), [7; 232]);
+    }
+    let grow_ns = lookups(&|k| grow.contains_key(k));
+    drop(grow);
+    println!("lookups after growth: std HashMap {std_ns:.0} ns, GrowMap {grow_ns:.0} ns");
 
     let mut state = ShardState::new(0, 1);
     let took: Vec<Duration> = names

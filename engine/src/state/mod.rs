@@ -26,13 +26,15 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// A hash map for what grows with the shard (its users, a subreddit's
-/// members, posts and comments, a post's votes): it moves its entries to a
-/// grown table a few at each insert rather than all at once. An all-at-once
-/// resize of a shard's users map at its 229,377th user took 147 ms, and every
-/// request of the shard waited (docs/performance.md, "Maps that grow without
-/// a stall"). Keyed by SipHash with random keys, as the standard map is:
-/// usernames are chosen by clients.
+/// A hash map for what grows largest with the shard (its users; a
+/// subreddit's members: each 100,000s at a million users): it moves its
+/// entries to a grown table a few at each insert rather than all at once. An
+/// all-at-once resize of a shard's users map at its 229,377th user took 147
+/// ms, and every request of the shard waited (docs/performance.md, "Maps
+/// that grow without a stall"). It costs more per insert in all, so the
+/// maps that stay smaller (posts, comments, votes) keep the standard one.
+/// Keyed by SipHash with random keys, as the standard map is: usernames are
+/// chosen by clients.
 pub type GrowMap<K, V> = griddle::HashMap<K, V, RandomState>;
 
 /// The set counterpart of [`GrowMap`].
@@ -193,7 +195,7 @@ pub enum Event {
 #[serde(from = "Vec<([u8; 16], DmId)>", into = "Vec<([u8; 16], DmId)>")]
 pub struct MintedIds {
     order: std::collections::VecDeque<[u8; 16]>,
-    ids: GrowMap<[u8; 16], DmId>,
+    ids: HashMap<[u8; 16], DmId>,
 }
 
 /// Most minted ids a shard remembers (like the reply cache, oldest forgotten).
@@ -753,7 +755,7 @@ pub struct Tally {
     /// Downvotes (kept in step with `votes`).
     pub downs: u32,
     /// Each voter's current nonzero vote, by user key.
-    pub votes: GrowMap<String, i8>,
+    pub votes: HashMap<String, i8>,
 }
 
 impl Tally {

@@ -2,7 +2,7 @@
 //! votes and each author's score totals; and the commands on them.
 
 use super::ranking::{decode_cursor, encode_cursor, post_rank, view_key, wilson, Rank, SortKey};
-use super::{Effects, Event, GrowMap, GrowSet, PushTarget, ShardState, Tally};
+use super::{Effects, Event, GrowSet, PushTarget, ShardState, Tally};
 use reddit_shared::codec::encode;
 use reddit_shared::error::WireError;
 use reddit_shared::ids::{CommentId, PostId};
@@ -83,11 +83,11 @@ pub struct Subreddit {
     members: GrowSet<String>,
     /// Users who left and have not rejoined (so a resync can repeat the leave).
     #[serde(default)]
-    left: GrowMap<String, Username>,
+    left: HashMap<String, Username>,
     member_count: u64,
     membership_seq: u64,
-    posts: GrowMap<PostId, Post>,
-    comments: GrowMap<CommentId, Comment>,
+    posts: HashMap<PostId, Post>,
+    comments: HashMap<CommentId, Comment>,
     #[serde(skip)]
     by_hot: BTreeSet<SortKey>,
     #[serde(skip)]
@@ -96,7 +96,7 @@ pub struct Subreddit {
     by_top: BTreeSet<SortKey>,
     #[serde(skip)]
     by_controversial: BTreeSet<SortKey>,
-    authors: GrowMap<String, (Username, AuthorScore)>,
+    authors: HashMap<String, (Username, AuthorScore)>,
     vote_seq: u64,
     /// The post indexes are not kept up to date (a long replay defers them)
     /// and must be rebuilt before they are read.
@@ -195,16 +195,16 @@ impl Subreddit {
             creator,
             created_at,
             members: GrowSet::default(),
-            left: GrowMap::default(),
+            left: HashMap::new(),
             member_count: 0,
             membership_seq: 0,
-            posts: GrowMap::default(),
-            comments: GrowMap::default(),
+            posts: HashMap::new(),
+            comments: HashMap::new(),
             by_hot: BTreeSet::new(),
             by_new: BTreeSet::new(),
             by_top: BTreeSet::new(),
             by_controversial: BTreeSet::new(),
-            authors: GrowMap::default(),
+            authors: HashMap::new(),
             vote_seq: 0,
             unindexed: false,
         }
