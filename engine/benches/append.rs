@@ -13,18 +13,12 @@
 mod support;
 
 use bytes::Bytes;
-use futures::stream::{FuturesOrdered, StreamExt};
 use reddit_engine::wal::Log;
 use std::time::{Duration, Instant};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let env = support::env_u64;
     let seconds = env("APPEND_SECONDS", 3);
     let size = env("APPEND_BYTES", 4096) as usize;
     let server = support::JetStreamServer::start("append");
@@ -32,30 +26,10 @@ async fn main() {
     let record = Bytes::from(vec![0xa5u8; size]);
     for (shard, depth) in [1usize, 2, 4, 8, 16].into_iter().enumerate() {
         let log = Log::open(&client, shard as u32, 16, 1).await.unwrap();
-        let mut last = 0u64;
-        let mut next = 0u64;
-        let mut inflight = FuturesOrdered::new();
         let started = Instant::now();
         let until = started + Duration::from_secs(seconds);
-        loop {
-            while inflight.len() < depth && Instant::now() < until {
-                let log = log.clone();
-                let record = record.clone();
-                let expected = next;
-                next += 1;
-                inflight.push_back(async move {
-                    log.append(record, &format!("b.{expected}"), expected).await
-                });
-            }
-            match inflight.next().await {
-                Some(r) => {
-                    let seq = r.unwrap();
-                    assert_eq!(seq, last + 1, "records land in order");
-                    last = seq;
-                }
-                None => break,
-            }
-        }
+        let last =
+            support::append_pipelined(&log, &record, depth, |_| Instant::now() < until).await;
         let secs = started.elapsed().as_secs_f64();
         println!(
             "{depth:>2} in flight: {:>7.0} records/s ({size} B each, {last} records in {secs:.1} s)",

@@ -17,42 +17,14 @@
 mod support;
 
 use bytes::Bytes;
-use futures::stream::{FuturesOrdered, StreamExt};
 use reddit_engine::wal::Log;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Appends `count` records of `record` to `log`, 16 in flight; the last sequence.
-async fn fill(log: &Log, record: &Bytes, count: u64) -> u64 {
-    let mut inflight = FuturesOrdered::new();
-    let mut next = 0u64;
-    let mut last = 0u64;
-    loop {
-        while inflight.len() < 16 && next < count {
-            let log = log.clone();
-            let record = record.clone();
-            let expected = next;
-            next += 1;
-            inflight.push_back(async move {
-                log.append(record, &format!("f.{expected}"), expected).await
-            });
-        }
-        match inflight.next().await {
-            Some(r) => last = r.unwrap(),
-            None => return last,
-        }
-    }
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let env = support::env_u64;
     let mib = env("PURGE_MIB", 48);
     let size = env("PURGE_RECORD_BYTES", 3072);
     let rounds = env("PURGE_ROUNDS", 3);
@@ -73,7 +45,7 @@ async fn main() {
         for (way, stepped) in [("one request", false), ("in steps", true)] {
             let log = Log::open(&client, shard, 64, 1).await.unwrap();
             shard += 1;
-            let last = fill(&log, &record, count).await;
+            let last = support::append_pipelined(&log, &record, 16, |n| n < count).await;
             tokio::time::sleep(idle).await;
             // The appender: one record at a time, each latency kept.
             let stop = Arc::new(AtomicBool::new(false));

@@ -5,6 +5,49 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// The number in environment variable `key`, else `default`.
+pub fn env_u64(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Appends `record` to `log` with up to `depth` appends in flight, each
+/// expecting the sequence before it (as the journal does with `--log-pipeline`),
+/// as long as `more(appends started)` says so; checks that the records land in
+/// order and returns the last sequence.
+pub async fn append_pipelined(
+    log: &reddit_engine::wal::Log,
+    record: &bytes::Bytes,
+    depth: usize,
+    mut more: impl FnMut(u64) -> bool,
+) -> u64 {
+    use futures::stream::{FuturesOrdered, StreamExt};
+    let mut inflight = FuturesOrdered::new();
+    let mut next = 0u64;
+    let mut last = 0u64;
+    loop {
+        while inflight.len() < depth && more(next) {
+            let log = log.clone();
+            let record = record.clone();
+            let expected = next;
+            next += 1;
+            inflight.push_back(async move {
+                log.append(record, &format!("b.{expected}"), expected).await
+            });
+        }
+        match inflight.next().await {
+            Some(r) => {
+                let seq = r.expect("an append");
+                assert_eq!(seq, last + 1, "records land in order");
+                last = seq;
+            }
+            None => return last,
+        }
+    }
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
