@@ -1,10 +1,11 @@
 //! Growth benchmark (`cargo bench -p reddit-engine --bench grow`): the slowest
 //! single registrations while one shard's state grows to `GROW_USERS`
-//! (default 600,000) users, against a standard `HashMap` of values as large
-//! as a user, in the same run. A standard map moves every entry to a table
-//! twice the size when it fills, all in one insert, and the shard answers
-//! nothing meanwhile; the shard's maps ([`reddit_engine::state::GrowMap`])
-//! move a few entries per insert instead.
+//! (default 600,000) users, against a standard `HashMap` of 232-byte values
+//! (about a user's size), in the same run, and a lookup in each once grown.
+//! A standard map moves every entry to a table twice the size when it fills,
+//! all in one insert, and the shard answers nothing meanwhile; the shard's
+//! users map ([`reddit_engine::state::GrowMap`]) moves a few entries per
+//! insert instead.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use reddit_engine::state::ShardState;
