@@ -157,8 +157,9 @@ pub struct Actor {
     /// write looks at it twice (its idempotency key is per user, then its
     /// handler), and this spares the second lookup. Reset for every request.
     checked_bearer: Option<Arc<Bearer>>,
-    /// The facts of the audit in progress (one at a time), by audit id.
-    pub(super) audit_cache: Option<(u64, Vec<reddit_shared::protocol::internal::AuditRecord>)>,
+    /// How far the audit in progress (one at a time, by audit id) has
+    /// walked this shard's facts.
+    pub(super) audit_cache: Option<(u64, crate::state::audit::AuditCursor)>,
     pub(super) ctx: Ctx,
     pub(super) jobs: mpsc::WeakSender<Job>,
     pub(super) replies: ReplyCache,

@@ -15,16 +15,125 @@ use reddit_shared::protocol::dm::DmFolder;
 use reddit_shared::protocol::internal::AuditRecord;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// Where one audit's export stands on a shard: the keys of its subreddits
+/// and users taken when the audit began, and how far the pages have walked
+/// them. A page costs the records it returns (and a skip within the one
+/// subreddit or user it starts in), so no single request holds the shard for
+/// the whole of its facts: at a million users collecting them at once took
+/// each shard 1.2–1.9 s.
+#[derive(Debug)]
+pub struct AuditCursor {
+    subs: Vec<String>,
+    users: Vec<String>,
+    /// Whether the [`AuditRecord::Counts`] record was served.
+    counted: bool,
+    /// Index into `subs`, then `users` (`subs.len() + i`).
+    key: usize,
+    /// Where in that key's records.
+    at: Within,
+    /// Records served by this cursor: the offset of its next page.
+    served: u64,
+}
+
+/// A place among one subreddit's or user's audit records.
+#[derive(Debug, Default)]
+struct Within {
+    /// The part of the key's records (violations, members, ...).
+    part: usize,
+    /// Records of that part already served.
+    served: usize,
+}
+
+impl AuditCursor {
+    /// Records served so far (the `offset` a request continuing this cursor asks for).
+    pub fn served(&self) -> u64 {
+        self.served
+    }
+
+    /// Whether every key was walked.
+    pub fn done(&self) -> bool {
+        self.counted && self.key >= self.subs.len() + self.users.len()
+    }
+}
+
+/// Moves the records of one part, from `within` on, into `out` until `out`
+/// holds `limit`; true if the part is finished. Skips before mapping, so the
+/// records of earlier pages are not built again.
+fn take_part<T>(
+    raw: impl Iterator<Item = T>,
+    map: impl Fn(T) -> AuditRecord,
+    within: &mut usize,
+    limit: usize,
+    out: &mut Vec<AuditRecord>,
+) -> bool {
+    let mut items = raw.skip(*within);
+    while out.len() < limit {
+        match items.next() {
+            Some(item) => {
+                out.push(map(item));
+                *within += 1;
+            }
+            None => return true,
+        }
+    }
+    false
+}
+
 impl ShardState {
-    /// Every fact this shard holds for the audit, in a stable order (subreddits and
-    /// users by key), so pages taken with `skip`/`take` in quiescence fit together.
-    pub fn audit_records(&self) -> impl Iterator<Item = AuditRecord> + '_ {
-        let mut sub_keys: Vec<&String> = self.subs.keys().collect();
-        sub_keys.sort();
-        let mut user_keys: Vec<&String> = self.users.keys().collect();
-        user_keys.sort();
+    /// Starts an export of this shard's facts for the audit: takes the keys of
+    /// its subreddits and users (in the maps' order, not sorted: only the
+    /// cursor needs it stable), the one step whose cost grows with the shard.
+    pub fn audit_cursor(&self) -> AuditCursor {
+        AuditCursor {
+            subs: self.subs.keys().cloned().collect(),
+            users: self.users.keys().cloned().collect(),
+            counted: false,
+            key: 0,
+            at: Within::default(),
+            served: 0,
+        }
+    }
+
+    /// The next page of the export `cursor` walks: up to `limit` records (at
+    /// least one). In quiescence the pages of one cursor fit together into
+    /// [`ShardState::audit_records`]; a subreddit or user added during the
+    /// walk is not in it, one removed is skipped.
+    pub fn audit_page(&self, cursor: &mut AuditCursor, limit: usize) -> Vec<AuditRecord> {
+        let limit = limit.max(1);
+        let mut out = Vec::with_capacity(limit.min(4_096));
+        if !cursor.counted {
+            out.push(AuditRecord::Counts {
+                counts: self.audit_counts(),
+            });
+            cursor.counted = true;
+        }
+        while out.len() < limit && cursor.key < cursor.subs.len() + cursor.users.len() {
+            let finished = match cursor.subs.get(cursor.key) {
+                Some(key) => self.audit_sub(key, &mut cursor.at, limit, &mut out),
+                None => {
+                    let i = cursor.key - cursor.subs.len();
+                    let key = cursor.users.get(i).map_or("", String::as_str);
+                    self.audit_user(key, &mut cursor.at, limit, &mut out)
+                }
+            };
+            if finished {
+                cursor.key += 1;
+                cursor.at = Within::default();
+            }
+        }
+        cursor.served += out.len() as u64;
+        out
+    }
+
+    /// Every fact this shard holds for the audit, in one go (tests, tools).
+    pub fn audit_records(&self) -> Vec<AuditRecord> {
+        let mut cursor = self.audit_cursor();
+        self.audit_page(&mut cursor, usize::MAX)
+    }
+
+    fn audit_counts(&self) -> AuditCounts {
         let t = self.totals();
-        let counts = AuditCounts {
+        AuditCounts {
             users: self.user_count(),
             subreddits: self.subreddit_count(),
             posts: t.posts,
@@ -32,76 +141,160 @@ impl ShardState {
             votes: self.subs.values().map(|s| s.vote_count()).sum(),
             memberships: self.subs.values().map(|s| s.member_set_len()).sum(),
             dms: t.dms,
+        }
+    }
+
+    /// One subreddit's records from where `cursor` stands: its local
+    /// violations, members, author totals. True once all are out.
+    fn audit_sub(
+        &self,
+        key: &str,
+        at: &mut Within,
+        limit: usize,
+        out: &mut Vec<AuditRecord>,
+    ) -> bool {
+        let Some(sub) = self.subs.get(key) else {
+            return true;
         };
-        let head = std::iter::once(AuditRecord::Counts { counts });
-        let subs = sub_keys
-            .into_iter()
-            .filter_map(|k| self.subs.get(k))
-            .flat_map(|sub| {
-                let key = sub.name().key().to_owned();
-                let violations = sub.local_violations().into_iter().map(|(kind, detail)| {
-                    AuditRecord::Violation {
+        let name = sub.name().key();
+        while out.len() < limit {
+            let within = &mut at.served;
+            let done = match at.part {
+                0 => take_part(
+                    sub.local_violations().into_iter(),
+                    |(kind, detail)| AuditRecord::Violation {
                         violation: Violation { kind, detail },
-                    }
-                });
-                let k1 = key.clone();
-                let members = sub.member_keys().map(move |u| AuditRecord::Member {
-                    subreddit: k1.clone(),
-                    user: u.to_owned(),
-                });
-                let scores = sub
-                    .author_scores()
-                    .map(move |(a, s)| AuditRecord::AuthorScore {
-                        subreddit: key.clone(),
+                    },
+                    within,
+                    limit,
+                    out,
+                ),
+                1 => take_part(
+                    sub.member_keys(),
+                    |u| AuditRecord::Member {
+                        subreddit: name.to_owned(),
+                        user: u.to_owned(),
+                    },
+                    within,
+                    limit,
+                    out,
+                ),
+                2 => take_part(
+                    sub.author_scores(),
+                    |(a, s)| AuditRecord::AuthorScore {
+                        subreddit: name.to_owned(),
                         author: a.to_owned(),
                         post: s.post,
                         comment: s.comment,
-                    });
-                violations.chain(members).chain(scores)
-            });
-        let users = user_keys.into_iter().filter_map(|k| self.users.get(k)).flat_map(|u| {
-            let key = u.name().key().to_owned();
-            let (k1, k2) = (key.clone(), key.clone());
-            let (entries_post, entries_comment) = u
-                .karma_entries()
-                .fold((0, 0), |(p, c), (_, ep, ec)| (p + ep, c + ec));
-            let (post, comment) = u.karma_totals();
-            let total = (post != entries_post || comment != entries_comment).then(|| {
-                AuditRecord::Violation {
-                    violation: Violation {
-                        kind: "karma".to_owned(),
-                        detail: format!(
-                            "{key} has karma {post}/{comment} (post/comment) but the subreddits' totals sum to {entries_post}/{entries_comment}"
-                        ),
                     },
-                }
-            });
-            let joined = u.joined_keys().map(move |s| AuditRecord::Joined {
-                user: k1.clone(),
-                subreddit: s.to_owned(),
-            });
-            let karma = u
-                .karma_entries()
-                .map(move |(s, p, c)| AuditRecord::Karma {
-                    user: k2.clone(),
-                    subreddit: s.to_owned(),
-                    post: p,
-                    comment: c,
-                });
-            let inbox = u.folder(DmFolder::Inbox).values().map(|d| AuditRecord::Inbox {
-                id: d.id,
-                from: d.from.to_ascii_lowercase(),
-                to: d.to.to_ascii_lowercase(),
-            });
-            let sent = u.folder(DmFolder::Sent).values().map(|d| AuditRecord::Sent {
-                id: d.id,
-                from: d.from.to_ascii_lowercase(),
-                to: d.to.to_ascii_lowercase(),
-            });
-            total.into_iter().chain(joined).chain(karma).chain(inbox).chain(sent)
-        });
-        head.chain(subs).chain(users)
+                    within,
+                    limit,
+                    out,
+                ),
+                _ => return true,
+            };
+            if !done {
+                return false;
+            }
+            at.part += 1;
+            at.served = 0;
+        }
+        at.part > 2
     }
+
+    /// One user's records from where `cursor` stands: a karma violation if
+    /// their total is not the sum of their entries, joined subreddits, karma
+    /// per subreddit, inbox, sent folder. True once all are out.
+    fn audit_user(
+        &self,
+        key: &str,
+        at: &mut Within,
+        limit: usize,
+        out: &mut Vec<AuditRecord>,
+    ) -> bool {
+        let Some(u) = self.users.get(key) else {
+            return true;
+        };
+        let name = u.name().key();
+        while out.len() < limit {
+            let within = &mut at.served;
+            let done = match at.part {
+                0 => take_part(
+                    karma_violation(u).into_iter(),
+                    |violation| AuditRecord::Violation { violation },
+                    within,
+                    limit,
+                    out,
+                ),
+                1 => take_part(
+                    u.joined_keys(),
+                    |s| AuditRecord::Joined {
+                        user: name.to_owned(),
+                        subreddit: s.to_owned(),
+                    },
+                    within,
+                    limit,
+                    out,
+                ),
+                2 => take_part(
+                    u.karma_entries(),
+                    |(s, post, comment)| AuditRecord::Karma {
+                        user: name.to_owned(),
+                        subreddit: s.to_owned(),
+                        post,
+                        comment,
+                    },
+                    within,
+                    limit,
+                    out,
+                ),
+                3 => take_part(
+                    u.folder(DmFolder::Inbox).values(),
+                    |d| AuditRecord::Inbox {
+                        id: d.id,
+                        from: d.from.to_ascii_lowercase(),
+                        to: d.to.to_ascii_lowercase(),
+                    },
+                    within,
+                    limit,
+                    out,
+                ),
+                4 => take_part(
+                    u.folder(DmFolder::Sent).values(),
+                    |d| AuditRecord::Sent {
+                        id: d.id,
+                        from: d.from.to_ascii_lowercase(),
+                        to: d.to.to_ascii_lowercase(),
+                    },
+                    within,
+                    limit,
+                    out,
+                ),
+                _ => return true,
+            };
+            if !done {
+                return false;
+            }
+            at.part += 1;
+            at.served = 0;
+        }
+        at.part > 4
+    }
+}
+
+/// A violation if `u`'s karma totals are not the sum of their per-subreddit entries.
+fn karma_violation(u: &super::users::User) -> Option<Violation> {
+    let key = u.name().key();
+    let (entries_post, entries_comment) = u
+        .karma_entries()
+        .fold((0, 0), |(p, c), (_, ep, ec)| (p + ep, c + ec));
+    let (post, comment) = u.karma_totals();
+    (post != entries_post || comment != entries_comment).then(|| Violation {
+        kind: "karma".to_owned(),
+        detail: format!(
+            "{key} has karma {post}/{comment} (post/comment) but the subreddits' totals sum to {entries_post}/{entries_comment}"
+        ),
+    })
 }
 
 /// Cross-checks the records of all shards.

@@ -14,10 +14,11 @@ use reddit_shared::protocol::rpc::StatsRequest;
 /// Records per `internal.audit.export` page.
 pub(super) const AUDIT_PAGE: u32 = 4_000;
 
-/// How long the audit waits for one page. A shard collects all its records
-/// for the first page (a shard of 250,000 users: over a million), right
-/// after a run while its snapshot follower and outbox still catch up: the
-/// peer timeout of the request path (2 s) failed a million-user audit.
+/// How long the audit waits for one page. A page costs what it returns, but
+/// right after a run a shard still works through its snapshot follower and
+/// outbox, and its first page takes all its keys (a shard of 250,000 users:
+/// a quarter of a million): the peer timeout of the request path (2 s)
+/// failed a million-user audit when the first page collected every record.
 pub(super) const AUDIT_PAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Actor {

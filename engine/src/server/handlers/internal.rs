@@ -107,29 +107,32 @@ impl Actor {
         reply(&FeedCandidates { posts, truncated })
     }
 
-    /// `internal.audit.export`: one page of this shard's facts. One snapshot per
-    /// audit, served page by page: linear, not quadratic.
+    /// `internal.audit.export`: one page of this shard's facts. An audit's
+    /// first page takes the shard's keys ([`ShardState::audit_cursor`]); each
+    /// page then walks on from where the last one stopped, so a page costs
+    /// what it returns. A page asked out of turn (a retry) walks from the
+    /// start again to its offset.
+    ///
+    /// [`ShardState::audit_cursor`]: crate::state::ShardState::audit_cursor
     pub(super) fn internal_audit_export(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
         let r: AuditExportRequest = parse(c.payload())?;
         let limit = r.limit.clamp(1, 10 * AUDIT_PAGE) as usize;
-        let offset = usize::try_from(r.offset).unwrap_or(usize::MAX);
-        if r.offset == 0
-            || self
-                .audit_cache
-                .as_ref()
-                .is_none_or(|(id, _)| *id != r.audit)
-        {
-            self.audit_cache = Some((r.audit, self.state.audit_records().collect()));
-        }
-        let all = self
-            .audit_cache
-            .as_ref()
-            .map_or(&[][..], |(_, v)| v.as_slice());
-        let end = offset.saturating_add(limit).min(all.len());
-        let records = all.get(offset..end).unwrap_or_default().to_vec();
-        let done = end >= all.len();
-        if done {
-            self.audit_cache = None;
+        let cursor = match self.audit_cache.take() {
+            Some((id, cursor)) if id == r.audit && cursor.served() == r.offset => cursor,
+            _ => {
+                let mut cursor = self.state.audit_cursor();
+                while cursor.served() < r.offset && !cursor.done() {
+                    let left = usize::try_from(r.offset - cursor.served()).unwrap_or(usize::MAX);
+                    self.state.audit_page(&mut cursor, left);
+                }
+                cursor
+            }
+        };
+        let mut cursor = cursor;
+        let records = self.state.audit_page(&mut cursor, limit);
+        let done = cursor.done();
+        if !done {
+            self.audit_cache = Some((r.audit, cursor));
         }
         reply(&AuditExport {
             records,
