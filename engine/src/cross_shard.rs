@@ -3,10 +3,12 @@
 //! users' shards.
 //!
 //! The outbox coalesces: it keeps only the newest version of each (user, subreddit)
-//! item, sends one batched `internal.sync` request per destination shard per round,
-//! and retries failed rounds with backoff until the destination acknowledges. Items
-//! carry versions, so a repeat or a reordering is harmless at the receiver: the
-//! live syncer keeps several rounds in flight.
+//! item, sends the items for one destination shard in rounds of batched
+//! `internal.sync` requests, and retries failed rounds with backoff until the
+//! destination acknowledges. Items carry versions, so a repeat or a reordering is
+//! harmless at the receiver: the live syncer keeps several rounds in flight per
+//! destination, and each destination's rounds go on their own, so a slow shard
+//! holds back only the items for it.
 //!
 //! A shard runs two syncers side by side ([`Lane`]): one for live items, one for a
 //! restart's resync, which pauses after each round as long as the round took. A
@@ -252,13 +254,59 @@ struct Pending {
     waiters: Vec<(u64, oneshot::Sender<()>)>,
 }
 
+/// Pauses between failed rounds to one destination.
+type Delays = Box<dyn Iterator<Item = Duration> + Send>;
+
+/// What a syncer holds for one destination shard. Each destination has its
+/// own rounds in flight, backoff and pause, so one that is slow to answer (a
+/// log purge holding its appends, a restart) holds only its own items: with
+/// rounds shared by all destinations, a stalled shard took every round slot
+/// and the others' items (a join waits for its own) waited for it.
+struct Dest {
+    pending: HashMap<ItemKey, Pending>,
+    /// Rounds in flight, and the items in them.
+    in_flight: usize,
+    in_flight_items: usize,
+    /// No new round before this: a backoff after a failed round, or the
+    /// resync's pause after a round.
+    hold_until: Option<tokio::time::Instant>,
+    delays: Delays,
+}
+
+const FIRST_RETRY: Duration = Duration::from_millis(10);
+const MAX_RETRY: Duration = Duration::from_secs(1);
+
+fn fresh_delays() -> Delays {
+    Box::new(reddit_shared::backoff::delays(FIRST_RETRY, MAX_RETRY))
+}
+
+impl Dest {
+    fn new() -> Self {
+        Self {
+            pending: HashMap::new(),
+            in_flight: 0,
+            in_flight_items: 0,
+            hold_until: None,
+            delays: fresh_delays(),
+        }
+    }
+
+    /// Whether a round may take this destination's pending items now.
+    fn ready(&self, lane: Lane, now: tokio::time::Instant) -> bool {
+        !self.pending.is_empty()
+            && self.in_flight < lane.rounds()
+            && self.hold_until.is_none_or(|t| t <= now)
+    }
+}
+
 /// Runs the outbox's `lane` until `rx` is closed and everything in it is
 /// delivered (or, after close, `drain_deadline` passes). The items it holds are
 /// added to `gauge`, which the syncers of both lanes share.
 ///
-/// Items wait in `pending` (coalesced by key) until a round takes them all; a
-/// round's items that a destination did not acknowledge go back to `pending`
-/// and are sent again after a backoff.
+/// Items wait in their destination's `pending` (coalesced by key) until a
+/// round to that destination takes them all; a round's items that the
+/// destination did not acknowledge go back to its `pending` and are sent
+/// again after a backoff.
 pub async fn run_syncer(
     peers: Peers,
     unlogged: Arc<Unlogged>,
@@ -268,24 +316,18 @@ pub async fn run_syncer(
     lane: Lane,
 ) {
     let mut gauge = GaugeShare { gauge, mine: 0 };
-    let mut pending: HashMap<ItemKey, Pending> = HashMap::new();
+    let mut dests: HashMap<u32, Dest> = HashMap::new();
+    // Items waiting in every destination's `pending`.
+    let mut waiting = 0usize;
     let mut rounds = futures::stream::FuturesUnordered::new();
-    // Rounds in flight, and the items in them.
-    let (mut in_flight, mut in_flight_items) = (0usize, 0usize);
     let mut closed = false;
-    let first = Duration::from_millis(10);
-    let max = Duration::from_secs(1);
-    let mut delays = reddit_shared::backoff::delays(first, max);
     let mut closed_at: Option<tokio::time::Instant> = None;
-    // No new round before this: a backoff after a failed round, or the
-    // resync's pause after a round.
-    let mut hold_until: Option<tokio::time::Instant> = None;
     loop {
         // At most MAX_PENDING items waiting: a restart's resync of a large
         // state reaches the other shards in bounded rounds, not all at once.
-        while !closed && pending.len() < MAX_PENDING {
+        while !closed && waiting < MAX_PENDING {
             match rx.try_recv() {
-                Ok(env) => add(&mut pending, env),
+                Ok(env) => waiting += add(&mut dests, env),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
             }
@@ -293,52 +335,63 @@ pub async fn run_syncer(
         if closed && closed_at.is_none() {
             closed_at = Some(tokio::time::Instant::now());
         }
-        if hold_until.is_some_and(|t| t <= tokio::time::Instant::now()) {
-            hold_until = None;
-        }
-        if !pending.is_empty() && in_flight < lane.rounds() && hold_until.is_none() {
-            let batch = std::mem::take(&mut pending);
-            in_flight_items += batch.len();
+        let now = tokio::time::Instant::now();
+        for (&dest, d) in dests.iter_mut().filter(|(_, d)| d.ready(lane, now)) {
+            let batch = std::mem::take(&mut d.pending);
+            waiting -= batch.len();
+            d.in_flight_items += batch.len();
+            d.in_flight += 1;
+            d.hold_until = None;
             rounds.push(send_round(
                 peers.clone(),
                 unlogged.clone(),
+                dest,
                 batch,
                 lane == Lane::Resync,
             ));
-            in_flight += 1;
         }
-        gauge.set((pending.len() + in_flight_items + rx.len()) as u64);
-        if closed && pending.is_empty() && in_flight == 0 {
+        let in_flight_items: usize = dests.values().map(|d| d.in_flight_items).sum();
+        gauge.set((waiting + in_flight_items + rx.len()) as u64);
+        if closed && waiting == 0 && rounds.is_empty() {
             break;
         }
+        // The earliest pause that holds back items.
+        let wake = dests
+            .values()
+            .filter(|d| !d.pending.is_empty() && d.in_flight < lane.rounds())
+            .filter_map(|d| d.hold_until)
+            .min();
         tokio::select! {
-            env = rx.recv(), if !closed && pending.len() < MAX_PENDING => match env {
-                Some(env) => add(&mut pending, env),
+            env = rx.recv(), if !closed && waiting < MAX_PENDING => match env {
+                Some(env) => waiting += add(&mut dests, env),
                 None => closed = true,
             },
-            Some((sent, unacked, elapsed)) = futures::StreamExt::next(&mut rounds), if in_flight > 0 => {
-                in_flight -= 1;
-                in_flight_items -= sent;
+            Some((dest, sent, unacked, elapsed)) = futures::StreamExt::next(&mut rounds), if !rounds.is_empty() => {
+                let Some(d) = dests.get_mut(&dest) else { continue };
+                d.in_flight -= 1;
+                d.in_flight_items -= sent;
                 if unacked.is_empty() {
-                    delays = reddit_shared::backoff::delays(first, max);
+                    d.delays = fresh_delays();
                     if lane == Lane::Resync && !closed {
-                        hold_until = Some(tokio::time::Instant::now() + elapsed);
+                        d.hold_until = Some(tokio::time::Instant::now() + elapsed);
                     }
                 } else {
                     if closed_at.is_some_and(|t| t.elapsed() > drain_deadline) {
                         tracing::warn!(
-                            items = unacked.len() + pending.len(),
+                            items = unacked.len() + waiting,
                             "giving up on undelivered sync items at shutdown"
                         );
                         break;
                     }
                     for (key, p) in unacked {
-                        merge(&mut pending, key, p);
+                        waiting += merge(&mut d.pending, key, p);
                     }
-                    hold_until = Some(tokio::time::Instant::now() + delays.next().unwrap_or(max));
+                    d.hold_until = Some(
+                        tokio::time::Instant::now() + d.delays.next().unwrap_or(MAX_RETRY),
+                    );
                 }
             },
-            () = sleep_until(hold_until), if hold_until.is_some() && !pending.is_empty() => {}
+            () = sleep_until(wake), if wake.is_some() => {}
             // Not reached (some branch is always enabled before the loop ends);
             // here so that select! has no case to panic on.
             else => tokio::task::yield_now().await,
@@ -355,8 +408,11 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-fn add(pending: &mut HashMap<ItemKey, Pending>, env: SyncEnvelope) {
+/// Puts `env` in its destination's pending items; 1 if it is a new key there.
+fn add(dests: &mut HashMap<u32, Dest>, env: SyncEnvelope) -> usize {
     let (key, version) = key_and_version(env.dest, &env.item);
+    let pending = &mut dests.entry(env.dest).or_insert_with(Dest::new).pending;
+    let before = pending.len();
     let entry = pending.entry(key).or_insert_with(|| Pending {
         item: env.item.clone(),
         version,
@@ -369,14 +425,16 @@ fn add(pending: &mut HashMap<ItemKey, Pending>, env: SyncEnvelope) {
     if let Some(w) = env.waiter {
         entry.waiters.push((version, w));
     }
+    pending.len() - before
 }
 
 /// Merges `p` (the newest version of `key` a failed round held) back into
-/// `pending`, which may hold a newer version already.
-fn merge(pending: &mut HashMap<ItemKey, Pending>, key: ItemKey, p: Pending) {
+/// `pending`, which may hold a newer version already; 1 if it is a new key there.
+fn merge(pending: &mut HashMap<ItemKey, Pending>, key: ItemKey, p: Pending) -> usize {
     match pending.entry(key) {
         std::collections::hash_map::Entry::Vacant(v) => {
             v.insert(p);
+            1
         }
         std::collections::hash_map::Entry::Occupied(mut o) => {
             let newer = o.get_mut();
@@ -385,49 +443,45 @@ fn merge(pending: &mut HashMap<ItemKey, Pending>, key: ItemKey, p: Pending) {
                 newer.version = p.version;
             }
             newer.waiters.extend(p.waiters);
+            0
         }
     }
 }
 
-/// Sends every item of `batch` once, batched per destination. Returns how many
-/// items it held, those no destination acknowledged (their waiters still
-/// waiting), and how long it took. The waiters of acknowledged items are told.
+/// Sends every item of `batch` to `dest` once, in requests of at most
+/// [`MAX_SYNC_ITEMS`]. Returns the destination, how many items it held, those
+/// not acknowledged (their waiters still waiting), and how long it took. The
+/// waiters of each request's items are told as soon as it is acknowledged.
 async fn send_round(
     peers: Peers,
     unlogged: Arc<Unlogged>,
+    dest: u32,
     mut batch: HashMap<ItemKey, Pending>,
     bulk: bool,
-) -> (usize, HashMap<ItemKey, Pending>, Duration) {
+) -> (u32, usize, HashMap<ItemKey, Pending>, Duration) {
     let started = tokio::time::Instant::now();
     let sent = batch.len();
-    let mut by_dest: HashMap<u32, Vec<(ItemKey, SyncItem)>> = HashMap::new();
-    for (key, p) in batch.iter() {
-        by_dest
-            .entry(key.dest)
-            .or_default()
-            .push((key.clone(), p.item.clone()));
-    }
+    let items: Vec<(ItemKey, SyncItem)> = batch
+        .iter()
+        .map(|(key, p)| (key.clone(), p.item.clone()))
+        .collect();
     let mut calls = futures::stream::FuturesUnordered::new();
-    for (dest, items) in by_dest {
-        for chunk in items.chunks(MAX_SYNC_ITEMS) {
-            let keys: Vec<ItemKey> = chunk.iter().map(|(k, _)| k.clone()).collect();
-            let request = SyncBatch {
-                items: chunk.iter().map(|(_, i)| i.clone()).collect(),
-                bulk,
-            };
-            let peers = peers.clone();
-            let unlogged = unlogged.clone();
-            calls.push(async move {
-                let result: Result<SyncAck, WireError> = peers.call(dest, &request).await;
-                if let Ok(ack) = &result {
-                    unlogged.acknowledged(dest, ack.record, ack.durable, request.items);
-                }
-                (keys, result)
-            });
-        }
+    for chunk in items.chunks(MAX_SYNC_ITEMS) {
+        let keys: Vec<ItemKey> = chunk.iter().map(|(k, _)| k.clone()).collect();
+        let request = SyncBatch {
+            items: chunk.iter().map(|(_, i)| i.clone()).collect(),
+            bulk,
+        };
+        let peers = peers.clone();
+        let unlogged = unlogged.clone();
+        calls.push(async move {
+            let result: Result<SyncAck, WireError> = peers.call(dest, &request).await;
+            if let Ok(ack) = &result {
+                unlogged.acknowledged(dest, ack.record, ack.durable, request.items);
+            }
+            (keys, result)
+        });
     }
-    // Each batch's waiters are told as soon as its destination answers: a
-    // join waits for its user's shard, not for the slowest of the round's.
     while let Some((keys, result)) = futures::StreamExt::next(&mut calls).await {
         match result {
             Ok(_) => {
@@ -440,11 +494,11 @@ async fn send_round(
                 }
             }
             Err(e) => {
-                tracing::debug!(error = %e, "sync batch not acknowledged; will retry");
+                tracing::debug!(error = %e, dest, "sync batch not acknowledged; will retry");
             }
         }
     }
-    (sent, batch, started.elapsed())
+    (dest, sent, batch, started.elapsed())
 }
 
 #[cfg(test)]
@@ -734,6 +788,58 @@ mod tests {
             .await
             .expect("told once its shard answers")
             .expect("told");
+        stop_syncer(tx, syncer, &gauge).await;
+    }
+
+    /// A destination that holds its rounds holds only its own items: with
+    /// every live round to shard 2 unanswered and another item waiting for
+    /// it, an item for shard 1 still goes out and its waiter is told.
+    #[tokio::test]
+    async fn a_slow_destination_does_not_hold_the_others_items() {
+        let bus = TestShard::gating_only(2);
+        let (tx, gauge, syncer) = syncer_to(&bus, Lane::Live);
+        let mut slow = Vec::new();
+        for i in 0..=LIVE_ROUNDS {
+            let (waiter, rx) = oneshot::channel();
+            tx.send(SyncEnvelope {
+                dest: 2,
+                item: membership(&format!("slow_{i}"), 1),
+                waiter: Some(waiter),
+            })
+            .await
+            .unwrap();
+            slow.push(rx);
+            if i < LIVE_ROUNDS {
+                wait_until("a round to shard 2 not sent", || {
+                    bus.now.load(Ordering::SeqCst) == i + 1
+                })
+                .await;
+            }
+        }
+        let (waiter, fast) = oneshot::channel();
+        tx.send(SyncEnvelope {
+            dest: 1,
+            item: membership("fast_user", 1),
+            waiter: Some(waiter),
+        })
+        .await
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), fast)
+            .await
+            .expect("told while shard 2 holds every round")
+            .expect("told");
+        assert_eq!(
+            bus.now.load(Ordering::SeqCst),
+            LIVE_ROUNDS,
+            "shard 2 holds its rounds, no more"
+        );
+        bus.gate.add_permits(1000);
+        for told in slow {
+            tokio::time::timeout(Duration::from_secs(5), told)
+                .await
+                .expect("delivered once shard 2 answers")
+                .expect("told");
+        }
         stop_syncer(tx, syncer, &gauge).await;
     }
 
