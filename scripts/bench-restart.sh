@@ -56,7 +56,9 @@ sampler=$!
   wait_run_phase "$me" || exit 0
   started=$(date +%s.%N)
   sleep "$(python3 -c "print($seconds / 3)")"
-  pid=$(pgrep -P "$(cat "$run/shard-$victim.pid")" -x reddit-engine || true)
+  # By its full path: REDDIT_ENGINE_BIN may name a binary of another name
+  # (and a process's short name is cut to 15 characters).
+  pid=$(pgrep -P "$(cat "$run/shard-$victim.pid")" -f "^$(engine_bin) " || true)
   [ -n "$pid" ] || { echo "no engine process under shard $victim's supervisor" >&2; exit 1; }
   kill -9 "$pid"
   now=$(date +%s.%N)
