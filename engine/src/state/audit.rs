@@ -79,6 +79,26 @@ fn take_part<T>(
     false
 }
 
+/// Walks the `parts` parts of one key's records from `at`, each moved by
+/// `take(part, served, out)` (true once that part is finished), until `out`
+/// holds `limit`; true once every part is out.
+fn walk_parts(
+    at: &mut Within,
+    parts: usize,
+    limit: usize,
+    out: &mut Vec<AuditRecord>,
+    mut take: impl FnMut(usize, &mut usize, &mut Vec<AuditRecord>) -> bool,
+) -> bool {
+    while out.len() < limit && at.part < parts {
+        if !take(at.part, &mut at.served, out) {
+            return false;
+        }
+        at.part += 1;
+        at.served = 0;
+    }
+    at.part >= parts
+}
+
 impl ShardState {
     /// Starts an export of this shard's facts for the audit: takes the keys of
     /// its subreddits and users (in the maps' order, not sorted: only the
@@ -157,49 +177,39 @@ impl ShardState {
             return true;
         };
         let name = sub.name().key();
-        while out.len() < limit {
-            let within = &mut at.served;
-            let done = match at.part {
-                0 => take_part(
-                    sub.local_violations().into_iter(),
-                    |(kind, detail)| AuditRecord::Violation {
-                        violation: Violation { kind, detail },
-                    },
-                    within,
-                    limit,
-                    out,
-                ),
-                1 => take_part(
-                    sub.member_keys(),
-                    |u| AuditRecord::Member {
-                        subreddit: name.to_owned(),
-                        user: u.to_owned(),
-                    },
-                    within,
-                    limit,
-                    out,
-                ),
-                2 => take_part(
-                    sub.author_scores(),
-                    |(a, s)| AuditRecord::AuthorScore {
-                        subreddit: name.to_owned(),
-                        author: a.to_owned(),
-                        post: s.post,
-                        comment: s.comment,
-                    },
-                    within,
-                    limit,
-                    out,
-                ),
-                _ => return true,
-            };
-            if !done {
-                return false;
-            }
-            at.part += 1;
-            at.served = 0;
-        }
-        at.part > 2
+        walk_parts(at, 3, limit, out, |part, served, out| match part {
+            0 => take_part(
+                sub.local_violations().into_iter(),
+                |(kind, detail)| AuditRecord::Violation {
+                    violation: Violation { kind, detail },
+                },
+                served,
+                limit,
+                out,
+            ),
+            1 => take_part(
+                sub.member_keys(),
+                |u| AuditRecord::Member {
+                    subreddit: name.to_owned(),
+                    user: u.to_owned(),
+                },
+                served,
+                limit,
+                out,
+            ),
+            _ => take_part(
+                sub.author_scores(),
+                |(a, s)| AuditRecord::AuthorScore {
+                    subreddit: name.to_owned(),
+                    author: a.to_owned(),
+                    post: s.post,
+                    comment: s.comment,
+                },
+                served,
+                limit,
+                out,
+            ),
+        })
     }
 
     /// One user's records from where `cursor` stands: a karma violation if
@@ -216,69 +226,59 @@ impl ShardState {
             return true;
         };
         let name = u.name().key();
-        while out.len() < limit {
-            let within = &mut at.served;
-            let done = match at.part {
-                0 => take_part(
-                    karma_violation(u).into_iter(),
-                    |violation| AuditRecord::Violation { violation },
-                    within,
-                    limit,
-                    out,
-                ),
-                1 => take_part(
-                    u.joined_keys(),
-                    |s| AuditRecord::Joined {
-                        user: name.to_owned(),
-                        subreddit: s.to_owned(),
-                    },
-                    within,
-                    limit,
-                    out,
-                ),
-                2 => take_part(
-                    u.karma_entries(),
-                    |(s, post, comment)| AuditRecord::Karma {
-                        user: name.to_owned(),
-                        subreddit: s.to_owned(),
-                        post,
-                        comment,
-                    },
-                    within,
-                    limit,
-                    out,
-                ),
-                3 => take_part(
-                    u.folder(DmFolder::Inbox).values(),
-                    |d| AuditRecord::Inbox {
-                        id: d.id,
-                        from: d.from.to_ascii_lowercase(),
-                        to: d.to.to_ascii_lowercase(),
-                    },
-                    within,
-                    limit,
-                    out,
-                ),
-                4 => take_part(
-                    u.folder(DmFolder::Sent).values(),
-                    |d| AuditRecord::Sent {
-                        id: d.id,
-                        from: d.from.to_ascii_lowercase(),
-                        to: d.to.to_ascii_lowercase(),
-                    },
-                    within,
-                    limit,
-                    out,
-                ),
-                _ => return true,
-            };
-            if !done {
-                return false;
-            }
-            at.part += 1;
-            at.served = 0;
-        }
-        at.part > 4
+        walk_parts(at, 5, limit, out, |part, served, out| match part {
+            0 => take_part(
+                karma_violation(u).into_iter(),
+                |violation| AuditRecord::Violation { violation },
+                served,
+                limit,
+                out,
+            ),
+            1 => take_part(
+                u.joined_keys(),
+                |s| AuditRecord::Joined {
+                    user: name.to_owned(),
+                    subreddit: s.to_owned(),
+                },
+                served,
+                limit,
+                out,
+            ),
+            2 => take_part(
+                u.karma_entries(),
+                |(s, post, comment)| AuditRecord::Karma {
+                    user: name.to_owned(),
+                    subreddit: s.to_owned(),
+                    post,
+                    comment,
+                },
+                served,
+                limit,
+                out,
+            ),
+            3 => take_part(
+                u.folder(DmFolder::Inbox).values(),
+                |d| AuditRecord::Inbox {
+                    id: d.id,
+                    from: d.from.to_ascii_lowercase(),
+                    to: d.to.to_ascii_lowercase(),
+                },
+                served,
+                limit,
+                out,
+            ),
+            _ => take_part(
+                u.folder(DmFolder::Sent).values(),
+                |d| AuditRecord::Sent {
+                    id: d.id,
+                    from: d.from.to_ascii_lowercase(),
+                    to: d.to.to_ascii_lowercase(),
+                },
+                served,
+                limit,
+                out,
+            ),
+        })
     }
 }
 
