@@ -8,7 +8,7 @@
 //! destination acknowledges. Items carry versions, so a repeat or a reordering is
 //! harmless at the receiver: the live syncer keeps several rounds in flight per
 //! destination, and each destination's rounds go on their own, so a slow shard
-//! holds back only the items for it.
+//! holds back only the live items for it.
 //!
 //! A shard runs two syncers side by side ([`Lane`]): one for live items, one for a
 //! restart's resync, which pauses after each round as long as the round took. A
@@ -229,6 +229,19 @@ impl Lane {
             Lane::Resync => 1,
         }
     }
+
+    /// The group of destinations an item for `dest` goes out with: live
+    /// items per destination, so a slow shard holds back only its own; a
+    /// resync in rounds over all destinations at once, one at a time, which
+    /// is what its pause after each round paces (per destination, the three
+    /// receivers' rounds overlapped and a restart cost the other shards a
+    /// larger share of their throughput).
+    fn group(self, dest: u32) -> u32 {
+        match self {
+            Lane::Live => dest,
+            Lane::Resync => 0,
+        }
+    }
 }
 
 /// This syncer's share of a gauge that several syncers add to.
@@ -257,12 +270,13 @@ struct Pending {
 /// Pauses between failed rounds to one destination.
 type Delays = Box<dyn Iterator<Item = Duration> + Send>;
 
-/// What a syncer holds for one destination shard. Each destination has its
-/// own rounds in flight, backoff and pause, so one that is slow to answer (a
-/// log purge holding its appends, a restart) holds only its own items: with
-/// rounds shared by all destinations, a stalled shard took every round slot
-/// and the others' items (a join waits for its own) waited for it.
-struct Dest {
+/// What a syncer holds for one group of destinations ([`Lane::group`]): each
+/// destination shard in the live lane, which thus has its own rounds in
+/// flight, backoff and pause, so one that is slow to answer (a log purge
+/// holding its appends, a restart) holds only its own items: with rounds
+/// shared by all destinations, a stalled shard took every round slot and the
+/// others' items (a join waits for its own) waited for it.
+struct Group {
     pending: HashMap<ItemKey, Pending>,
     /// Rounds in flight, and the items in them.
     in_flight: usize,
@@ -280,7 +294,7 @@ fn fresh_delays() -> Delays {
     Box::new(reddit_shared::backoff::delays(FIRST_RETRY, MAX_RETRY))
 }
 
-impl Dest {
+impl Group {
     fn new() -> Self {
         Self {
             pending: HashMap::new(),
@@ -291,7 +305,7 @@ impl Dest {
         }
     }
 
-    /// Whether a round may take this destination's pending items now.
+    /// Whether a round may take this group's pending items now.
     fn ready(&self, lane: Lane, now: tokio::time::Instant) -> bool {
         !self.pending.is_empty()
             && self.in_flight < lane.rounds()
@@ -316,8 +330,8 @@ pub async fn run_syncer(
     lane: Lane,
 ) {
     let mut gauge = GaugeShare { gauge, mine: 0 };
-    let mut dests: HashMap<u32, Dest> = HashMap::new();
-    // Items waiting in every destination's `pending`.
+    let mut groups: HashMap<u32, Group> = HashMap::new();
+    // Items waiting in every group's `pending`.
     let mut waiting = 0usize;
     let mut rounds = futures::stream::FuturesUnordered::new();
     let mut closed = false;
@@ -327,7 +341,7 @@ pub async fn run_syncer(
         // state reaches the other shards in bounded rounds, not all at once.
         while !closed && waiting < MAX_PENDING {
             match rx.try_recv() {
-                Ok(env) => waiting += add(&mut dests, env),
+                Ok(env) => waiting += add(&mut groups, lane, env),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
             }
@@ -336,7 +350,7 @@ pub async fn run_syncer(
             closed_at = Some(tokio::time::Instant::now());
         }
         let now = tokio::time::Instant::now();
-        for (&dest, d) in dests.iter_mut().filter(|(_, d)| d.ready(lane, now)) {
+        for (&group, d) in groups.iter_mut().filter(|(_, d)| d.ready(lane, now)) {
             let batch = std::mem::take(&mut d.pending);
             waiting -= batch.len();
             d.in_flight_items += batch.len();
@@ -345,29 +359,29 @@ pub async fn run_syncer(
             rounds.push(send_round(
                 peers.clone(),
                 unlogged.clone(),
-                dest,
+                group,
                 batch,
                 lane == Lane::Resync,
             ));
         }
-        let in_flight_items: usize = dests.values().map(|d| d.in_flight_items).sum();
+        let in_flight_items: usize = groups.values().map(|d| d.in_flight_items).sum();
         gauge.set((waiting + in_flight_items + rx.len()) as u64);
         if closed && waiting == 0 && rounds.is_empty() {
             break;
         }
         // The earliest pause that holds back items.
-        let wake = dests
+        let wake = groups
             .values()
             .filter(|d| !d.pending.is_empty() && d.in_flight < lane.rounds())
             .filter_map(|d| d.hold_until)
             .min();
         tokio::select! {
             env = rx.recv(), if !closed && waiting < MAX_PENDING => match env {
-                Some(env) => waiting += add(&mut dests, env),
+                Some(env) => waiting += add(&mut groups, lane, env),
                 None => closed = true,
             },
-            Some((dest, sent, unacked, elapsed)) = futures::StreamExt::next(&mut rounds), if !rounds.is_empty() => {
-                let Some(d) = dests.get_mut(&dest) else { continue };
+            Some((group, sent, unacked, elapsed)) = futures::StreamExt::next(&mut rounds), if !rounds.is_empty() => {
+                let Some(d) = groups.get_mut(&group) else { continue };
                 d.in_flight -= 1;
                 d.in_flight_items -= sent;
                 if unacked.is_empty() {
@@ -408,10 +422,13 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Puts `env` in its destination's pending items; 1 if it is a new key there.
-fn add(dests: &mut HashMap<u32, Dest>, env: SyncEnvelope) -> usize {
+/// Puts `env` in its group's pending items; 1 if it is a new key there.
+fn add(groups: &mut HashMap<u32, Group>, lane: Lane, env: SyncEnvelope) -> usize {
     let (key, version) = key_and_version(env.dest, &env.item);
-    let pending = &mut dests.entry(env.dest).or_insert_with(Dest::new).pending;
+    let pending = &mut groups
+        .entry(lane.group(env.dest))
+        .or_insert_with(Group::new)
+        .pending;
     let before = pending.len();
     let entry = pending.entry(key).or_insert_with(|| Pending {
         item: env.item.clone(),
@@ -448,41 +465,47 @@ fn merge(pending: &mut HashMap<ItemKey, Pending>, key: ItemKey, p: Pending) -> u
     }
 }
 
-/// Sends every item of `batch` to `dest` once, in requests of at most
-/// [`MAX_SYNC_ITEMS`]. Returns the destination, how many items it held, those
-/// not acknowledged (their waiters still waiting), and how long it took. The
-/// waiters of each request's items are told as soon as it is acknowledged.
+/// Sends every item of `batch` (one group's) once, batched per destination
+/// in requests of at most [`MAX_SYNC_ITEMS`]. Returns the group, how many
+/// items it held, those no destination acknowledged (their waiters still
+/// waiting), and how long it took. Each request's waiters are told as soon
+/// as its destination answers.
 async fn send_round(
     peers: Peers,
     unlogged: Arc<Unlogged>,
-    dest: u32,
+    group: u32,
     mut batch: HashMap<ItemKey, Pending>,
     bulk: bool,
 ) -> (u32, usize, HashMap<ItemKey, Pending>, Duration) {
     let started = tokio::time::Instant::now();
     let sent = batch.len();
-    let items: Vec<(ItemKey, SyncItem)> = batch
-        .iter()
-        .map(|(key, p)| (key.clone(), p.item.clone()))
-        .collect();
-    let mut calls = futures::stream::FuturesUnordered::new();
-    for chunk in items.chunks(MAX_SYNC_ITEMS) {
-        let keys: Vec<ItemKey> = chunk.iter().map(|(k, _)| k.clone()).collect();
-        let request = SyncBatch {
-            items: chunk.iter().map(|(_, i)| i.clone()).collect(),
-            bulk,
-        };
-        let peers = peers.clone();
-        let unlogged = unlogged.clone();
-        calls.push(async move {
-            let result: Result<SyncAck, WireError> = peers.call(dest, &request).await;
-            if let Ok(ack) = &result {
-                unlogged.acknowledged(dest, ack.record, ack.durable, request.items);
-            }
-            (keys, result)
-        });
+    let mut by_dest: HashMap<u32, Vec<(ItemKey, SyncItem)>> = HashMap::new();
+    for (key, p) in batch.iter() {
+        by_dest
+            .entry(key.dest)
+            .or_default()
+            .push((key.clone(), p.item.clone()));
     }
-    while let Some((keys, result)) = futures::StreamExt::next(&mut calls).await {
+    let mut calls = futures::stream::FuturesUnordered::new();
+    for (dest, items) in by_dest {
+        for chunk in items.chunks(MAX_SYNC_ITEMS) {
+            let keys: Vec<ItemKey> = chunk.iter().map(|(k, _)| k.clone()).collect();
+            let request = SyncBatch {
+                items: chunk.iter().map(|(_, i)| i.clone()).collect(),
+                bulk,
+            };
+            let peers = peers.clone();
+            let unlogged = unlogged.clone();
+            calls.push(async move {
+                let result: Result<SyncAck, WireError> = peers.call(dest, &request).await;
+                if let Ok(ack) = &result {
+                    unlogged.acknowledged(dest, ack.record, ack.durable, request.items);
+                }
+                (dest, keys, result)
+            });
+        }
+    }
+    while let Some((dest, keys, result)) = futures::StreamExt::next(&mut calls).await {
         match result {
             Ok(_) => {
                 for key in keys {
@@ -498,7 +521,7 @@ async fn send_round(
             }
         }
     }
-    (dest, sent, batch, started.elapsed())
+    (group, sent, batch, started.elapsed())
 }
 
 #[cfg(test)]
@@ -838,6 +861,42 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(5), told)
                 .await
                 .expect("delivered once shard 2 answers")
+                .expect("told");
+        }
+        stop_syncer(tx, syncer, &gauge).await;
+    }
+
+    /// A restart's resync, unlike live items, goes one round at a time over
+    /// all destinations: an item for shard 1 waits while a round to shard 2
+    /// is unanswered (the resync's pause paces the receivers together).
+    #[tokio::test]
+    async fn a_resync_goes_one_round_at_a_time_over_all_destinations() {
+        let bus = TestShard::new(true, false);
+        let (tx, gauge, syncer) = syncer_to(&bus, Lane::Resync);
+        let mut told = Vec::new();
+        for (dest, user) in [(2, "first_user"), (1, "second_user")] {
+            let (waiter, rx) = oneshot::channel();
+            tx.send(SyncEnvelope {
+                dest,
+                item: membership(user, 1),
+                waiter: Some(waiter),
+            })
+            .await
+            .unwrap();
+            told.push(rx);
+            wait_until("no request sent", || bus.now.load(Ordering::SeqCst) > 0).await;
+        }
+        // Give a second round every chance to start.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+        while bus.now.load(Ordering::SeqCst) < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(bus.most.load(Ordering::SeqCst), 1, "one round at a time");
+        bus.gate.add_permits(1000);
+        for rx in told {
+            tokio::time::timeout(Duration::from_secs(5), rx)
+                .await
+                .expect("delivered")
                 .expect("told");
         }
         stop_syncer(tx, syncer, &gauge).await;
