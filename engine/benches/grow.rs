@@ -6,12 +6,24 @@
 //! all in one insert, and the shard answers nothing meanwhile; the shard's
 //! users map ([`reddit_engine::state::GrowMap`]) moves a few entries per
 //! insert instead.
+//!
+//! Then the shard's cache of verified tokens ([`VerifiedTokens`]), which
+//! every user's first request to a shard fills (at a million users, a
+//! million tokens per shard during setup): the slowest token checks as it
+//! fills and empties, and a standard map of the used login challenges'
+//! 24-byte entries as it grows.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use reddit_engine::auth::{TokenSigner, VerifiedTokens};
 
 use reddit_engine::state::ShardState;
 use reddit_shared::names::Username;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+/// The engine binary's allocator, so what is measured is what a shard pays.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The `n` slowest of `took` (index, time), slowest first.
 fn slowest(took: &[Duration], n: usize) -> Vec<(usize, Duration)> {
@@ -84,4 +96,30 @@ fn main() {
         })
         .collect();
     report("shard registrations", &took);
+
+    let signer = TokenSigner::new(b"grow-bench-secret-0123456789abcdef", 3_600_000);
+    let tokens: Vec<String> = names
+        .iter()
+        .map(|n| signer.issue(n, &[7; 32], 1).0)
+        .collect();
+    let mut verified = VerifiedTokens::default();
+    let took: Vec<Duration> = tokens
+        .iter()
+        .map(|t| {
+            let started = Instant::now();
+            verified.verify(&signer, t, 2).unwrap();
+            started.elapsed()
+        })
+        .collect();
+    report("token checks, each new", &took);
+
+    let mut used: HashMap<[u8; 16], i64> = HashMap::new();
+    let took: Vec<Duration> = (0..users as u128)
+        .map(|i| {
+            let started = Instant::now();
+            used.insert(i.to_le_bytes(), 1);
+            started.elapsed()
+        })
+        .collect();
+    report("used challenges (std map)", &took);
 }
