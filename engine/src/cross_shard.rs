@@ -671,15 +671,33 @@ mod tests {
         user: &str,
         version: u64,
     ) -> oneshot::Receiver<()> {
+        send_to(tx, 1, user, version).await
+    }
+
+    /// [`send_item`] for shard `dest`.
+    async fn send_to(
+        tx: &mpsc::Sender<SyncEnvelope>,
+        dest: u32,
+        user: &str,
+        version: u64,
+    ) -> oneshot::Receiver<()> {
         let (waiter, told) = oneshot::channel();
         tx.send(SyncEnvelope {
-            dest: 1,
+            dest,
             item: membership(user, version),
             waiter: Some(waiter),
         })
         .await
         .unwrap();
         told
+    }
+
+    /// Waits for `told`, failing with `what` after 5 s.
+    async fn told_within(told: oneshot::Receiver<()>, what: &str) {
+        tokio::time::timeout(Duration::from_secs(5), told)
+            .await
+            .expect(what)
+            .expect("told");
     }
 
     /// Waits until `done` holds, failing with `what` after 5 s.
@@ -730,10 +748,7 @@ mod tests {
         );
         bus.gate.add_permits(1000);
         for told in delivered {
-            tokio::time::timeout(Duration::from_secs(5), told)
-                .await
-                .expect("delivered")
-                .expect("told");
+            told_within(told, "delivered").await;
         }
         stop_syncer(tx, syncer, &gauge).await;
         most
@@ -757,10 +772,7 @@ mod tests {
             .await;
         }
         for rx in told {
-            tokio::time::timeout(Duration::from_secs(5), rx)
-                .await
-                .expect("delivered after the retry")
-                .expect("told");
+            told_within(rx, "delivered after the retry").await;
         }
         let versions = bus.versions.lock().unwrap().clone();
         assert_eq!(versions.iter().max(), Some(&2), "{versions:?}");
@@ -790,27 +802,13 @@ mod tests {
         // one round takes them both.
         let mut told = Vec::new();
         for (dest, user) in [(2, "slow_user"), (1, "fast_user")] {
-            let (waiter, rx) = oneshot::channel();
-            tx.send(SyncEnvelope {
-                dest,
-                item: membership(user, 1),
-                waiter: Some(waiter),
-            })
-            .await
-            .unwrap();
-            told.push(rx);
+            told.push(send_to(&tx, dest, user, 1).await);
         }
         let (slow, fast) = (told.remove(0), told.remove(0));
-        tokio::time::timeout(Duration::from_secs(5), fast)
-            .await
-            .expect("told while the other shard still holds its batch")
-            .expect("told");
+        told_within(fast, "told while the other shard still holds its batch").await;
         assert_eq!(bus.now.load(Ordering::SeqCst), 1, "shard 2 holds its batch");
         bus.gate.add_permits(1);
-        tokio::time::timeout(Duration::from_secs(5), slow)
-            .await
-            .expect("told once its shard answers")
-            .expect("told");
+        told_within(slow, "told once its shard answers").await;
         stop_syncer(tx, syncer, &gauge).await;
     }
 
@@ -823,15 +821,7 @@ mod tests {
         let (tx, gauge, syncer) = syncer_to(&bus, Lane::Live);
         let mut slow = Vec::new();
         for i in 0..=LIVE_ROUNDS {
-            let (waiter, rx) = oneshot::channel();
-            tx.send(SyncEnvelope {
-                dest: 2,
-                item: membership(&format!("slow_{i}"), 1),
-                waiter: Some(waiter),
-            })
-            .await
-            .unwrap();
-            slow.push(rx);
+            slow.push(send_to(&tx, 2, &format!("slow_{i}"), 1).await);
             if i < LIVE_ROUNDS {
                 wait_until("a round to shard 2 not sent", || {
                     bus.now.load(Ordering::SeqCst) == i + 1
@@ -839,18 +829,8 @@ mod tests {
                 .await;
             }
         }
-        let (waiter, fast) = oneshot::channel();
-        tx.send(SyncEnvelope {
-            dest: 1,
-            item: membership("fast_user", 1),
-            waiter: Some(waiter),
-        })
-        .await
-        .unwrap();
-        tokio::time::timeout(Duration::from_secs(5), fast)
-            .await
-            .expect("told while shard 2 holds every round")
-            .expect("told");
+        let fast = send_to(&tx, 1, "fast_user", 1).await;
+        told_within(fast, "told while shard 2 holds every round").await;
         assert_eq!(
             bus.now.load(Ordering::SeqCst),
             LIVE_ROUNDS,
@@ -858,10 +838,7 @@ mod tests {
         );
         bus.gate.add_permits(1000);
         for told in slow {
-            tokio::time::timeout(Duration::from_secs(5), told)
-                .await
-                .expect("delivered once shard 2 answers")
-                .expect("told");
+            told_within(told, "delivered once shard 2 answers").await;
         }
         stop_syncer(tx, syncer, &gauge).await;
     }
@@ -875,15 +852,7 @@ mod tests {
         let (tx, gauge, syncer) = syncer_to(&bus, Lane::Resync);
         let mut told = Vec::new();
         for (dest, user) in [(2, "first_user"), (1, "second_user")] {
-            let (waiter, rx) = oneshot::channel();
-            tx.send(SyncEnvelope {
-                dest,
-                item: membership(user, 1),
-                waiter: Some(waiter),
-            })
-            .await
-            .unwrap();
-            told.push(rx);
+            told.push(send_to(&tx, dest, user, 1).await);
             wait_until("no request sent", || bus.now.load(Ordering::SeqCst) > 0).await;
         }
         // Give a second round every chance to start.
@@ -894,10 +863,7 @@ mod tests {
         assert_eq!(bus.most.load(Ordering::SeqCst), 1, "one round at a time");
         bus.gate.add_permits(1000);
         for rx in told {
-            tokio::time::timeout(Duration::from_secs(5), rx)
-                .await
-                .expect("delivered")
-                .expect("told");
+            told_within(rx, "delivered").await;
         }
         stop_syncer(tx, syncer, &gauge).await;
     }
