@@ -56,41 +56,50 @@ impl AuditCursor {
     }
 }
 
-/// Moves the records of one part, from `within` on, into `out` until `out`
-/// holds `limit`; true if the part is finished. Skips before mapping, so the
-/// records of earlier pages are not built again.
-fn take_part<T>(
-    raw: impl Iterator<Item = T>,
-    map: impl Fn(T) -> AuditRecord,
-    within: &mut usize,
+/// One part of a key's records being moved into a page: how many of them
+/// earlier pages took, and the page with its size.
+struct Part<'a> {
+    served: &'a mut usize,
     limit: usize,
-    out: &mut Vec<AuditRecord>,
-) -> bool {
-    let mut items = raw.skip(*within);
-    while out.len() < limit {
-        match items.next() {
-            Some(item) => {
-                out.push(map(item));
-                *within += 1;
+    out: &'a mut Vec<AuditRecord>,
+}
+
+impl Part<'_> {
+    /// Moves the part's records, from those already served on, into the page
+    /// until it holds `limit`; true if the part is finished. Skips before
+    /// mapping, so the records of earlier pages are not built again.
+    fn take<T>(self, raw: impl Iterator<Item = T>, map: impl Fn(T) -> AuditRecord) -> bool {
+        let mut items = raw.skip(*self.served);
+        while self.out.len() < self.limit {
+            match items.next() {
+                Some(item) => {
+                    self.out.push(map(item));
+                    *self.served += 1;
+                }
+                None => return true,
             }
-            None => return true,
         }
+        false
     }
-    false
 }
 
 /// Walks the `parts` parts of one key's records from `at`, each moved by
-/// `take(part, served, out)` (true once that part is finished), until `out`
-/// holds `limit`; true once every part is out.
+/// `take(part, ..)` (true once that part is finished), until `out` holds
+/// `limit`; true once every part is out.
 fn walk_parts(
     at: &mut Within,
     parts: usize,
     limit: usize,
     out: &mut Vec<AuditRecord>,
-    mut take: impl FnMut(usize, &mut usize, &mut Vec<AuditRecord>) -> bool,
+    mut take: impl FnMut(usize, Part<'_>) -> bool,
 ) -> bool {
     while out.len() < limit && at.part < parts {
-        if !take(at.part, &mut at.served, out) {
+        let part = Part {
+            served: &mut at.served,
+            limit,
+            out: &mut *out,
+        };
+        if !take(at.part, part) {
             return false;
         }
         at.part += 1;
@@ -177,38 +186,22 @@ impl ShardState {
             return true;
         };
         let name = sub.name().key();
-        walk_parts(at, 3, limit, out, |part, served, out| match part {
-            0 => take_part(
-                sub.local_violations().into_iter(),
-                |(kind, detail)| AuditRecord::Violation {
+        walk_parts(at, 3, limit, out, |part, p| match part {
+            0 => p.take(sub.local_violations().into_iter(), |(kind, detail)| {
+                AuditRecord::Violation {
                     violation: Violation { kind, detail },
-                },
-                served,
-                limit,
-                out,
-            ),
-            1 => take_part(
-                sub.member_keys(),
-                |u| AuditRecord::Member {
-                    subreddit: name.to_owned(),
-                    user: u.to_owned(),
-                },
-                served,
-                limit,
-                out,
-            ),
-            _ => take_part(
-                sub.author_scores(),
-                |(a, s)| AuditRecord::AuthorScore {
-                    subreddit: name.to_owned(),
-                    author: a.to_owned(),
-                    post: s.post,
-                    comment: s.comment,
-                },
-                served,
-                limit,
-                out,
-            ),
+                }
+            }),
+            1 => p.take(sub.member_keys(), |u| AuditRecord::Member {
+                subreddit: name.to_owned(),
+                user: u.to_owned(),
+            }),
+            _ => p.take(sub.author_scores(), |(a, s)| AuditRecord::AuthorScore {
+                subreddit: name.to_owned(),
+                author: a.to_owned(),
+                post: s.post,
+                comment: s.comment,
+            }),
         })
     }
 
@@ -226,58 +219,30 @@ impl ShardState {
             return true;
         };
         let name = u.name().key();
-        walk_parts(at, 5, limit, out, |part, served, out| match part {
-            0 => take_part(
-                karma_violation(u).into_iter(),
-                |violation| AuditRecord::Violation { violation },
-                served,
-                limit,
-                out,
-            ),
-            1 => take_part(
-                u.joined_keys(),
-                |s| AuditRecord::Joined {
-                    user: name.to_owned(),
-                    subreddit: s.to_owned(),
-                },
-                served,
-                limit,
-                out,
-            ),
-            2 => take_part(
-                u.karma_entries(),
-                |(s, post, comment)| AuditRecord::Karma {
-                    user: name.to_owned(),
-                    subreddit: s.to_owned(),
-                    post,
-                    comment,
-                },
-                served,
-                limit,
-                out,
-            ),
-            3 => take_part(
-                u.folder(DmFolder::Inbox).values(),
-                |d| AuditRecord::Inbox {
-                    id: d.id,
-                    from: d.from.to_ascii_lowercase(),
-                    to: d.to.to_ascii_lowercase(),
-                },
-                served,
-                limit,
-                out,
-            ),
-            _ => take_part(
-                u.folder(DmFolder::Sent).values(),
-                |d| AuditRecord::Sent {
-                    id: d.id,
-                    from: d.from.to_ascii_lowercase(),
-                    to: d.to.to_ascii_lowercase(),
-                },
-                served,
-                limit,
-                out,
-            ),
+        walk_parts(at, 5, limit, out, |part, p| match part {
+            0 => p.take(karma_violation(u).into_iter(), |violation| {
+                AuditRecord::Violation { violation }
+            }),
+            1 => p.take(u.joined_keys(), |s| AuditRecord::Joined {
+                user: name.to_owned(),
+                subreddit: s.to_owned(),
+            }),
+            2 => p.take(u.karma_entries(), |(s, post, comment)| AuditRecord::Karma {
+                user: name.to_owned(),
+                subreddit: s.to_owned(),
+                post,
+                comment,
+            }),
+            3 => p.take(u.folder(DmFolder::Inbox).values(), |d| AuditRecord::Inbox {
+                id: d.id,
+                from: d.from.to_ascii_lowercase(),
+                to: d.to.to_ascii_lowercase(),
+            }),
+            _ => p.take(u.folder(DmFolder::Sent).values(), |d| AuditRecord::Sent {
+                id: d.id,
+                from: d.from.to_ascii_lowercase(),
+                to: d.to.to_ascii_lowercase(),
+            }),
         })
     }
 }
