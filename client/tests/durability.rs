@@ -32,20 +32,54 @@ fn config(url: &str, shard: u32, shards: u32) -> Config {
     Config::new(common::engine_url(url), shard, shards, SECRET)
 }
 
+/// Records per log segment in the tests that see segments come and go.
+const SEGMENT: u64 = 4;
+
+/// A shard whose log goes in segments of [`SEGMENT`] records.
+fn segmented(url: &str, shard: u32, shards: u32) -> Config {
+    let mut config = Config::new(url, shard, shards, SECRET);
+    config.log_segment_records = SEGMENT;
+    config
+}
+
+/// The log segments of shard `shard` (their numbers, oldest first).
+async fn segments(url: &str, shard: u32) -> Vec<u32> {
+    use futures::TryStreamExt;
+    let js = async_nats::jetstream::new(common::connect_engine(url).await);
+    let names: Vec<String> = js.stream_names().try_collect().await.unwrap();
+    let first = wal::stream_name(shard);
+    let mut out: Vec<u32> = names
+        .iter()
+        .filter_map(|name| match name.strip_prefix(&first)? {
+            "" => Some(0),
+            rest => rest.strip_prefix('_')?.parse().ok(),
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The whole log of shard `shard`, over its segments: its first and last
+/// sequences and how many records it holds.
 async fn stream_state(url: &str, shard: u32) -> (u64, u64, u64) {
     let js = async_nats::jetstream::new(common::connect_engine(url).await);
-    let mut stream = js.get_stream(wal::stream_name(shard)).await.unwrap();
-    let info = stream.info().await.unwrap();
-    (
-        info.state.first_sequence,
-        info.state.last_sequence,
-        info.state.messages,
-    )
+    let (mut first, mut last, mut messages) = (u64::MAX, 0, 0);
+    for n in segments(url, shard).await {
+        // A segment a snapshot deletes between the listing and the look.
+        let Ok(stream) = js.get_stream(wal::segment_name(shard, n)).await else {
+            continue;
+        };
+        let info = stream.cached_info();
+        first = first.min(info.state.first_sequence);
+        last = last.max(info.state.last_sequence);
+        messages += info.state.messages;
+    }
+    (first, last, messages)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_restarts_with_and_without_a_snapshot() {
-    let mut cluster = Cluster::start(2).await;
+    let mut cluster = Cluster::start_with(2, |c| c.log_segment_records = SEGMENT).await;
     let url = cluster.nats.url();
     let c = cluster.client.clone();
     let alice = cluster.user(&name_on("alice", 0, 2)).await;
@@ -118,11 +152,17 @@ async fn acknowledged_writes_survive_restarts_with_and_without_a_snapshot() {
         "reads log nothing: {by_op:?}"
     );
 
-    // A graceful stop stores a snapshot and purges the records it covers.
+    // A graceful stop stores a snapshot and deletes the log segments it
+    // covers: all but the last, which the log goes on in.
+    let (_, logged, _) = stream_state(&url, 0).await;
+    assert!(logged > SEGMENT, "shard 0 logged {logged} records");
     cluster.stop_shard(0).await;
     let (first, last, messages) = stream_state(&url, 0).await;
-    assert_eq!((first, messages), (last + 1, 0), "records purged");
-    cluster.shards[0] = Some(start_shard(&url, 0, 2).await);
+    assert!(
+        first > last.saturating_sub(SEGMENT) && messages <= SEGMENT,
+        "at most the segment the log goes on in is left: {first}..={last}, {messages} records"
+    );
+    cluster.shards[0] = Some(common::start_shard_with(segmented(&url, 0, 2)).await);
     let got = c.get_post(&sub, post.id).await.unwrap();
     assert_eq!((got.score, got.comments), (1, 1));
     let inbox = c
@@ -134,7 +174,7 @@ async fn acknowledged_writes_survive_restarts_with_and_without_a_snapshot() {
 
     // Shard 1 restarts too; the user's joined list and karma came back.
     cluster.stop_shard(1).await;
-    cluster.shards[1] = Some(start_shard(&url, 1, 2).await);
+    cluster.shards[1] = Some(common::start_shard_with(segmented(&url, 1, 2)).await);
     let bob_view = c.get_user(&bob.username).await.unwrap();
     assert_eq!(bob_view.post_karma, 1);
     assert_eq!(bob_view.joined, vec![sub.clone()]);
@@ -146,8 +186,8 @@ async fn acknowledged_writes_survive_restarts_with_and_without_a_snapshot() {
     assert!(after.ok, "{:?}", after.violations);
     assert_eq!(after.checked, before.checked);
 
-    // Records purged under a snapshot that then went missing: refused, not served
-    // half-empty.
+    // Records deleted under a snapshot that then went missing: refused, not
+    // served half-empty.
     cluster.stop_shard(1).await;
     common::delete_snapshot(&url, 1).await;
     let result = reddit_engine::run(config(&url, 1, 2), std::future::pending()).await;
@@ -162,10 +202,10 @@ async fn acknowledged_writes_survive_restarts_with_and_without_a_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshots_are_taken_periodically_and_the_log_before_them_purged() {
+async fn snapshots_are_taken_periodically_and_the_log_before_them_deleted() {
     let nats = common::NatsServer::start();
     let url = nats.url();
-    let args = ["--snapshot-every", "20"];
+    let args = ["--snapshot-every", "20", "--log-segment-records", "4"];
     let shard = common::shard_process(&url, 0, 1, &args);
     common::wait_serving(&url, 0).await;
     let c = RedditClient::connect(&url, ClientOptions::default())
@@ -179,10 +219,14 @@ async fn snapshots_are_taken_periodically_and_the_log_before_them_purged() {
             .await
             .unwrap();
     }
-    eventually("a purge after a snapshot", Duration::from_secs(10), || {
-        let url = url.clone();
-        async move { stream_state(&url, 0).await.0 > 20 }
-    })
+    eventually(
+        "segments deleted after a snapshot",
+        Duration::from_secs(10),
+        || {
+            let url = url.clone();
+            async move { stream_state(&url, 0).await.0 > 20 }
+        },
+    )
     .await;
     // Taken by the follower of the log, as `shard.stats` says (it counts a
     // snapshot once its purge is done).
@@ -457,10 +501,14 @@ async fn a_write_waits_while_jetstream_is_not_back_yet_and_lands_when_it_is() {
     shard.stop().await.unwrap();
 }
 
-/// Shard 0's log (of 1) on `nats`, holding `n` empty records (sequences 1..=n).
-async fn log_of_empty_records(nats: &common::NatsServer, n: u64) -> wal::Log {
+/// Shard 0's log (of 1) on `nats`, holding `n` empty records (sequences
+/// 1..=n), in segments of `segment` records.
+async fn log_of_empty_records(nats: &common::NatsServer, n: u64, segment: u64) -> wal::Log {
     let client = common::connect_engine(&nats.url()).await;
-    let log = wal::Log::open(&client, 0, 1, 1).await.unwrap();
+    let log = wal::Log::open(&client, 0, 1, 1)
+        .await
+        .unwrap()
+        .with_segment_records(segment);
     let mut seq = 0;
     for i in 0..n {
         let record = wal::RecordBuilder::default().seal();
@@ -471,12 +519,14 @@ async fn log_of_empty_records(nats: &common::NatsServer, n: u64) -> wal::Log {
 }
 
 /// A snapshot never replaces one that covers more: a process that lost the
-/// shard (a new owner snapshotted and purged since) would otherwise put back a
-/// snapshot whose following records are gone, and the shard could not start.
+/// shard (a new owner snapshotted and deleted the segments it covers since)
+/// would otherwise put back a snapshot whose following records are gone, and
+/// the shard could not start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_older_than_the_log_is_refused_and_the_newer_one_kept() {
     let nats = common::NatsServer::start();
-    let log = log_of_empty_records(&nats, 5).await;
+    // Segments 1..=2, 3..=4, 5: a snapshot at 3 deletes the first.
+    let log = log_of_empty_records(&nats, 5, 2).await;
     let snapshot = |at: u64| {
         let state = reddit_engine::state::ShardState::new(0, 1);
         let replies = reddit_engine::replies::ReplyCache::new(10);
@@ -491,7 +541,7 @@ async fn a_snapshot_older_than_the_log_is_refused_and_the_newer_one_kept() {
             stale,
             Err(WalError::StaleSnapshot {
                 seq: 1,
-                first: 4,
+                first: 3,
                 ..
             })
         ),
@@ -506,6 +556,219 @@ async fn a_snapshot_older_than_the_log_is_refused_and_the_newer_one_kept() {
         ),
         (3, 2, 5)
     );
+}
+
+/// A record of one entry whose reply is `i` (so a replay's replies count
+/// its records).
+fn reply_record(i: u64) -> bytes::Bytes {
+    let mut record = wal::RecordBuilder::default();
+    record
+        .push(&wal::Entry {
+            reply: Some(reddit_engine::replies::Cached {
+                key: ReplyKey::of_text(&format!("k{i}")),
+                hash: i,
+                reply: vec![i as u8],
+            }),
+            events: Vec::new(),
+        })
+        .unwrap();
+    record.seal()
+}
+
+/// An empty snapshot of shard 0 (of 1) covering records up to `at`.
+fn empty_snapshot(at: u64) -> Vec<u8> {
+    let state = reddit_engine::state::ShardState::new(0, 1);
+    let replies = reddit_engine::replies::ReplyCache::new(10);
+    wal::encode_snapshot(&state, &replies, at).unwrap()
+}
+
+/// The log runs on across segments (streams of a fixed range of records):
+/// recovery and a standby's catch-up read through them in order, and a
+/// snapshot deletes the segments it covers whole, never the one the log goes
+/// on in. A reader behind a deleted segment finds a gap, as after a purge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_runs_across_segments_and_snapshots_delete_those_they_cover() {
+    let nats = common::NatsServer::start();
+    let url = nats.url();
+    let client = common::connect_engine(&url).await;
+    let log = wal::Log::open(&client, 0, 1, 1)
+        .await
+        .unwrap()
+        .with_segment_records(4);
+    let mut seq = 0;
+    for i in 1..=2 {
+        seq = log
+            .append(reply_record(i), &format!("r{i}"), seq)
+            .await
+            .unwrap();
+    }
+    let mut standby = log.recover(100).await.unwrap();
+    let mut behind = log.recover(100).await.unwrap();
+    assert_eq!(standby.last_seq, 2);
+    for i in 3..=10 {
+        seq = log
+            .append(reply_record(i), &format!("r{i}"), seq)
+            .await
+            .unwrap();
+    }
+    assert_eq!(seq, 10);
+    // 1..=4, 5..=8, 9..=12, and perhaps already 13..=16, made in the
+    // background from the middle of 9..=12 on.
+    let made = segments(&url, 0).await;
+    assert!(made == [0, 1, 2] || made == [0, 1, 2, 3], "{made:?}");
+    let all = log.recover(100).await.unwrap();
+    assert_eq!((all.last_seq, all.records, all.replies.len()), (10, 10, 10));
+    log.catch_up(&mut standby).await.unwrap();
+    assert_eq!((standby.last_seq, standby.records), (10, 10));
+    assert_eq!(standby.replies.len(), 10);
+
+    log.save_snapshot(empty_snapshot(6), 6).await.unwrap();
+    let left = segments(&url, 0).await;
+    assert!(
+        left == [1, 2] || left == [1, 2, 3],
+        "only 1..=4 is covered whole: {left:?}"
+    );
+    let from_snapshot = log.recover(100).await.unwrap();
+    assert_eq!(
+        (
+            from_snapshot.snapshot_seq,
+            from_snapshot.records,
+            from_snapshot.last_seq
+        ),
+        (6, 4, 10)
+    );
+    let gap = log.catch_up(&mut behind).await;
+    assert!(
+        matches!(
+            gap,
+            Err(WalError::Gap {
+                first: 5,
+                covered: 2,
+                ..
+            })
+        ),
+        "{gap:?}"
+    );
+
+    // On into segment 3; a snapshot of everything leaves only the last.
+    for i in 11..=13 {
+        seq = log
+            .append(reply_record(i), &format!("r{i}"), seq)
+            .await
+            .unwrap();
+    }
+    log.catch_up(&mut standby).await.unwrap();
+    assert_eq!(standby.last_seq, 13);
+    log.save_snapshot(empty_snapshot(13), 13).await.unwrap();
+    assert_eq!(segments(&url, 0).await, vec![3]);
+    let last = log.recover(100).await.unwrap();
+    assert_eq!(
+        (last.snapshot_seq, last.records, last.last_seq),
+        (13, 0, 13)
+    );
+    assert_eq!(log.last_seq().await.unwrap(), 13);
+    // A process that opens the log now finds where it goes on.
+    let reopened = wal::Log::open(&client, 0, 1, 1)
+        .await
+        .unwrap()
+        .with_segment_records(4);
+    assert_eq!(
+        reopened.append(reply_record(14), "r14", 13).await.unwrap(),
+        14
+    );
+}
+
+/// A writer that lost the log to another stays fenced off where segments
+/// meet: its append after the end of a segment goes to the next one, where
+/// the new writer's record refuses it, and one inside the full segment is
+/// refused there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_fenced_off_stays_fenced_where_segments_meet() {
+    let nats = common::NatsServer::start();
+    let url = nats.url();
+    let open = || async {
+        wal::Log::open(&common::connect_engine(&url).await, 0, 1, 1)
+            .await
+            .unwrap()
+            .with_segment_records(4)
+    };
+    let (old, new) = (open().await, open().await);
+    let mut seq = 0;
+    for i in 1..=4 {
+        seq = old
+            .append(reply_record(i), &format!("r{i}"), seq)
+            .await
+            .unwrap();
+    }
+    let mut taken = new.recover(10).await.unwrap();
+    new.fence(&mut taken).await.unwrap();
+    assert_eq!(taken.last_seq, 5, "the fence record opens segment 1");
+    for expected in [4, 3] {
+        let late = old.append(reply_record(99), "late", expected).await;
+        assert!(
+            matches!(late, Err(WalError::Fenced { expected: e, .. }) if e == expected),
+            "{late:?}"
+        );
+    }
+    assert_eq!(new.append(reply_record(6), "r6", 5).await.unwrap(), 6);
+    let all = new.recover(10).await.unwrap();
+    assert_eq!((all.last_seq, all.records), (6, 6));
+}
+
+/// A log written before segments (one unbounded stream) is sealed once it
+/// holds a segment's worth of records, and the log goes on in segment 1: an
+/// engine of the older release still writing to it is refused, recovery
+/// reads both, and a snapshot that covers the old stream deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_from_before_segments_is_sealed_and_goes_on_in_segment_one() {
+    use async_nats::jetstream::{message::PublishMessage, stream};
+    let nats = common::NatsServer::start();
+    let url = nats.url();
+    let client = common::connect_engine(&url).await;
+    let js = async_nats::jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: wal::stream_name(0),
+        subjects: vec![reddit_shared::subject::wal(0)],
+        storage: stream::StorageType::File,
+        metadata: std::collections::HashMap::from([
+            ("format".to_owned(), wal::FORMAT.to_owned()),
+            ("shards".to_owned(), "1".to_owned()),
+        ]),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let old_append = |expected: u64| {
+        let js = js.clone();
+        async move {
+            let publish = PublishMessage::build()
+                .payload(reply_record(expected + 1))
+                .expected_last_sequence(expected);
+            js.send_publish(reddit_shared::subject::wal(0), publish)
+                .await
+                .unwrap()
+                .await
+        }
+    };
+    for expected in 0..6 {
+        old_append(expected).await.unwrap();
+    }
+    let log = wal::Log::open(&client, 0, 1, 1)
+        .await
+        .unwrap()
+        .with_segment_records(4);
+    let mut recovered = log.recover(10).await.unwrap();
+    assert_eq!(recovered.last_seq, 6);
+    log.fence(&mut recovered).await.unwrap();
+    assert_eq!(recovered.last_seq, 7);
+    assert_eq!(segments(&url, 0).await, vec![0, 1]);
+    let refused = old_append(7).await;
+    assert!(refused.is_err(), "the old stream is sealed: {refused:?}");
+    let all = log.recover(10).await.unwrap();
+    assert_eq!((all.last_seq, all.records, all.replies.len()), (7, 7, 6));
+    log.save_snapshot(empty_snapshot(7), 7).await.unwrap();
+    assert_eq!(segments(&url, 0).await, vec![1]);
+    assert_eq!(log.append(reply_record(8), "r8", 7).await.unwrap(), 8);
 }
 
 /// A snapshot stored by an earlier release (format 1: the whole state as one
@@ -523,7 +786,7 @@ async fn a_snapshot_of_the_older_format_still_recovers_the_shard() {
         replies: Vec<reddit_engine::replies::Cached>,
     }
     let nats = common::NatsServer::start();
-    let log = log_of_empty_records(&nats, 3).await;
+    let log = log_of_empty_records(&nats, 3, wal::DEFAULT_SEGMENT_RECORDS).await;
     let mut state = reddit_engine::state::ShardState::new(0, 1);
     state.register(&un("ann"), [7; 32], 1).unwrap();
     let old = rmp_serde::to_vec_named(&FormatOne {

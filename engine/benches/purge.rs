@@ -4,9 +4,11 @@
 //! 3072) byte records, as a shard's log holds between two snapshots of a
 //! million-user run; then, while one append at a time goes on (as a shard's
 //! group commit does), every record but the last few is purged, either in
-//! one request (what the engine does) or in steps of `PURGE_STEP_KIB`
-//! (default 2048) KiB of records, an alternative measured and not kept. Each
-//! way is run `PURGE_ROUNDS` (default 3) times, alternately, on a fresh log,
+//! one request (what the engine did before its log had segments) or in steps
+//! of `PURGE_STEP_KIB` (default 2048) KiB of records, an alternative
+//! measured and not kept; or, the engine's way now, the log is in segments
+//! of the records filled in, the appends go on in the next segment, and the
+//! full one is deleted whole. Each way is run `PURGE_ROUNDS` (default 3) times, alternately, on a fresh log,
 //! after `PURGE_IDLE_SECONDS` (default 15) of no activity, so that the broker
 //! has let its caches of the old blocks go as it would in a long run.
 //! Reported per run: the purge's time and the slowest append that waited
@@ -22,6 +24,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How the records are removed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// One purge request through the last few records (the engine's way
+    /// before segments).
+    Once,
+    /// Purge requests of `PURGE_STEP_KIB` each.
+    Stepped,
+    /// The log in segments of the records filled in: the appends go on in
+    /// the next while the full one is deleted whole (the engine's way since
+    /// segments).
+    DeleteOther,
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let env = support::env_u64;
@@ -33,6 +49,7 @@ async fn main() {
     let count = (mib << 20) / size;
     let server = support::JetStreamServer::start("purge");
     let client = server.connect().await;
+    let js = async_nats::jetstream::new(client.clone());
     let record = Bytes::from(vec![0x5au8; size as usize]);
     println!(
         "purging {count} records of {size} B ({mib} MiB) while appending one at a time; \
@@ -42,8 +59,24 @@ async fn main() {
     let step = (step_bytes / size).max(1);
     let mut shard = 0u32;
     for round in 0..rounds {
-        for (way, stepped) in [("one request", false), ("in steps", true)] {
-            let log = Log::open(&client, shard, 64, 1).await.unwrap();
+        for (way, how) in [
+            ("one request", How::Once),
+            ("in steps", How::Stepped),
+            ("segment deleted", How::DeleteOther),
+        ] {
+            // One stream for the whole log (as before segments), or
+            // segments of exactly the records filled in, so that the appends
+            // then go on in the next.
+            let segment = if how == How::DeleteOther {
+                count
+            } else {
+                1 << 40
+            };
+            let log = Log::open(&client, shard, 64, 1)
+                .await
+                .unwrap()
+                .with_segment_records(segment);
+            let stream = reddit_engine::wal::stream_name(shard);
             shard += 1;
             let last = support::append_pipelined(&log, &record, 16, |n| n < count).await;
             tokio::time::sleep(idle).await;
@@ -69,14 +102,21 @@ async fn main() {
             let started = Instant::now();
             let upto = last - 8;
             let mut steps = 0;
-            let mut through = if stepped { step.min(upto) } else { upto };
-            loop {
-                log.purge_through(through).await.unwrap();
-                steps += 1;
-                if through == upto {
-                    break;
+            if how == How::DeleteOther {
+                assert_eq!(log.delete_through(count).await.unwrap(), 1);
+                steps = 1;
+            } else {
+                let stream = js.get_stream(&stream).await.unwrap();
+                let stepped = how == How::Stepped;
+                let mut through = if stepped { step.min(upto) } else { upto };
+                loop {
+                    stream.purge().sequence(through + 1).await.unwrap();
+                    steps += 1;
+                    if through == upto {
+                        break;
+                    }
+                    through = (through + step).min(upto);
                 }
-                through = (through + step).min(upto);
             }
             let purge = started.elapsed();
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -99,7 +139,7 @@ async fn main() {
             };
             let after: Vec<_> = took.iter().filter(|(t, _)| *t > ended).collect();
             println!(
-                "round {round}, {way:>11}: purge {:>6.1} ms in {steps:>3} request(s); \
+                "round {round}, {way:>20}: purge {:>6.1} ms in {steps:>3} request(s); \
                  {} appends waited on it, the slowest {:>6.1} ms (after it: {:.1} ms)",
                 purge.as_secs_f64() * 1e3,
                 during.len(),

@@ -272,8 +272,8 @@ type Delays = Box<dyn Iterator<Item = Duration> + Send>;
 
 /// What a syncer holds for one group of destinations ([`Lane::group`]): each
 /// destination shard in the live lane, which thus has its own rounds in
-/// flight, backoff and pause, so one that is slow to answer (a log purge
-/// holding its appends, a restart) holds only its own items: with rounds
+/// flight, backoff and pause, so one that is slow to answer (a long actor
+/// turn, a stall of its log, a restart) holds only its own items: with rounds
 /// shared by all destinations, a stalled shard took every round slot and the
 /// others' items (a join waits for its own) waited for it.
 struct Group {

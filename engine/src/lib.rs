@@ -68,6 +68,9 @@ pub struct Config {
     /// Log appends a shard keeps in flight at once (durable mode; 1: one at a
     /// time). More overlap JetStream's fsyncs and round trips.
     pub log_pipeline: usize,
+    /// Records each new segment (stream) of a shard's log holds (durable
+    /// mode). A snapshot deletes the segments it covers whole.
+    pub log_segment_records: u64,
     /// How long a shard's next log record may wait to grow to the size of the
     /// one before (durable mode; zero: appended as soon as possible).
     pub log_linger: Duration,
@@ -155,6 +158,8 @@ pub mod defaults {
     pub const SNAPSHOT_RATE_MIB: u64 = 8;
     /// [`Config::log_pipeline`](super::Config::log_pipeline).
     pub const LOG_PIPELINE: usize = crate::server::journal::DEFAULT_PIPELINE;
+    /// [`Config::log_segment_records`](super::Config::log_segment_records).
+    pub const LOG_SEGMENT_RECORDS: u64 = crate::wal::DEFAULT_SEGMENT_RECORDS;
     /// [`Config::log_linger`](super::Config::log_linger), in microseconds.
     pub const LOG_LINGER_US: u64 = 500;
     /// [`Config::log_unwaited_linger`](super::Config::log_unwaited_linger), in milliseconds.
@@ -198,6 +203,7 @@ impl Config {
             snapshot_every: defaults::SNAPSHOT_EVERY,
             snapshot_bytes_per_second: defaults::SNAPSHOT_RATE_MIB << 20,
             log_pipeline: defaults::LOG_PIPELINE,
+            log_segment_records: defaults::LOG_SEGMENT_RECORDS,
             log_linger: Duration::from_micros(defaults::LOG_LINGER_US),
             log_unwaited_linger: Duration::from_millis(defaults::LOG_UNWAITED_LINGER_MS),
             read_barrier: false,
@@ -467,7 +473,7 @@ async fn take_lease<F: Future<Output = ()>>(
         if let Some(r) = &mut warm {
             match log.catch_up(r).await {
                 Ok(()) => {}
-                // A snapshot purged what this standby had not read yet.
+                // A snapshot deleted what this standby had not read yet.
                 Err(wal::WalError::Gap { .. }) => *r = log.recover(config.reply_cache).await?,
                 Err(e) => {
                     tracing::warn!(shard, error = %Chain(&e), "standby: cannot follow the log now")
@@ -591,9 +597,11 @@ pub async fn run(
     // two processes exactly one serves.
     let opened = match config.storage {
         Storage::Memory => None,
-        Storage::Jetstream => {
-            Some(wal::Log::open(&log_client, config.shard, config.shards, config.replicas).await?)
-        }
+        Storage::Jetstream => Some(
+            wal::Log::open(&log_client, config.shard, config.shards, config.replicas)
+                .await?
+                .with_segment_records(config.log_segment_records),
+        ),
     };
     let (lease, mut warm) = match &opened {
         None => (None, None),
@@ -622,7 +630,7 @@ pub async fn run(
             // Nothing a previous owner still sends lands after this point.
             match log.fence(&mut r).await {
                 Ok(()) => {}
-                // A snapshot purged what the standby had not read yet.
+                // A snapshot deleted what the standby had not read yet.
                 Err(wal::WalError::Gap { .. }) => {
                     r = log.recover(config.reply_cache).await?;
                     log.fence(&mut r).await?;
@@ -740,13 +748,17 @@ pub async fn run(
         // Snapshots are stored from a thread and a connection of their own,
         // off the actor's thread and out of the log connection's way.
         let (shard, shards, replicas) = (config.shard, config.shards, config.replicas);
+        let segment_records = config.log_segment_records;
         let connecting = connect("-snapshots", None, engine_options());
         let io = server::snapshots::SnapshotIo::start(shard, move || async move {
             let client = connecting
                 .await
                 .map_err(|e| wal::WalError::Unavailable(e.to_string()))?;
-            let store: Arc<dyn server::LogStore> =
-                Arc::new(wal::Log::open(&client, shard, shards, replicas).await?);
+            let store: Arc<dyn server::LogStore> = Arc::new(
+                wal::Log::open(&client, shard, shards, replicas)
+                    .await?
+                    .with_segment_records(segment_records),
+            );
             Ok(store)
         })
         .await?;

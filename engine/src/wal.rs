@@ -1,7 +1,21 @@
 //! The write-ahead log in JetStream: shard `k` appends the events of its writes to
-//! the stream `REDDIT_WAL_<k>` (subject `reddit.wal.<k>`) before it answers them, and
-//! rebuilds its state on start from its latest snapshot plus the records after it.
+//! its log before it answers them, and rebuilds its state on start from its
+//! latest snapshot plus the records after it.
 //!
+//! - **Segments**: the log is a run of streams, each holding a fixed range of
+//!   record sequences: `REDDIT_WAL_<k>` (subject `reddit.wal.<k>`) first, then
+//!   `REDDIT_WAL_<k>_<n>` (subject `reddit.wal.<k>.<n>`). Segment `n + 1` is
+//!   created with `first_seq` one past segment `n`'s last, so sequences run on
+//!   across segments as in one stream, and every record's segment follows from
+//!   its sequence. A segment holds at most its `max_msgs` records (discard
+//!   new; it is never purged), so no writer can put a record past its range.
+//!   Once a snapshot covers a whole segment, the segment is deleted whole:
+//!   purging the records of one stream held its lock, and the shard's
+//!   appends, for up to 200 ms under load; deleting another stream takes
+//!   about 2 ms and holds none of the appends' locks (docs/performance.md).
+//!   A log of an engine from before segments is one unbounded stream: it is
+//!   sealed (it refuses appends from then on) once it holds a segment's worth
+//!   of records, and the log goes on in segment 1.
 //! - A **record** (one JetStream message) is a MessagePack array of [`Entry`]s: the
 //!   writes the actor handled while earlier appends were in flight (group
 //!   commit). Each entry holds one write's events and, if the request carried an
@@ -22,7 +36,8 @@
 //!   acknowledgement was lost is not stored twice.
 //! - **Snapshots** go to the object store `REDDIT_SNAPSHOTS` as `shard-<k>`: the whole
 //!   state and the reply cache as of a record sequence, in the format of
-//!   [`crate::snapshot`]. Once one is stored, the records it covers are purged.
+//!   [`crate::snapshot`]. Once one is stored, the segments it covers whole are
+//!   deleted.
 
 use crate::fields::Fields;
 use crate::pace::Pace;
@@ -33,6 +48,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
@@ -66,10 +82,31 @@ fn jetstream_code(e: &jetstream::context::PublishError) -> Option<u64> {
 /// Object store bucket of the snapshots.
 pub const SNAPSHOT_BUCKET: &str = "REDDIT_SNAPSHOTS";
 
-/// The stream holding shard `shard`'s log.
+/// The stream holding shard `shard`'s log: its first segment.
 pub fn stream_name(shard: u32) -> String {
     format!("REDDIT_WAL_{shard}")
 }
+
+/// The stream holding segment `n` of shard `shard`'s log (segment 0 is
+/// [`stream_name`]).
+pub fn segment_name(shard: u32, n: u32) -> String {
+    if n == 0 {
+        stream_name(shard)
+    } else {
+        format!("REDDIT_WAL_{shard}_{n}")
+    }
+}
+
+/// Records a log segment holds by default. At 3 KiB records (a
+/// million-user run's) a segment is 48 MiB, about what a shard logs between
+/// two snapshots; at small records, fewer than a hundred segments stand
+/// between two snapshots of the default million events.
+pub const DEFAULT_SEGMENT_RECORDS: u64 = 16_384;
+
+/// JetStream's error code for a publish to a sealed stream.
+const SEALED: u64 = 10109;
+/// JetStream's error code for a publish past a stream's `max_msgs`.
+const FULL: u64 = 10077;
 
 fn snapshot_name(shard: u32) -> String {
     format!("shard-{shard}")
@@ -299,11 +336,15 @@ pub struct SnapshotLoad {
 #[derive(Clone)]
 pub struct Log {
     js: jetstream::Context,
-    stream: stream::Stream,
     store: object_store::ObjectStore,
-    subject: String,
     shard: u32,
     shards: u32,
+    replicas: usize,
+    /// Records each segment this process creates holds.
+    segment_records: u64,
+    /// The segments this process knows of, and whether it is creating the
+    /// next one ahead of need.
+    segments: Arc<Mutex<Known>>,
     /// Snapshot chunk size: [`SNAPSHOT_CHUNK_BYTES`], or less if the server's
     /// payload limit is smaller.
     chunk: usize,
@@ -312,15 +353,108 @@ pub struct Log {
 impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Log")
-            .field("subject", &self.subject)
+            .field("shard", &self.shard)
+            .field("segment_records", &self.segment_records)
             .finish()
     }
 }
 
+/// One stream of a log, as far as routing an append needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Segment {
+    /// Its number: 0 for [`stream_name`], then 1, 2, ...
+    n: u32,
+    /// The first sequence it holds.
+    first: u64,
+    /// The last sequence it may hold: the last of its `max_msgs`, or, once it
+    /// is sealed, its last record. None: an unbounded stream not sealed yet
+    /// (a log of an engine before segments).
+    end: Option<u64>,
+    /// Whether it refuses appends (sealed).
+    sealed: bool,
+}
+
+impl Segment {
+    /// What `info` says of segment `n`.
+    fn of(n: u32, info: &stream::Info) -> Self {
+        let first = info.config.first_sequence.unwrap_or(1).max(1);
+        let end = if info.config.sealed {
+            Some(info.state.last_sequence)
+        } else if info.config.max_messages > 0 {
+            Some(first + info.config.max_messages as u64 - 1)
+        } else {
+            None
+        };
+        Self {
+            n,
+            first,
+            end,
+            sealed: info.config.sealed,
+        }
+    }
+}
+
+/// The segments a [`Log`] knows of, oldest first.
+#[derive(Debug, Default)]
+struct Known {
+    list: Vec<Segment>,
+    /// A task is creating the segment after the last one.
+    creating: bool,
+}
+
+impl Known {
+    /// Keeps `segment` in order (once).
+    fn add(&mut self, segment: Segment) {
+        match self.list.binary_search_by_key(&segment.n, |s| s.n) {
+            Ok(i) => self.list[i] = segment,
+            Err(i) => self.list.insert(i, segment),
+        }
+        // Routing needs only the last two; the snapshots delete the others.
+        let len = self.list.len();
+        if len > 2 {
+            self.list.drain(..len - 2);
+        }
+    }
+}
+
+/// Where an append goes.
+enum Route {
+    /// To this segment's subject.
+    To(String),
+    /// Its sequence is in a sealed segment that already holds it: a record
+    /// made by someone, this process's own if its acknowledgement was lost.
+    Taken,
+}
+
+/// The sequence of the last record of a log of `segments` (oldest first), 0
+/// if it never had one. A segment made ahead of need is empty and says its
+/// last record is the one before its range: not so while the segment before
+/// it is not full.
+fn last_of(segments: &[(Segment, stream::Stream)]) -> u64 {
+    let mut before_empty = 0;
+    for (_, stream) in segments.iter().rev() {
+        let state = &stream.cached_info().state;
+        if state.messages > 0 {
+            return state.last_sequence;
+        }
+        before_empty = state.first_sequence.saturating_sub(1);
+    }
+    before_empty
+}
+
+/// The reply of the JetStream API's stream names request.
+#[derive(Deserialize)]
+struct StreamNames {
+    #[serde(default)]
+    streams: Option<Vec<String>>,
+    #[serde(default)]
+    total: usize,
+}
+
 impl Log {
-    /// Opens (creating if needed, with `replicas` copies) shard `shard`'s stream
-    /// and the snapshot bucket, and checks that the log belongs to a cluster of
-    /// `shards`.
+    /// Opens shard `shard`'s log (its streams are created as appends need
+    /// them, with `replicas` copies each) and the snapshot bucket, and checks
+    /// that the log belongs to a cluster of `shards`.
     pub async fn open(
         client: &async_nats::Client,
         shard: u32,
@@ -328,50 +462,53 @@ impl Log {
         replicas: usize,
     ) -> Result<Self, WalError> {
         let js = jetstream::new(client.clone());
-        let subject = reddit_shared::subject::wal(shard);
-        let config = stream::Config {
-            name: stream_name(shard),
-            description: Some(format!(
-                "write-ahead log of Reddit engine shard {shard} of {shards}"
-            )),
-            subjects: vec![subject.clone()],
-            storage: stream::StorageType::File,
-            // Nothing is ever dropped by a limit: records go only when a snapshot covers them.
-            discard: stream::DiscardPolicy::New,
-            duplicate_window: Duration::from_secs(120),
-            allow_direct: true,
-            num_replicas: replicas.max(1),
-            metadata: HashMap::from([
-                ("format".to_owned(), FORMAT.to_owned()),
-                ("shard".to_owned(), shard.to_string()),
-                ("shards".to_owned(), shards.to_string()),
-            ]),
-            ..Default::default()
-        };
-        let mut stream = js
-            .get_or_create_stream(config)
-            .await
-            .map_err(|e| WalError::Unavailable(e.to_string()))?;
-        let info = stream.info().await.map_err(|e| WalError::Nats {
+        let mut log = Self {
+            store: Self::snapshot_store(&js, shard, replicas).await?,
+            js,
             shard,
-            what: "cannot read the stream's info".into(),
-            source: Some(Box::new(e)),
-        })?;
-        let theirs = info
-            .config
-            .metadata
-            .get("shards")
-            .cloned()
-            .unwrap_or_default();
-        if theirs != shards.to_string() {
-            return Err(WalError::ShardCount {
-                shard,
-                theirs,
-                ours: shards,
-            });
+            shards,
+            replicas: replicas.max(1),
+            segment_records: DEFAULT_SEGMENT_RECORDS,
+            segments: Arc::default(),
+            chunk: SNAPSHOT_CHUNK_BYTES,
+        };
+        // Room under the server's payload limit for the chunk's headers.
+        let limit = client.server_info().max_payload.saturating_sub(4096);
+        log.chunk = SNAPSHOT_CHUNK_BYTES
+            .min(limit)
+            .max(MIN_SNAPSHOT_CHUNK_BYTES);
+        let segments = log.list().await?;
+        if let Some((_, stream)) = segments.last() {
+            let theirs = stream
+                .cached_info()
+                .config
+                .metadata
+                .get("shards")
+                .cloned()
+                .unwrap_or_default();
+            if theirs != shards.to_string() {
+                return Err(WalError::ShardCount {
+                    shard,
+                    theirs,
+                    ours: shards,
+                });
+            }
         }
-        let store = match js.get_object_store(SNAPSHOT_BUCKET).await {
-            Ok(store) => store,
+        Ok(log)
+    }
+
+    /// The snapshot bucket, created if needed. Also where a JetStream that is
+    /// off or unreachable shows first.
+    async fn snapshot_store(
+        js: &jetstream::Context,
+        shard: u32,
+        replicas: usize,
+    ) -> Result<object_store::ObjectStore, WalError> {
+        if let Err(e) = js.query_account().await {
+            return Err(WalError::Unavailable(e.to_string()));
+        }
+        match js.get_object_store(SNAPSHOT_BUCKET).await {
+            Ok(store) => Ok(store),
             Err(_) => js
                 .create_object_store(object_store::Config {
                     bucket: SNAPSHOT_BUCKET.to_owned(),
@@ -385,21 +522,265 @@ impl Log {
                     shard,
                     what: "cannot create the snapshot bucket".into(),
                     source: Some(Box::new(e)),
-                })?,
+                }),
+        }
+    }
+
+    /// The log with segments of `records` records each (at least 2), for
+    /// the segments this process creates; existing ones keep their size.
+    pub fn with_segment_records(mut self, records: u64) -> Self {
+        self.segment_records = records.max(2);
+        self
+    }
+
+    /// The configuration of segment `n`, starting at sequence `first`.
+    fn segment_config(&self, n: u32, first: u64) -> stream::Config {
+        let shard = self.shard;
+        stream::Config {
+            name: segment_name(shard, n),
+            description: Some(format!(
+                "write-ahead log of Reddit engine shard {shard} of {}, segment {n}",
+                self.shards
+            )),
+            subjects: vec![if n == 0 {
+                reddit_shared::subject::wal(shard)
+            } else {
+                reddit_shared::subject::wal_segment(shard, n)
+            }],
+            storage: stream::StorageType::File,
+            // Nothing is dropped by a limit: a full segment refuses more, and
+            // a segment goes whole once a snapshot covers it.
+            discard: stream::DiscardPolicy::New,
+            max_messages: self.segment_records as i64,
+            first_sequence: (first > 1).then_some(first),
+            duplicate_window: Duration::from_secs(120),
+            allow_direct: true,
+            num_replicas: self.replicas,
+            metadata: HashMap::from([
+                ("format".to_owned(), FORMAT.to_owned()),
+                ("shard".to_owned(), shard.to_string()),
+                ("shards".to_owned(), self.shards.to_string()),
+                ("segment".to_owned(), n.to_string()),
+            ]),
+            ..Default::default()
+        }
+    }
+
+    /// The log's segments as the server has them now, oldest first, each
+    /// with its stream (whose cached info is this moment's). Also what this
+    /// process knows from then on.
+    async fn list(&self) -> Result<Vec<(Segment, stream::Stream)>, WalError> {
+        let mut names = Vec::new();
+        let filter = reddit_shared::subject::wal_segments(self.shard);
+        loop {
+            let page: StreamNames = self
+                .js
+                .request(
+                    "STREAM.NAMES",
+                    &serde_json::json!({ "subject": filter, "offset": names.len() }),
+                )
+                .await
+                .map_err(|e| match e.kind() {
+                    jetstream::context::RequestErrorKind::NoResponders
+                    | jetstream::context::RequestErrorKind::TimedOut => {
+                        WalError::Unavailable(e.to_string())
+                    }
+                    _ => self.failed("cannot list the log's segments", e),
+                })?;
+            let got = page.streams.unwrap_or_default();
+            let done = got.is_empty() || names.len() + got.len() >= page.total;
+            names.extend(got);
+            if done {
+                break;
+            }
+        }
+        let prefix = format!("{}_", stream_name(self.shard));
+        let mut numbered: Vec<u32> = names
+            .iter()
+            .filter_map(|name| name.strip_prefix(&prefix)?.parse().ok())
+            .collect();
+        numbered.push(0);
+        numbered.sort_unstable();
+        numbered.dedup();
+        let mut out = Vec::with_capacity(numbered.len());
+        for n in numbered {
+            match self.js.get_stream(segment_name(self.shard, n)).await {
+                Ok(stream) => {
+                    let segment = Segment::of(n, stream.cached_info());
+                    out.push((segment, stream));
+                }
+                // Deleted (covered by a snapshot) since it was listed, or no
+                // segment 0 in a log that has moved past it.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                            if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                    ) => {}
+                Err(e) => return Err(self.failed("cannot read a log segment's info", e)),
+            }
+        }
+        let mut known = self.known();
+        known.list.clear();
+        for (segment, _) in &out {
+            known.add(segment.clone());
+        }
+        Ok(out)
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        // A panic elsewhere while the lock was held leaves a consistent list.
+        self.segments.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates segment `n` starting at `first`, or takes it as it is if
+    /// another process created it (any two processes agree on where it
+    /// starts: one past the end of segment `n - 1`).
+    async fn create_segment(&self, n: u32, first: u64) -> Result<Segment, WalError> {
+        let config = self.segment_config(n, first);
+        let info = match self.js.create_stream(config).await {
+            Ok(mut stream) => stream.info().await.cloned(),
+            Err(_) => match self.js.get_stream(segment_name(self.shard, n)).await {
+                Ok(stream) => Ok(stream.cached_info().clone()),
+                Err(e) => return Err(self.failed("cannot create a log segment", e)),
+            },
+        }
+        .map_err(|e| self.failed("cannot read a new log segment's info", e))?;
+        let segment = Segment::of(n, &info);
+        if n > 0 && segment.first != first {
+            return Err(self.corrupt(
+                format!("log segment {n}"),
+                format!("it starts at record {}, not {first}", segment.first),
+            ));
+        }
+        self.known().add(segment.clone());
+        Ok(segment)
+    }
+
+    /// Seals segment `n` (an unbounded one: of a log from before segments)
+    /// and returns it as it ended. Harmless if this process is not the log's
+    /// writer: the writer's next append is refused as sealed and goes on in
+    /// the next segment, where its expected sequence still decides.
+    async fn seal(&self, n: u32) -> Result<Segment, WalError> {
+        let name = segment_name(self.shard, n);
+        let stream = self
+            .js
+            .get_stream(&name)
+            .await
+            .map_err(|e| self.failed("cannot read a log segment to seal it", e))?;
+        let mut config = stream.cached_info().config.clone();
+        let info = if config.sealed {
+            stream.cached_info().clone()
+        } else {
+            config.sealed = true;
+            self.js
+                .update_stream(config)
+                .await
+                .map_err(|e| self.failed("cannot seal a full log segment", e))?
         };
-        // Room under the server's payload limit for the chunk's headers.
-        let limit = client.server_info().max_payload.saturating_sub(4096);
-        Ok(Self {
-            js,
-            stream,
-            store,
-            subject,
-            shard,
-            shards,
-            chunk: SNAPSHOT_CHUNK_BYTES
-                .min(limit)
-                .max(MIN_SNAPSHOT_CHUNK_BYTES),
-        })
+        let segment = Segment::of(n, &info);
+        tracing::info!(
+            shard = self.shard,
+            segment = n,
+            last = info.state.last_sequence,
+            "log segment sealed; the log goes on in the next"
+        );
+        self.known().add(segment.clone());
+        Ok(segment)
+    }
+
+    /// The subject for the record after `expected_last`: the segment whose
+    /// range holds it, creating it if no one has yet. Once an append reaches
+    /// the middle of a segment, the next is created in the background, so a
+    /// segment's change costs the appends nothing.
+    async fn route(&self, expected_last: u64) -> Result<Route, WalError> {
+        let seq = expected_last + 1;
+        loop {
+            let (holding, any) = {
+                let known = self.known();
+                let holding = known.list.iter().rev().find(|s| s.first <= seq).cloned();
+                (holding, !known.list.is_empty())
+            };
+            let current = match holding {
+                Some(segment) => segment,
+                // Before every segment there is: its record is gone, or was
+                // never this process's to write.
+                None if any => return Ok(Route::Taken),
+                None => {
+                    if !self.list().await?.is_empty() {
+                        continue;
+                    }
+                    if expected_last > 0 {
+                        return Err(self.nats(format!(
+                            "the log has no streams left, but this process expected record {expected_last} to be its last; was it deleted?"
+                        )));
+                    }
+                    self.create_segment(0, 1).await?;
+                    continue;
+                }
+            };
+            let subject = if current.n == 0 {
+                reddit_shared::subject::wal(self.shard)
+            } else {
+                reddit_shared::subject::wal_segment(self.shard, current.n)
+            };
+            match current.end {
+                // An unbounded segment that holds a segment's worth: seal it
+                // and go on after it.
+                None if seq - current.first >= self.segment_records => {
+                    self.seal(current.n).await?;
+                }
+                None => return Ok(Route::To(subject)),
+                Some(end) if seq <= end => {
+                    if current.sealed {
+                        return Ok(Route::Taken);
+                    }
+                    self.prepare_next(&current, seq, end);
+                    return Ok(Route::To(subject));
+                }
+                // Past this segment's range: on in the next (made ahead of
+                // need, unless this append caught up with its making).
+                Some(end) => {
+                    let next = self.known().list.iter().any(|s| s.n == current.n + 1);
+                    if !next {
+                        self.create_segment(current.n + 1, end + 1).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// From the middle of `current` on, creates the segment after it in the
+    /// background, once.
+    fn prepare_next(&self, current: &Segment, seq: u64, end: u64) {
+        if seq < current.first + (end - current.first) / 2 {
+            return;
+        }
+        {
+            let mut known = self.known();
+            if known.creating || known.list.last().is_some_and(|s| s.n > current.n) {
+                return;
+            }
+            known.creating = true;
+        }
+        let (log, n) = (self.clone(), current.n + 1);
+        tokio::spawn(async move {
+            if let Err(e) = log.create_segment(n, end + 1).await {
+                // The append that needs it creates it then.
+                tracing::warn!(shard = log.shard, segment = n, error = %e, "cannot create the next log segment ahead of need");
+            }
+            log.known().creating = false;
+        });
+    }
+
+    /// The segment holding sequence `seq`, as the server has it now.
+    async fn stream_holding(&self, seq: u64) -> Result<Option<stream::Stream>, WalError> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .find(|(s, _)| s.first <= seq && s.end.is_none_or(|end| seq <= end))
+            .map(|(_, stream)| stream))
     }
 
     /// A JetStream step that failed without another error to say why.
@@ -498,90 +879,100 @@ impl Log {
 
     /// The sequence of the log's last record (0: empty).
     pub async fn last_seq(&self) -> Result<u64, WalError> {
-        let info = self
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| self.failed("cannot read the stream's info", e))?;
-        Ok(info.state.last_sequence)
+        Ok(last_of(&self.list().await?))
     }
 
     /// Applies every record after `recovered.last_seq` that the log holds now
-    /// (a standby keeping its state warm; recovery's second half). A
-    /// [`WalError::Gap`] means a snapshot purged records it has not applied:
-    /// [`recover`](Self::recover) again.
+    /// (a standby keeping its state warm; recovery's second half), segment
+    /// after segment. A [`WalError::Gap`] means a snapshot deleted records it
+    /// has not applied: [`recover`](Self::recover) again.
+    ///
+    /// Of the records' replies only the newest the reply cache can hold are
+    /// inserted, at the end: the others would be forgotten by then anyway (a
+    /// key is logged again only once the cache has forgotten it, so none of
+    /// them hides a newer one), and inserting them cost a quarter of a replay.
     pub async fn catch_up(&self, recovered: &mut Recovered) -> Result<(), WalError> {
-        let from = recovered.last_seq;
-        let info = self
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| self.failed("cannot read the stream's info", e))?;
-        let (first, last, messages) = (
-            info.state.first_sequence,
-            info.state.last_sequence,
-            info.state.messages,
-        );
-        if last <= from {
+        let segments = self.list().await?;
+        let last = last_of(&segments);
+        if last <= recovered.last_seq {
             return Ok(());
         }
-        if messages == 0 || first > from + 1 {
-            return Err(WalError::Gap {
-                shard: self.shard,
-                first,
-                covered: from,
-            });
-        }
-        let consumer = self
-            .stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: from + 1,
-                },
-                // Pulls of at most 24 MiB: with the client's default of 500
-                // records (up to 375 MiB, far above the 64 MiB nats-server
-                // lets wait for one connection) the replay of a log of large
-                // records stalled after the first pull.
-                max_batch: REPLAY_BATCH,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| self.failed("cannot read the log", e))?;
-        let mut stream = consumer
-            .messages()
-            .await
-            .map_err(|e| self.failed("cannot read the log", e))?;
-        // Records are decoded ahead on the blocking pool while the events of
-        // earlier ones are applied here, in log order.
-        self.apply_records(&mut stream, recovered, last).await
-    }
-
-    /// Applies the records after `recovered.last_seq` up to `last` from
-    /// `stream`, decoded ahead on the blocking pool. Of their replies only the
-    /// newest the reply cache can hold are inserted, at the end: the others
-    /// would be forgotten by then anyway (a key is logged again only once the
-    /// cache has forgotten it, so none of them hides a newer one), and
-    /// inserting them cost a quarter of a replay.
-    async fn apply_records(
-        &self,
-        stream: &mut jetstream::consumer::pull::Ordered,
-        recovered: &mut Recovered,
-        last: u64,
-    ) -> Result<(), WalError> {
         let keep = recovered.replies.capacity();
         let mut newest: VecDeque<Cached> = VecDeque::new();
         // A long replay rebuilds the post indexes once at the end; a standby's
         // catch-up of a few records keeps them up to date as it goes.
-        let defer = last.saturating_sub(recovered.last_seq) >= DEFER_INDEXES_RECORDS;
+        let defer = last - recovered.last_seq >= DEFER_INDEXES_RECORDS;
         recovered.state.defer_indexes(defer);
-        let applied = self
-            .apply_decoded(stream, recovered, last, &mut newest, keep)
+        let from = recovered.last_seq;
+        let mut applied = self
+            .apply_segments(segments, recovered, &mut newest, keep)
             .await;
+        // Records were there, but none of them follows ours: a snapshot
+        // removed them.
+        if applied.is_ok() && recovered.last_seq < last {
+            applied = Err(WalError::Gap {
+                shard: self.shard,
+                first: last + 1,
+                covered: from,
+            });
+        }
         recovered.state.defer_indexes(false);
         for reply in newest {
             recovered.replies.insert(reply);
         }
         applied
+    }
+
+    /// Applies the records of `segments` after `recovered.last_seq`.
+    async fn apply_segments(
+        &self,
+        segments: Vec<(Segment, stream::Stream)>,
+        recovered: &mut Recovered,
+        newest: &mut VecDeque<Cached>,
+        keep: usize,
+    ) -> Result<(), WalError> {
+        let from = recovered.last_seq;
+        for (_, stream) in segments {
+            let next = recovered.last_seq + 1;
+            let state = &stream.cached_info().state;
+            let (first, last, messages) =
+                (state.first_sequence, state.last_sequence, state.messages);
+            // An empty segment (made ahead of need) says its last is the
+            // one before its range: it holds nothing to read.
+            if last < next || messages == 0 {
+                continue;
+            }
+            if first > next {
+                return Err(WalError::Gap {
+                    shard: self.shard,
+                    first,
+                    covered: from,
+                });
+            }
+            let consumer = stream
+                .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                    deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: next,
+                    },
+                    // Pulls of at most 24 MiB: with the client's default of 500
+                    // records (up to 375 MiB, far above the 64 MiB nats-server
+                    // lets wait for one connection) the replay of a log of large
+                    // records stalled after the first pull.
+                    max_batch: REPLAY_BATCH,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| self.failed("cannot read the log", e))?;
+            let mut records = consumer
+                .messages()
+                .await
+                .map_err(|e| self.failed("cannot read the log", e))?;
+            // Records are decoded ahead on the blocking pool while the events of
+            // earlier ones are applied here, in log order.
+            self.apply_decoded(&mut records, recovered, last, newest, keep)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn apply_decoded(
@@ -680,10 +1071,11 @@ impl Log {
         }
     }
 
-    /// Appends `record` expecting record `expected_last` to be the stream's last, and
+    /// Appends `record` expecting record `expected_last` to be the log's last, and
     /// returns the new record's sequence. Transient failures (NATS restarting, no
-    /// acknowledgement in time) are retried with backoff for as long as it takes,
-    /// with the same message id, so the record is stored once.
+    /// acknowledgement in time, the segment sealed by another process) are
+    /// retried with backoff for as long as it takes, with the same message id,
+    /// so the record is stored once.
     pub async fn append(
         &self,
         record: Bytes,
@@ -696,23 +1088,39 @@ impl Log {
         let mut attempts = 0u32;
         let mut missing_since: Option<Instant> = None;
         loop {
-            let publish = PublishMessage::build()
-                .payload(record.clone())
-                .message_id(msg_id)
-                .expected_last_sequence(expected_last);
-            let result = match self.js.send_publish(self.subject.clone(), publish).await {
-                Ok(ack) => ack.await,
-                Err(e) => Err(e),
-            };
-            let e = match result {
-                Ok(ack) => return Ok(ack.sequence),
-                Err(e) => e,
+            let e = match self.route(expected_last).await {
+                Ok(Route::Taken) => return self.confirm(expected_last, msg_id).await,
+                Ok(Route::To(subject)) => {
+                    let publish = PublishMessage::build()
+                        .payload(record.clone())
+                        .message_id(msg_id)
+                        .expected_last_sequence(expected_last);
+                    let result = match self.js.send_publish(subject, publish).await {
+                        Ok(ack) => ack.await,
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok(ack) => return Ok(ack.sequence),
+                        Err(e) => e,
+                    }
+                }
+                Err(e) => {
+                    attempts += 1;
+                    tracing::warn!(shard = self.shard, error = %e, attempts, "cannot find the log segment to append to; retrying (replies wait)");
+                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
+                    continue;
+                }
             };
             match e.kind() {
                 K::WrongLastSequence => return self.confirm(expected_last, msg_id).await,
-                // A clustered JetStream may report the conflict with this code.
-                K::Other if jetstream_code(&e) == Some(10164) => {
+                // A clustered JetStream may report the conflict with this code;
+                // a full segment means someone else appended in its range.
+                K::Other if matches!(jetstream_code(&e), Some(10164 | FULL)) => {
                     return self.confirm(expected_last, msg_id).await
+                }
+                // Another process sealed the segment: find where the log goes on.
+                K::Other if jetstream_code(&e) == Some(SEALED) => {
+                    self.list().await.ok();
                 }
                 K::MaxPayloadExceeded => {
                     return Err(self.failed("the record is larger than the stream accepts", e))
@@ -725,8 +1133,8 @@ impl Log {
                         > STREAM_MISSING_LIMIT =>
                 {
                     return Err(self.nats(format!(
-                        "the stream {} has not answered for {STREAM_MISSING_LIMIT:?}; was it deleted?",
-                        stream_name(self.shard)
+                        "shard {}'s log has not answered for {STREAM_MISSING_LIMIT:?}; was it deleted?",
+                        self.shard
                     )));
                 }
                 _ => {
@@ -752,11 +1160,14 @@ impl Log {
         msg_id: &str,
         expected_last: u64,
     ) -> Result<u64, WalError> {
+        let Route::To(subject) = self.route(expected_last).await? else {
+            return Err(self.nats("a pipelined append's place is taken"));
+        };
         let publish = PublishMessage::build()
             .payload(record)
             .message_id(msg_id)
             .expected_last_sequence(expected_last);
-        let result = match self.js.send_publish(self.subject.clone(), publish).await {
+        let result = match self.js.send_publish(subject, publish).await {
             Ok(ack) => ack.await,
             Err(e) => Err(e),
         };
@@ -769,7 +1180,14 @@ impl Log {
     /// if it carries our message id (a retry of an append whose ack was lost).
     async fn confirm(&self, expected_last: u64, msg_id: &str) -> Result<u64, WalError> {
         let next = expected_last + 1;
-        match self.stream.get_raw_message(next).await {
+        let fenced = WalError::Fenced {
+            shard: self.shard,
+            expected: expected_last,
+        };
+        let Ok(Some(stream)) = self.stream_holding(next).await else {
+            return Err(fenced);
+        };
+        match stream.get_raw_message(next).await {
             Ok(m)
                 if m.headers
                     .get(async_nats::header::NATS_MESSAGE_ID)
@@ -778,15 +1196,13 @@ impl Log {
             {
                 Ok(next)
             }
-            _ => Err(WalError::Fenced {
-                shard: self.shard,
-                expected: expected_last,
-            }),
+            _ => Err(fenced),
         }
     }
 
-    /// Stores a snapshot covering records up to `seq`, then purges those records.
-    /// Refuses ([`WalError::StaleSnapshot`]) if the log was purged past `seq`
+    /// Stores a snapshot covering records up to `seq`, then deletes the
+    /// segments it covers whole.
+    /// Refuses ([`WalError::StaleSnapshot`]) if the log was deleted past `seq`
     /// already: a process that lost the shard to a new owner (who has
     /// snapshotted since) would otherwise put back a snapshot whose following
     /// records are gone, and no process could recover the shard.
@@ -802,12 +1218,10 @@ impl Log {
         pace: &Pace,
     ) -> Result<(), WalError> {
         let first = self
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| self.failed("cannot read the stream's info", e))?
-            .state
-            .first_sequence;
+            .list()
+            .await?
+            .first()
+            .map_or(1, |(_, stream)| stream.cached_info().state.first_sequence);
         if first > seq + 1 {
             return Err(WalError::StaleSnapshot {
                 shard: self.shard,
@@ -828,32 +1242,43 @@ impl Log {
             .await
             .map_err(|e| self.failed("cannot store a snapshot", e))?;
         let put = started.elapsed();
-        self.purge_through(seq).await?;
+        let deleted = self.delete_through(seq).await?;
         tracing::info!(
             shard = self.shard,
             seq,
             bytes = size,
             put_ms = put.as_millis() as u64,
-            purge_ms = (started.elapsed() - put).as_millis() as u64,
-            "snapshot stored; older records purged"
+            segments_deleted = deleted,
+            delete_ms = (started.elapsed() - put).as_millis() as u64,
+            "snapshot stored; the log segments it covers deleted"
         );
         Ok(())
     }
 
-    /// Removes the records up to and including `seq`, in one request.
-    /// nats-server holds the stream's lock while it purges, so the shard's
-    /// appends wait meanwhile: some 50 ms on an idle broker, up to 200 ms
-    /// under a million-user load (`cargo bench --bench purge`). Removing them
-    /// in smaller steps made that worse: a step that ends inside one of the
-    /// stream's 8 MiB blocks costs about as much as a whole purge
-    /// (docs/performance.md, "What a purge costs the appends").
-    pub async fn purge_through(&self, seq: u64) -> Result<(), WalError> {
-        self.stream
-            .purge()
-            .sequence(seq + 1)
-            .await
-            .map_err(|e| self.failed("cannot purge the log up to the snapshot", e))?;
-        Ok(())
+    /// Deletes the segments that hold no record after `seq` (never the last:
+    /// the log goes on there), and returns how many. Deleting a stream whole
+    /// holds none of the locks the appends to another need: about 2 ms
+    /// against 30–60 ms for purging the same records from the stream the
+    /// appends go to, which stalled them meanwhile (up to 200 ms under a
+    /// million-user load; `cargo bench --bench purge`).
+    pub async fn delete_through(&self, seq: u64) -> Result<usize, WalError> {
+        let segments = self.list().await?;
+        let keep_from = segments.len().saturating_sub(1);
+        let mut deleted = 0;
+        for (segment, _) in &segments[..keep_from] {
+            if segment.end.is_none_or(|end| end > seq) {
+                break;
+            }
+            self.js
+                .delete_stream(segment_name(self.shard, segment.n))
+                .await
+                .map_err(|e| self.failed("cannot delete a log segment a snapshot covers", e))?;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.list().await?;
+        }
+        Ok(deleted)
     }
 }
 

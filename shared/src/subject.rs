@@ -72,9 +72,21 @@ pub fn subreddit_events(subreddit_key: &str) -> String {
     format!("reddit.events.sub.{subreddit_key}")
 }
 
-/// `reddit.wal.<shard>`: the subject of shard `shard`'s write-ahead log stream.
+/// `reddit.wal.<shard>`: the subject of shard `shard`'s write-ahead log
+/// stream, its first segment (segment 0).
 pub fn wal(shard: u32) -> String {
     format!("reddit.wal.{shard}")
+}
+
+/// `reddit.wal.<shard>.<n>`: the subject of segment `n` (from 1) of shard
+/// `shard`'s write-ahead log, each segment a stream of its own.
+pub fn wal_segment(shard: u32, n: u32) -> String {
+    format!("reddit.wal.{shard}.{n}")
+}
+
+/// `reddit.wal.<shard>.*`: every segment of shard `shard`'s log after the first.
+pub fn wal_segments(shard: u32) -> String {
+    format!("reddit.wal.{shard}.*")
 }
 
 /// Inbox prefix of anonymous connections: every NATS client library's default.

@@ -592,7 +592,7 @@ impl Actor {
         );
         if took >= SLOW_APPEND {
             // Rare enough to log each: it lines a stall up with what else the
-            // shard logged then (a snapshot's store, a purge).
+            // shard logged then (a snapshot's store, a segment deleted).
             tracing::info!(
                 seq,
                 bytes = record.len(),
