@@ -575,6 +575,27 @@ fn reply_record(i: u64) -> bytes::Bytes {
     record.seal()
 }
 
+/// Shard 0's log (of 1) on the server at `url`, in segments of 4 records,
+/// over a connection of its own.
+async fn log_in_fours(url: &str) -> wal::Log {
+    wal::Log::open(&common::connect_engine(url).await, 0, 1, 1)
+        .await
+        .unwrap()
+        .with_segment_records(4)
+}
+
+/// Appends the records `range` (each a [`reply_record`]) after record
+/// `seq`, and returns the last one's sequence.
+async fn append_replies(log: &wal::Log, range: std::ops::RangeInclusive<u64>, mut seq: u64) -> u64 {
+    for i in range {
+        seq = log
+            .append(reply_record(i), &format!("r{i}"), seq)
+            .await
+            .unwrap();
+    }
+    seq
+}
+
 /// An empty snapshot of shard 0 (of 1) covering records up to `at`.
 fn empty_snapshot(at: u64) -> Vec<u8> {
     let state = reddit_engine::state::ShardState::new(0, 1);
@@ -590,27 +611,12 @@ fn empty_snapshot(at: u64) -> Vec<u8> {
 async fn the_log_runs_across_segments_and_snapshots_delete_those_they_cover() {
     let nats = common::NatsServer::start();
     let url = nats.url();
-    let client = common::connect_engine(&url).await;
-    let log = wal::Log::open(&client, 0, 1, 1)
-        .await
-        .unwrap()
-        .with_segment_records(4);
-    let mut seq = 0;
-    for i in 1..=2 {
-        seq = log
-            .append(reply_record(i), &format!("r{i}"), seq)
-            .await
-            .unwrap();
-    }
+    let log = log_in_fours(&url).await;
+    let seq = append_replies(&log, 1..=2, 0).await;
     let mut standby = log.recover(100).await.unwrap();
     let mut behind = log.recover(100).await.unwrap();
     assert_eq!(standby.last_seq, 2);
-    for i in 3..=10 {
-        seq = log
-            .append(reply_record(i), &format!("r{i}"), seq)
-            .await
-            .unwrap();
-    }
+    let seq = append_replies(&log, 3..=10, seq).await;
     assert_eq!(seq, 10);
     // 1..=4, 5..=8, 9..=12, and perhaps already 13..=16, made in the
     // background from the middle of 9..=12 on.
@@ -651,12 +657,7 @@ async fn the_log_runs_across_segments_and_snapshots_delete_those_they_cover() {
     );
 
     // On into segment 3; a snapshot of everything leaves only the last.
-    for i in 11..=13 {
-        seq = log
-            .append(reply_record(i), &format!("r{i}"), seq)
-            .await
-            .unwrap();
-    }
+    assert_eq!(append_replies(&log, 11..=13, seq).await, 13);
     log.catch_up(&mut standby).await.unwrap();
     assert_eq!(standby.last_seq, 13);
     log.save_snapshot(empty_snapshot(13), 13).await.unwrap();
@@ -668,14 +669,43 @@ async fn the_log_runs_across_segments_and_snapshots_delete_those_they_cover() {
     );
     assert_eq!(log.last_seq().await.unwrap(), 13);
     // A process that opens the log now finds where it goes on.
-    let reopened = wal::Log::open(&client, 0, 1, 1)
-        .await
-        .unwrap()
-        .with_segment_records(4);
+    let reopened = log_in_fours(&url).await;
     assert_eq!(
         reopened.append(reply_record(14), "r14", 13).await.unwrap(),
         14
     );
+}
+
+/// A segment is sized by bytes: its number of records is the segment's
+/// bytes over the average record of late, so a log of large records does not
+/// leave a snapshot gigabytes more than it needs. The first, before any
+/// record, counts on large ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_are_sized_by_the_bytes_of_their_records() {
+    let nats = common::NatsServer::start();
+    let url = nats.url();
+    let log = wal::Log::open(&common::connect_engine(&url).await, 0, 1, 1)
+        .await
+        .unwrap()
+        .with_segment_bytes(128 << 10);
+    let (small, large) = (
+        bytes::Bytes::from(vec![0u8; 512]),
+        bytes::Bytes::from(vec![0u8; 8192]),
+    );
+    let mut seq = 0;
+    for i in 0..321u64 {
+        let record = if i < 64 { small.clone() } else { large.clone() };
+        seq = log.append(record, &format!("r{i}"), seq).await.unwrap();
+    }
+    let js = async_nats::jetstream::new(common::connect_engine(&url).await);
+    let mut sizes = Vec::new();
+    for n in segments(&url, 0).await {
+        let stream = js.get_stream(wal::segment_name(0, n)).await.unwrap();
+        sizes.push(stream.cached_info().config.max_messages);
+    }
+    // 64 KiB assumed: 2 records, at least 64; then 512-byte records: 256;
+    // then records of 8 KiB: 16, at least 64.
+    assert_eq!(sizes[..3], [64, 256, 64], "{sizes:?}");
 }
 
 /// A writer that lost the log to another stays fenced off where segments
@@ -686,20 +716,8 @@ async fn the_log_runs_across_segments_and_snapshots_delete_those_they_cover() {
 async fn a_writer_fenced_off_stays_fenced_where_segments_meet() {
     let nats = common::NatsServer::start();
     let url = nats.url();
-    let open = || async {
-        wal::Log::open(&common::connect_engine(&url).await, 0, 1, 1)
-            .await
-            .unwrap()
-            .with_segment_records(4)
-    };
-    let (old, new) = (open().await, open().await);
-    let mut seq = 0;
-    for i in 1..=4 {
-        seq = old
-            .append(reply_record(i), &format!("r{i}"), seq)
-            .await
-            .unwrap();
-    }
+    let (old, new) = (log_in_fours(&url).await, log_in_fours(&url).await);
+    append_replies(&old, 1..=4, 0).await;
     let mut taken = new.recover(10).await.unwrap();
     new.fence(&mut taken).await.unwrap();
     assert_eq!(taken.last_seq, 5, "the fence record opens segment 1");

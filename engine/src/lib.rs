@@ -68,9 +68,12 @@ pub struct Config {
     /// Log appends a shard keeps in flight at once (durable mode; 1: one at a
     /// time). More overlap JetStream's fsyncs and round trips.
     pub log_pipeline: usize,
-    /// Records each new segment (stream) of a shard's log holds (durable
-    /// mode). A snapshot deletes the segments it covers whole.
+    /// Most records each new segment (stream) of a shard's log holds
+    /// (durable mode). A snapshot deletes the segments it covers whole.
     pub log_segment_records: u64,
+    /// Bytes each new segment of a shard's log is sized for (its records
+    /// counted from the average record of late).
+    pub log_segment_bytes: u64,
     /// How long a shard's next log record may wait to grow to the size of the
     /// one before (durable mode; zero: appended as soon as possible).
     pub log_linger: Duration,
@@ -160,6 +163,8 @@ pub mod defaults {
     pub const LOG_PIPELINE: usize = crate::server::journal::DEFAULT_PIPELINE;
     /// [`Config::log_segment_records`](super::Config::log_segment_records).
     pub const LOG_SEGMENT_RECORDS: u64 = crate::wal::DEFAULT_SEGMENT_RECORDS;
+    /// [`Config::log_segment_bytes`](super::Config::log_segment_bytes), in MiB.
+    pub const LOG_SEGMENT_MIB: u64 = crate::wal::DEFAULT_SEGMENT_BYTES >> 20;
     /// [`Config::log_linger`](super::Config::log_linger), in microseconds.
     pub const LOG_LINGER_US: u64 = 500;
     /// [`Config::log_unwaited_linger`](super::Config::log_unwaited_linger), in milliseconds.
@@ -204,6 +209,7 @@ impl Config {
             snapshot_bytes_per_second: defaults::SNAPSHOT_RATE_MIB << 20,
             log_pipeline: defaults::LOG_PIPELINE,
             log_segment_records: defaults::LOG_SEGMENT_RECORDS,
+            log_segment_bytes: defaults::LOG_SEGMENT_MIB << 20,
             log_linger: Duration::from_micros(defaults::LOG_LINGER_US),
             log_unwaited_linger: Duration::from_millis(defaults::LOG_UNWAITED_LINGER_MS),
             read_barrier: false,
@@ -600,7 +606,8 @@ pub async fn run(
         Storage::Jetstream => Some(
             wal::Log::open(&log_client, config.shard, config.shards, config.replicas)
                 .await?
-                .with_segment_records(config.log_segment_records),
+                .with_segment_records(config.log_segment_records)
+                .with_segment_bytes(config.log_segment_bytes),
         ),
     };
     let (lease, mut warm) = match &opened {
@@ -748,7 +755,8 @@ pub async fn run(
         // Snapshots are stored from a thread and a connection of their own,
         // off the actor's thread and out of the log connection's way.
         let (shard, shards, replicas) = (config.shard, config.shards, config.replicas);
-        let segment_records = config.log_segment_records;
+        let (segment_records, segment_bytes) =
+            (config.log_segment_records, config.log_segment_bytes);
         let connecting = connect("-snapshots", None, engine_options());
         let io = server::snapshots::SnapshotIo::start(shard, move || async move {
             let client = connecting
@@ -757,7 +765,8 @@ pub async fn run(
             let store: Arc<dyn server::LogStore> = Arc::new(
                 wal::Log::open(&client, shard, shards, replicas)
                     .await?
-                    .with_segment_records(segment_records),
+                    .with_segment_records(segment_records)
+                    .with_segment_bytes(segment_bytes),
             );
             Ok(store)
         })

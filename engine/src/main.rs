@@ -88,12 +88,18 @@ struct Args {
     /// the predecessor is confirmed. 1 appends one record at a time.
     #[arg(long, env = "REDDIT_LOG_PIPELINE", default_value_t = reddit_engine::defaults::LOG_PIPELINE)]
     log_pipeline: usize,
-    /// Records each new segment of a shard's log holds (durable mode; at
-    /// least 2). The log is a run of JetStream streams; a snapshot deletes
-    /// the segments it covers whole, which, unlike purging the records from
-    /// the stream being appended to, does not hold the appends.
+    /// Most records each new segment of a shard's log holds (durable mode;
+    /// at least 2). The log is a run of JetStream streams; a snapshot
+    /// deletes the segments it covers whole, which, unlike purging the
+    /// records from the stream being appended to, does not hold the appends.
     #[arg(long, env = "REDDIT_LOG_SEGMENT_RECORDS", default_value_t = reddit_engine::defaults::LOG_SEGMENT_RECORDS)]
     log_segment_records: u64,
+    /// MiB each new segment of a shard's log is sized for (durable mode):
+    /// its records are this over the average record of late, within
+    /// --log-segment-records, so the log a snapshot leaves behind holds at
+    /// most about this much more than recovery needs.
+    #[arg(long, env = "REDDIT_LOG_SEGMENT_MIB", default_value_t = reddit_engine::defaults::LOG_SEGMENT_MIB)]
+    log_segment_mib: u64,
     /// Microseconds a shard's next log record may wait to grow to the size of
     /// the one before it (durable mode). Under load this trades a little
     /// latency for fewer, larger appends (fsyncs); under light load records
@@ -212,6 +218,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.snapshot_bytes_per_second = args.snapshot_rate_mib.saturating_mul(1 << 20);
     config.log_pipeline = args.log_pipeline.clamp(1, 64);
     config.log_segment_records = args.log_segment_records.max(2);
+    config.log_segment_bytes = args.log_segment_mib.max(1) << 20;
     config.log_linger = Duration::from_micros(args.log_linger_us.min(100_000));
     config.log_unwaited_linger = Duration::from_millis(args.log_unwaited_linger_ms.min(1_000));
     config.reply_cache = args.reply_cache.max(1);

@@ -48,6 +48,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
@@ -97,11 +98,22 @@ pub fn segment_name(shard: u32, n: u32) -> String {
     }
 }
 
-/// Records a log segment holds by default. At 3 KiB records (a
-/// million-user run's) a segment is 48 MiB, about what a shard logs between
-/// two snapshots; at small records, fewer than a hundred segments stand
-/// between two snapshots of the default million events.
+/// Most records a log segment holds by default. At small records (a lone
+/// write's few hundred bytes) fewer than a hundred segments stand between
+/// two snapshots of the default million events.
 pub const DEFAULT_SEGMENT_RECORDS: u64 = 16_384;
+/// Bytes a log segment is sized for by default: its number of records is
+/// this over the average record of late (at most
+/// [`DEFAULT_SEGMENT_RECORDS`], at least [`MIN_SEGMENT_RECORDS`]), so the
+/// log a snapshot leaves holds at most about this much more than it needs,
+/// whatever the size of the records.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+/// Fewest records a segment is sized for (unless the most is set lower).
+const MIN_SEGMENT_RECORDS: u64 = 64;
+/// The record size a log's first segment is sized by, before any record
+/// was appended: large, so that a first segment of large records (a
+/// million users' registrations) stays small.
+const FIRST_RECORD_BYTES: u64 = 64 << 10;
 
 /// JetStream's error code for a publish to a sealed stream.
 const SEALED: u64 = 10109;
@@ -340,8 +352,13 @@ pub struct Log {
     shard: u32,
     shards: u32,
     replicas: usize,
-    /// Records each segment this process creates holds.
+    /// Most records a segment this process creates holds.
     segment_records: u64,
+    /// Bytes a segment this process creates is sized for.
+    segment_bytes: u64,
+    /// A moving average of the size of the records this process appended
+    /// (0: none yet), which sizes the segments it creates.
+    record_bytes: Arc<AtomicU64>,
     /// The segments this process knows of, and whether it is creating the
     /// next one ahead of need.
     segments: Arc<Mutex<Known>>,
@@ -469,6 +486,8 @@ impl Log {
             shards,
             replicas: replicas.max(1),
             segment_records: DEFAULT_SEGMENT_RECORDS,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            record_bytes: Arc::default(),
             segments: Arc::default(),
             chunk: SNAPSHOT_CHUNK_BYTES,
         };
@@ -526,11 +545,45 @@ impl Log {
         }
     }
 
-    /// The log with segments of `records` records each (at least 2), for
-    /// the segments this process creates; existing ones keep their size.
+    /// The log with segments of at most `records` records each (at least
+    /// 2), for the segments this process creates; existing ones keep their
+    /// size.
     pub fn with_segment_records(mut self, records: u64) -> Self {
         self.segment_records = records.max(2);
         self
+    }
+
+    /// The log with segments sized for `bytes` each (see
+    /// [`DEFAULT_SEGMENT_BYTES`]).
+    pub fn with_segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes.max(1);
+        self
+    }
+
+    /// How many records the next segment this process creates holds: its
+    /// bytes over the average record of late, within the bounds.
+    fn next_segment_records(&self) -> u64 {
+        let average = match self.record_bytes.load(Ordering::Relaxed) {
+            0 => FIRST_RECORD_BYTES,
+            bytes => bytes,
+        };
+        (self.segment_bytes / average).clamp(
+            MIN_SEGMENT_RECORDS.min(self.segment_records),
+            self.segment_records,
+        )
+    }
+
+    /// Counts an appended record of `bytes` into the average that sizes the
+    /// next segment (a moving average over about the last 64 records).
+    fn appended(&self, bytes: usize) {
+        let bytes = bytes.max(1) as u64;
+        let average = self.record_bytes.load(Ordering::Relaxed);
+        let next = if average == 0 {
+            bytes
+        } else {
+            (average - average / 64 + bytes / 64).max(1)
+        };
+        self.record_bytes.store(next, Ordering::Relaxed);
     }
 
     /// The configuration of segment `n`, starting at sequence `first`.
@@ -551,7 +604,7 @@ impl Log {
             // Nothing is dropped by a limit: a full segment refuses more, and
             // a segment goes whole once a snapshot covers it.
             discard: stream::DiscardPolicy::New,
-            max_messages: self.segment_records as i64,
+            max_messages: self.next_segment_records() as i64,
             first_sequence: (first > 1).then_some(first),
             duplicate_window: Duration::from_secs(120),
             allow_direct: true,
@@ -1100,7 +1153,10 @@ impl Log {
                         Err(e) => Err(e),
                     };
                     match result {
-                        Ok(ack) => return Ok(ack.sequence),
+                        Ok(ack) => {
+                            self.appended(record.len());
+                            return Ok(ack.sequence);
+                        }
                         Err(e) => e,
                     }
                 }
@@ -1163,6 +1219,7 @@ impl Log {
         let Route::To(subject) = self.route(expected_last).await? else {
             return Err(self.nats("a pipelined append's place is taken"));
         };
+        let bytes = record.len();
         let publish = PublishMessage::build()
             .payload(record)
             .message_id(msg_id)
@@ -1171,9 +1228,9 @@ impl Log {
             Ok(ack) => ack.await,
             Err(e) => Err(e),
         };
-        result
-            .map(|ack| ack.sequence)
-            .map_err(|e| self.failed("a pipelined append was not stored", e))
+        let ack = result.map_err(|e| self.failed("a pipelined append was not stored", e))?;
+        self.appended(bytes);
+        Ok(ack.sequence)
     }
 
     /// After a wrong-last-sequence refusal: the record after `expected_last` is ours
