@@ -75,7 +75,9 @@ async fn main() {
             let log = Log::open(&client, shard, 64, 1)
                 .await
                 .unwrap()
-                .with_segment_records(segment);
+                .with_segment_records(segment)
+                // Sized by records alone: segments of exactly `segment`.
+                .with_segment_bytes(1 << 60);
             let stream = reddit_engine::wal::stream_name(shard);
             shard += 1;
             let last = support::append_pipelined(&log, &record, 16, |n| n < count).await;

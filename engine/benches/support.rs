@@ -28,7 +28,10 @@ pub async fn append_pipelined(
     let mut next = 0u64;
     let mut last = 0u64;
     loop {
-        while inflight.len() < depth && more(next) {
+        // The first append alone: it creates the log's first segment, which
+        // the appends behind it would otherwise race to find.
+        let room = if last == 0 { 1 } else { depth };
+        while inflight.len() < room && more(next) {
             let log = log.clone();
             let record = record.clone();
             let expected = next;
