@@ -69,10 +69,22 @@ async fn stream_state(url: &str, shard: u32) -> (u64, u64, u64) {
         let Ok(stream) = js.get_stream(wal::segment_name(shard, n)).await else {
             continue;
         };
-        let info = stream.cached_info();
-        first = first.min(info.state.first_sequence);
-        last = last.max(info.state.last_sequence);
-        messages += info.state.messages;
+        let state = &stream.cached_info().state;
+        // A segment made ahead of need is empty, and says its last record
+        // is the one before its range.
+        if state.messages == 0 {
+            if messages == 0 {
+                first = first.min(state.first_sequence);
+                last = last.max(state.first_sequence.saturating_sub(1));
+            }
+            continue;
+        }
+        if messages == 0 {
+            (first, last) = (u64::MAX, 0);
+        }
+        first = first.min(state.first_sequence);
+        last = last.max(state.last_sequence);
+        messages += state.messages;
     }
     (first, last, messages)
 }
@@ -619,7 +631,7 @@ async fn the_log_runs_across_segments_and_snapshots_delete_those_they_cover() {
     let seq = append_replies(&log, 3..=10, seq).await;
     assert_eq!(seq, 10);
     // 1..=4, 5..=8, 9..=12, and perhaps already 13..=16, made in the
-    // background from the middle of 9..=12 on.
+    // background from the first append into 9..=12 on.
     let made = segments(&url, 0).await;
     assert!(made == [0, 1, 2] || made == [0, 1, 2, 3], "{made:?}");
     let all = log.recover(100).await.unwrap();
@@ -661,7 +673,8 @@ async fn the_log_runs_across_segments_and_snapshots_delete_those_they_cover() {
     log.catch_up(&mut standby).await.unwrap();
     assert_eq!(standby.last_seq, 13);
     log.save_snapshot(empty_snapshot(13), 13).await.unwrap();
-    assert_eq!(segments(&url, 0).await, vec![3]);
+    let left = segments(&url, 0).await;
+    assert!(left == [3] || left == [3, 4], "{left:?}");
     let last = log.recover(100).await.unwrap();
     assert_eq!(
         (last.snapshot_seq, last.records, last.last_seq),
@@ -703,9 +716,11 @@ async fn segments_are_sized_by_the_bytes_of_their_records() {
         let stream = js.get_stream(wal::segment_name(0, n)).await.unwrap();
         sizes.push(stream.cached_info().config.max_messages);
     }
-    // 64 KiB assumed: 2 records, at least 64; then 512-byte records: 256;
-    // then records of 8 KiB: 16, at least 64.
-    assert_eq!(sizes[..3], [64, 256, 64], "{sizes:?}");
+    // Each segment is sized as the log enters the one before it. Segments 0
+    // and 1, before any record: 64 KiB assumed, 2 records, at least 64
+    // (1..=64, 65..=128); segment 2, after 64 records of 512 bytes: 256
+    // (129..=384); segment 3, after 64 more of 8 KiB: about 24, at least 64.
+    assert_eq!(sizes[..4], [64, 64, 256, 64], "{sizes:?}");
 }
 
 /// A writer that lost the log to another stays fenced off where segments
@@ -779,13 +794,15 @@ async fn a_log_from_before_segments_is_sealed_and_goes_on_in_segment_one() {
     assert_eq!(recovered.last_seq, 6);
     log.fence(&mut recovered).await.unwrap();
     assert_eq!(recovered.last_seq, 7);
-    assert_eq!(segments(&url, 0).await, vec![0, 1]);
+    let made = segments(&url, 0).await;
+    assert!(made == [0, 1] || made == [0, 1, 2], "{made:?}");
     let refused = old_append(7).await;
     assert!(refused.is_err(), "the old stream is sealed: {refused:?}");
     let all = log.recover(10).await.unwrap();
     assert_eq!((all.last_seq, all.records, all.replies.len()), (7, 7, 6));
     log.save_snapshot(empty_snapshot(7), 7).await.unwrap();
-    assert_eq!(segments(&url, 0).await, vec![1]);
+    let left = segments(&url, 0).await;
+    assert!(left == [1] || left == [1, 2], "{left:?}");
     assert_eq!(log.append(reply_record(8), "r8", 7).await.unwrap(), 8);
 }
 
