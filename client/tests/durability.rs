@@ -570,21 +570,27 @@ async fn a_snapshot_older_than_the_log_is_refused_and_the_newer_one_kept() {
     );
 }
 
-/// A record of one entry whose reply is `i` (so a replay's replies count
-/// its records).
-fn reply_record(i: u64) -> bytes::Bytes {
+/// A record of one entry with no events and the reply `reply` under the
+/// idempotency key `key`.
+fn record_of_reply(key: &str, hash: u64, reply: Vec<u8>) -> bytes::Bytes {
     let mut record = wal::RecordBuilder::default();
     record
         .push(&wal::Entry {
             reply: Some(reddit_engine::replies::Cached {
-                key: ReplyKey::of_text(&format!("k{i}")),
-                hash: i,
-                reply: vec![i as u8],
+                key: ReplyKey::of_text(key),
+                hash,
+                reply,
             }),
             events: Vec::new(),
         })
         .unwrap();
     record.seal()
+}
+
+/// A record of one entry whose reply is `i` (so a replay's replies count
+/// its records).
+fn reply_record(i: u64) -> bytes::Bytes {
+    record_of_reply(&format!("k{i}"), i, vec![i as u8])
 }
 
 /// Shard 0's log (of 1) on the server at `url`, in segments of 4 records,
@@ -894,21 +900,8 @@ async fn a_log_of_large_records_is_replayed_whole() {
     let blob = vec![7u8; 700 * 1024];
     let mut seq = 0;
     for i in 0..records {
-        let mut record = wal::RecordBuilder::default();
-        record
-            .push(&wal::Entry {
-                reply: Some(reddit_engine::replies::Cached {
-                    key: ReplyKey::of_text(&format!("big.{i}")),
-                    hash: i,
-                    reply: blob.clone(),
-                }),
-                events: Vec::new(),
-            })
-            .unwrap();
-        seq = log
-            .append(record.seal(), &format!("big.{i}"), seq)
-            .await
-            .unwrap();
+        let record = record_of_reply(&format!("big.{i}"), i, blob.clone());
+        seq = log.append(record, &format!("big.{i}"), seq).await.unwrap();
     }
     let recovered = tokio::time::timeout(Duration::from_secs(120), log.recover(1000))
         .await
