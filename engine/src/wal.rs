@@ -596,11 +596,7 @@ impl Log {
                 "write-ahead log of Reddit engine shard {shard} of {}, segment {n}",
                 self.shards
             )),
-            subjects: vec![if n == 0 {
-                reddit_shared::subject::wal(shard)
-            } else {
-                reddit_shared::subject::wal_segment(shard, n)
-            }],
+            subjects: vec![reddit_shared::subject::wal_segment(shard, n)],
             storage: stream::StorageType::File,
             // Nothing is dropped by a limit: a full segment refuses more, and
             // a segment goes whole once a snapshot covers it.
@@ -776,11 +772,7 @@ impl Log {
                     continue;
                 }
             };
-            let subject = if current.n == 0 {
-                reddit_shared::subject::wal(self.shard)
-            } else {
-                reddit_shared::subject::wal_segment(self.shard, current.n)
-            };
+            let subject = reddit_shared::subject::wal_segment(self.shard, current.n);
             match current.end {
                 // An unbounded segment that holds a segment's worth: seal it
                 // and go on after it.

@@ -78,10 +78,16 @@ pub fn wal(shard: u32) -> String {
     format!("reddit.wal.{shard}")
 }
 
-/// `reddit.wal.<shard>.<n>`: the subject of segment `n` (from 1) of shard
-/// `shard`'s write-ahead log, each segment a stream of its own.
+/// The subject of segment `n` of shard `shard`'s write-ahead log, each
+/// segment a stream of its own: [`wal`] for segment 0 (the log's first
+/// stream, as engines before segments named it), `reddit.wal.<shard>.<n>`
+/// after it.
 pub fn wal_segment(shard: u32, n: u32) -> String {
-    format!("reddit.wal.{shard}.{n}")
+    if n == 0 {
+        wal(shard)
+    } else {
+        format!("reddit.wal.{shard}.{n}")
+    }
 }
 
 /// `reddit.wal.<shard>.*`: every segment of shard `shard`'s log after the first.
@@ -234,6 +240,13 @@ mod tests {
         assert_eq!(user_events("alice"), "reddit.events.user.alice");
         assert_eq!(service_info(), "$SRV.INFO.reddit-engine");
         assert_eq!(wal(2), "reddit.wal.2");
+        assert_eq!(
+            wal_segment(2, 0),
+            wal(2),
+            "segment 0 is the log's first stream"
+        );
+        assert_eq!(wal_segment(2, 5), "reddit.wal.2.5");
+        assert_eq!(wal_segments(2), "reddit.wal.2.*");
     }
 
     #[test]
