@@ -226,12 +226,71 @@ impl Bound {
     }
 }
 
-/// Connects to the engine and binds `config.listen`.
+/// What every serving thread of one gateway process shares: the rate limits
+/// (a caller's budget is one whichever thread takes its connection), the SSE
+/// connection cap and readiness.
+#[derive(Clone)]
+pub struct Common {
+    limits: Arc<limits::Limits>,
+    sse: Arc<tokio::sync::Semaphore>,
+    accepting: Arc<AtomicBool>,
+}
+
+impl Common {
+    /// Fresh limits and counters for `config`.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            limits: Arc::new(limits::Limits::new(config.per_ip, config.per_user)),
+            sse: Arc::new(tokio::sync::Semaphore::new(config.max_sse)),
+            accepting: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
+
+/// Most connections waiting to be accepted, per listening socket.
+const BACKLOG: i32 = 1024;
+
+/// Opens a listening socket on `addr`. With `reuse_port`, several sockets
+/// (one per serving thread) listen on the same port and the kernel spreads
+/// the connections over them (`SO_REUSEPORT`); the first may ask for port 0
+/// and the others then take the port it got.
+pub fn listen(addr: SocketAddr, reuse_port: bool) -> Result<std::net::TcpListener, GatewayError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let fail = |source| GatewayError::Listen { addr, source };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    socket.set_reuse_address(true).map_err(fail)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuse_port(true).map_err(fail)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
+    socket.set_nonblocking(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    socket.listen(BACKLOG).map_err(fail)?;
+    Ok(socket.into())
+}
+
+/// Connects to the engine and binds `config.listen`: a gateway of one serving
+/// thread.
 pub async fn bind(config: Config) -> Result<Bound, GatewayError> {
+    let listener = listen(config.listen, false)?;
+    let common = Common::new(&config);
+    bind_with(config, common, listener).await
+}
+
+/// Connects to the engine (a NATS connection of this thread's own) and serves
+/// on `listener` (from [`listen`]), sharing `common` with the other serving
+/// threads of the process. Call it on the runtime that will serve.
+pub async fn bind_with(
+    config: Config,
+    common: Common,
+    listener: std::net::TcpListener,
+) -> Result<Bound, GatewayError> {
     let (nats, client) = connect(&config).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| GatewayError::Listen {
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(|source| GatewayError::Listen {
             addr: config.listen,
             source,
         })?;
@@ -239,9 +298,9 @@ pub async fn bind(config: Config) -> Result<Bound, GatewayError> {
     let state = AppState(Arc::new(Shared {
         client,
         nats,
-        limits: Arc::new(limits::Limits::new(config.per_ip, config.per_user)),
-        sse: Arc::new(tokio::sync::Semaphore::new(config.max_sse)),
-        accepting: Arc::new(AtomicBool::new(true)),
+        limits: common.limits,
+        sse: common.sse,
+        accepting: common.accepting,
         config: Arc::new(config),
     }));
     Ok(Bound {

@@ -46,7 +46,10 @@ struct Args {
     /// Most SSE streams at once.
     #[arg(long, default_value_t = 10_000)]
     max_sse: usize,
-    /// Runtime worker threads (0: one per core).
+    /// Serving threads, each a single-threaded runtime with a NATS connection
+    /// and a listening socket of its own on the same port (`SO_REUSEPORT`:
+    /// the kernel spreads the connections), so a request never crosses
+    /// threads. 0: one per core.
     #[arg(long, env = "REDDIT_GATEWAY_THREADS", default_value_t = 0)]
     threads: usize,
 }
@@ -67,27 +70,104 @@ fn main() -> anyhow::Result<()> {
     config.request_timeout = Duration::from_secs(args.request_timeout_secs.max(1));
     config.sse_buffer = args.sse_buffer;
     config.max_sse = args.max_sse;
-    let mut builder = if args.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     };
-    if args.threads > 1 {
-        builder.worker_threads(args.threads);
+    serve(config, threads)
+}
+
+/// Runs `threads` serving threads until SIGINT or SIGTERM, then lets each
+/// finish its requests in flight. A thread that cannot start (NATS
+/// unreachable) or stops serving stops them all, with its error.
+fn serve(config: Config, threads: usize) -> anyhow::Result<()> {
+    let first = reddit_gateway::listen(config.listen, threads > 1).map_err(fail)?;
+    let addr = first
+        .local_addr()
+        .context("the listening socket has no address")?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(reddit_gateway::listen(addr, true).map_err(fail)?);
     }
-    let runtime = builder
+    let common = reddit_gateway::Common::new(&config);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Each thread says once that it serves (or why not), then once that it ended.
+    let (report, mut reports) = tokio::sync::mpsc::channel(2 * threads);
+    let mut handles = Vec::with_capacity(threads);
+    for (k, listener) in listeners.into_iter().enumerate() {
+        let (config, common, report, mut stopped) = (
+            config.clone(),
+            common.clone(),
+            report.clone(),
+            stopped.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name(format!("gateway-{k}"))
+            .spawn(move || {
+                let outcome = one_thread(config, common, listener, &report, async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                });
+                let _ = report.blocking_send(Err(outcome.err()));
+            })
+            .context("cannot start a serving thread")?;
+        handles.push(handle);
+    }
+    drop(report);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let outcome = runtime.block_on(async {
+        let mut serving = 0;
+        while serving < threads {
+            match reports.recv().await {
+                Some(Ok(())) => serving += 1,
+                Some(Err(Some(e))) => return Err(e),
+                Some(Err(None)) | None => anyhow::bail!("a serving thread ended before serving"),
+            }
+        }
+        // The first line on stdout says where to go (scripts and tests read it).
+        println!("listening on http://{addr}");
+        tokio::select! {
+            () = shutdown_signal() => Ok(()),
+            ended = reports.recv() => match ended {
+                Some(Err(Some(e))) => Err(e),
+                _ => anyhow::bail!("a serving thread stopped"),
+            },
+        }
+    });
+    let _ = stop.send(true);
+    for handle in handles {
+        let _ = handle.join();
+    }
+    outcome
+}
+
+/// One serving thread: its own single-threaded runtime, NATS connection and
+/// socket; says on `report` when it serves, then serves until `shutdown`.
+fn one_thread(
+    config: Config,
+    common: reddit_gateway::Common,
+    listener: std::net::TcpListener,
+    report: &tokio::sync::mpsc::Sender<Result<(), Option<anyhow::Error>>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async {
-        let fail = |e: reddit_gateway::GatewayError| {
-            anyhow::anyhow!("{}", reddit_shared::error::Chain(&e))
-        };
-        let bound = reddit_gateway::bind(config).await.map_err(fail)?;
-        // The first line on stdout says where to go (scripts and tests read it).
-        println!("listening on http://{}", bound.local_addr());
-        bound.serve(shutdown_signal()).await.map_err(fail)
+        let bound = reddit_gateway::bind_with(config, common, listener)
+            .await
+            .map_err(fail)?;
+        let _ = report.send(Ok(())).await;
+        bound.serve(shutdown).await.map_err(fail)
     })
+}
+
+/// A gateway error with its causes, for the exit message.
+fn fail(e: reddit_gateway::GatewayError) -> anyhow::Error {
+    anyhow::anyhow!("{}", reddit_shared::error::Chain(&e))
 }
 
 async fn shutdown_signal() {

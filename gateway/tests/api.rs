@@ -716,6 +716,40 @@ async fn rate_limits_answer_429_with_retry_after() {
     cluster.stop().await;
 }
 
+/// `--threads 3`: three serving threads on one port (each its own runtime,
+/// socket and NATS connection). A caller's rate budget is one budget across
+/// them, and SIGTERM stops them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_threads_share_the_port_and_the_rate_limits() {
+    let cluster = Cluster::start(1).await;
+    let mut g = Gateway::start(
+        &cluster.nats.url(),
+        &["--threads", "3", "--rate-per-ip", "1", "--burst-per-ip", "6"],
+    );
+    let started = std::time::Instant::now();
+    let (mut served, mut limited) = (0u64, 0u64);
+    for _ in 0..24 {
+        // A client (so a connection) of its own each time: the kernel spreads
+        // the connections over the threads' sockets.
+        let r = http().get(g.url("/api/v1/users/nobody")).send().await.unwrap();
+        match r.status() {
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            StatusCode::NOT_FOUND => served += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // One budget: the burst of 6, plus what 1/s refilled meanwhile. With a
+    // budget per thread, up to 18 would have passed.
+    let refilled = started.elapsed().as_secs() + 1;
+    assert!(
+        (6..=6 + refilled).contains(&served),
+        "{served} served, {limited} limited in {:?}",
+        started.elapsed()
+    );
+    assert!(g.0.terminate(), "SIGTERM stops every serving thread");
+    cluster.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_every_route() {
     let cluster = Cluster::start(1).await;
