@@ -16,8 +16,8 @@ use reddit_shared::auth::{bearer, AUTH_HEADER};
 use reddit_shared::codec::encode;
 use reddit_shared::error::ERROR_CODE_HEADER;
 use reddit_shared::names::{SubredditName, Username};
-use reddit_shared::protocol::post::{CreatePostRequest, GetPostRequest};
-use reddit_shared::protocol::vote::{VoteRequest, VoteTarget};
+use reddit_shared::protocol::post::{CreatePostRequest, GetPostRequest, PostView};
+use reddit_shared::protocol::vote::{VoteReply, VoteRequest, VoteTarget};
 use reddit_shared::protocol::Op;
 use reddit_shared::subject;
 use serde::Serialize;
@@ -309,14 +309,18 @@ where
     (count, errors, hist, start.elapsed().as_secs_f64())
 }
 
-/// The same typed reads (`post.get`) and votes (`vote.cast`) through the client
-/// library over NATS (`direct`) and through HTTP gateways (`gateway`, made with
-/// [`RedditClient::connect_http`]), at each of `levels` requests in flight.
-/// Unlike [`run`], replies are decoded on both paths: this measures what a client
-/// of each front door gets.
+/// The same typed reads (`post.get`) and votes (`vote.cast`) over NATS through
+/// the client library (`nats`), and through the HTTP gateway at `base` two
+/// ways: the REST routes a person would call (`GET /api/v1/r/{sub}/posts/{id}`,
+/// `POST /api/v1/vote`) over bare HTTP/1.1 connections, one per request in
+/// flight, like wrk or oha ([`rest_loop`]; `gateway`), and the client library's
+/// HTTP transport (`POST /api/v1/rpc/{op}` through `reqwest`, as `reddit-client
+/// --http` sends everything; `client-http`). Replies are decoded on every path,
+/// at each of `levels` requests in flight.
 pub async fn gateway(
     direct: &RedditClient,
-    gateway: &RedditClient,
+    library: &RedditClient,
+    base: &str,
     levels: &[usize],
     seconds: f64,
 ) -> Result<Vec<Measurement>, ClientError> {
@@ -331,65 +335,262 @@ pub async fn gateway(
         id: post.id.0,
         value: if i.is_multiple_of(2) { 1 } else { -1 },
     };
+    let rest = Rest::new(base, &session, &read, [vote(0), vote(1)])?;
     let duration = Duration::from_secs_f64(seconds);
     let mut out = Vec::new();
-    let targets = [("nats", direct), ("gateway", gateway)];
-    for (_, c) in targets {
+    let warm_up = Duration::from_millis(500);
+    for c in [direct, library] {
         // Warm up: connections, pools, caches.
         typed_loop(
             |_| async { c.send(None, &read).await.is_err() },
             16,
-            Duration::from_millis(500),
+            warm_up,
         )
         .await;
     }
+    rest_loop(&rest, RestOp::Read, 16, warm_up).await;
     for &level in levels {
-        for op in ["read", "vote"] {
-            for (target, c) in targets {
-                let (count, errors, hist, secs) = if op == "read" {
-                    typed_loop(
-                        |_| async { c.send(None, &read).await.is_err() },
-                        level,
-                        duration,
-                    )
-                    .await
-                } else {
-                    let s = &session;
-                    let vote = &vote;
-                    typed_loop(
-                        |i| async move { c.send(Some(s), &vote(i)).await.is_err() },
-                        level,
-                        duration,
-                    )
-                    .await
+        for (op, rest_op) in [("read", RestOp::Read), ("vote", RestOp::Vote)] {
+            for (target, c) in [
+                ("nats", Some(direct)),
+                ("gateway", None),
+                ("client-http", Some(library)),
+            ] {
+                let measured = match (c, op) {
+                    (None, _) => rest_loop(&rest, rest_op, level, duration).await,
+                    (Some(c), "read") => {
+                        typed_loop(
+                            |_| async { c.send(None, &read).await.is_err() },
+                            level,
+                            duration,
+                        )
+                        .await
+                    }
+                    (Some(c), _) => {
+                        let (s, vote) = (&session, &vote);
+                        typed_loop(
+                            |i| async move { c.send(Some(s), &vote(i)).await.is_err() },
+                            level,
+                            duration,
+                        )
+                        .await
+                    }
                 };
-                out.push(Measurement::of(
-                    target,
-                    op,
-                    level,
-                    (count, errors, hist, secs),
-                ));
+                out.push(Measurement::of(target, op, level, measured));
             }
         }
     }
     Ok(out)
 }
 
-/// The gateway comparison table: one row per (in flight, op), gateway/NATS ratios.
+/// What [`rest_loop`] sends: where, and the requests' parts made once.
+struct Rest {
+    /// `host:port` to connect to.
+    addr: String,
+    /// `Host` header.
+    host: hyper::header::HeaderValue,
+    read_path: String,
+    bearer: hyper::header::HeaderValue,
+    /// A vote up and a vote down, as JSON, taken in turn.
+    votes: [Bytes; 2],
+}
+
+/// A read or a vote, for [`rest_loop`].
+#[derive(Clone, Copy)]
+enum RestOp {
+    Read,
+    Vote,
+}
+
+impl Rest {
+    fn new(
+        base: &str,
+        session: &crate::Session,
+        read: &GetPostRequest,
+        votes: [VoteRequest; 2],
+    ) -> Result<Self, ClientError> {
+        let bad = |what: String| ClientError::new(ErrorKind::Invalid, what);
+        let uri: hyper::Uri = base
+            .parse()
+            .map_err(|e| bad(format!("gateway URL {base}: {e}")))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| bad(format!("gateway URL {base} has no host")))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(bad(format!(
+                "gateway URL {base}: the benchmark speaks plain http"
+            )));
+        }
+        let header = |v: String| {
+            hyper::header::HeaderValue::try_from(v)
+                .map_err(|e| bad(format!("not a header value: {e}")))
+        };
+        let json = |v: &VoteRequest| {
+            serde_json::to_vec(v)
+                .map(Bytes::from)
+                .map_err(|e| bad(e.to_string()))
+        };
+        Ok(Self {
+            addr: format!(
+                "{}:{}",
+                authority.host(),
+                authority.port_u16().unwrap_or(80)
+            ),
+            host: header(authority.to_string())?,
+            read_path: format!("/api/v1/r/{}/posts/{}", read.subreddit, read.id),
+            bearer: header(format!("Bearer {}", session.token))?,
+            votes: [json(&votes[0])?, json(&votes[1])?],
+        })
+    }
+
+    /// Request number `i` of `op`.
+    fn request(
+        &self,
+        op: RestOp,
+        i: usize,
+    ) -> Result<hyper::Request<http_body_util::Full<Bytes>>, hyper::http::Error> {
+        use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+        let builder = hyper::Request::builder().header(HOST, self.host.clone());
+        match op {
+            RestOp::Read => builder
+                .uri(self.read_path.as_str())
+                .body(http_body_util::Full::default()),
+            RestOp::Vote => builder
+                .method(hyper::Method::POST)
+                .uri("/api/v1/vote")
+                .header(AUTHORIZATION, self.bearer.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(http_body_util::Full::new(self.votes[i % 2].clone())),
+        }
+    }
+}
+
+/// A closed loop through the gateway's REST routes: `in_flight` HTTP/1.1
+/// connections, each sending its next request as soon as the reply is in
+/// and decoded (a post, or a vote's new score); a status other than 200, a
+/// reply that does not decode or a lost connection counts as an error (the
+/// connection is then made again). All on the calling task: a load generator
+/// of bare connections, so the box's cores go to what is measured.
+async fn rest_loop(
+    rest: &Rest,
+    op: RestOp,
+    in_flight: usize,
+    duration: Duration,
+) -> (u64, u64, hdrhistogram::Histogram<u64>, f64) {
+    let start = Instant::now();
+    let end = start + duration;
+    let workers = (0..in_flight).map(|w| rest_connection(rest, op, w, end));
+    let mut hist = new_histogram();
+    let (mut count, mut errors) = (0u64, 0u64);
+    for (c, e, h) in futures::future::join_all(workers).await {
+        count += c;
+        errors += e;
+        let _ = hist.add(h);
+    }
+    (count, errors, hist, start.elapsed().as_secs_f64())
+}
+
+/// One connection of [`rest_loop`] until `end`: (requests, errors, latencies).
+async fn rest_connection(
+    rest: &Rest,
+    op: RestOp,
+    worker: usize,
+    end: Instant,
+) -> (u64, u64, hdrhistogram::Histogram<u64>) {
+    use std::cell::{Cell, RefCell};
+    let hist = RefCell::new(new_histogram());
+    let (count, errors) = (Cell::new(0u64), Cell::new(0u64));
+    let failed = || errors.set(errors.get() + 1);
+    let next = Cell::new(worker);
+    while Instant::now() < end {
+        // Connect (again, after a failure), then send on the connection until
+        // it fails or the time is up.
+        let connected = async {
+            let stream = tokio::net::TcpStream::connect(&rest.addr).await?;
+            stream.set_nodelay(true)?;
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(std::io::Error::other)
+        };
+        let Ok((mut sender, connection)) = connected.await else {
+            failed();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let requests = async {
+            while Instant::now() < end {
+                let i = next.get();
+                next.set(i + 1);
+                let Ok(request) = rest.request(op, i) else {
+                    failed();
+                    return;
+                };
+                let sent = Instant::now();
+                let reply = sender.send_request(request).await;
+                count.set(count.get() + 1);
+                let Ok(reply) = reply else {
+                    failed();
+                    return;
+                };
+                if !rest_reply_ok(op, reply).await {
+                    failed();
+                }
+                let _ = hist
+                    .borrow_mut()
+                    .record((sent.elapsed().as_micros() as u64).max(1));
+            }
+        };
+        futures::pin_mut!(requests, connection);
+        // The connection's future drives its socket; if it ends first, the
+        // gateway closed it.
+        if let futures::future::Either::Right(_) =
+            futures::future::select(requests, connection).await
+        {
+            failed();
+        }
+    }
+    (count.get(), errors.get(), hist.into_inner())
+}
+
+/// Whether a reply of [`rest_loop`] is a success: status 200, and a body that
+/// decodes to what `op` answers.
+async fn rest_reply_ok(op: RestOp, reply: hyper::Response<hyper::body::Incoming>) -> bool {
+    use http_body_util::BodyExt;
+    let status = reply.status();
+    let Ok(body) = reply.into_body().collect().await else {
+        return false;
+    };
+    let body = body.to_bytes();
+    status == hyper::StatusCode::OK
+        && match op {
+            RestOp::Read => serde_json::from_slice::<PostView>(&body).is_ok(),
+            RestOp::Vote => serde_json::from_slice::<VoteReply>(&body).is_ok(),
+        }
+}
+
+/// The gateway comparison table: one row per (in flight, op), each way
+/// through the gateway against NATS.
 pub fn gateway_table(ms: &[Measurement]) -> String {
+    let find = |target: &str, d: &Measurement| {
+        ms.iter()
+            .find(|m| m.target == target && m.op == d.op && m.in_flight == d.in_flight)
+    };
     let rows = ms.iter().filter(|m| m.target == "nats").filter_map(|d| {
-        let g = ms
-            .iter()
-            .find(|m| m.target == "gateway" && m.op == d.op && m.in_flight == d.in_flight)?;
+        let g = find("gateway", d)?;
+        let l = find("client-http", d)?;
+        let ratio = |m: &Measurement| format!("{:.2}", m.throughput / d.throughput.max(1e-9));
         Some(vec![
             d.in_flight.to_string(),
             d.op.clone(),
             format!("{:.0}", d.throughput),
             format!("{:.0}", g.throughput),
-            format!("{:.2}", g.throughput / d.throughput.max(1e-9)),
+            ratio(g),
+            format!("{:.0}", l.throughput),
+            ratio(l),
             format!("{:.2}ms", d.p99_ms),
             format!("{:.2}ms", g.p99_ms),
-            format!("{}", d.errors + g.errors),
+            format!("{:.2}ms", l.p99_ms),
+            format!("{}", d.errors + g.errors + l.errors),
         ])
     });
     crate::table::render(
@@ -397,10 +598,13 @@ pub fn gateway_table(ms: &[Measurement]) -> String {
             "in-flight",
             "op",
             "NATS ops/s",
-            "gateway ops/s",
+            "REST ops/s",
+            "ratio",
+            "client --http ops/s",
             "ratio",
             "NATS p99",
-            "gateway p99",
+            "REST p99",
+            "client --http p99",
             "errors",
         ],
         rows,

@@ -662,7 +662,10 @@ async fn run(cli: Cli) -> Result<()> {
             let direct = RedditClient::connect(&cli.nats_url, options()).await?;
             let urls = cli.http.as_deref().unwrap_or_default();
             let gateway = RedditClient::connect_http(urls, options()).await?;
-            let ms = reddit_client::bench::gateway(&direct, &gateway, &levels, seconds).await?;
+            // The REST leg's bare connections go to the first gateway.
+            let first = urls.split(',').next().unwrap_or_default().trim();
+            let ms =
+                reddit_client::bench::gateway(&direct, &gateway, first, &levels, seconds).await?;
             println!("{}", reddit_client::bench::gateway_table(&ms));
             if let Some(path) = out {
                 std::fs::write(&path, serde_json::to_vec_pretty(&ms)?)?;
