@@ -210,6 +210,14 @@ impl Bound {
         let nats = state.nats.clone();
         let app = routes::router(state)?;
         tracing::info!(%addr, "serving HTTP");
+        // Replies go out as soon as they are written: with Nagle's algorithm
+        // an event stream's second small write could wait for the client's
+        // delayed acknowledgement of the first.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
