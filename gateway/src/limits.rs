@@ -6,10 +6,8 @@
 //! by the callers of the last minute.
 
 use crate::error::ApiError;
-use crate::AppState;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -90,21 +88,65 @@ fn hash(token: &str) -> u64 {
     h.finish()
 }
 
-/// Middleware: refuses requests over either limit.
-pub async fn limit(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let token = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(reddit_shared::auth::parse_bearer);
-    match state.limits.check(peer.ip(), token) {
-        Ok(()) => next.run(request).await,
-        Err(e) => e.into_response(),
+/// The layer that refuses requests over either limit, as a plain tower
+/// service: a request under the limits goes to the inner service as it is
+/// (`axum::middleware::from_fn` boxed the inner service and the future of
+/// every request).
+#[derive(Clone)]
+pub struct LimitLayer(pub std::sync::Arc<Limits>);
+
+impl<S> tower::Layer<S> for LimitLayer {
+    type Service = Limited<S>;
+
+    fn layer(&self, inner: S) -> Limited<S> {
+        Limited {
+            inner,
+            limits: self.0.clone(),
+        }
+    }
+}
+
+/// A service behind [`LimitLayer`].
+#[derive(Clone)]
+pub struct Limited<S> {
+    inner: S,
+    limits: std::sync::Arc<Limits>,
+}
+
+impl<S> tower::Service<Request> for Limited<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::Either<
+        std::future::Ready<Result<Response, std::convert::Infallible>>,
+        S::Future,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // Every connection has its peer's address (the server is made with
+        // connect info); without one, all such requests share one bucket.
+        let ip = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let token = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(reddit_shared::auth::parse_bearer);
+        match self.limits.check(ip, token) {
+            Ok(()) => futures::future::Either::Right(self.inner.call(request)),
+            Err(e) => futures::future::Either::Left(std::future::ready(Ok(e.into_response()))),
+        }
     }
 }
 

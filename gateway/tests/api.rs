@@ -724,14 +724,25 @@ async fn serving_threads_share_the_port_and_the_rate_limits() {
     let cluster = Cluster::start(1).await;
     let mut g = Gateway::start(
         &cluster.nats.url(),
-        &["--threads", "3", "--rate-per-ip", "1", "--burst-per-ip", "6"],
+        &[
+            "--threads",
+            "3",
+            "--rate-per-ip",
+            "1",
+            "--burst-per-ip",
+            "6",
+        ],
     );
     let started = std::time::Instant::now();
     let (mut served, mut limited) = (0u64, 0u64);
     for _ in 0..24 {
         // A client (so a connection) of its own each time: the kernel spreads
         // the connections over the threads' sockets.
-        let r = http().get(g.url("/api/v1/users/nobody")).send().await.unwrap();
+        let r = http()
+            .get(g.url("/api/v1/users/nobody"))
+            .send()
+            .await
+            .unwrap();
         match r.status() {
             StatusCode::TOO_MANY_REQUESTS => limited += 1,
             StatusCode::NOT_FOUND => served += 1,

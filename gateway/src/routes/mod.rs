@@ -224,10 +224,7 @@ pub fn router(state: AppState) -> Result<Router, GatewayError> {
     let openapi = std::sync::Arc::new(with_common_responses(openapi));
     let docs = crate::docs::router(openapi);
     let config = state.config.clone();
-    let limited = api.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        crate::limits::limit,
-    ));
+    let limited = api.layer(crate::limits::LimitLayer(state.limits.clone()));
     let mut app = Router::new()
         .merge(limited)
         .merge(docs)
