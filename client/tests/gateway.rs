@@ -45,6 +45,49 @@ impl Cli<'_> {
     }
 }
 
+/// `reddit-client --http URL bench`'s three ways: over NATS, the REST
+/// routes over bare HTTP connections, and the client library through the
+/// gateway. Each counts requests, decodes every reply, and finds no errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_benchmark_reads_and_votes_every_way_without_errors() {
+    let cluster = Cluster::start(2).await;
+    let gw = GatewayProcess::start(
+        &common::workspace_bin("reddit-gateway"),
+        &cluster.nats.url(),
+        &[
+            "--rate-per-ip",
+            "1000000",
+            "--burst-per-ip",
+            "1000000",
+            "--rate-per-user",
+            "1000000",
+            "--burst-per-user",
+            "1000000",
+        ],
+    );
+    let direct = cluster.new_client().await;
+    let library = reddit_client::RedditClient::connect_http(&gw.base, Default::default())
+        .await
+        .unwrap();
+    let ms = reddit_client::bench::gateway(&direct, &library, &gw.base, &[1, 4], 0.3)
+        .await
+        .unwrap();
+    let mut seen: Vec<(String, String, usize)> = ms
+        .iter()
+        .map(|m| (m.target.clone(), m.op.clone(), m.in_flight))
+        .collect();
+    seen.sort();
+    assert_eq!(seen.len(), 12, "3 ways x 2 ops x 2 levels: {seen:?}");
+    for m in &ms {
+        assert!(m.count > 0, "{m:?}");
+        assert_eq!(m.errors, 0, "{m:?}");
+    }
+    let table = reddit_client::bench::gateway_table(&ms);
+    assert!(table.contains("REST ops/s"), "{table}");
+    // The votes counted are the post's: each way alternates up and down.
+    cluster.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_works_through_a_gateway() {
     let cluster = Cluster::start(2).await;
