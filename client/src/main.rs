@@ -164,8 +164,9 @@ enum Command {
     Simulate(Box<SimulateArgs>),
     /// Benchmark the engine against the do-nothing responder `reddit-echo` (which
     /// must be running) at several numbers of requests in flight. With --http:
-    /// the same reads and votes over NATS (--nats-url) and through the gateways,
-    /// side by side.
+    /// the same reads and votes over NATS (--nats-url) and through a gateway,
+    /// side by side: its REST routes over bare connections (one per request in
+    /// flight, to the first URL) and the client library's HTTP transport.
     Bench {
         /// Requests in flight, comma-separated.
         #[arg(long, default_value = "1,64,512", value_delimiter = ',')]
