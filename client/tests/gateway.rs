@@ -54,16 +54,7 @@ async fn the_gateway_benchmark_reads_and_votes_every_way_without_errors() {
     let gw = GatewayProcess::start(
         &common::workspace_bin("reddit-gateway"),
         &cluster.nats.url(),
-        &[
-            "--rate-per-ip",
-            "1000000",
-            "--burst-per-ip",
-            "1000000",
-            "--rate-per-user",
-            "1000000",
-            "--burst-per-user",
-            "1000000",
-        ],
+        &common::NO_RATE_LIMITS,
     );
     let direct = cluster.new_client().await;
     let library = reddit_client::RedditClient::connect_http(&gw.base, Default::default())

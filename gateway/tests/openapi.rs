@@ -73,16 +73,7 @@ async fn schemathesis_finds_nothing_against_the_openapi_document() {
 
     let cluster = Cluster::start(1).await;
     // One tester, one address, one token, many requests: lift the rate limits.
-    let open = [
-        "--rate-per-ip",
-        "1000000",
-        "--burst-per-ip",
-        "1000000",
-        "--rate-per-user",
-        "1000000",
-        "--burst-per-user",
-        "1000000",
-    ];
+    let open = common::NO_RATE_LIMITS;
     let gw = GatewayProcess::start(
         Path::new(env!("CARGO_BIN_EXE_reddit-gateway")),
         &cluster.nats.url(),

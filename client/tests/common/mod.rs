@@ -761,6 +761,19 @@ pub struct GatewayProcess {
     pub base: String,
 }
 
+/// Gateway flags that lift both rate limits: for tests of one address and
+/// one token making many requests.
+pub const NO_RATE_LIMITS: [&str; 8] = [
+    "--rate-per-ip",
+    "1000000",
+    "--burst-per-ip",
+    "1000000",
+    "--rate-per-user",
+    "1000000",
+    "--burst-per-user",
+    "1000000",
+];
+
 impl GatewayProcess {
     /// Starts the gateway binary `bin` against the NATS server whose service URL
     /// is `nats_url` (it connects as the gateway role), with `extra` flags.
