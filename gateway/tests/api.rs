@@ -761,6 +761,46 @@ async fn serving_threads_share_the_port_and_the_rate_limits() {
     cluster.stop().await;
 }
 
+/// A gateway whose serving threads cannot reach NATS does not half-start: it
+/// exits with an error that says why, whatever its number of threads.
+#[test]
+fn a_gateway_that_cannot_reach_nats_exits_saying_why() {
+    // Nothing listens on a port just taken and let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for threads in ["1", "3"] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_reddit-gateway"))
+            .args(["--nats-url", &format!("nats://gateway:pw@127.0.0.1:{port}")])
+            .args(["--listen", "127.0.0.1:0", "--threads", threads])
+            .env("RUST_BACKTRACE", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("a gateway without NATS still runs after 20 s ({threads} threads)");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(!status.success(), "{threads} threads: {stderr}");
+        assert!(
+            stderr.contains("cannot reach the engine"),
+            "{threads} threads: {stderr}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_every_route() {
     let cluster = Cluster::start(1).await;
