@@ -21,6 +21,8 @@ pub struct Limits {
     /// Made once: creating a clock calibrates it (CPUID), which cost a quarter
     /// of the gateway's CPU when it was done per request.
     clock: DefaultClock,
+    /// Set once a serving thread sweeps these limits ([`Limits::claim_sweep`]).
+    swept: std::sync::atomic::AtomicBool,
 }
 
 fn quota((rate, burst): (u32, u32)) -> Quota {
@@ -36,7 +38,14 @@ impl Limits {
             per_ip: RateLimiter::keyed(quota(per_ip)),
             per_token: RateLimiter::keyed(quota(per_token)),
             clock: DefaultClock::default(),
+            swept: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// True for the first caller only: the serving threads share one
+    /// `Limits`, and one of them sweeps it ([`Limits::forget_idle`]).
+    pub fn claim_sweep(&self) -> bool {
+        !self.swept.swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Forgets keys whose buckets are full again (call periodically).
@@ -172,5 +181,12 @@ mod tests {
             let _ = l.check(ip, None);
         }
         assert!(l.check(ip, None).is_err(), "the IP's burst of 3 is used up");
+    }
+
+    #[test]
+    fn one_serving_thread_of_many_sweeps_the_shared_limits() {
+        let l = Limits::new((1, 3), (1, 2));
+        let claims: Vec<bool> = (0..4).map(|_| l.claim_sweep()).collect();
+        assert_eq!(claims, [true, false, false, false]);
     }
 }

@@ -275,13 +275,15 @@ pub fn router(state: AppState) -> Result<Router, GatewayError> {
         );
     }
     let limits = state.limits.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            limits.forget_idle();
-        }
-    });
+    if limits.claim_sweep() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                limits.forget_idle();
+            }
+        });
+    }
     Ok(app)
 }
 
