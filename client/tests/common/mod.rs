@@ -136,6 +136,16 @@ impl NatsServer {
     /// Starts one with `password` for every role and `extra_conf` in its
     /// configuration file.
     fn start_configured(args: &[&str], password: &str, extra_conf: String) -> Self {
+        Self::try_start_configured(args, password, extra_conf).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`start_configured`](Self::start_configured), or why the server did
+    /// not start (it exited: a port in its configuration was taken).
+    fn try_start_configured(
+        args: &[&str],
+        password: &str,
+        extra_conf: String,
+    ) -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!(
             "reddit-test-nats-{}-{}",
             std::process::id(),
@@ -143,15 +153,22 @@ impl NatsServer {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let (child, port) = Self::spawn(&dir, "-1", &args, password, &extra_conf);
-        Self {
+        let started = Self::try_spawn(&dir, "-1", &args, password, &extra_conf);
+        let (child, port) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        Ok(Self {
             child,
             port,
             dir,
             args,
             password: password.to_owned(),
             extra_conf,
-        }
+        })
     }
 
     /// Kills it (SIGKILL) and starts it again on the same port with the same
@@ -230,6 +247,19 @@ impl NatsServer {
         password: &str,
         extra_conf: &str,
     ) -> (Child, u16) {
+        Self::try_spawn(dir, port, args, password, extra_conf).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`spawn`](Self::spawn), or why nats-server did not start: it exited
+    /// (a port it was told to listen on was taken), or it wrote no ports file
+    /// within 10 s (then it is killed).
+    fn try_spawn(
+        dir: &Path,
+        port: &str,
+        args: &[String],
+        password: &str,
+        extra_conf: &str,
+    ) -> Result<(Child, u16), String> {
         // As in nats.conf: every JetStream write is synced before it is
         // acknowledged, so a killed server keeps what it acknowledged.
         std::fs::copy(root().join("nats-auth.conf"), dir.join("nats-auth.conf")).unwrap();
@@ -238,7 +268,7 @@ impl NatsServer {
             .unwrap()
             .public_key();
         let args: Vec<&String> = args.iter().filter(|a| *a != "--no-jetstream").collect();
-        let child = Command::new(nats_server_bin())
+        let mut child = Command::new(nats_server_bin())
             .args(["-a", "127.0.0.1", "-p", port, "--ports_file_dir"])
             .arg(dir)
             .arg("-c")
@@ -274,13 +304,17 @@ impl NatsServer {
                     }
                 }
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "nats-server did not start"
-            );
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("nats-server exited at start ({status})"));
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("nats-server did not start within 10 s".to_owned());
+            }
             std::thread::sleep(Duration::from_millis(5));
         };
-        (child, port)
+        Ok((child, port))
     }
 
     /// Starts a plain one (with JetStream).
@@ -322,22 +356,34 @@ impl NatsCluster {
     /// Starts `n` nodes routed to each other and waits until JetStream answers.
     pub async fn start(n: usize) -> Self {
         let password = format!("{:032x}", rand::random::<u128>());
-        // Route ports must be known up front: take free ones from the OS.
-        let ports: Vec<u16> = (0..n)
-            .map(|_| {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port()
-            })
-            .collect();
-        let nodes = (0..n)
-            .map(|i| {
-                let conf = Self::node_conf(i, &ports, ROUTE_USER);
-                NatsServer::start_configured(&[], &password, conf)
-            })
-            .collect();
+        // Route ports must be known up front: take free ones from the OS. One
+        // may be taken again before its node listens on it (another test's
+        // server asking the OS for a port); that node then exits, and the
+        // cluster starts again on other ports.
+        let mut attempts = 0;
+        let nodes = loop {
+            attempts += 1;
+            let ports: Vec<u16> = (0..n)
+                .map(|_| {
+                    std::net::TcpListener::bind("127.0.0.1:0")
+                        .unwrap()
+                        .local_addr()
+                        .unwrap()
+                        .port()
+                })
+                .collect();
+            let started: Result<Vec<NatsServer>, String> = (0..n)
+                .map(|i| {
+                    let conf = Self::node_conf(i, &ports, ROUTE_USER);
+                    NatsServer::try_start_configured(&[], &password, conf)
+                })
+                .collect();
+            match started {
+                Ok(nodes) => break nodes,
+                Err(e) if attempts < 3 => eprintln!("a cluster node did not start ({e}); again"),
+                Err(e) => panic!("a cluster node did not start, {attempts} times: {e}"),
+            }
+        };
         let cluster = Self { nodes };
         let url = cluster.url();
         eventually(
