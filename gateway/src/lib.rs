@@ -280,18 +280,10 @@ pub fn listen(addr: SocketAddr, reuse_port: bool) -> Result<std::net::TcpListene
     Ok(socket.into())
 }
 
-/// Connects to the engine and binds `config.listen`: a gateway of one serving
-/// thread.
-pub async fn bind(config: Config) -> Result<Bound, GatewayError> {
-    let listener = listen(config.listen, false)?;
-    let common = Common::new(&config);
-    bind_with(config, common, listener).await
-}
-
 /// Connects to the engine (a NATS connection of this thread's own) and serves
 /// on `listener` (from [`listen`]), sharing `common` with the other serving
 /// threads of the process. Call it on the runtime that will serve.
-pub async fn bind_with(
+pub async fn bind(
     config: Config,
     common: Common,
     listener: std::net::TcpListener,

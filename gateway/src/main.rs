@@ -91,7 +91,7 @@ fn serve(config: Config, threads: usize) -> anyhow::Result<()> {
     }
     let common = reddit_gateway::Common::new(&config);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    // Each thread says once that it serves (or why not), then once that it ended.
+    // Each thread reports at most twice: that it serves, then that it ended.
     let (report, mut reports) = tokio::sync::mpsc::channel(2 * threads);
     let mut handles = Vec::with_capacity(threads);
     for (k, listener) in listeners.into_iter().enumerate() {
@@ -107,7 +107,10 @@ fn serve(config: Config, threads: usize) -> anyhow::Result<()> {
                 let outcome = one_thread(config, common, listener, &report, async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 });
-                let _ = report.blocking_send(Err(outcome.err()));
+                let _ = report.blocking_send(match outcome {
+                    Ok(()) => Report::Ended,
+                    Err(e) => Report::Failed(e),
+                });
             })
             .context("cannot start a serving thread")?;
         handles.push(handle);
@@ -121,9 +124,11 @@ fn serve(config: Config, threads: usize) -> anyhow::Result<()> {
         let mut serving = 0;
         while serving < threads {
             match reports.recv().await {
-                Some(Ok(())) => serving += 1,
-                Some(Err(Some(e))) => return Err(e),
-                Some(Err(None)) | None => anyhow::bail!("a serving thread ended before serving"),
+                Some(Report::Serving) => serving += 1,
+                Some(Report::Failed(e)) => return Err(e),
+                Some(Report::Ended) | None => {
+                    anyhow::bail!("a serving thread ended before serving")
+                }
             }
         }
         // The first line on stdout says where to go (scripts and tests read it).
@@ -131,7 +136,7 @@ fn serve(config: Config, threads: usize) -> anyhow::Result<()> {
         tokio::select! {
             () = shutdown_signal() => Ok(()),
             ended = reports.recv() => match ended {
-                Some(Err(Some(e))) => Err(e),
+                Some(Report::Failed(e)) => Err(e),
                 _ => anyhow::bail!("a serving thread stopped"),
             },
         }
@@ -143,13 +148,23 @@ fn serve(config: Config, threads: usize) -> anyhow::Result<()> {
     outcome
 }
 
+/// What a serving thread tells the main thread.
+enum Report {
+    /// It is connected and listening.
+    Serving,
+    /// It stopped, or could not start, with this error.
+    Failed(anyhow::Error),
+    /// It stopped without an error (after the shutdown signal).
+    Ended,
+}
+
 /// One serving thread: its own single-threaded runtime, NATS connection and
 /// socket; says on `report` when it serves, then serves until `shutdown`.
 fn one_thread(
     config: Config,
     common: reddit_gateway::Common,
     listener: std::net::TcpListener,
-    report: &tokio::sync::mpsc::Sender<Result<(), Option<anyhow::Error>>>,
+    report: &tokio::sync::mpsc::Sender<Report>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -157,10 +172,10 @@ fn one_thread(
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async {
-        let bound = reddit_gateway::bind_with(config, common, listener)
+        let bound = reddit_gateway::bind(config, common, listener)
             .await
             .map_err(fail)?;
-        let _ = report.send(Ok(())).await;
+        let _ = report.send(Report::Serving).await;
         bound.serve(shutdown).await.map_err(fail)
     })
 }
