@@ -754,6 +754,57 @@ async fn a_writer_fenced_off_stays_fenced_where_segments_meet() {
     assert_eq!((all.last_seq, all.records), (6, 6));
 }
 
+/// What a shard whose lease expired asks before it serves on: are the
+/// records after the last one it confirmed all its own? Its own appends that
+/// landed but are not confirmed yet (in flight, or retried after a lost
+/// acknowledgement) say yes, across a segment boundary too; another
+/// writer's fence, or more records than it can have in flight, say no.
+/// (Comparing the log's last sequence with the last confirmed one instead
+/// stopped a restarted shard for good when its lease lapsed under load with
+/// one of its own appends in flight.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_records_of_another_writer_mean_the_log_moved_on() {
+    let nats = common::NatsServer::start();
+    let url = nats.url();
+    let (own, other) = (log_in_fours(&url).await, log_in_fours(&url).await);
+    assert_ne!(own.writer(), other.writer());
+    let mut seq = 0;
+    for i in 1..=6 {
+        let id = format!("{}.{i}", own.writer());
+        seq = own.append(reply_record(i), &id, seq).await.unwrap();
+    }
+    assert_eq!(seq, 6, "records 1..=4 in segment 0, 5..=6 in segment 1");
+    for (confirmed, own_after) in [(6, true), (5, true), (3, true), (2, false)] {
+        assert_eq!(
+            own.holds_only_own_records_after(confirmed, 3).await.unwrap(),
+            own_after,
+            "confirmed {confirmed}, 3 in flight at most"
+        );
+    }
+    assert!(
+        !other.holds_only_own_records_after(5, 3).await.unwrap(),
+        "record 6 is not the other writer's"
+    );
+    // Another process takes the log over: its fence follows record 6.
+    let mut taken = other.recover(10).await.unwrap();
+    other.fence(&mut taken).await.unwrap();
+    assert_eq!(taken.last_seq, 7);
+    for confirmed in [6, 5] {
+        assert!(
+            !own.holds_only_own_records_after(confirmed, 3).await.unwrap(),
+            "the fence after {confirmed} is another writer's"
+        );
+    }
+    assert!(
+        !own.holds_only_own_records_after(8, 3).await.unwrap(),
+        "a log that ends before the last confirmed record moved on too"
+    );
+    // A lookalike id (the writer's name without the separator) is not its.
+    let lookalike = format!("{}x.1", own.writer());
+    assert!(!own.is_own_id(&lookalike));
+    assert!(own.is_own_id(&format!("{}.7", own.writer())));
+}
+
 /// A log written before segments (one unbounded stream) is sealed once it
 /// holds a segment's worth of records, and the log goes on in segment 1: an
 /// engine of the older release still writing to it is refused, recovery

@@ -739,17 +739,21 @@ pub async fn run(
     let mut actor = Actor::new(state, ctx, jobs_tx.downgrade())
         .with_replies(replies)
         .with_feed_cache(config.feed_cache);
-    // After an expiry, the lease keeper serves on only if the log ends where
-    // this process's last append did.
+    // After an expiry, the lease keeper serves on only if nobody else wrote
+    // the log: every record after the last one this process confirmed is
+    // its own (appends that landed but whose acknowledgement it has not
+    // processed yet: at most its pipeline's depth).
     let mut verify: Option<lease::Verify> = None;
     if let Some((log, last_seq, replayed)) = journal {
         let (ours, wal_seq) = (log.clone(), metrics.clone());
+        let in_flight = config.log_pipeline.max(1) as u64;
         verify = Some(Box::new(move || {
             let (log, wal_seq) = (ours.clone(), wal_seq.clone());
             Box::pin(async move {
-                log.last_seq().await.is_ok_and(|last| {
-                    last == wal_seq.wal_seq.load(std::sync::atomic::Ordering::Acquire)
-                })
+                let confirmed = wal_seq.wal_seq.load(std::sync::atomic::Ordering::Acquire);
+                log.holds_only_own_records_after(confirmed, in_flight)
+                    .await
+                    .is_ok_and(|own| own)
             })
         }));
         // Snapshots are stored from a thread and a connection of their own,

@@ -365,6 +365,10 @@ pub struct Log {
     /// Snapshot chunk size: [`SNAPSHOT_CHUNK_BYTES`], or less if the server's
     /// payload limit is smaller.
     chunk: usize,
+    /// This writer's name, unique per [`Log::open`] (shared by its clones):
+    /// the prefix of the message id of every record it appends through the
+    /// journal, `<writer>.<n>`, which tells its records from any other's.
+    writer: Arc<str>,
 }
 
 impl std::fmt::Debug for Log {
@@ -490,6 +494,7 @@ impl Log {
             record_bytes: Arc::default(),
             segments: Arc::default(),
             chunk: SNAPSHOT_CHUNK_BYTES,
+            writer: uuid::Uuid::now_v7().simple().to_string().into(),
         };
         // Room under the server's payload limit for the chunk's headers.
         let limit = client.server_info().max_payload.saturating_sub(4096);
@@ -928,6 +933,62 @@ impl Log {
     /// The sequence of the log's last record (0: empty).
     pub async fn last_seq(&self) -> Result<u64, WalError> {
         Ok(last_of(&self.list().await?))
+    }
+
+    /// This writer's name: the prefix of its records' message ids
+    /// (`<writer>.<n>`, see [`Log::is_own_id`]).
+    pub fn writer(&self) -> &str {
+        &self.writer
+    }
+
+    /// Whether `msg_id` is of a record this writer appended.
+    pub fn is_own_id(&self, msg_id: &str) -> bool {
+        msg_id
+            .strip_prefix(&*self.writer)
+            .is_some_and(|rest| rest.starts_with('.'))
+    }
+
+    /// Whether every record after `seq` is this writer's own: `true` when
+    /// the log ends at `seq`, or when the records after it (at most
+    /// `at_most` of them) all carry this writer's message ids.
+    ///
+    /// What a process that took its lease again after an expiry asks with
+    /// the last record it has confirmed: its own appends that landed but
+    /// whose acknowledgements it has not processed yet (in flight, or being
+    /// retried) also follow that record, and do not mean that another
+    /// process wrote the log meanwhile. A record of anyone else (a standby's
+    /// fence), more records than `at_most` (more than this writer has in
+    /// flight), or a log that ends before `seq` all say `false`.
+    pub async fn holds_only_own_records_after(
+        &self,
+        seq: u64,
+        at_most: u64,
+    ) -> Result<bool, WalError> {
+        let segments = self.list().await?;
+        let last = last_of(&segments);
+        if last < seq || last - seq > at_most {
+            return Ok(false);
+        }
+        for next in seq + 1..=last {
+            let Some((_, stream)) = segments
+                .iter()
+                .find(|(s, _)| s.first <= next && s.end.is_none_or(|end| next <= end))
+            else {
+                return Ok(false);
+            };
+            let message = stream
+                .get_raw_message(next)
+                .await
+                .map_err(|e| self.failed("cannot read a record of the log", e))?;
+            let id = message
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.as_str());
+            if !id.is_some_and(|id| self.is_own_id(id)) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Applies every record after `recovered.last_seq` that the log holds now

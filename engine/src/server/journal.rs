@@ -52,6 +52,11 @@ pub trait LogStore: Send + Sync + 'static {
         seq: u64,
         pace: Pace,
     ) -> BoxFuture<'static, Result<(), WalError>>;
+
+    /// The prefix of the message ids the journal gives this store's records
+    /// (`<writer>.<n>`): by it, [`Log::holds_only_own_records_after`] tells
+    /// this process's records from another's.
+    fn writer(&self) -> String;
 }
 
 impl LogStore for Log {
@@ -83,6 +88,10 @@ impl LogStore for Log {
     ) -> BoxFuture<'static, Result<(), WalError>> {
         let log = self.clone();
         async move { log.save_snapshot_paced(bytes, seq, &pace).await }.boxed()
+    }
+
+    fn writer(&self) -> String {
+        Log::writer(self).to_owned()
     }
 }
 
@@ -197,6 +206,7 @@ impl<T> Journal<T> {
 
     fn with_store(store: Option<Arc<dyn LogStore>>, last_seq: u64, depth: usize) -> Self {
         Self {
+            msg_prefix: store.as_ref().map(|s| s.writer()).unwrap_or_default(),
             store,
             open: RecordBuilder::default(),
             inflight: VecDeque::new(),
@@ -209,7 +219,6 @@ impl<T> Journal<T> {
             opened_at: None,
             last_entries: 0,
             last_seq,
-            msg_prefix: uuid::Uuid::now_v7().simple().to_string(),
             appends: 0,
             written: 0,
             last_entry_bytes: 0,
@@ -575,6 +584,10 @@ pub(crate) mod tests {
                 Ok(())
             }
             .boxed()
+        }
+
+        fn writer(&self) -> String {
+            "memory".to_owned()
         }
     }
 

@@ -661,6 +661,10 @@ mod tests {
                 inner.save_snapshot(bytes, seq, pace).await
             })
         }
+
+        fn writer(&self) -> String {
+            self.inner.writer()
+        }
     }
 
     /// With a [`SnapshotIo`], snapshots are stored from its thread (at the
