@@ -776,7 +776,9 @@ async fn only_records_of_another_writer_mean_the_log_moved_on() {
     assert_eq!(seq, 6, "records 1..=4 in segment 0, 5..=6 in segment 1");
     for (confirmed, own_after) in [(6, true), (5, true), (3, true), (2, false)] {
         assert_eq!(
-            own.holds_only_own_records_after(confirmed, 3).await.unwrap(),
+            own.holds_only_own_records_after(confirmed, 3)
+                .await
+                .unwrap(),
             own_after,
             "confirmed {confirmed}, 3 in flight at most"
         );
@@ -791,7 +793,9 @@ async fn only_records_of_another_writer_mean_the_log_moved_on() {
     assert_eq!(taken.last_seq, 7);
     for confirmed in [6, 5] {
         assert!(
-            !own.holds_only_own_records_after(confirmed, 3).await.unwrap(),
+            !own.holds_only_own_records_after(confirmed, 3)
+                .await
+                .unwrap(),
             "the fence after {confirmed} is another writer's"
         );
     }

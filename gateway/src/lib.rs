@@ -128,6 +128,9 @@ pub struct Shared {
     pub sse: Arc<tokio::sync::Semaphore>,
     /// False once shutting down (readiness).
     pub accepting: Arc<AtomicBool>,
+    /// The NATS connection of every serving thread of this process
+    /// (readiness: a request may land on any thread).
+    pub connections: Connections,
 }
 
 impl AppState {
@@ -144,15 +147,46 @@ impl AppState {
             .await
     }
 
-    /// Whether the gateway should get traffic: connected, shards discovered, not
-    /// shutting down.
+    /// Whether the gateway should get traffic: not shutting down, and every
+    /// serving thread connected to NATS (each discovered the shards before it
+    /// served). Whichever thread answers the probe, it speaks for the whole
+    /// process: the load balancer's next request may land on any of them.
     pub fn ready(&self) -> bool {
-        self.accepting.load(Ordering::Relaxed)
-            && matches!(
-                self.nats.connection_state(),
-                async_nats::connection::State::Connected
-            )
+        self.accepting.load(Ordering::Relaxed) && self.connections.all_connected()
     }
+}
+
+/// The NATS connections of a gateway process's serving threads, each added
+/// as its thread connects.
+#[derive(Clone, Default)]
+pub struct Connections(Arc<std::sync::Mutex<Vec<async_nats::Client>>>);
+
+impl Connections {
+    fn add(&self, client: async_nats::Client) {
+        self.lock().push(client);
+    }
+
+    /// Whether every connection is up (and there is one).
+    pub fn all_connected(&self) -> bool {
+        all_connected(self.lock().iter().map(|c| c.connection_state()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<async_nats::Client>> {
+        // A panic elsewhere while the lock was held leaves a whole list.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Whether `states` are all `Connected`, and there is at least one.
+fn all_connected(states: impl IntoIterator<Item = async_nats::connection::State>) -> bool {
+    let mut any = false;
+    for state in states {
+        if !matches!(state, async_nats::connection::State::Connected) {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 /// Connects to NATS as the gateway and discovers the shards.
@@ -236,12 +270,14 @@ impl Bound {
 
 /// What every serving thread of one gateway process shares: the rate limits
 /// (a caller's budget is one whichever thread takes its connection), the SSE
-/// connection cap and readiness.
+/// connection cap and readiness (shutting down, and every thread's NATS
+/// connection).
 #[derive(Clone)]
 pub struct Common {
     limits: Arc<limits::Limits>,
     sse: Arc<tokio::sync::Semaphore>,
     accepting: Arc<AtomicBool>,
+    connections: Connections,
 }
 
 impl Common {
@@ -251,6 +287,7 @@ impl Common {
             limits: Arc::new(limits::Limits::new(config.per_ip, config.per_user)),
             sse: Arc::new(tokio::sync::Semaphore::new(config.max_sse)),
             accepting: Arc::new(AtomicBool::new(true)),
+            connections: Connections::default(),
         }
     }
 }
@@ -295,12 +332,14 @@ pub async fn bind(
             source,
         })?;
     let addr = listener.local_addr().unwrap_or(config.listen);
+    common.connections.add(nats.clone());
     let state = AppState(Arc::new(Shared {
         client,
         nats,
         limits: common.limits,
         sse: common.sse,
         accepting: common.accepting,
+        connections: common.connections,
         config: Arc::new(config),
     }));
     Ok(Bound {
@@ -308,4 +347,25 @@ pub async fn bind(
         addr,
         state,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::all_connected;
+    use async_nats::connection::State;
+
+    /// A process whose one serving thread lost NATS is not ready, whichever
+    /// thread answers the probe.
+    #[test]
+    fn ready_only_when_every_serving_threads_connection_is_up() {
+        assert!(all_connected([State::Connected]));
+        assert!(all_connected([State::Connected, State::Connected]));
+        assert!(!all_connected([
+            State::Connected,
+            State::Disconnected,
+            State::Connected
+        ]));
+        assert!(!all_connected([State::Connected, State::Pending]));
+        assert!(!all_connected([]), "no thread connected yet");
+    }
 }

@@ -761,6 +761,45 @@ async fn serving_threads_share_the_port_and_the_rate_limits() {
     cluster.stop().await;
 }
 
+/// Readiness speaks for the whole process, whichever serving thread answers
+/// the probe: with NATS gone, `/readyz` says 503 on every connection (the
+/// load balancer's next request may land on any thread), `/healthz` still
+/// 200; once NATS is back, ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_nats_on_every_serving_thread() {
+    let mut cluster = Cluster::start(1).await;
+    let g = Gateway::start(&cluster.nats.url(), &["--threads", "3"]);
+    // Probes on fresh connections, so spread over the threads' sockets.
+    let probes = |path: &'static str, want: StatusCode| {
+        let url = g.url(path);
+        async move {
+            for _ in 0..9 {
+                let status = http().get(url.clone()).send().await.map(|r| r.status());
+                if status.ok() != Some(want) {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+    common::eventually("ready", Duration::from_secs(10), || {
+        probes("/readyz", StatusCode::OK)
+    })
+    .await;
+    cluster.nats.kill();
+    common::eventually("not ready on any thread", Duration::from_secs(10), || {
+        probes("/readyz", StatusCode::SERVICE_UNAVAILABLE)
+    })
+    .await;
+    assert!(probes("/healthz", StatusCode::OK).await, "alive all along");
+    cluster.nats.restart();
+    common::eventually("ready again", Duration::from_secs(30), || {
+        probes("/readyz", StatusCode::OK)
+    })
+    .await;
+    cluster.stop().await;
+}
+
 /// A gateway whose serving threads cannot reach NATS does not half-start: it
 /// exits with an error that says why, whatever its number of threads.
 #[test]
