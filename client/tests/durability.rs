@@ -1038,6 +1038,44 @@ async fn a_restarted_shard_asks_for_what_followed_its_predecessors_last_record()
     cluster.stop().await;
 }
 
+/// The users' shard acknowledges memberships before its record holding them
+/// is durable, and the subreddit's shard keeps them until an answer says it
+/// is (`unlogged_sync`). On a quiet system no later answer comes: the idle
+/// syncer asks, and nothing stays kept. (Before, the last items were kept,
+/// and counted, for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_quiet_system_no_acknowledged_sync_item_stays_kept() {
+    let cluster = Cluster::start(2).await;
+    let c = cluster.client.clone();
+    let owner = cluster.user(&name_on("owner", 0, 2)).await;
+    let sub = sn(&name_on("rust", 0, 2));
+    c.create_subreddit(&owner, &sub, "d").await.unwrap();
+    // Shard 1 acknowledges early once shard 0 answered its resync ask.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    for i in 0.. {
+        let joiner = cluster.user(&name_on(&format!("joiner{i}"), 1, 2)).await;
+        c.join(&joiner, &sub).await.unwrap();
+        let stats = c.all_stats().await.unwrap();
+        if stats.iter().any(|s| s.shard == 0 && s.unlogged_sync > 0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shard 1 never acknowledged a membership before logging it"
+        );
+    }
+    eventually("no item kept", Duration::from_secs(15), || {
+        let c = c.clone();
+        async move {
+            c.all_stats()
+                .await
+                .is_ok_and(|s| s.iter().all(|s| s.unlogged_sync == 0))
+        }
+    })
+    .await;
+    cluster.stop().await;
+}
+
 /// A DM that the recipient's shard acknowledged before its record was
 /// durable stays in the sender's shard's durable state until that record is
 /// shown durable: a restart of the sender's shard (from its snapshot and

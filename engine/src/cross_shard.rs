@@ -160,6 +160,15 @@ impl Unlogged {
         })
     }
 
+    /// The destinations for which items are kept.
+    fn destinations(&self) -> Vec<u32> {
+        self.map()
+            .iter()
+            .filter(|(_, at)| !at.items.is_empty())
+            .map(|(&dest, _)| dest)
+            .collect()
+    }
+
     /// Items kept, over all destinations.
     pub fn len(&self) -> usize {
         self.map().values().map(|at| at.items.len()).sum()
@@ -287,6 +296,13 @@ struct Group {
     delays: Delays,
 }
 
+/// How long the live lane stays idle (nothing to send, nothing in flight)
+/// before it asks each destination that holds items it acknowledged unlogged
+/// how far its log is durable now, with an empty `internal.sync`: the answer
+/// to a later batch would say, but on a quiet system none comes, and the
+/// items were kept (and counted in `unlogged_sync`) for good.
+pub const PROBE_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 const FIRST_RETRY: Duration = Duration::from_millis(10);
 const MAX_RETRY: Duration = Duration::from_secs(1);
 
@@ -336,6 +352,10 @@ pub async fn run_syncer(
     let mut rounds = futures::stream::FuturesUnordered::new();
     let mut closed = false;
     let mut closed_at: Option<tokio::time::Instant> = None;
+    // When the lane last had something to do, and the probes of unlogged
+    // items' destinations in flight ([`PROBE_AFTER_IDLE`]).
+    let mut busy_at = tokio::time::Instant::now();
+    let mut probes = futures::stream::FuturesUnordered::new();
     loop {
         // At most MAX_PENDING items waiting: a restart's resync of a large
         // state reaches the other shards in bounded rounds, not all at once.
@@ -351,6 +371,7 @@ pub async fn run_syncer(
         }
         let now = tokio::time::Instant::now();
         for (&group, d) in groups.iter_mut().filter(|(_, d)| d.ready(lane, now)) {
+            busy_at = now;
             let batch = std::mem::take(&mut d.pending);
             waiting -= batch.len();
             d.in_flight_items += batch.len();
@@ -375,12 +396,31 @@ pub async fn run_syncer(
             .filter(|d| !d.pending.is_empty() && d.in_flight < lane.rounds())
             .filter_map(|d| d.hold_until)
             .min();
+        let idle = lane == Lane::Live
+            && !closed
+            && waiting == 0
+            && rounds.is_empty()
+            && probes.is_empty()
+            && !unlogged.is_empty();
+        let probe_at = idle.then(|| busy_at + PROBE_AFTER_IDLE);
         tokio::select! {
             env = rx.recv(), if !closed && waiting < MAX_PENDING => match env {
-                Some(env) => waiting += add(&mut groups, lane, env),
+                Some(env) => {
+                    busy_at = tokio::time::Instant::now();
+                    waiting += add(&mut groups, lane, env);
+                }
                 None => closed = true,
             },
+            () = sleep_until(probe_at), if probe_at.is_some() => {
+                for dest in unlogged.destinations() {
+                    probes.push(probe(peers.clone(), unlogged.clone(), dest));
+                }
+            },
+            Some(()) = futures::StreamExt::next(&mut probes), if !probes.is_empty() => {
+                busy_at = tokio::time::Instant::now();
+            },
             Some((group, sent, unacked, elapsed)) = futures::StreamExt::next(&mut rounds), if !rounds.is_empty() => {
+                busy_at = tokio::time::Instant::now();
                 let Some(d) = groups.get_mut(&group) else { continue };
                 d.in_flight -= 1;
                 d.in_flight_items -= sent;
@@ -412,6 +452,22 @@ pub async fn run_syncer(
         }
     }
     gauge.set(0);
+}
+
+/// Asks `dest` with an empty `internal.sync` how far its log is durable, and
+/// forgets the unlogged items for `dest` that this makes durable. A failure
+/// changes nothing: the next idle spell asks again.
+async fn probe(peers: Peers, unlogged: Arc<Unlogged>, dest: u32) {
+    let request = SyncBatch {
+        items: Vec::new(),
+        bulk: false,
+    };
+    match peers.call::<SyncBatch>(dest, &request).await {
+        Ok(ack) => unlogged.acknowledged(dest, ack.record, ack.durable, []),
+        Err(e) => {
+            tracing::debug!(error = %e, dest, "cannot ask a shard how far its log is durable")
+        }
+    }
 }
 
 /// Waits until `at`, or forever without one.
@@ -865,6 +921,81 @@ mod tests {
         for rx in told {
             told_within(rx, "delivered").await;
         }
+        stop_syncer(tx, syncer, &gauge).await;
+    }
+
+    /// A destination that acknowledges every batch for its record 5, before
+    /// it is logged, saying its log is durable through `durable`; it notes
+    /// how many items each batch held.
+    #[derive(Default)]
+    struct LogsLater {
+        durable: AtomicU64,
+        batches: std::sync::Mutex<Vec<usize>>,
+    }
+
+    impl Bus for LogsLater {
+        fn publish(&self, _: Subject, _: Option<HeaderMap>, _: Bytes) -> BoxFuture<'_, ()> {
+            async {}.boxed()
+        }
+
+        fn request(
+            &self,
+            _what: String,
+            subject: Subject,
+            body: Bytes,
+            _timeout: Duration,
+        ) -> BoxFuture<'_, Result<Message, WireError>> {
+            async move {
+                let batch: SyncBatch = reddit_shared::codec::decode(&body).unwrap();
+                self.batches.lock().unwrap().push(batch.items.len());
+                let ack = SyncAck {
+                    applied: batch.items.len() as u32,
+                    record: if batch.items.is_empty() { 0 } else { 5 },
+                    durable: self.durable.load(Ordering::SeqCst),
+                };
+                let mut reply = acknowledged(subject);
+                reply.payload = encode(&ack).unwrap().into();
+                Ok(reply)
+            }
+            .boxed()
+        }
+    }
+
+    /// On a quiet system no later answer says that the record holding
+    /// items acknowledged unlogged became durable: once idle for
+    /// [`PROBE_AFTER_IDLE`], the live lane asks with an empty batch, forgets
+    /// them, and then asks no more.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_live_lane_asks_how_far_the_logs_are_durable() {
+        let bus = Arc::new(LogsLater::default());
+        bus.durable.store(4, Ordering::SeqCst);
+        let unlogged = Arc::new(Unlogged::default());
+        let (tx, rx) = mpsc::channel(16);
+        let gauge = Arc::new(AtomicU64::new(0));
+        let syncer = tokio::spawn(run_syncer(
+            Peers::new(bus.clone(), Duration::from_secs(5)),
+            unlogged.clone(),
+            rx,
+            gauge.clone(),
+            Duration::from_secs(5),
+            Lane::Live,
+        ));
+        let told = send_item(&tx, "alice", 1).await;
+        told_within(told, "delivered").await;
+        assert_eq!(unlogged.len(), 1, "kept: record 5 is not durable yet");
+        // Record 5 is durable now; nothing else is sent that could say so.
+        bus.durable.store(5, Ordering::SeqCst);
+        let before = tokio::time::Instant::now();
+        wait_until("the idle lane asked", || unlogged.is_empty()).await;
+        assert!(before.elapsed() >= PROBE_AFTER_IDLE, "not before idle");
+        let asked = bus.batches.lock().unwrap().clone();
+        assert_eq!(asked, [1, 0], "the item, then one empty batch");
+        tokio::time::sleep(PROBE_AFTER_IDLE * 5).await;
+        assert_eq!(
+            bus.batches.lock().unwrap().len(),
+            2,
+            "nothing kept, nothing more to ask"
+        );
         stop_syncer(tx, syncer, &gauge).await;
     }
 

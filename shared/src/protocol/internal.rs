@@ -92,12 +92,14 @@ pub struct SyncAck {
     pub applied: u32,
     /// The record of the receiver's log that will hold these items, when it
     /// acknowledged them before that record was durable; 0 when they were
-    /// durable first (or the receiver keeps no log). The sender keeps such
+    /// durable first, changed nothing, or the receiver keeps no log. The
+    /// sender keeps such
     /// items until `durable` reaches this record, and sends them again if the
     /// receiver restarts before (`internal.resync`).
     #[serde(default)]
     pub record: u64,
     /// The receiver's last durable record when it answered (0: not said).
+    /// A batch of no items asks only for this.
     #[serde(default)]
     pub durable: u64,
 }

@@ -31,9 +31,19 @@ impl Actor {
             }
         }
         // Answered before its record is durable (see `Actor::handle`): say
-        // which record, so the sender keeps the items until then.
+        // which record, so the sender keeps the items until then, and which
+        // is durable, so it forgets those of earlier answers (an empty batch
+        // asks just that). Items that changed nothing (older than what is
+        // held) are in no record: nothing to keep (on a quiet system the
+        // open record would stay empty, never be appended, and the sender
+        // keep them for good).
         let (record, durable) = if self.acks_early {
-            (self.journal.open_record_seq(), self.journal.last_seq())
+            let record = if applied > 0 {
+                self.journal.open_record_seq()
+            } else {
+                0
+            };
+            (record, self.journal.last_seq())
         } else {
             (0, 0)
         };
