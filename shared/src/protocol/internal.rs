@@ -93,9 +93,8 @@ pub struct SyncAck {
     /// The record of the receiver's log that will hold these items, when it
     /// acknowledged them before that record was durable; 0 when they were
     /// durable first, changed nothing, or the receiver keeps no log. The
-    /// sender keeps such
-    /// items until `durable` reaches this record, and sends them again if the
-    /// receiver restarts before (`internal.resync`).
+    /// sender keeps such items until `durable` reaches this record, and
+    /// sends them again if the receiver restarts before (`internal.resync`).
     #[serde(default)]
     pub record: u64,
     /// The receiver's last durable record when it answered (0: not said).
