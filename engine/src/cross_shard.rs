@@ -593,7 +593,8 @@ mod tests {
 
     /// A destination shard for the syncer: it may refuse its first request,
     /// holds every request until the test opens the gate (counting how many
-    /// it holds at once), and records the versions it acknowledges.
+    /// it holds at once), and records the versions it acknowledges and the
+    /// number of items of each batch.
     struct TestShard {
         gate: tokio::sync::Semaphore,
         now: AtomicUsize,
@@ -601,8 +602,13 @@ mod tests {
         /// Set while the first request is still to be refused.
         refuse_first: std::sync::atomic::AtomicBool,
         versions: std::sync::Mutex<Vec<u64>>,
+        batches: std::sync::Mutex<Vec<usize>>,
         /// Only requests to this shard wait for the gate (`None`: all do).
         gated_shard: Option<u32>,
+        /// What its answers say: the record that holds a batch's items (0:
+        /// logged before the answer) and the last durable record.
+        record: AtomicU64,
+        durable: AtomicU64,
     }
 
     impl TestShard {
@@ -618,7 +624,10 @@ mod tests {
                 most: AtomicUsize::new(0),
                 refuse_first: std::sync::atomic::AtomicBool::new(refuse_first),
                 versions: std::sync::Mutex::new(Vec::new()),
+                batches: std::sync::Mutex::new(Vec::new()),
                 gated_shard: None,
+                record: AtomicU64::new(0),
+                durable: AtomicU64::new(0),
             })
         }
 
@@ -660,26 +669,28 @@ mod tests {
                     .lock()
                     .unwrap()
                     .extend(batch.items.iter().map(SyncItem::version));
+                self.batches.lock().unwrap().push(batch.items.len());
                 self.now.fetch_sub(1, Ordering::SeqCst);
-                Ok(acknowledged(subject))
+                let ack = SyncAck {
+                    applied: batch.items.len() as u32,
+                    record: match batch.items.len() {
+                        0 => 0,
+                        _ => self.record.load(Ordering::SeqCst),
+                    },
+                    durable: self.durable.load(Ordering::SeqCst),
+                };
+                Ok(acknowledged(subject, &ack))
             }
             .boxed()
         }
     }
 
-    /// A destination's answer to a sync batch: applied, logged before it
-    /// answered.
-    fn acknowledged(subject: Subject) -> Message {
+    /// A destination's answer `ack` to a sync batch.
+    fn acknowledged(subject: Subject, ack: &SyncAck) -> Message {
         Message {
             subject,
             reply: None,
-            payload: encode(&SyncAck {
-                applied: 1,
-                record: 0,
-                durable: 0,
-            })
-            .unwrap()
-            .into(),
+            payload: encode(ack).unwrap().into(),
             headers: None,
             status: None,
             description: None,
@@ -924,50 +935,14 @@ mod tests {
         stop_syncer(tx, syncer, &gauge).await;
     }
 
-    /// A destination that acknowledges every batch for its record 5, before
-    /// it is logged, saying its log is durable through `durable`; it notes
-    /// how many items each batch held.
-    #[derive(Default)]
-    struct LogsLater {
-        durable: AtomicU64,
-        batches: std::sync::Mutex<Vec<usize>>,
-    }
-
-    impl Bus for LogsLater {
-        fn publish(&self, _: Subject, _: Option<HeaderMap>, _: Bytes) -> BoxFuture<'_, ()> {
-            async {}.boxed()
-        }
-
-        fn request(
-            &self,
-            _what: String,
-            subject: Subject,
-            body: Bytes,
-            _timeout: Duration,
-        ) -> BoxFuture<'_, Result<Message, WireError>> {
-            async move {
-                let batch: SyncBatch = reddit_shared::codec::decode(&body).unwrap();
-                self.batches.lock().unwrap().push(batch.items.len());
-                let ack = SyncAck {
-                    applied: batch.items.len() as u32,
-                    record: if batch.items.is_empty() { 0 } else { 5 },
-                    durable: self.durable.load(Ordering::SeqCst),
-                };
-                let mut reply = acknowledged(subject);
-                reply.payload = encode(&ack).unwrap().into();
-                Ok(reply)
-            }
-            .boxed()
-        }
-    }
-
     /// On a quiet system no later answer says that the record holding
     /// items acknowledged unlogged became durable: once idle for
     /// [`PROBE_AFTER_IDLE`], the live lane asks with an empty batch, forgets
     /// them, and then asks no more.
     #[tokio::test(start_paused = true)]
     async fn an_idle_live_lane_asks_how_far_the_logs_are_durable() {
-        let bus = Arc::new(LogsLater::default());
+        let bus = TestShard::new(false, false);
+        bus.record.store(5, Ordering::SeqCst);
         bus.durable.store(4, Ordering::SeqCst);
         let unlogged = Arc::new(Unlogged::default());
         let (tx, rx) = mpsc::channel(16);
