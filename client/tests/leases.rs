@@ -359,3 +359,87 @@ async fn a_longer_ttl_than_the_buckets_is_held_under_the_buckets() {
     assert_eq!(ttl_ms().await, Some(600));
     second.stop().await.unwrap();
 }
+
+/// A lease taken again after an expiry serves again only once the check that
+/// nobody wrote the log meanwhile can tell. While it cannot (the log does
+/// not answer in time: the load that let the lease lapse slows that read
+/// too), the process keeps the lease without serving and asks again at each
+/// renewal; before, such a failed read counted as "the log moved on" and
+/// stopped the shard for good. When the check finds that the log moved on,
+/// it gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_taken_again_serves_only_once_the_log_is_found_unmoved() {
+    use reddit_engine::lease;
+    use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let nats = NatsServer::start();
+    let js = async_nats::jetstream::new(common::connect_engine(&nats.url()).await);
+    let (store, ttl) = lease::bucket(&js, Duration::from_secs(1), 1).await.unwrap();
+    let lease = lease::Lease::try_acquire(&store, 0, lease::Holder::this_process(), ttl)
+        .await
+        .unwrap();
+    let tenure = lease.tenure().clone();
+    // What the check answers: 0 cannot tell, 1 unmoved, 2 moved on.
+    let answer = Arc::new(AtomicU8::new(0));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let verify: lease::Verify = {
+        let (answer, asked) = (answer.clone(), asked.clone());
+        Box::new(move || {
+            let (answer, asked) = (answer.clone(), asked.clone());
+            Box::pin(async move {
+                asked.fetch_add(1, Ordering::SeqCst);
+                match answer.load(Ordering::SeqCst) {
+                    0 => None,
+                    1 => Some(true),
+                    _ => Some(false),
+                }
+            })
+        })
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (lost, mut lost_rx) = tokio::sync::oneshot::channel();
+    let keeper = tokio::spawn(lease.keep(verify, stopped, lost));
+    assert!(tenure.holds());
+    let serving = |want: bool| {
+        let tenure = tenure.clone();
+        move || {
+            let tenure = tenure.clone();
+            async move { tenure.holds() == want }
+        }
+    };
+
+    // The entry goes, as an expiry takes it; the keeper takes the lease
+    // again and cannot tell whether the log moved.
+    store.delete("shard-0").await.unwrap();
+    eventually("asked twice", Duration::from_secs(10), || {
+        let asked = asked.clone();
+        async move { asked.load(Ordering::SeqCst) >= 2 }
+    })
+    .await;
+    eventually("not serving", Duration::from_secs(10), serving(false)).await;
+    assert!(
+        lost_rx.try_recv().is_err(),
+        "not given up while it cannot tell"
+    );
+    let entry = store.entry("shard-0").await.unwrap().unwrap();
+    assert!(
+        matches!(entry.operation, async_nats::jetstream::kv::Operation::Put),
+        "the lease is kept meanwhile"
+    );
+
+    answer.store(1, Ordering::SeqCst);
+    eventually("serving again", Duration::from_secs(10), serving(true)).await;
+
+    // Another expiry, and this time someone wrote the log meanwhile.
+    answer.store(2, Ordering::SeqCst);
+    store.delete("shard-0").await.unwrap();
+    let why = tokio::time::timeout(Duration::from_secs(10), lost_rx)
+        .await
+        .expect("gives up within 10 s")
+        .unwrap();
+    assert!(why.contains("moved on"), "{why}");
+    let lease = keeper.await.unwrap();
+    lease.release().await;
+    drop(stop);
+}

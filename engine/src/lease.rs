@@ -285,8 +285,10 @@ impl Tenure {
 }
 
 /// Checks, after this process took its lease again following an expiry,
-/// that nobody wrote the shard's log meanwhile (`true`: safe to serve on).
-pub type Verify = Box<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+/// that nobody wrote the shard's log meanwhile: `Some(true)` safe to serve
+/// on, `Some(false)` someone did, `None` cannot tell now (the log did not
+/// answer): asked again at the next renewal, not serving meanwhile.
+pub type Verify = Box<dyn Fn() -> BoxFuture<'static, Option<bool>> + Send + Sync>;
 
 /// What a waiting standby saw of the lease.
 #[derive(Debug, PartialEq, Eq)]
@@ -406,6 +408,9 @@ pub struct Lease {
     shard: u32,
     revision: u64,
     tenure: Arc<Tenure>,
+    /// Taken again after an expiry, and not yet found safe to serve on
+    /// ([`Verify`]).
+    unverified: bool,
 }
 
 impl Lease {
@@ -431,6 +436,7 @@ impl Lease {
                     shard,
                     revision,
                     tenure,
+                    unverified: false,
                 })
             }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
@@ -548,7 +554,7 @@ impl Lease {
         {
             Ok(revision) => {
                 self.revision = revision;
-                return Ok(());
+                return self.verified(verify).await;
             }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
             Err(e) => {
@@ -578,7 +584,7 @@ impl Lease {
                 match self.store.update(key(shard), body, self.revision).await {
                     Ok(revision) => {
                         self.revision = revision;
-                        Ok(())
+                        self.verified(verify).await
                     }
                     Err(_) => Err(None),
                 }
@@ -602,14 +608,8 @@ impl Lease {
                     self.revision = revision;
                     // The lease is this process's again; serve only if the
                     // state it holds is still the log's.
-                    if verify().await {
-                        tracing::warn!(shard, "the shard's lease had expired; taken again (the log did not move meanwhile)");
-                        Ok(())
-                    } else {
-                        Err(Some(format!(
-                            "shard {shard}'s lease expired while this process could not renew it, and the log moved on meanwhile"
-                        )))
-                    }
+                    self.unverified = true;
+                    self.verified(verify).await
                 }
                 // The entry exists after all: taken by another process, or
                 // the read came from a replica that had not caught up (it
@@ -620,6 +620,37 @@ impl Lease {
                     Err(None)
                 }
             },
+        }
+    }
+
+    /// `Ok` unless the lease was taken again after an expiry and `verify`
+    /// has not yet found the log unmoved: `Err(None)` while it cannot tell
+    /// (asked again at the next renewal, which keeps the lease meanwhile),
+    /// `Err(Some(why))` once it finds that someone wrote the log.
+    async fn verified(&mut self, verify: &Verify) -> Result<(), Option<String>> {
+        if !self.unverified {
+            return Ok(());
+        }
+        let shard = self.shard;
+        match verify().await {
+            Some(true) => {
+                self.unverified = false;
+                tracing::warn!(
+                    shard,
+                    "the shard's lease had expired; taken again (the log did not move meanwhile)"
+                );
+                Ok(())
+            }
+            Some(false) => Err(Some(format!(
+                "shard {shard}'s lease expired while this process could not renew it, and the log moved on meanwhile"
+            ))),
+            None => {
+                tracing::debug!(
+                    shard,
+                    "cannot read the log to check it did not move while the lease had expired; asking again"
+                );
+                Err(None)
+            }
         }
     }
 

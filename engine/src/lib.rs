@@ -753,7 +753,7 @@ pub async fn run(
                 let confirmed = wal_seq.wal_seq.load(std::sync::atomic::Ordering::Acquire);
                 log.holds_only_own_records_after(confirmed, in_flight)
                     .await
-                    .is_ok_and(|own| own)
+                    .ok()
             })
         }));
         // Snapshots are stored from a thread and a connection of their own,
