@@ -1197,14 +1197,14 @@ impl Log {
         let mut attempts = 0u32;
         let mut missing_since: Option<Instant> = None;
         loop {
-            let e = match self.route(expected_last).await {
+            let (e, subject) = match self.route(expected_last).await {
                 Ok(Route::Taken) => return self.confirm(expected_last, msg_id).await,
                 Ok(Route::To(subject)) => {
                     let publish = PublishMessage::build()
                         .payload(record.clone())
                         .message_id(msg_id)
                         .expected_last_sequence(expected_last);
-                    let result = match self.js.send_publish(subject, publish).await {
+                    let result = match self.js.send_publish(subject.clone(), publish).await {
                         Ok(ack) => ack.await,
                         Err(e) => Err(e),
                     };
@@ -1213,7 +1213,7 @@ impl Log {
                             self.appended(record.len());
                             return Ok(ack.sequence);
                         }
-                        Err(e) => e,
+                        Err(e) => (e, subject),
                     }
                 }
                 Err(e) => {
@@ -1252,7 +1252,24 @@ impl Log {
                 _ => {
                     attempts += 1;
                     if attempts == 1 || attempts.is_multiple_of(20) {
-                        tracing::warn!(shard = self.shard, error = %e, attempts, "log append failed; retrying (replies wait)");
+                        // Where it went, and what this process knows of the
+                        // segments: an append that finds no stream is a
+                        // puzzle without them.
+                        let segments: Vec<String> = self
+                            .known()
+                            .list
+                            .iter()
+                            .map(|s| {
+                                format!(
+                                    "{}:{}..{:?}{}",
+                                    s.n,
+                                    s.first,
+                                    s.end,
+                                    if s.sealed { " sealed" } else { "" }
+                                )
+                            })
+                            .collect();
+                        tracing::warn!(shard = self.shard, error = %e, attempts, %subject, expected_last, ?segments, "log append failed; retrying (replies wait)");
                     }
                     let pause = delays.next().unwrap_or(Duration::from_secs(1));
                     tokio::time::sleep(pause).await;
