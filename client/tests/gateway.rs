@@ -45,17 +45,22 @@ impl Cli<'_> {
     }
 }
 
+/// A gateway process with `extra` arguments in front of `cluster`.
+fn gateway_on(cluster: &Cluster, extra: &[&str]) -> GatewayProcess {
+    GatewayProcess::start(
+        &common::workspace_bin("reddit-gateway"),
+        &cluster.nats.url(),
+        extra,
+    )
+}
+
 /// `reddit-client --http URL bench`'s three ways: over NATS, the REST
 /// routes over bare HTTP connections, and the client library through the
 /// gateway. Each counts requests, decodes every reply, and finds no errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_benchmark_reads_and_votes_every_way_without_errors() {
     let cluster = Cluster::start(2).await;
-    let gw = GatewayProcess::start(
-        &common::workspace_bin("reddit-gateway"),
-        &cluster.nats.url(),
-        &common::NO_RATE_LIMITS,
-    );
+    let gw = gateway_on(&cluster, &common::NO_RATE_LIMITS);
     let direct = cluster.new_client().await;
     let library = reddit_client::RedditClient::connect_http(&gw.base, Default::default())
         .await
@@ -75,18 +80,13 @@ async fn the_gateway_benchmark_reads_and_votes_every_way_without_errors() {
     }
     let table = reddit_client::bench::gateway_table(&ms);
     assert!(table.contains("REST ops/s"), "{table}");
-    // The votes counted are the post's: each way alternates up and down.
     cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_works_through_a_gateway() {
     let cluster = Cluster::start(2).await;
-    let gw = GatewayProcess::start(
-        &common::workspace_bin("reddit-gateway"),
-        &cluster.nats.url(),
-        &[],
-    );
+    let gw = gateway_on(&cluster, &[]);
     let dir = std::env::temp_dir().join(format!("reddit-cli-http-{}", uuid::Uuid::now_v7()));
     let http = gw.base.clone();
     let out = tokio::task::spawn_blocking(move || {
