@@ -463,6 +463,26 @@ fn last_of(segments: &[(Segment, stream::Stream)]) -> u64 {
     before_empty
 }
 
+/// The stream of `segments` whose range holds sequence `seq`.
+fn holding(segments: &[(Segment, stream::Stream)], seq: u64) -> Option<&stream::Stream> {
+    segments
+        .iter()
+        .find(|(s, _)| s.first <= seq && s.end.is_none_or(|end| seq <= end))
+        .map(|(_, stream)| stream)
+}
+
+/// The `Nats-Msg-Id` of record `seq` of `stream` (`None`: it has none).
+async fn msg_id_at(
+    stream: &stream::Stream,
+    seq: u64,
+) -> Result<Option<String>, jetstream::stream::RawMessageError> {
+    let message = stream.get_raw_message(seq).await?;
+    Ok(message
+        .headers
+        .get(async_nats::header::NATS_MESSAGE_ID)
+        .map(|v| v.as_str().to_owned()))
+}
+
 /// The reply of the JetStream API's stream names request.
 #[derive(Deserialize)]
 struct StreamNames {
@@ -828,12 +848,7 @@ impl Log {
 
     /// The segment holding sequence `seq`, as the server has it now.
     async fn stream_holding(&self, seq: u64) -> Result<Option<stream::Stream>, WalError> {
-        Ok(self
-            .list()
-            .await?
-            .into_iter()
-            .find(|(s, _)| s.first <= seq && s.end.is_none_or(|end| seq <= end))
-            .map(|(_, stream)| stream))
+        Ok(holding(&self.list().await?, seq).cloned())
     }
 
     /// A JetStream step that failed without another error to say why.
@@ -970,21 +985,13 @@ impl Log {
             return Ok(false);
         }
         for next in seq + 1..=last {
-            let Some((_, stream)) = segments
-                .iter()
-                .find(|(s, _)| s.first <= next && s.end.is_none_or(|end| next <= end))
-            else {
+            let Some(stream) = holding(&segments, next) else {
                 return Ok(false);
             };
-            let message = stream
-                .get_raw_message(next)
+            let id = msg_id_at(stream, next)
                 .await
                 .map_err(|e| self.failed("cannot read a record of the log", e))?;
-            let id = message
-                .headers
-                .get(async_nats::header::NATS_MESSAGE_ID)
-                .map(|v| v.as_str());
-            if !id.is_some_and(|id| self.is_own_id(id)) {
+            if !id.is_some_and(|id| self.is_own_id(&id)) {
                 return Ok(false);
             }
         }
@@ -1317,15 +1324,8 @@ impl Log {
         let Ok(Some(stream)) = self.stream_holding(next).await else {
             return Err(fenced);
         };
-        match stream.get_raw_message(next).await {
-            Ok(m)
-                if m.headers
-                    .get(async_nats::header::NATS_MESSAGE_ID)
-                    .map(|v| v.as_str())
-                    == Some(msg_id) =>
-            {
-                Ok(next)
-            }
+        match msg_id_at(&stream, next).await {
+            Ok(Some(id)) if id == msg_id => Ok(next),
             _ => Err(fenced),
         }
     }
