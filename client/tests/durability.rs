@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{eventually, name_on, sn, spawn_shard, start_shard, un, user, Cluster, SECRET};
+use common::{
+    eventually, name_on, sn, spawn_shard, start_shard, start_shard_with, un, user, Cluster, SECRET,
+};
 use reddit_client::{ClientOptions, ErrorKind, RedditClient};
 use reddit_engine::replies::ReplyKey;
 use reddit_engine::wal::{self, WalError};
@@ -1076,12 +1078,53 @@ async fn on_a_quiet_system_no_acknowledged_sync_item_stays_kept() {
     cluster.stop().await;
 }
 
+/// The same for DMs: the last DMs a recipient's shard acknowledged before
+/// logging them are not left unconfirmed (and counted, and delivered again at
+/// every restart) once the system goes quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_quiet_system_no_acknowledged_dm_stays_unconfirmed() {
+    let cluster = Cluster::start(2).await;
+    let c = cluster.client.clone();
+    let alice = cluster.user(&name_on("alice", 0, 2)).await;
+    let bob = name_on("bob", 1, 2);
+    cluster.user(&bob).await;
+    // Shard 1 acknowledges early once shard 0 answered its resync ask.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    for i in 0.. {
+        c.send_dm(&alice, &un(&bob), &format!("hello {i}"))
+            .await
+            .unwrap();
+        let stats = c.shard_stats(0).await.unwrap();
+        if stats.unconfirmed_dms > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shard 1 never acknowledged a DM before logging it"
+        );
+    }
+    eventually("no DM left unconfirmed", Duration::from_secs(15), || {
+        let c = c.clone();
+        async move {
+            c.all_stats()
+                .await
+                .is_ok_and(|s| s.iter().all(|s| s.unconfirmed_dms == 0))
+        }
+    })
+    .await;
+    cluster.stop().await;
+}
+
 /// A DM that the recipient's shard acknowledged before its record was
 /// durable stays in the sender's shard's durable state until that record is
 /// shown durable: a restart of the sender's shard (from its snapshot and
 /// log) delivers it again, and so does the recipient's shard asking for what
 /// it may have lost (`internal.resync`). Shard 1 is played by the test,
-/// answering deliveries as a shard whose log lags.
+/// answering deliveries as a shard whose log lags. Shard 0 does not recheck
+/// DMs left unconfirmed (`dm_recheck`, tested by
+/// `on_a_quiet_system_no_acknowledged_dm_stays_unconfirmed`): its deliveries
+/// again would come between the restarts' and confirm the DM before the
+/// resync is asked for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dm_acknowledged_before_it_was_durable_is_delivered_again_until_confirmed() {
     use futures::StreamExt;
@@ -1089,7 +1132,8 @@ async fn a_dm_acknowledged_before_it_was_durable_is_delivered_again_until_confir
     use reddit_shared::protocol::rpc::Rpc;
     use std::sync::{Arc, Mutex};
 
-    let mut cluster = Cluster::start(2).await;
+    let no_recheck = |config: &mut Config| config.dm_recheck = Duration::ZERO;
+    let mut cluster = Cluster::start_with(2, no_recheck).await;
     let url = cluster.nats.url();
     let c = cluster.client.clone();
     let alice = cluster.user(&name_on("alice", 0, 2)).await;
@@ -1139,7 +1183,9 @@ async fn a_dm_acknowledged_before_it_was_durable_is_delivered_again_until_confir
     // Shard 0 restarts (its snapshot and log): it delivers the DM again.
     cluster.stop_shard(0).await;
     *position.lock().unwrap() = (0, 60, 40);
-    cluster.shards[0] = Some(start_shard(&url, 0, 2).await);
+    let mut config = Config::new(url.clone(), 0, 2, SECRET);
+    no_recheck(&mut config);
+    cluster.shards[0] = Some(start_shard_with(config).await);
     assert_eq!(next_delivery(&mut seen).await, dm.id, "delivered again");
     eventually("the DM confirmed", Duration::from_secs(10), || {
         let u = unconfirmed(&c);

@@ -108,6 +108,12 @@ pub struct Config {
     /// shard's feeds before they are asked for again (zero: every feed asks;
     /// [`server::feed_cache`]).
     pub feed_cache: Duration,
+    /// How long a DM another shard acknowledged before its record there was
+    /// durable may stay unconfirmed before this shard delivers it again to
+    /// ask (durable mode; zero: only when either shard restarts). Another
+    /// delivery to that shard confirms it sooner; on a quiet system none
+    /// comes.
+    pub dm_recheck: Duration,
     /// Lifetime of a login token.
     pub token_ttl: Duration,
     /// Development mode: allows the built-in development secret and other known
@@ -181,6 +187,8 @@ pub mod defaults {
     pub const PEER_TIMEOUT_MS: u64 = 2000;
     /// [`Config::feed_cache`](super::Config::feed_cache), in milliseconds.
     pub const FEED_CACHE_MS: u64 = 1000;
+    /// [`Config::dm_recheck`](super::Config::dm_recheck), in milliseconds.
+    pub const DM_RECHECK_MS: u64 = 1000;
     /// [`Config::token_ttl`](super::Config::token_ttl), in seconds.
     pub const TOKEN_TTL_SECS: u64 = 24 * 3600;
     /// [`Config::subscription_capacity`](super::Config::subscription_capacity).
@@ -223,6 +231,7 @@ impl Config {
             max_cross_shard: defaults::MAX_CROSS_SHARD,
             peer_timeout: Duration::from_millis(defaults::PEER_TIMEOUT_MS),
             feed_cache: Duration::from_millis(defaults::FEED_CACHE_MS),
+            dm_recheck: Duration::from_millis(defaults::DM_RECHECK_MS),
             token_ttl: Duration::from_secs(defaults::TOKEN_TTL_SECS),
             dev: false,
             serve_user: SERVE_USER.to_owned(),
@@ -738,7 +747,8 @@ pub async fn run(
     ));
     let mut actor = Actor::new(state, ctx, jobs_tx.downgrade())
         .with_replies(replies)
-        .with_feed_cache(config.feed_cache);
+        .with_feed_cache(config.feed_cache)
+        .with_dm_recheck(config.dm_recheck);
     // After an expiry, the lease keeper serves on only if nobody else wrote
     // the log: every record after the last one this process confirmed is
     // its own (appends that landed but whose acknowledgement it has not

@@ -64,6 +64,12 @@ struct Args {
     /// this much out of date, unless it asks for `fresh`.
     #[arg(long, env = "REDDIT_FEED_CACHE_MS", default_value_t = reddit_engine::defaults::FEED_CACHE_MS)]
     feed_cache_ms: u64,
+    /// Milliseconds a DM that another shard acknowledged before logging it
+    /// may stay unconfirmed before it is delivered again, to learn that it is
+    /// durable there (0: only when a shard restarts). Until then this shard
+    /// keeps it, and counts it in `unconfirmed_dms`.
+    #[arg(long, env = "REDDIT_DM_RECHECK_MS", default_value_t = reddit_engine::defaults::DM_RECHECK_MS)]
+    dm_recheck_ms: u64,
     /// Runtime threads: 1 (default) runs the shard on one thread, best when shards
     /// share the cores; more lets one busy shard overlap network I/O and work.
     #[arg(long, env = "REDDIT_THREADS", default_value_t = 1)]
@@ -209,6 +215,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.queue_capacity = args.queue_capacity.max(1);
     config.peer_timeout = Duration::from_millis(args.peer_timeout_ms.max(1));
     config.feed_cache = Duration::from_millis(args.feed_cache_ms);
+    config.dm_recheck = Duration::from_millis(args.dm_recheck_ms);
     config.token_ttl = Duration::from_secs(args.token_ttl_secs.max(1));
     config.standby = args.standby;
     config.lease_ttl = Duration::from_millis(args.lease_ttl_ms.max(200));

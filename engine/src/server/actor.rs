@@ -100,6 +100,8 @@ enum Turn {
     Job(Job),
     /// A linger ended or an outbox has room: the turn's end does the work.
     Other,
+    /// Time to look for DMs left unconfirmed ([`Actor::with_dm_recheck`]).
+    DmRecheck,
 }
 
 /// What a turn did, for the slow-turn log line.
@@ -114,6 +116,8 @@ enum TurnKind {
     Finished,
     /// Started an append or fed an outbox.
     Other,
+    /// Looked for DMs left unconfirmed.
+    DmRecheck,
 }
 
 impl std::fmt::Display for TurnKind {
@@ -125,6 +129,7 @@ impl std::fmt::Display for TurnKind {
             Self::Continuation(None) => f.write_str("continuation"),
             Self::Finished => f.write_str("finished write"),
             Self::Other => f.write_str("append start or outbox"),
+            Self::DmRecheck => f.write_str("recheck of unconfirmed DMs"),
         }
     }
 }
@@ -177,7 +182,7 @@ pub struct Actor {
     pub(super) current: Option<(ReplyKey, u64, uuid::Uuid)>,
     /// The operation being dispatched: its continuations' log entries count
     /// as its own in `shard.stats`.
-    current_op: Option<Op>,
+    pub(super) current_op: Option<Op>,
     /// Keys of writes whose work runs in spawned tasks: a retry meanwhile is told
     /// to come back, not handled twice.
     pub(super) running: std::collections::HashSet<ReplyKey>,
@@ -209,6 +214,17 @@ pub struct Actor {
     /// Other shards' feed candidates, kept for a moment (off unless
     /// [`Actor::with_feed_cache`]).
     pub(super) feed_cache: FeedCache,
+    /// How long a DM another shard acknowledged before it was durable may
+    /// stay unconfirmed before it is delivered again (zero: only at
+    /// restarts; [`Actor::with_dm_recheck`]).
+    dm_recheck: std::time::Duration,
+    /// When the next recheck is due (none: no log, or rechecks are off).
+    next_dm_recheck: Option<tokio::time::Instant>,
+    /// The unconfirmed DMs the last recheck saw, per recipient shard.
+    pub(super) dms_at_recheck: std::collections::HashMap<u32, std::collections::HashSet<DmId>>,
+    /// Deliveries again in progress, per recipient shard: alive while their
+    /// task is, so that a shard gets one at a time.
+    pub(super) redeliveries: std::collections::HashMap<u32, std::sync::Weak<()>>,
 }
 
 impl Actor {
@@ -241,7 +257,23 @@ impl Actor {
             predecessor_end: None,
             fence: 0,
             feed_cache,
+            dm_recheck: std::time::Duration::ZERO,
+            next_dm_recheck: None,
+            dms_at_recheck: std::collections::HashMap::new(),
+            redeliveries: std::collections::HashMap::new(),
         }
+    }
+
+    /// Delivers again a DM that another shard acknowledged before its record
+    /// was durable and that has stayed unconfirmed for `every` to `2 ×
+    /// every` (zero: only when either shard restarts). Its answer, from a
+    /// shard with nothing left to append, confirms it. A later delivery to
+    /// that shard confirms it as well, so under load this does nothing; on a
+    /// quiet system no later delivery comes, and without it the last DMs
+    /// would stay kept, and be delivered again at every restart.
+    pub fn with_dm_recheck(mut self, every: std::time::Duration) -> Self {
+        self.dm_recheck = every;
+        self
     }
 
     /// Keeps other shards' feed candidates for `ttl` (zero: not at all):
@@ -322,6 +354,9 @@ impl Actor {
             self.resync_at_start().await?;
             self.ask_for_resync(recovered);
             self.redeliver_at_start();
+            if !self.dm_recheck.is_zero() {
+                self.next_dm_recheck = Some(tokio::time::Instant::now() + self.dm_recheck);
+            }
         } else {
             self.early_sync_acks.store(true, Ordering::Relaxed);
         }
@@ -331,10 +366,12 @@ impl Actor {
             let outbox = (!self.sync_backlog.is_empty()).then(|| self.ctx.sync_tx.clone());
             let resync_outbox =
                 (!self.resync_backlog.is_empty()).then(|| self.ctx.resync_tx.clone());
+            let dm_recheck = self.next_dm_recheck;
             let turn = tokio::select! {
                 biased;
                 ack = self.journal.next_ack() => Turn::Appended(ack?),
                 () = sleep_until(linger), if linger.is_some() => Turn::Other,
+                () = sleep_until(dm_recheck), if dm_recheck.is_some() => Turn::DmRecheck,
                 // An outbox has room again: the turn's end feeds it.
                 () = room_in(outbox) => Turn::Other,
                 () = room_in(resync_outbox) => Turn::Other,
@@ -355,6 +392,11 @@ impl Actor {
                     what
                 }
                 Turn::Other => TurnKind::Other,
+                Turn::DmRecheck => {
+                    self.recheck_dms();
+                    self.next_dm_recheck = Some(tokio::time::Instant::now() + self.dm_recheck);
+                    TurnKind::DmRecheck
+                }
             };
             self.kick();
             self.feed_outbox();

@@ -272,6 +272,20 @@ impl<T> Journal<T> {
         }
     }
 
+    /// The log sequence of the record whose append makes every entry recorded
+    /// so far durable: the open record's if it holds entries, else the last
+    /// one in flight's; 0 when all of them are durable already (or without a
+    /// log). What a write acknowledged before it is logged names when it
+    /// changed nothing itself: what it found may still be on its way to the
+    /// log, and a record it named that stays empty would never be appended.
+    pub fn covering_seq(&self) -> u64 {
+        match self.store {
+            Some(_) if !self.open.is_empty() => self.open_record_seq(),
+            Some(_) if !self.inflight.is_empty() => self.last_seq + self.inflight.len() as u64,
+            _ => 0,
+        }
+    }
+
     /// The last durable record's log sequence (0: none, or no log).
     pub fn last_seq(&self) -> u64 {
         self.last_seq
@@ -678,6 +692,39 @@ pub(crate) mod tests {
         let second = decode_record(&records[1]).unwrap();
         assert_eq!(second.len(), 3);
         assert!(second.iter().all(|e| e.events.len() == 2));
+    }
+
+    /// `covering_seq` names the record that makes everything recorded so
+    /// far durable, whether it is open or in flight, and 0 once nothing is
+    /// left to append.
+    #[tokio::test]
+    async fn the_covering_record_is_the_open_one_then_the_last_in_flight_then_none() {
+        let store = MemStore::gated();
+        let mut j = pipelined(&store, 2);
+        assert_eq!(j.covering_seq(), 0, "nothing recorded");
+        j.record(&entry(1));
+        assert_eq!(j.covering_seq(), 1, "the open record");
+        j.kick();
+        assert_eq!(j.covering_seq(), 1, "in flight");
+        j.record(&entry(1));
+        j.kick();
+        assert_eq!(j.covering_seq(), 2, "the last of two in flight");
+        j.record(&entry(1));
+        assert_eq!(j.covering_seq(), 3, "open behind two in flight");
+        assert_eq!(j.open_record_seq(), 3);
+        store.release(2);
+        for _ in 0..2 {
+            let (upto, seq) = ack(&mut j).await;
+            j.appended(upto, seq);
+        }
+        assert_eq!(j.covering_seq(), 3, "still open");
+        j.kick();
+        store.release(1);
+        let (upto, seq) = ack(&mut j).await;
+        j.appended(upto, seq);
+        assert_eq!(j.covering_seq(), 0, "everything durable");
+        assert_eq!(j.open_record_seq(), 4, "the next record still has a number");
+        assert_eq!(Journal::<&str>::memory().covering_seq(), 0, "no log");
     }
 
     fn pipelined(store: &Arc<MemStore>, depth: usize) -> Journal<&'static str> {

@@ -191,6 +191,19 @@ impl Shard {
         read_barrier: bool,
         state: ShardState,
     ) -> Self {
+        Self::start_configuring(bus, out, log, tenure, read_barrier, state, |a| a)
+    }
+
+    /// [`Shard::start_on`], its actor configured by `configure` too.
+    fn start_configuring(
+        bus: Arc<dyn Bus>,
+        out: mpsc::Receiver<Message>,
+        log: Option<(Arc<MemStore>, Batching)>,
+        tenure: Option<Arc<Tenure>>,
+        read_barrier: bool,
+        state: ShardState,
+        configure: impl FnOnce(Actor) -> Actor,
+    ) -> Self {
         let shards = state.shards();
         let (sync_tx, _sync_rx) = mpsc::channel(64);
         let (resync_tx, _resync_rx) = mpsc::channel(64);
@@ -211,7 +224,8 @@ impl Shard {
             tenure,
         };
         let (jobs, rx) = mpsc::channel(64);
-        let mut actor = Actor::new(state, ctx, jobs.downgrade()).with_read_barrier(read_barrier);
+        let mut actor =
+            configure(Actor::new(state, ctx, jobs.downgrade()).with_read_barrier(read_barrier));
         if let Some((store, batching)) = log {
             actor = actor.with_log(Arc::new(store), 0, 0, SnapshotPolicy::unpaced(0), batching);
         }
@@ -1042,6 +1056,12 @@ async fn an_internal_sync_is_acknowledged_before_its_record_is_durable() {
         1,
         "acknowledged while its record waits for the log"
     );
+    // The same items again (a retry whose first answer was lost) change
+    // nothing, but what they found is not durable yet: the answer names the
+    // record that makes it so, or the sender would forget items a crash here
+    // could still lose.
+    let retry = shard.call(&batch, None).await.unwrap();
+    assert_eq!((retry.applied, retry.record, retry.durable), (0, 2, 1));
     store.release(1);
     eventually("the item is logged all the same", || {
         store.records.lock().unwrap().len() >= 2
@@ -1072,10 +1092,10 @@ async fn an_internal_sync_is_acknowledged_before_its_record_is_durable() {
         "logged before answered"
     );
     store.release(100);
-    // The first item again changes nothing: it is in no record, and its
-    // sender has nothing to keep (a record it named would stay empty on a
-    // quiet shard, never appended, and the item kept for good); the answer
-    // still says how far the log is durable.
+    // The first item again changes nothing, and everything is durable now:
+    // no record to name, and its sender has nothing to keep (a record it
+    // named would stay empty on a quiet shard, never appended, and the item
+    // kept for good); the answer still says how far the log is durable.
     let again = shard.call(&batch, None).await.unwrap();
     assert_eq!((again.applied, again.record), (0, 0));
     assert!(again.durable >= 3, "{again:?}");
@@ -1303,6 +1323,90 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Shard 0 of 2, durable, whose shard 1 (played by the test) answers every
+/// DM delivery at `position` and notes it in `asked`, with user `sender`
+/// registered and having sent `sent` to a user of shard 1. The actor is
+/// configured by `configure` too.
+struct DmSender {
+    shard: Shard,
+    position: Arc<std::sync::Mutex<crate::state::LogPosition>>,
+    asked: Arc<std::sync::Mutex<Vec<Message>>>,
+    sent: DmView,
+}
+
+impl DmSender {
+    async fn start(
+        position: crate::state::LogPosition,
+        configure: impl FnOnce(Actor) -> Actor,
+    ) -> Self {
+        use reddit_shared::protocol::internal::DmDelivered;
+
+        let position = Arc::new(std::sync::Mutex::new(position));
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (out_tx, out) = mpsc::channel(1024);
+        let at = position.clone();
+        let answers = Answers {
+            asked: asked.clone(),
+            answer: Box::new(move |msg| {
+                if msg.subject.as_str() != subject::request(1, Op::InternalDmDeliver) {
+                    // The start's own `internal.resync`: shard 1 is not running.
+                    return Err(reddit_shared::connect::no_responders("shard 1"));
+                }
+                let DeliverDm { dm } = reddit_shared::codec::decode(&msg.payload)?;
+                let at = *at.lock().unwrap();
+                encode(&DmDelivered {
+                    dm,
+                    record: at.record,
+                    durable: at.durable,
+                    fence: at.fence,
+                })
+            }),
+            took: Duration::ZERO,
+        };
+        let bus = MemBus::answering(out_tx, answers);
+        let mut shard = Shard::start_configuring(
+            Arc::new(bus),
+            out,
+            Some((MemStore::open(), Batching::eager())),
+            None,
+            false,
+            ShardState::new(0, 2),
+            configure,
+        );
+        let on = |shard, prefix| name_on(2, shard, prefix);
+        let (sender, recipient) = (on(0, "sender"), on(1, "recipient"));
+        let reg = shard.register_request(&sender);
+        shard.call(&reg, None).await.unwrap();
+        let auth = shard.login(&sender).await;
+        let dm = SendDmRequest {
+            to: recipient.parse().unwrap(),
+            body: "hello".into(),
+        };
+        let sent = shard.call(&dm, Some(auth)).await.unwrap();
+        Self {
+            shard,
+            position,
+            asked,
+            sent,
+        }
+    }
+
+    /// The DMs shard 1 was asked to deliver so far.
+    fn deliveries(&self) -> Vec<DmView> {
+        self.asked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.subject.as_str() == subject::request(1, Op::InternalDmDeliver))
+            .map(|m| {
+                reddit_shared::codec::decode::<DeliverDm>(&m.payload)
+                    .unwrap()
+                    .dm
+            })
+            .collect()
+    }
+}
+
 /// A DM delivered to a shard that acknowledged it before its record was
 /// durable is kept (in the log, beside the sent copy) until that shard shows
 /// the record durable; when that shard restarts and asks for what it may have
@@ -1310,54 +1414,22 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test]
 async fn a_dm_acknowledged_unlogged_is_delivered_again_when_its_shard_restarts() {
     use crate::state::LogPosition;
-    use reddit_shared::protocol::internal::{DmDelivered, ResyncAck, ResyncRequest};
+    use reddit_shared::protocol::internal::{ResyncAck, ResyncRequest};
 
-    let position = Arc::new(std::sync::Mutex::new(LogPosition {
-        record: 8,
-        durable: 7,
-        fence: 3,
-    }));
-    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (out_tx, out) = mpsc::channel(1024);
-    let at = position.clone();
-    let answers = Answers {
-        asked: asked.clone(),
-        answer: Box::new(move |msg| {
-            if msg.subject.as_str() != subject::request(1, Op::InternalDmDeliver) {
-                // The start's own `internal.resync`: shard 1 is not running.
-                return Err(reddit_shared::connect::no_responders("shard 1"));
-            }
-            let DeliverDm { dm } = reddit_shared::codec::decode(&msg.payload)?;
-            let at = *at.lock().unwrap();
-            encode(&DmDelivered {
-                dm,
-                record: at.record,
-                durable: at.durable,
-                fence: at.fence,
-            })
-        }),
-        took: Duration::ZERO,
-    };
-    let bus = MemBus::answering(out_tx, answers);
-    let store = MemStore::open();
-    let mut shard = Shard::start_on(
-        Arc::new(bus),
-        out,
-        Some((store, Batching::eager())),
-        None,
-        false,
-        ShardState::new(0, 2),
-    );
-    let on = |shard, prefix| name_on(2, shard, prefix);
-    let (sender, recipient) = (on(0, "sender"), on(1, "recipient"));
-    let reg = shard.register_request(&sender);
-    shard.call(&reg, None).await.unwrap();
-    let auth = shard.login(&sender).await;
-    let dm = SendDmRequest {
-        to: recipient.parse().unwrap(),
-        body: "hello".into(),
-    };
-    let sent = shard.call(&dm, Some(auth)).await.unwrap();
+    let DmSender {
+        mut shard,
+        position,
+        asked,
+        sent,
+    } = DmSender::start(
+        LogPosition {
+            record: 8,
+            durable: 7,
+            fence: 3,
+        },
+        |a| a,
+    )
+    .await;
     assert_eq!(
         unconfirmed_dms(&mut shard).await,
         1,
@@ -1396,6 +1468,109 @@ async fn a_dm_acknowledged_unlogged_is_delivered_again_when_its_shard_restarts()
     // Asked again, nothing is left to deliver.
     let ack: ResyncAck = shard.call(&ask, None).await.unwrap();
     assert_eq!(ack.dms, 0);
+    shard.stop().await;
+}
+
+/// On a quiet system no later delivery shows a DM's record durable: a DM
+/// left unconfirmed for a whole recheck period is delivered again, and the
+/// answer of a shard with nothing left to append confirms it. Nothing is
+/// delivered again before, nor once nothing is kept.
+#[tokio::test(start_paused = true)]
+async fn a_dm_left_unconfirmed_is_delivered_again_until_its_shard_shows_it_durable() {
+    use crate::state::LogPosition;
+
+    let every = Duration::from_secs(1);
+    let mut s = DmSender::start(
+        LogPosition {
+            record: 8,
+            durable: 7,
+            fence: 3,
+        },
+        |a| a.with_dm_recheck(every),
+    )
+    .await;
+    assert_eq!(unconfirmed_dms(&mut s.shard).await, 1);
+    assert_eq!(s.deliveries().len(), 1);
+    tokio::time::sleep(every / 2).await;
+    assert_eq!(s.deliveries().len(), 1, "not before a whole period");
+
+    // Shard 1's record 8 is still not durable: asked again and again, the
+    // DM stays kept.
+    tokio::time::sleep(every * 4).await;
+    let again = s.deliveries();
+    assert!(again.len() >= 3, "{} deliveries", again.len());
+    assert!(
+        again.iter().all(|dm| *dm == s.sent),
+        "the very DM, with its id"
+    );
+    assert_eq!(unconfirmed_dms(&mut s.shard).await, 1);
+
+    // Now it is: the next time it is asked, it says so.
+    *s.position.lock().unwrap() = LogPosition {
+        record: 0,
+        durable: 8,
+        fence: 3,
+    };
+    tokio::time::sleep(every * 3).await;
+    assert_eq!(unconfirmed_dms(&mut s.shard).await, 0);
+    let delivered = s.deliveries().len();
+    tokio::time::sleep(every * 5).await;
+    assert_eq!(
+        s.deliveries().len(),
+        delivered,
+        "nothing kept, nothing sent"
+    );
+    // Real time again: the final snapshot is encoded on a blocking thread,
+    // which paused time does not wait for.
+    tokio::time::resume();
+    s.shard.stop().await;
+}
+
+/// A delivery of a DM stored already (a retry, or a recheck) names the record
+/// that makes the shard's log hold everything it applied, since the first
+/// delivery's record may still be on its way to the log; once nothing is
+/// left to append, it names none: it is durable.
+#[tokio::test]
+async fn a_repeated_dm_delivery_names_a_record_only_while_one_is_unlogged() {
+    use reddit_shared::protocol::internal::DmDelivered;
+
+    let (mut shard, store) = gated_with_user("eve").await;
+    let deliver = DeliverDm {
+        dm: DmView {
+            id: reddit_shared::ids::DmId::new(),
+            from: "zed".into(),
+            to: "eve".into(),
+            body: "hi".into(),
+            in_reply_to: None,
+            created_at: 1,
+            read: false,
+        },
+    };
+    let first: DmDelivered = shard.call(&deliver, None).await.unwrap();
+    assert_eq!((first.record, first.durable), (2, 1));
+    let again: DmDelivered = shard.call(&deliver, None).await.unwrap();
+    assert_eq!(
+        (again.record, again.durable),
+        (2, 1),
+        "stored already, but not durable yet"
+    );
+    store.release(1);
+    eventually("the DM is logged", || {
+        store.records.lock().unwrap().len() >= 2
+    })
+    .await;
+    let last: DmDelivered = shard.call(&deliver, None).await.unwrap();
+    assert_eq!(
+        (last.record, last.durable, last.fence),
+        (0, 2, 1),
+        "durable, and nothing is left to append"
+    );
+    assert_eq!(
+        store.records.lock().unwrap().len(),
+        2,
+        "a repeat logs nothing"
+    );
+    store.release(100);
     shard.stop().await;
 }
 

@@ -7,7 +7,9 @@
 //! is kept here, in the state, so in this shard's log and snapshots beside the
 //! sent copy: if the recipient's shard restarts first, the DM is delivered
 //! again (it asks with `internal.resync`; a sender that was not running then
-//! delivers everything kept when it starts). Delivery is idempotent by id.
+//! delivers everything kept when it starts). A DM kept for a whole recheck
+//! period is delivered again too (`Actor::with_dm_recheck`): on a quiet
+//! system no later answer would come. Delivery is idempotent by id.
 //!
 //! Which entries an answer confirms is decided from the answer alone (so
 //! replaying the log gives the same entries): one from the same process (the

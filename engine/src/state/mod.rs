@@ -356,6 +356,13 @@ impl ShardState {
         std::mem::take(&mut self.recorded)
     }
 
+    /// Whether events were applied since [`take_events`](Self::take_events)
+    /// was last called (only while recording): whether the request being
+    /// handled changed anything so far.
+    pub fn has_new_events(&self) -> bool {
+        !self.recorded.is_empty()
+    }
+
     /// Rebuilds what snapshots leave out (the post indexes); call after deserializing.
     pub fn after_load(&mut self) {
         for sub in self.subs.values_mut() {

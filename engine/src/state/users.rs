@@ -366,8 +366,20 @@ impl ShardState {
     /// The DMs delivered to shard `shard` that it has not shown durable yet
     /// (from their senders' sent folders), to deliver again.
     pub fn unconfirmed_dms(&self, shard: u32) -> Vec<DmView> {
+        self.unconfirmed_dms_among(shard, |_| true)
+    }
+
+    /// The ids of the DMs delivered to shard `shard` that it has not shown
+    /// durable yet.
+    pub fn unconfirmed_dm_ids(&self, shard: u32) -> impl Iterator<Item = DmId> + '_ {
+        self.deliveries.for_shard(shard).map(|(id, _)| id)
+    }
+
+    /// [`unconfirmed_dms`](Self::unconfirmed_dms) whose ids `pick` picks.
+    pub fn unconfirmed_dms_among(&self, shard: u32, pick: impl Fn(DmId) -> bool) -> Vec<DmView> {
         self.deliveries
             .for_shard(shard)
+            .filter(|(id, _)| pick(*id))
             .filter_map(|(id, sender)| {
                 self.users
                     .get(sender)

@@ -91,8 +91,11 @@ pub struct SyncAck {
     /// Items that changed something (the rest were older than what is held).
     pub applied: u32,
     /// The record of the receiver's log that will hold these items, when it
-    /// acknowledged them before that record was durable; 0 when they were
-    /// durable first, changed nothing, or the receiver keeps no log. The
+    /// acknowledged them before that record was durable; when they changed
+    /// nothing, the last record the receiver has open or being appended
+    /// (what they found may not be durable yet); 0 when they were durable
+    /// first, changed nothing and every record is durable, or the receiver
+    /// keeps no log. The
     /// sender keeps such items until `durable` reaches this record, and
     /// sends them again if the receiver restarts before (`internal.resync`).
     #[serde(default)]
@@ -158,8 +161,9 @@ pub struct DmDelivered {
     #[serde(flatten)]
     pub dm: DmView,
     /// The record of the recipient shard's log that holds the DM, when it
-    /// answered before that record was durable; 0 when it was durable first
-    /// (or the shard keeps no log).
+    /// answered before that record was durable (for a DM stored already: the
+    /// last record it has open or being appended); 0 when it was durable
+    /// first (or the shard keeps no log).
     #[serde(default)]
     pub record: u64,
     /// The recipient shard's last durable record when it answered (0: not said).

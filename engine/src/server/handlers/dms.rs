@@ -4,7 +4,8 @@
 //! stored once. The recipient's shard answers once it has stored the DM,
 //! before its record is durable; the sender's keeps the DM's id until told
 //! that record is durable, and delivers it again if that shard restarts
-//! before ([`crate::state::Deliveries`]).
+//! before, or if no answer has shown it durable for a recheck period
+//! ([`crate::state::Deliveries`]).
 
 use super::super::actor::RESYNC_ASK_MAX_BACKOFF;
 use super::{parse, reply, Actor, Call, Handled};
@@ -24,6 +25,9 @@ const REDELIVERIES_IN_FLIGHT: usize = 32;
 /// that answers with errors (one that is not running asks for them when it
 /// starts); after that they wait for the next restart of either shard.
 const REDELIVERY_ATTEMPTS: u32 = 10;
+/// DMs a recheck delivers again to one shard at most (the rest wait for the
+/// next): on a quiet system only the last few are left unconfirmed.
+const RECHECKED_PER_SHARD: usize = 256;
 
 impl Actor {
     /// `dm.send`.
@@ -86,44 +90,111 @@ impl Actor {
     /// says another shard has not shown durable. That shard asks for them
     /// when it restarts (`internal.resync`), but not if this one was not
     /// running then.
-    pub(in crate::server) fn redeliver_at_start(&self) {
+    pub(in crate::server) fn redeliver_at_start(&mut self) {
         for dest in self.state.shards_with_unconfirmed_dms() {
             let dms = self.state.unconfirmed_dms(dest);
-            let Ok(cont) = self.continuation() else {
-                return;
-            };
-            let peers = self.ctx.peers.clone();
-            let me = self.ctx.shard;
-            tokio::spawn(async move {
-                let mut backoff = std::time::Duration::from_millis(100);
-                for _ in 0..REDELIVERY_ATTEMPTS {
-                    match deliver_again(&peers, dest, dms.clone()).await {
-                        Ok(acks) => {
-                            tracing::info!(
+            self.redeliver(dest, dms, Redelivery::AtStart);
+        }
+    }
+
+    /// Delivers again the DMs that have stayed unconfirmed since the last
+    /// recheck ([`Actor::with_dm_recheck`]): at most
+    /// [`RECHECKED_PER_SHARD`] per shard, and none to a shard that a delivery
+    /// again is still in progress to.
+    pub(in crate::server) fn recheck_dms(&mut self) {
+        // Not a request's continuation: its log entry counts as no operation's.
+        self.current_op = None;
+        let mut seen = std::collections::HashMap::new();
+        for dest in self.state.shards_with_unconfirmed_dms() {
+            let kept: std::collections::HashSet<DmId> =
+                self.state.unconfirmed_dm_ids(dest).collect();
+            let before = self.dms_at_recheck.remove(&dest).unwrap_or_default();
+            let stuck: std::collections::HashSet<DmId> = kept
+                .intersection(&before)
+                .take(RECHECKED_PER_SHARD)
+                .copied()
+                .collect();
+            seen.insert(dest, kept);
+            let busy = self
+                .redeliveries
+                .get(&dest)
+                .is_some_and(|r| r.strong_count() > 0);
+            if stuck.is_empty() || busy {
+                continue;
+            }
+            let dms = self
+                .state
+                .unconfirmed_dms_among(dest, |id| stuck.contains(&id));
+            self.redeliver(dest, dms, Redelivery::Recheck);
+        }
+        self.dms_at_recheck = seen;
+    }
+
+    /// Delivers `dms` to shard `dest` again in a spawned task, and records its
+    /// answers.
+    fn redeliver(&mut self, dest: u32, dms: Vec<DmView>, why: Redelivery) {
+        let Ok(cont) = self.continuation() else {
+            return;
+        };
+        let in_progress = std::sync::Arc::new(());
+        self.redeliveries
+            .insert(dest, std::sync::Arc::downgrade(&in_progress));
+        let peers = self.ctx.peers.clone();
+        let me = self.ctx.shard;
+        let attempts = match why {
+            Redelivery::AtStart => REDELIVERY_ATTEMPTS,
+            // The next recheck tries again.
+            Redelivery::Recheck => 1,
+        };
+        tokio::spawn(async move {
+            let _in_progress = in_progress;
+            let mut backoff = std::time::Duration::from_millis(100);
+            for attempt in 1..=attempts {
+                match deliver_again(&peers, dest, dms.clone()).await {
+                    Ok(acks) => {
+                        match why {
+                            Redelivery::AtStart => tracing::info!(
                                 shard = me,
                                 peer = dest,
                                 dms = acks.len(),
                                 "DMs whose delivery was not confirmed durable delivered again"
-                            );
-                            let _ = cont
-                                .run(move |state, _| {
-                                    record_acks(state, dest, acks);
-                                    Ok(())
-                                })
-                                .await;
-                            return;
+                            ),
+                            Redelivery::Recheck => tracing::debug!(
+                                shard = me,
+                                peer = dest,
+                                dms = acks.len(),
+                                "DMs unconfirmed since the last recheck delivered again"
+                            ),
                         }
-                        Err(e) if reddit_shared::connect::is_no_responders(&e) => return,
-                        Err(e) => {
-                            tracing::warn!(shard = me, peer = dest, error = %e, "delivering DMs again: retrying");
+                        let _ = cont
+                            .run(move |state, _| {
+                                record_acks(state, dest, acks);
+                                Ok(())
+                            })
+                            .await;
+                        return;
+                    }
+                    Err(e) if reddit_shared::connect::is_no_responders(&e) => return,
+                    Err(e) => {
+                        tracing::warn!(shard = me, peer = dest, error = %e, attempt, "delivering DMs again failed");
+                        if attempt < attempts {
                             tokio::time::sleep(backoff).await;
                             backoff = (backoff * 2).min(RESYNC_ASK_MAX_BACKOFF);
                         }
                     }
                 }
-            });
-        }
+            }
+        });
     }
+}
+
+/// Why DMs are delivered again.
+#[derive(Clone, Copy)]
+enum Redelivery {
+    /// This shard has just started.
+    AtStart,
+    /// They stayed unconfirmed since the last recheck.
+    Recheck,
 }
 
 /// What the recipient's shard said of its log.

@@ -33,25 +33,37 @@ impl Actor {
         // Answered before its record is durable (see `Actor::handle`): say
         // which record, so the sender keeps the items until then, and which
         // is durable, so it forgets those of earlier answers (an empty batch
-        // asks just that). Items that changed nothing (older than what is
-        // held) are in no record: nothing to keep (on a quiet system the
-        // open record would stay empty, never be appended, and the sender
-        // keep them for good).
-        let (record, durable) = if self.acks_early {
-            let record = if applied > 0 {
-                self.journal.open_record_seq()
-            } else {
-                0
-            };
-            (record, self.journal.last_seq())
-        } else {
-            (0, 0)
-        };
+        // asks just that).
+        let (record, durable) = self.early_ack_position();
         reply(&SyncAck {
             applied,
             record,
             durable,
         })
+    }
+
+    /// What a write acknowledged before it is logged (`internal.sync`,
+    /// `internal.dm.deliver`) tells its sender, which keeps what it sent
+    /// until the record named is durable: (record, last durable record),
+    /// both 0 when the answer waits until durable instead.
+    ///
+    /// A write that changed something names the open record, which will hold
+    /// its events. One that changed nothing (a repeat: items no newer than
+    /// what is held, a DM stored already) names the record that makes
+    /// everything recorded so far durable, since what it found may still be
+    /// on its way to the log; 0 when all of it is durable. Naming the open
+    /// record instead would, on a quiet shard, name a record that stays
+    /// empty, is never appended, and its sender would keep the items for good.
+    fn early_ack_position(&self) -> (u64, u64) {
+        if !self.acks_early {
+            return (0, 0);
+        }
+        let record = if self.state.has_new_events() {
+            self.journal.open_record_seq()
+        } else {
+            self.journal.covering_seq()
+        };
+        (record, self.journal.last_seq())
     }
 
     /// `internal.resync`: what the asking shard may have lost, queued in the
@@ -89,13 +101,10 @@ impl Actor {
     pub(super) fn internal_dm_deliver(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
         let r: DeliverDm = parse(c.payload())?;
         let dm = self.state.deliver_dm(r.dm, c.fx)?;
+        let (record, _) = self.early_ack_position();
         reply(&DmDelivered {
             dm,
-            record: if self.acks_early {
-                self.journal.open_record_seq()
-            } else {
-                0
-            },
+            record,
             durable: self.journal.last_seq(),
             fence: self.fence,
         })
