@@ -10,11 +10,14 @@
 //! Then the shard's cache of verified tokens ([`VerifiedTokens`]), which
 //! every user's first request to a shard fills (at a million users, a
 //! million tokens per shard during setup): the slowest token checks as it
-//! fills and empties, and a standard map of the used login challenges'
-//! 24-byte entries as it grows.
+//! fills and forgets; a standard map of the used login challenges' 24-byte
+//! entries as it grows, against the shard's (a `GrowMap`); and the reply
+//! cache ([`ReplyCache`]), which every keyed write goes through, filling
+//! and then forgetting its oldest reply at each insert.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use reddit_engine::auth::{TokenSigner, VerifiedTokens};
+use reddit_engine::replies::{Cached, ReplyCache, ReplyKey};
 
 use reddit_engine::state::ShardState;
 use reddit_shared::names::Username;
@@ -35,7 +38,7 @@ fn slowest(took: &[Duration], n: usize) -> Vec<(usize, Duration)> {
 
 fn report(what: &str, took: &[Duration]) {
     let total: Duration = took.iter().sum();
-    let worst = slowest(took, 4)
+    let worst = slowest(took, 6)
         .into_iter()
         .map(|(i, d)| format!("{:.1} ms at #{}", d.as_secs_f64() * 1e3, i + 1))
         .collect::<Vec<_>>()
@@ -122,4 +125,31 @@ fn main() {
         })
         .collect();
     report("used challenges (std map)", &took);
+    drop(used);
+    let mut used: reddit_engine::state::GrowMap<[u8; 16], i64> = Default::default();
+    let took: Vec<Duration> = (0..users as u128)
+        .map(|i| {
+            let started = Instant::now();
+            used.insert(i.to_le_bytes(), 1);
+            started.elapsed()
+        })
+        .collect();
+    report("used challenges (GrowMap)", &took);
+
+    // The reply cache at its capacity, as every keyed write goes through it:
+    // each insert forgets the oldest reply.
+    let mut replies = ReplyCache::new(reddit_engine::replies::DEFAULT_CAPACITY);
+    let took: Vec<Duration> = (0..users as u128)
+        .map(|i| {
+            let key = ReplyKey::new("sub.join", "someone", uuid::Uuid::from_u128(i));
+            let started = Instant::now();
+            replies.insert(Cached {
+                key,
+                hash: 1,
+                reply: vec![7; 60],
+            });
+            started.elapsed()
+        })
+        .collect();
+    report("reply cache, full", &took);
 }

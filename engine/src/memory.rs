@@ -1,4 +1,5 @@
-//! Process-wide memory settings of a shard process.
+//! Process-wide memory settings of a shard process, and freeing large
+//! collections off the request path ([`drop_elsewhere`]).
 //!
 //! A shard's heap grows by hundreds of MiB at a time: replaying a log, loading
 //! or encoding a snapshot. mimalloc advises the kernel to back its arenas with
@@ -22,6 +23,16 @@ pub fn set_huge_pages(on: bool) -> std::io::Result<()> {
         let _ = on;
         Ok(())
     }
+}
+
+/// Drops `value` on a thread of its own: freeing a large collection's
+/// entries one by one would stall the caller (a shard's actor: every request
+/// of the shard waits). Inline if no thread can be started.
+pub fn drop_elsewhere<T: Send + 'static>(value: T) {
+    // On failure the closure, and the value with it, is dropped here.
+    let _ = std::thread::Builder::new()
+        .name("drop".into())
+        .spawn(move || drop(value));
 }
 
 #[cfg(test)]
