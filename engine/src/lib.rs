@@ -86,7 +86,8 @@ pub struct Config {
     /// no reply shows a write a crash could lose. Off: reads are answered at
     /// once.
     pub read_barrier: bool,
-    /// Replies of idempotent writes remembered for retries.
+    /// Replies of idempotent writes remembered for retries: at least the
+    /// last this many, at most twice as many ([`replies::ReplyCache`]).
     pub reply_cache: usize,
     /// NATS server URL(s), comma-separated; credentials may be in the URL.
     pub nats_url: String,

@@ -125,7 +125,8 @@ struct Args {
     /// reads up to one log append of latency.
     #[arg(long, env = "REDDIT_READ_BARRIER")]
     read_barrier: bool,
-    /// Replies of writes remembered for retries (by idempotency key).
+    /// Replies of writes remembered for retries (by idempotency key): at
+    /// least the last this many, at most twice as many.
     #[arg(long, env = "REDDIT_REPLY_CACHE", default_value_t = reddit_engine::defaults::REPLY_CACHE)]
     reply_cache: usize,
     /// Lifetime of login tokens, in seconds.
