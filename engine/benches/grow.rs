@@ -116,25 +116,31 @@ fn main() {
         .collect();
     report("token checks, each new", &took);
 
+    // Each insert of `users` challenges, timed.
+    let fill = |insert: &mut dyn FnMut([u8; 16])| -> Vec<Duration> {
+        (0..users as u128)
+            .map(|i| {
+                let started = Instant::now();
+                insert(i.to_le_bytes());
+                started.elapsed()
+            })
+            .collect()
+    };
     let mut used: HashMap<[u8; 16], i64> = HashMap::new();
-    let took: Vec<Duration> = (0..users as u128)
-        .map(|i| {
-            let started = Instant::now();
-            used.insert(i.to_le_bytes(), 1);
-            started.elapsed()
-        })
-        .collect();
-    report("used challenges (std map)", &took);
+    report(
+        "used challenges (std map)",
+        &fill(&mut |k| {
+            used.insert(k, 1);
+        }),
+    );
     drop(used);
     let mut used: reddit_engine::state::GrowMap<[u8; 16], i64> = Default::default();
-    let took: Vec<Duration> = (0..users as u128)
-        .map(|i| {
-            let started = Instant::now();
-            used.insert(i.to_le_bytes(), 1);
-            started.elapsed()
-        })
-        .collect();
-    report("used challenges (GrowMap)", &took);
+    report(
+        "used challenges (GrowMap)",
+        &fill(&mut |k| {
+            used.insert(k, 1);
+        }),
+    );
 
     // The reply cache at its capacity, as every keyed write goes through it:
     // each insert forgets the oldest reply.
