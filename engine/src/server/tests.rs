@@ -164,6 +164,7 @@ impl Shard {
             tenure,
             read_barrier,
             ShardState::new(0, shards),
+            |a| a,
         )
     }
 
@@ -178,24 +179,14 @@ impl Shard {
             None,
             false,
             ShardState::new(0, 1),
+            |a| a,
         )
     }
 
     /// Shard `state` on `bus`, whose publications come out of `out`,
-    /// logging (if `log` says where) in records grouped as it says.
+    /// logging (if `log` says where) in records grouped as it says, its
+    /// actor configured by `configure` too.
     fn start_on(
-        bus: Arc<dyn Bus>,
-        out: mpsc::Receiver<Message>,
-        log: Option<(Arc<MemStore>, Batching)>,
-        tenure: Option<Arc<Tenure>>,
-        read_barrier: bool,
-        state: ShardState,
-    ) -> Self {
-        Self::start_configuring(bus, out, log, tenure, read_barrier, state, |a| a)
-    }
-
-    /// [`Shard::start_on`], its actor configured by `configure` too.
-    fn start_configuring(
         bus: Arc<dyn Bus>,
         out: mpsc::Receiver<Message>,
         log: Option<(Arc<MemStore>, Batching)>,
@@ -537,7 +528,15 @@ async fn an_audit_waits_for_a_page_slower_than_the_peer_timeout() {
         took: Duration::from_secs(3),
     };
     let bus = MemBus::answering(out_tx, answers);
-    let mut shard = Shard::start_on(Arc::new(bus), out, None, None, false, ShardState::new(0, 1));
+    let mut shard = Shard::start_on(
+        Arc::new(bus),
+        out,
+        None,
+        None,
+        false,
+        ShardState::new(0, 1),
+        |a| a,
+    );
     let report = shard
         .call(
             &AuditRequest {
@@ -564,7 +563,7 @@ async fn an_audit_export_walks_the_shard_page_by_page() {
     assert!(whole.len() > 25, "{}", whole.len());
     let (out_tx, out) = mpsc::channel(1024);
     let bus: Arc<dyn Bus> = Arc::new(MemBus::new(out_tx));
-    let mut shard = Shard::start_on(bus, out, None, None, false, state);
+    let mut shard = Shard::start_on(bus, out, None, None, false, state, |a| a);
     let page = |audit, offset, limit| AuditExportRequest {
         audit,
         offset,
@@ -1364,7 +1363,7 @@ impl DmSender {
             took: Duration::ZERO,
         };
         let bus = MemBus::answering(out_tx, answers);
-        let mut shard = Shard::start_configuring(
+        let mut shard = Shard::start_on(
             Arc::new(bus),
             out,
             Some((MemStore::open(), Batching::eager())),
