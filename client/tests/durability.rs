@@ -1052,30 +1052,45 @@ async fn on_a_quiet_system_no_acknowledged_sync_item_stays_kept() {
     let owner = cluster.user(&name_on("owner", 0, 2)).await;
     let sub = sn(&name_on("rust", 0, 2));
     c.create_subreddit(&owner, &sub, "d").await.unwrap();
-    // Shard 1 acknowledges early once shard 0 answered its resync ask.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    for i in 0.. {
+    let join = async |i: usize| {
         let joiner = cluster.user(&name_on(&format!("joiner{i}"), 1, 2)).await;
         c.join(&joiner, &sub).await.unwrap();
-        let stats = c.all_stats().await.unwrap();
-        if stats.iter().any(|s| s.shard == 0 && s.unlogged_sync > 0) {
+    };
+    kept_then_released(&c, "a membership", join, |s| s.unlogged_sync).await;
+    cluster.stop().await;
+}
+
+/// Makes writes `write(0)`, `write(1)`, ... from shard 0 to shard 1 until
+/// shard 0 keeps one that shard 1 acknowledged before logging it (`kept`
+/// above 0; shard 1 acknowledges early once shard 0 answered its resync
+/// ask), then waits until no shard keeps anything: on a quiet system nothing
+/// stays kept.
+async fn kept_then_released(
+    c: &RedditClient,
+    what: &str,
+    mut write: impl AsyncFnMut(usize),
+    kept: fn(&reddit_shared::protocol::admin::ShardStats) -> u64,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    for i in 0.. {
+        write(i).await;
+        if kept(&c.shard_stats(0).await.unwrap()) > 0 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "shard 1 never acknowledged a membership before logging it"
+            "shard 1 never acknowledged {what} before logging it"
         );
     }
-    eventually("no item kept", Duration::from_secs(15), || {
+    eventually("nothing kept", Duration::from_secs(15), || {
         let c = c.clone();
         async move {
             c.all_stats()
                 .await
-                .is_ok_and(|s| s.iter().all(|s| s.unlogged_sync == 0))
+                .is_ok_and(|s| s.iter().all(|s| kept(s) == 0))
         }
     })
     .await;
-    cluster.stop().await;
 }
 
 /// The same for DMs: the last DMs a recipient's shard acknowledged before
@@ -1088,30 +1103,12 @@ async fn on_a_quiet_system_no_acknowledged_dm_stays_unconfirmed() {
     let alice = cluster.user(&name_on("alice", 0, 2)).await;
     let bob = name_on("bob", 1, 2);
     cluster.user(&bob).await;
-    // Shard 1 acknowledges early once shard 0 answered its resync ask.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    for i in 0.. {
+    let send = async |i: usize| {
         c.send_dm(&alice, &un(&bob), &format!("hello {i}"))
             .await
             .unwrap();
-        let stats = c.shard_stats(0).await.unwrap();
-        if stats.unconfirmed_dms > 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "shard 1 never acknowledged a DM before logging it"
-        );
-    }
-    eventually("no DM left unconfirmed", Duration::from_secs(15), || {
-        let c = c.clone();
-        async move {
-            c.all_stats()
-                .await
-                .is_ok_and(|s| s.iter().all(|s| s.unconfirmed_dms == 0))
-        }
-    })
-    .await;
+    };
+    kept_then_released(&c, "a DM", send, |s| s.unconfirmed_dms).await;
     cluster.stop().await;
 }
 
