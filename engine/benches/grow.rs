@@ -13,7 +13,8 @@
 //! fills and forgets; a standard map of the used login challenges' 24-byte
 //! entries as it grows, against the shard's (a `GrowMap`); and the reply
 //! cache ([`ReplyCache`]), which every keyed write goes through, filling
-//! and then forgetting its oldest reply at each insert.
+//! and then forgetting its oldest reply at each insert. Also the audit's
+//! export of the grown shard: the cursor's start, then each page.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use reddit_engine::auth::{TokenSigner, VerifiedTokens};
@@ -99,6 +100,18 @@ fn main() {
         })
         .collect();
     report("shard registrations", &took);
+
+    // An audit's export of the grown shard, page by page as
+    // `internal.audit.export` serves it (4,000 records a page).
+    let started = Instant::now();
+    let mut cursor = state.audit_cursor();
+    let mut took = vec![started.elapsed()];
+    while !cursor.done() {
+        let started = Instant::now();
+        state.audit_page(&mut cursor, 4_000, 4_000);
+        took.push(started.elapsed());
+    }
+    report("audit export, pages", &took);
 
     let signer = TokenSigner::new(b"grow-bench-secret-0123456789abcdef", 3_600_000);
     let tokens: Vec<String> = names

@@ -6,6 +6,7 @@ use crate::fields::Fields;
 use reddit_shared::error::WireError;
 use reddit_shared::protocol::comment::{CommentSort, CommentTreeRequest, CreateCommentRequest};
 use reddit_shared::protocol::dm::ListDmsRequest;
+use reddit_shared::protocol::internal::AuditRecord;
 use reddit_shared::protocol::post::{PostSort, PostView};
 
 fn un(s: &str) -> Username {
@@ -853,17 +854,104 @@ fn audit_pages_of_any_size_fit_together() {
         whole.len(),
         whole.len() + 1,
     ] {
+        let (walked, _) = export_in_pages(&s, limit);
+        assert_eq!(walked, whole, "pages of {limit}");
+    }
+}
+
+/// `s`'s audit export, walked in pages of `limit` records and keys; also
+/// how many pages it took. Checks each page's size and that the walk ends.
+fn export_in_pages(s: &ShardState, limit: usize) -> (Vec<AuditRecord>, usize) {
+    let keys = (s.user_count() + s.subreddit_count()) as usize;
+    let mut cursor = s.audit_cursor();
+    let mut walked = Vec::new();
+    let mut pages = 0;
+    while !cursor.done() {
+        let page = s.audit_page(&mut cursor, limit, limit);
+        assert!(page.len() <= limit, "a page of {} at {limit}", page.len());
+        walked.extend(page);
+        pages += 1;
+        // Each page takes or walks at least one key or serves a record.
+        assert!(
+            pages <= 2 * keys + walked.len() + 1,
+            "the walk does not end at {limit}"
+        );
+    }
+    assert_eq!(cursor.served(), walked.len() as u64);
+    (walked, pages)
+}
+
+/// A page does a bounded amount of work even where keys have no records:
+/// users who joined nothing take pages to take and to walk, where the
+/// whole export once fitted in one page of `limit` records.
+#[test]
+fn an_audit_page_takes_and_walks_at_most_its_limit_of_keys() {
+    let mut s = ShardState::new(0, 1);
+    for i in 0..50 {
+        s.register(&un(&format!("quiet{i}")), [7; 32], 1_000 + i)
+            .unwrap();
+    }
+    let whole = s.audit_records();
+    assert_eq!(whole.len(), 1, "only the counts: {whole:?}");
+    let (walked, pages) = export_in_pages(&s, 7);
+    assert_eq!(walked, whole);
+    // 50 keys, 7 a page: 8 pages to take them and 8 to walk them (the
+    // page that takes the last keys walks the first).
+    assert!(pages >= 15, "{pages} pages");
+}
+
+/// Users added while the keys are being taken are in the export (the
+/// users map grew, so its order changed and the keys are taken again, at
+/// once); ones added after are not. Either way no record is served twice.
+#[test]
+fn an_audit_takes_its_keys_again_if_the_shard_grows_meanwhile() {
+    let mut fx = Effects::default();
+    let joined = AuditRecord::Joined {
+        user: "latecomer".to_owned(),
+        subreddit: "rust".to_owned(),
+    };
+    for while_taking in [true, false] {
+        let mut s = busy_state();
+        for i in 0..20 {
+            let name = un(&format!("member{i}"));
+            s.register(&name, [7; 32], 5_000 + i).unwrap();
+            s.set_membership(&name, &sn("rust"), true, &mut fx).unwrap();
+        }
+        // Two keys a page, subreddits' first: stop among the users' keys.
+        let keys = (s.subreddit_count() + s.user_count()) as usize;
+        let pages_before = if while_taking {
+            s.subreddit_count() as usize / 2 + 3
+        } else {
+            keys / 2 + 3
+        };
+        let before = s.audit_records();
         let mut cursor = s.audit_cursor();
         let mut walked = Vec::new();
-        let mut pages = 0;
-        while !cursor.done() {
-            let page = s.audit_page(&mut cursor, limit);
-            assert!(page.len() <= limit, "a page of {} at {limit}", page.len());
-            walked.extend(page);
-            pages += 1;
-            assert!(pages <= whole.len() + 1, "the walk does not end at {limit}");
+        for _ in 0..pages_before {
+            walked.extend(s.audit_page(&mut cursor, 2, 2));
         }
-        assert_eq!(walked, whole, "pages of {limit}");
-        assert_eq!(cursor.served(), whole.len() as u64);
+        assert!(!cursor.done(), "after {pages_before} pages");
+        let late = un("latecomer");
+        s.register(&late, [7; 32], 9_000).unwrap();
+        s.set_membership(&late, &sn("rust"), true, &mut fx).unwrap();
+        // Enough more that the users map grows and its order changes.
+        for i in 0..200 {
+            s.register(&un(&format!("later{i}")), [7; 32], 9_001 + i)
+                .unwrap();
+        }
+        while !cursor.done() {
+            walked.extend(s.audit_page(&mut cursor, 2, 2));
+        }
+        // The counts were taken on the first page, before the latecomer.
+        assert_eq!(walked[0], before[0]);
+        if while_taking {
+            assert_eq!(walked[1..], s.audit_records()[1..]);
+        } else {
+            assert!(!walked.contains(&joined));
+            let mut seen: Vec<String> = walked.iter().map(|r| format!("{r:?}")).collect();
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len(), walked.len(), "a record served twice");
+        }
     }
 }

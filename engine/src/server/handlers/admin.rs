@@ -11,14 +11,14 @@ use reddit_shared::protocol::admin::{AuditReport, AuditRequest};
 use reddit_shared::protocol::internal::AuditExportRequest;
 use reddit_shared::protocol::rpc::StatsRequest;
 
-/// Records per `internal.audit.export` page.
+/// Records (and keys taken or walked) per `internal.audit.export` page.
 pub(super) const AUDIT_PAGE: u32 = 4_000;
 
-/// How long the audit waits for one page. A page costs what it returns, but
+/// How long the audit waits for one page. A page's work is bounded, but
 /// right after a run a shard still works through its snapshot follower and
-/// outbox, and its first page takes all its keys (a shard of 250,000 users:
-/// a quarter of a million): the peer timeout of the request path (2 s)
-/// failed a million-user audit when the first page collected every record.
+/// outbox, and a retried page walks from the start: the peer timeout of the
+/// request path (2 s) failed a million-user audit when the first page
+/// collected every record.
 pub(super) const AUDIT_PAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Actor {

@@ -127,12 +127,13 @@ impl Actor {
     }
 
     /// `internal.audit.export`: one page of this shard's facts. An audit's
-    /// first page takes the shard's keys ([`ShardState::audit_cursor`]); each
-    /// page then walks on from where the last one stopped, so a page costs
-    /// what it returns. A page asked out of turn (a retry) walks from the
-    /// start again to its offset.
+    /// first pages take the shard's keys, `limit` a page; the later ones walk
+    /// on from where the last one stopped, at most `limit` records and
+    /// `limit` keys a page ([`ShardState::audit_page`]), so no page holds the
+    /// shard for long. A page asked out of turn (a retry) walks from the
+    /// start again to its offset, in one turn.
     ///
-    /// [`ShardState::audit_cursor`]: crate::state::ShardState::audit_cursor
+    /// [`ShardState::audit_page`]: crate::state::ShardState::audit_page
     pub(super) fn internal_audit_export(&mut self, c: &mut Call<'_>) -> Result<Handled, WireError> {
         let r: AuditExportRequest = parse(c.payload())?;
         let limit = r.limit.clamp(1, 10 * AUDIT_PAGE) as usize;
@@ -142,13 +143,13 @@ impl Actor {
                 let mut cursor = self.state.audit_cursor();
                 while cursor.served() < r.offset && !cursor.done() {
                     let left = usize::try_from(r.offset - cursor.served()).unwrap_or(usize::MAX);
-                    self.state.audit_page(&mut cursor, left);
+                    self.state.audit_page(&mut cursor, left, usize::MAX);
                 }
                 cursor
             }
         };
         let mut cursor = cursor;
-        let records = self.state.audit_page(&mut cursor, limit);
+        let records = self.state.audit_page(&mut cursor, limit, limit);
         let done = cursor.done();
         if !done {
             self.audit_cache = Some((r.audit, cursor));
