@@ -21,7 +21,7 @@ use reddit_engine::auth::{TokenSigner, VerifiedTokens};
 use reddit_engine::replies::{Cached, ReplyCache, ReplyKey};
 
 use reddit_engine::state::ShardState;
-use reddit_shared::names::Username;
+use reddit_shared::names::{SubredditName, Username};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -102,7 +102,24 @@ fn main() {
     report("shard registrations", &took);
 
     // An audit's export of the grown shard, page by page as
-    // `internal.audit.export` serves it (4,000 records a page).
+    // `internal.audit.export` serves it (4,000 records a page). Every user
+    // joins one of 50 subreddits and the first, which so has them all as
+    // members (a Zipf head).
+    let mut fx = reddit_engine::state::Effects::default();
+    let subs: Vec<SubredditName> = (0..50)
+        .map(|i| format!("sub{i:02}").parse().unwrap())
+        .collect();
+    for sub in &subs {
+        state
+            .create_subreddit(&names[0], sub, String::new(), 2)
+            .unwrap();
+    }
+    for (i, n) in names.iter().enumerate() {
+        state.set_membership(n, &subs[0], true, &mut fx).unwrap();
+        state
+            .set_membership(n, &subs[i % subs.len()], true, &mut fx)
+            .unwrap();
+    }
     let started = Instant::now();
     let mut cursor = state.audit_cursor();
     let mut took = vec![started.elapsed()];
@@ -112,6 +129,14 @@ fn main() {
         took.push(started.elapsed());
     }
     report("audit export, pages", &took);
+    if std::env::var("AUDIT_PAGES").is_ok() {
+        println!(
+            "{:?}",
+            took.iter()
+                .map(|d| (d.as_secs_f64() * 1e4).round() / 10.0)
+                .collect::<Vec<_>>()
+        );
+    }
 
     let signer = TokenSigner::new(b"grow-bench-secret-0123456789abcdef", 3_600_000);
     let tokens: Vec<String> = names
