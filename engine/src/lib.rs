@@ -115,6 +115,10 @@ pub struct Config {
     /// delivery to that shard confirms it sooner; on a quiet system none
     /// comes.
     pub dm_recheck: Duration,
+    /// Whether the log line of a slow actor turn also gives the CPU time the
+    /// actor's thread spent in it (`cpu_ms`: the rest it waited for a core).
+    /// Costs two system calls per turn, so it is off unless diagnosing.
+    pub turn_cpu: bool,
     /// Lifetime of a login token.
     pub token_ttl: Duration,
     /// Development mode: allows the built-in development secret and other known
@@ -233,6 +237,7 @@ impl Config {
             peer_timeout: Duration::from_millis(defaults::PEER_TIMEOUT_MS),
             feed_cache: Duration::from_millis(defaults::FEED_CACHE_MS),
             dm_recheck: Duration::from_millis(defaults::DM_RECHECK_MS),
+            turn_cpu: false,
             token_ttl: Duration::from_secs(defaults::TOKEN_TTL_SECS),
             dev: false,
             serve_user: SERVE_USER.to_owned(),
@@ -749,7 +754,8 @@ pub async fn run(
     let mut actor = Actor::new(state, ctx, jobs_tx.downgrade())
         .with_replies(replies)
         .with_feed_cache(config.feed_cache)
-        .with_dm_recheck(config.dm_recheck);
+        .with_dm_recheck(config.dm_recheck)
+        .with_turn_cpu(config.turn_cpu);
     // After an expiry, the lease keeper serves on only if nobody else wrote
     // the log: every record after the last one this process confirmed is
     // its own (appends that landed but whose acknowledgement it has not

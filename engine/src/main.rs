@@ -150,6 +150,12 @@ struct Args {
     /// and encoding a snapshot 10-40% slower on the benchmark box.
     #[arg(long, env = "REDDIT_HUGE_PAGES")]
     huge_pages: bool,
+    /// Give each slow actor turn's (50 ms or more) thread CPU time in its log
+    /// line (`cpu_ms`), to tell the shard's own work from waiting for a core.
+    /// A diagnosis: two system calls per turn. Exact with one runtime thread
+    /// (the default); with more, a turn can move between threads.
+    #[arg(long, env = "REDDIT_TURN_CPU")]
+    turn_cpu: bool,
 }
 
 /// Exit status for an error a restart cannot fix (the supervisor stops trying).
@@ -217,6 +223,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.peer_timeout = Duration::from_millis(args.peer_timeout_ms.max(1));
     config.feed_cache = Duration::from_millis(args.feed_cache_ms);
     config.dm_recheck = Duration::from_millis(args.dm_recheck_ms);
+    config.turn_cpu = args.turn_cpu;
     config.token_ttl = Duration::from_secs(args.token_ttl_secs.max(1));
     config.standby = args.standby;
     config.lease_ttl = Duration::from_millis(args.lease_ttl_ms.max(200));

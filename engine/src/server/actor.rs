@@ -225,6 +225,9 @@ pub struct Actor {
     /// Deliveries again in progress, per recipient shard: alive while their
     /// task is, so that a shard gets one at a time.
     pub(super) redeliveries: std::collections::HashMap<u32, std::sync::Weak<()>>,
+    /// Whether a slow turn's log line gives its thread CPU time
+    /// ([`Actor::with_turn_cpu`]).
+    turn_cpu: bool,
 }
 
 impl Actor {
@@ -261,7 +264,17 @@ impl Actor {
             next_dm_recheck: None,
             dms_at_recheck: std::collections::HashMap::new(),
             redeliveries: std::collections::HashMap::new(),
+            turn_cpu: false,
         }
+    }
+
+    /// With `on`, the log line of a slow turn also gives the CPU time the
+    /// actor's thread spent in it, read before and after every turn (two
+    /// system calls per turn: a diagnosis, off by default). Exact on a
+    /// runtime of one thread; on more, a turn can move between threads.
+    pub fn with_turn_cpu(mut self, on: bool) -> Self {
+        self.turn_cpu = on;
+        self
     }
 
     /// Delivers again a DM that another shard acknowledged before its record
@@ -381,6 +394,11 @@ impl Actor {
                 },
             };
             let began = std::time::Instant::now();
+            let cpu_began = if self.turn_cpu {
+                crate::memory::thread_cpu_time()
+            } else {
+                None
+            };
             let what = match turn {
                 Turn::Appended(ack) => {
                     self.appended(ack).await;
@@ -401,9 +419,18 @@ impl Actor {
             self.kick();
             self.feed_outbox();
             let took = began.elapsed();
+            let cpu =
+                cpu_began.and_then(|b| Some(crate::memory::thread_cpu_time()?.saturating_sub(b)));
             if took >= SLOW_TURN {
                 // Every request of the shard waited meanwhile.
-                tracing::info!(%what, took_ms = took.as_millis() as u64, "slow actor turn");
+                let took_ms = took.as_millis() as u64;
+                match cpu {
+                    Some(cpu) => {
+                        let cpu_ms = cpu.as_millis() as u64;
+                        tracing::info!(%what, took_ms, cpu_ms, "slow actor turn");
+                    }
+                    None => tracing::info!(%what, took_ms, "slow actor turn"),
+                }
             }
         }
         // Drain: append what is open, wait for it, answer everything held.
