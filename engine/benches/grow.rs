@@ -14,7 +14,9 @@
 //! entries as it grows, against the shard's (a `GrowMap`); and the reply
 //! cache ([`ReplyCache`]), which every keyed write goes through, filling
 //! and then forgetting its oldest reply at each insert. Also the audit's
-//! export of the grown shard: the cursor's start, then each page.
+//! export of the grown shard, its users members of 50 subreddits: the
+//! cursor's start, then each page (`AUDIT_PAGES=1` prints every page's time,
+//! in ms, in order).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use reddit_engine::auth::{TokenSigner, VerifiedTokens};
