@@ -65,5 +65,47 @@ async fn run_audit(peers: Peers, shards: u32, max: usize) -> Result<AuditReport,
             }
         }
     }
-    Ok(audit::check(shards, records, pending, max))
+    let count = records.len();
+    let began = std::time::Instant::now();
+    let report = off_the_shard(move || audit::check(shards, records, pending, max)).await?;
+    tracing::info!(
+        records = count,
+        check_ms = began.elapsed().as_millis() as u64,
+        ok = report.ok,
+        "audit checked"
+    );
+    Ok(report)
+}
+
+/// Runs `work` on tokio's blocking pool and waits for it without holding the
+/// shard's thread: the task that waits shares that thread with the actor, so
+/// work done inline stops every request of the shard. The audit's check of a
+/// million users' records takes seconds.
+async fn off_the_shard<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, WireError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| WireError::internal(format!("the audit's check failed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shard's thread stays free while the work runs: here the work
+    /// waits for a task on that thread, and would wait forever (its 10 s)
+    /// if it ran there.
+    #[tokio::test]
+    async fn work_off_the_shard_leaves_its_thread_free() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let work =
+            off_the_shard(move || rx.recv_timeout(std::time::Duration::from_secs(10)).is_ok());
+        let other_task = async move {
+            tokio::task::yield_now().await;
+            tx.send(()).unwrap();
+        };
+        let (freed, ()) = tokio::join!(work, other_task);
+        assert!(freed.unwrap(), "the work held the thread its waker needed");
+    }
 }
