@@ -14,7 +14,8 @@
 //! entries as it grows, against the shard's (a `GrowMap`); and the reply
 //! cache ([`ReplyCache`]), which every keyed write goes through, filling
 //! and then forgetting its oldest reply at each insert. Also the audit's
-//! export of the grown shard, its users members of 50 subreddits: the
+//! export of the grown shard, its users members of 50 subreddits, the
+//! first with 10,000 posts, 20,000 comments and 30,000 votes: the
 //! cursor's start, then each page (`AUDIT_PAGES=1` prints every page's time,
 //! in ms, in order).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -121,6 +122,43 @@ fn main() {
         state
             .set_membership(n, &subs[i % subs.len()], true, &mut fx)
             .unwrap();
+    }
+    // The head subreddit's content: 10,000 posts, each with 2 comments and
+    // 3 votes (a million-user run's largest subreddit holds about that).
+    for i in 0..10_000 {
+        let author = &names[i % names.len()];
+        let post = state
+            .create_post(
+                author,
+                &subs[0],
+                format!("t{i}"),
+                "b".into(),
+                None,
+                None,
+                3,
+                &mut fx,
+            )
+            .unwrap();
+        for j in 0..2 {
+            let commenter = &names[(i + j + 1) % names.len()];
+            let request = reddit_shared::protocol::comment::CreateCommentRequest {
+                subreddit: subs[0].clone(),
+                post_id: post.id,
+                parent_id: None,
+                body: format!("c{j}"),
+                signature: None,
+            };
+            state
+                .create_comment(commenter, request, 4, &mut fx)
+                .unwrap();
+        }
+        for j in 0..3 {
+            let voter = &names[(i + j + 7) % names.len()];
+            let target = reddit_shared::protocol::vote::VoteTarget::Post;
+            state
+                .vote(voter, &subs[0], target, post.id.0, 1, &mut fx)
+                .unwrap();
+        }
     }
     let started = Instant::now();
     let mut cursor = state.audit_cursor();

@@ -586,24 +586,36 @@ impl Subreddit {
     /// item scores, comment counts equal comments.
     pub(super) fn local_violations(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        let check_tally = |what: String, t: &Tally, out: &mut Vec<(String, String)>| {
-            let ups = t.votes.values().filter(|v| **v == 1).count() as u64;
-            let downs = t.votes.values().filter(|v| **v == -1).count() as u64;
-            if ups != u64::from(t.ups) || downs != u64::from(t.downs) {
-                out.push((
-                    "score".to_owned(),
-                    format!(
-                        "{what}: tally says {}↑ {}↓ but the votes are {ups}↑ {downs}↓",
-                        t.ups, t.downs
-                    ),
-                ));
-            }
-        };
-        let mut sums: HashMap<&str, AuthorScore> = HashMap::new();
-        let mut comment_counts: HashMap<PostId, u32> = HashMap::new();
+        // `what` names the item only for a violation.
+        let check_tally =
+            |what: &dyn Fn() -> String, t: &Tally, out: &mut Vec<(String, String)>| {
+                let (mut ups, mut downs) = (0u64, 0u64);
+                for v in t.votes.values() {
+                    match *v {
+                        1 => ups += 1,
+                        -1 => downs += 1,
+                        _ => {}
+                    }
+                }
+                if ups != u64::from(t.ups) || downs != u64::from(t.downs) {
+                    out.push((
+                        "score".to_owned(),
+                        format!(
+                            "{}: tally says {}↑ {}↓ but the votes are {ups}↑ {downs}↓",
+                            what(),
+                            t.ups,
+                            t.downs
+                        ),
+                    ));
+                }
+            };
+        // Made with room for all they will hold: rehashing as they grew
+        // was most of a large subreddit's time here.
+        let mut sums: HashMap<&str, AuthorScore> = HashMap::with_capacity(self.authors.len());
+        let mut comment_counts: HashMap<PostId, u32> = HashMap::with_capacity(self.posts.len());
         for post in self.posts.values() {
             check_tally(
-                format!("post {} in r/{}", post.id, self.name),
+                &|| format!("post {} in r/{}", post.id, self.name),
                 &post.tally,
                 &mut out,
             );
@@ -611,7 +623,7 @@ impl Subreddit {
         }
         for c in self.comments.values() {
             check_tally(
-                format!("comment {} in r/{}", c.id, self.name),
+                &|| format!("comment {} in r/{}", c.id, self.name),
                 &c.tally,
                 &mut out,
             );
@@ -1064,5 +1076,54 @@ pub fn finish_page(posts: &mut Vec<PostView>, sort: PostSort, limit: usize) -> P
     PostPage {
         posts: std::mem::take(posts),
         next_cursor,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::state::tests::busy_state;
+
+    /// A tally that disagrees with its votes, up or down, on a post or a
+    /// comment, is reported with the item it is on (and nothing else is,
+    /// in a consistent subreddit).
+    #[test]
+    fn a_tally_that_disagrees_with_its_votes_is_a_violation() {
+        let mut s = busy_state();
+        let sub = s.subs.get("rust").unwrap();
+        assert!(sub.local_violations().is_empty());
+        let post = sub
+            .posts
+            .values()
+            .find(|p| !p.tally.votes.is_empty())
+            .unwrap();
+        let comment = sub
+            .comments
+            .values()
+            .find(|c| !c.tally.votes.is_empty())
+            .unwrap();
+        let (post_id, comment_id) = (post.id, comment.id);
+        let sub = s.subs.get_mut("rust").unwrap();
+        sub.posts.get_mut(&post_id).unwrap().tally.ups += 1;
+        sub.comments.get_mut(&comment_id).unwrap().tally.downs += 1;
+        // The items' scores changed too, so their authors' totals disagree.
+        let found: Vec<_> = sub
+            .local_violations()
+            .into_iter()
+            .filter(|(kind, _)| kind == "score")
+            .collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        let details: Vec<&str> = found.iter().map(|(_, d)| d.as_str()).collect();
+        assert!(
+            details
+                .iter()
+                .any(|d| d.starts_with(&format!("post {post_id} in r/rust: tally says"))),
+            "{details:?}"
+        );
+        assert!(
+            details
+                .iter()
+                .any(|d| d.starts_with(&format!("comment {comment_id} in r/rust: tally says"))),
+            "{details:?}"
+        );
     }
 }
