@@ -17,7 +17,7 @@
 //! export of the grown shard, its users members of 50 subreddits, the
 //! first with 10,000 posts, 20,000 comments and 30,000 votes: the
 //! cursor's start, then each page (`AUDIT_PAGES=1` prints every page's time,
-//! in ms, in order).
+//! in ms, in order), and the check of the records exported.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use reddit_engine::auth::{TokenSigner, VerifiedTokens};
@@ -163,12 +163,23 @@ fn main() {
     let started = Instant::now();
     let mut cursor = state.audit_cursor();
     let mut took = vec![started.elapsed()];
+    let mut records = Vec::new();
     while !cursor.done() {
         let started = Instant::now();
-        state.audit_page(&mut cursor, 4_000, 4_000);
+        let page = state.audit_page(&mut cursor, 4_000, 4_000);
         took.push(started.elapsed());
+        records.extend(page);
     }
     report("audit export, pages", &took);
+    let count = records.len();
+    let started = Instant::now();
+    let checked = reddit_engine::state::audit::check(1, records, 0, 100);
+    println!(
+        "{:>28}: {count} records in {:.2} s, {} violations",
+        "audit check",
+        started.elapsed().as_secs_f64(),
+        checked.violation_count
+    );
     if std::env::var("AUDIT_PAGES").is_ok() {
         println!(
             "{:?}",

@@ -955,3 +955,122 @@ fn an_audit_takes_its_keys_again_if_the_shard_grows_meanwhile() {
         }
     }
 }
+
+/// The cross-shard check finds every kind of disagreement, in both
+/// directions, reports nothing for facts that agree, sums the counts, and
+/// reports the same violations whatever order the records come in.
+#[test]
+fn the_audit_check_reports_each_disagreement_and_nothing_else() {
+    use reddit_shared::ids::DmId;
+    use reddit_shared::protocol::admin::{AuditCounts, AuditReport, Violation};
+
+    let pair = |user: &str, sub: &str| (user.to_owned(), sub.to_owned());
+    let member = |(user, subreddit): (String, String)| AuditRecord::Member { subreddit, user };
+    let joined = |(user, subreddit): (String, String)| AuditRecord::Joined { user, subreddit };
+    let scores = |(author, subreddit): (String, String), post, comment| AuditRecord::AuthorScore {
+        subreddit,
+        author,
+        post,
+        comment,
+    };
+    let karma = |(user, subreddit): (String, String), post, comment| AuditRecord::Karma {
+        user,
+        subreddit,
+        post,
+        comment,
+    };
+    let (both, only_inbox, only_sent, differ) =
+        (DmId::new(), DmId::new(), DmId::new(), DmId::new());
+    let dm = |id, from: &str, to: &str, inbox: bool| {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        if inbox {
+            AuditRecord::Inbox { id, from, to }
+        } else {
+            AuditRecord::Sent { id, from, to }
+        }
+    };
+    let counts = AuditCounts {
+        users: 2,
+        dms: 1,
+        ..AuditCounts::default()
+    };
+    let records = vec![
+        AuditRecord::Counts {
+            counts: counts.clone(),
+        },
+        AuditRecord::Counts { counts },
+        AuditRecord::Violation {
+            violation: Violation {
+                kind: "score".into(),
+                detail: "found by a shard".into(),
+            },
+        },
+        member(pair("ann", "agree")),
+        joined(pair("ann", "agree")),
+        member(pair("bea", "nojoin")),
+        joined(pair("cal", "nomember")),
+        scores(pair("ann", "agree"), 5, 1),
+        karma(pair("ann", "agree"), 5, 1),
+        scores(pair("bea", "unpaid"), 2, 0),
+        karma(pair("cal", "unearned"), 0, 3),
+        karma(pair("dan", "zero"), 0, 0),
+        dm(both, "ann", "bea", true),
+        dm(both, "ann", "bea", false),
+        dm(only_inbox, "ann", "cal", true),
+        dm(only_sent, "bea", "cal", false),
+        dm(differ, "cal", "ann", true),
+        dm(differ, "cal", "dan", false),
+    ];
+    let report = audit::check(2, records.clone(), 0, 100);
+    assert!(!report.ok);
+    assert_eq!(report.checked.users, 4);
+    assert_eq!(report.checked.dms, 2);
+    let found: Vec<(&str, &str)> = report
+        .violations
+        .iter()
+        .map(|v| (v.kind.as_str(), v.detail.as_str()))
+        .collect();
+    assert_eq!(report.violation_count, 8, "{found:#?}");
+    let has = |kind: &str, words: &[&str]| {
+        found
+            .iter()
+            .any(|(k, d)| *k == kind && words.iter().all(|w| d.contains(w)))
+    };
+    assert!(has("score", &["found by a shard"]));
+    assert!(has("membership", &["bea is a member of r/nojoin"]));
+    assert!(has("membership", &["cal's joined list has r/nomember"]));
+    assert!(has(
+        "karma",
+        &["bea's items in r/unpaid score 2/0", "credits 0/0"]
+    ));
+    assert!(has(
+        "karma",
+        &["cal's items in r/unearned score 0/0", "credits 0/3"]
+    ));
+    assert!(has(
+        "dm",
+        &[&only_inbox.to_string(), "not in ann's sent folder"]
+    ));
+    assert!(has("dm", &[&only_sent.to_string(), "not in cal's inbox"]));
+    assert!(has("dm", &[&differ.to_string(), "cal→ann", "cal→dan"]));
+    for agreeing in ["agree", "zero", &both.to_string()] {
+        assert!(
+            !found.iter().any(|(_, d)| d.contains(agreeing)),
+            "{agreeing}"
+        );
+    }
+
+    let reversed = audit::check(2, records.into_iter().rev(), 0, 100);
+    let not_dm = |r: &AuditReport| -> Vec<Violation> {
+        r.violations
+            .iter()
+            .filter(|v| v.kind != "dm")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        not_dm(&reversed),
+        not_dm(&report),
+        "the same order either way"
+    );
+}
