@@ -778,7 +778,7 @@ async fn only_records_of_another_writer_mean_the_log_moved_on() {
     assert_eq!(seq, 6, "records 1..=4 in segment 0, 5..=6 in segment 1");
     for (confirmed, own_after) in [(6, true), (5, true), (3, true), (2, false)] {
         assert_eq!(
-            own.holds_only_own_records_after(confirmed, 3)
+            own.holds_only_own_records_after(|| confirmed, 3)
                 .await
                 .unwrap(),
             own_after,
@@ -786,23 +786,40 @@ async fn only_records_of_another_writer_mean_the_log_moved_on() {
         );
     }
     assert!(
-        !other.holds_only_own_records_after(5, 3).await.unwrap(),
+        !other.holds_only_own_records_after(|| 5, 3).await.unwrap(),
         "record 6 is not the other writer's"
     );
-    // Another process takes the log over: its fence follows record 6.
+    // The writer keeps appending while the check asks for the log's end:
+    // the position it has confirmed is read after the end, so a record
+    // appended meanwhile is not counted against it. (Read before, record 7
+    // here was one more than the none in flight allowed: "moved on".)
+    let appended_meanwhile = || {
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let id = format!("{}.7", own.writer());
+                assert_eq!(own.append(reply_record(7), &id, 6).await.unwrap(), 7);
+            })
+        });
+        6
+    };
+    assert!(own
+        .holds_only_own_records_after(appended_meanwhile, 0)
+        .await
+        .unwrap());
+    // Another process takes the log over: its fence follows record 7.
     let mut taken = other.recover(10).await.unwrap();
     other.fence(&mut taken).await.unwrap();
-    assert_eq!(taken.last_seq, 7);
-    for confirmed in [6, 5] {
+    assert_eq!(taken.last_seq, 8);
+    for confirmed in [7, 6, 5] {
         assert!(
-            !own.holds_only_own_records_after(confirmed, 3)
+            !own.holds_only_own_records_after(|| confirmed, 3)
                 .await
                 .unwrap(),
             "the fence after {confirmed} is another writer's"
         );
     }
     assert!(
-        !own.holds_only_own_records_after(8, 3).await.unwrap(),
+        !own.holds_only_own_records_after(|| 9, 3).await.unwrap(),
         "a log that ends before the last confirmed record moved on too"
     );
     // A lookalike id (the writer's name without the separator) is not its.

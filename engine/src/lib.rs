@@ -767,7 +767,7 @@ pub async fn run(
         verify = Some(Box::new(move || {
             let (log, wal_seq) = (ours.clone(), wal_seq.clone());
             Box::pin(async move {
-                let confirmed = wal_seq.wal_seq.load(std::sync::atomic::Ordering::Acquire);
+                let confirmed = || wal_seq.wal_seq.load(std::sync::atomic::Ordering::Acquire);
                 log.holds_only_own_records_after(confirmed, in_flight)
                     .await
                     .ok()

@@ -963,8 +963,8 @@ impl Log {
             .is_some_and(|rest| rest.starts_with('.'))
     }
 
-    /// Whether every record after `seq` is this writer's own: `true` when
-    /// the log ends at `seq`, or when the records after it (at most
+    /// Whether every record after `confirmed()` is this writer's own: `true`
+    /// when the log ends there, or when the records after it (at most
     /// `at_most` of them) all carry this writer's message ids.
     ///
     /// What a process that took its lease again after an expiry asks with
@@ -973,14 +973,19 @@ impl Log {
     /// retried) also follow that record, and do not mean that another
     /// process wrote the log meanwhile. A record of anyone else (a standby's
     /// fence), more records than `at_most` (more than this writer has in
-    /// flight), or a log that ends before `seq` all say `false`.
+    /// flight), or a log that ends before `confirmed()` all say `false`.
+    ///
+    /// `confirmed` is read once the log's end is known: the process keeps
+    /// confirming and appending while the end is asked for, and a position
+    /// read before could trail the end by more than its own in flight.
     pub async fn holds_only_own_records_after(
         &self,
-        seq: u64,
+        confirmed: impl FnOnce() -> u64,
         at_most: u64,
     ) -> Result<bool, WalError> {
         let segments = self.list().await?;
         let last = last_of(&segments);
+        let seq = confirmed();
         if last < seq || last - seq > at_most {
             return Ok(false);
         }
