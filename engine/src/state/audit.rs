@@ -196,8 +196,12 @@ impl ShardState {
         };
         // All the room at once: a vector doubling as it fills touches its
         // new memory in one page (7 ms at a quarter of a million keys).
-        cursor.subs.reserve_exact(now.0 - cursor.subs.len());
-        cursor.users.reserve_exact(now.1 - cursor.users.len());
+        cursor
+            .subs
+            .reserve_exact(now.0.saturating_sub(cursor.subs.len()));
+        cursor
+            .users
+            .reserve_exact(now.1.saturating_sub(cursor.users.len()));
         let had = cursor.subs.len();
         let subs = self.subs.keys().skip(had).take(limit);
         cursor.subs.extend(subs.cloned());
