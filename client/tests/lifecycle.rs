@@ -272,3 +272,59 @@ async fn the_engine_exits_on_sigterm_even_when_nats_is_gone() {
     };
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switches_in_the_environment_take_1_0_yes_no_on_off() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let engine = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(workspace_bin("reddit-engine"));
+        cmd.args(common::engine_args(&url, 0, 1))
+            .env_remove("REDDIT_SECRET")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    // Falsy spellings are false: without a secret and not in development
+    // mode, the shard refuses to start and says why (not "invalid value").
+    for no in ["0", "no", "off", "false"] {
+        let out = engine(&[("REDDIT_DEV", no)]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "REDDIT_DEV={no}: {stderr}");
+        assert!(
+            stderr.contains("REDDIT_SECRET"),
+            "REDDIT_DEV={no}: {stderr}"
+        );
+    }
+    // Anything else is refused at start, naming the switch.
+    let out = engine(&[("REDDIT_DEV", "maybe")]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--dev"), "{stderr}");
+    // Truthy spellings are true: development mode serves without a secret,
+    // with the other switches set the same ways.
+    let _child = common::ChildGuard::new(
+        engine(&[
+            ("REDDIT_DEV", "1"),
+            ("REDDIT_TURN_CPU", "yes"),
+            ("REDDIT_HUGE_PAGES", "off"),
+            ("REDDIT_READ_BARRIER", "on"),
+            ("REDDIT_STANDBY", "0"),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    wait_serving(&url, 0).await;
+    let client = RedditClient::connect(&url, ClientOptions::default())
+        .await
+        .unwrap();
+    client
+        .register(&un("switched"), &Identity::generate())
+        .await
+        .unwrap();
+}

@@ -6,6 +6,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use clap::Parser;
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ struct Args {
     secret: Option<String>,
     /// Development mode: without REDDIT_SECRET, use a built-in development secret,
     /// and accept short or published secrets. Only on a machine nobody else reaches.
-    #[arg(long, env = "REDDIT_DEV")]
+    #[arg(long, env = "REDDIT_DEV", value_parser = BoolishValueParser::new())]
     dev: bool,
     /// NATS user of the connection that receives requests and publishes replies
     /// (when the NATS URL carries credentials; same password as the URL's user).
@@ -123,7 +124,7 @@ struct Args {
     /// Answer a read only once every write before it is durable (durable
     /// mode), so that no reply shows a write a crash could still lose. Costs
     /// reads up to one log append of latency.
-    #[arg(long, env = "REDDIT_READ_BARRIER")]
+    #[arg(long, env = "REDDIT_READ_BARRIER", value_parser = BoolishValueParser::new())]
     read_barrier: bool,
     /// Replies of writes remembered for retries (by idempotency key): at
     /// least the last this many, at most twice as many.
@@ -134,7 +135,7 @@ struct Args {
     token_ttl_secs: u64,
     /// Stand by: wait for the shard's lease (held by its serving process) and
     /// take over when it lapses, instead of refusing to start (durable mode).
-    #[arg(long, env = "REDDIT_STANDBY")]
+    #[arg(long, env = "REDDIT_STANDBY", value_parser = BoolishValueParser::new())]
     standby: bool,
     /// How long a shard's lease outlives a process that died, in milliseconds
     /// (renewed every quarter of it): about the time a standby waits.
@@ -148,13 +149,13 @@ struct Args {
     /// Let the kernel back the shard's heap with transparent huge pages. Off by
     /// default: zeroing a 2 MiB page at each first touch made replaying a log
     /// and encoding a snapshot 10-40% slower on the benchmark box.
-    #[arg(long, env = "REDDIT_HUGE_PAGES")]
+    #[arg(long, env = "REDDIT_HUGE_PAGES", value_parser = BoolishValueParser::new())]
     huge_pages: bool,
     /// Give each slow actor turn's (50 ms or more) thread CPU time in its log
     /// line (`cpu_ms`), to tell the shard's own work from waiting for a core.
     /// A diagnosis: two system calls per turn. Exact with one runtime thread
     /// (the default); with more, a turn can move between threads.
-    #[arg(long, env = "REDDIT_TURN_CPU")]
+    #[arg(long, env = "REDDIT_TURN_CPU", value_parser = BoolishValueParser::new())]
     turn_cpu: bool,
 }
 
