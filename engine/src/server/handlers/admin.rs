@@ -8,7 +8,7 @@ use futures::FutureExt;
 use reddit_shared::codec::encode;
 use reddit_shared::error::WireError;
 use reddit_shared::protocol::admin::{AuditReport, AuditRequest};
-use reddit_shared::protocol::internal::AuditExportRequest;
+use reddit_shared::protocol::internal::{AuditExportRequest, AuditRecord};
 use reddit_shared::protocol::rpc::StatsRequest;
 
 /// Records (and keys taken or walked) per `internal.audit.export` page.
@@ -41,7 +41,9 @@ impl Actor {
 
 /// Pulls every shard's audit records page by page and checks them together.
 async fn run_audit(peers: Peers, shards: u32, max: usize) -> Result<AuditReport, WireError> {
-    let mut records = Vec::new();
+    let began = std::time::Instant::now();
+    let mut check = Check::start(shards, max);
+    let mut count = 0;
     let mut pending = 0;
     let audit = rand::random::<u64>();
     for shard in 0..shards {
@@ -58,54 +60,108 @@ async fn run_audit(peers: Peers, shards: u32, max: usize) -> Result<AuditReport,
                 )
                 .await?;
             offset += page.records.len() as u64;
+            count += page.records.len();
             pending += page.pending_sync;
-            records.extend(page.records);
-            if page.done {
+            let done = page.done;
+            check.add(page.records).await?;
+            if done {
                 break;
             }
         }
     }
-    let count = records.len();
-    let began = std::time::Instant::now();
-    let report = off_the_shard(move || audit::check(shards, records, pending, max)).await?;
+    let mut report = check.finish().await?;
+    report.pending_sync = pending;
     tracing::info!(
         records = count,
-        check_ms = began.elapsed().as_millis() as u64,
+        audit_ms = began.elapsed().as_millis() as u64,
         ok = report.ok,
         "audit checked"
     );
     Ok(report)
 }
 
-/// Runs `work` on tokio's blocking pool and waits for it without holding the
-/// shard's thread: the task that waits shares that thread with the actor, so
-/// work done inline stops every request of the shard. The audit's check of a
-/// million users' records takes seconds.
-async fn off_the_shard<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, WireError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| WireError::internal(format!("the audit's check failed: {e}")))
+/// The audit's check, fed page by page as the pages arrive, each page on
+/// tokio's blocking pool while the next one is being fetched: the shard's
+/// thread (which the collecting task shares with the actor) stays free, and
+/// no shard's export is held whole (at a million users the export is about
+/// 8 million records, and checking them takes seconds).
+struct Check {
+    /// The checker, between pages.
+    idle: Option<audit::Checker>,
+    /// The checker, checking a page.
+    busy: Option<tokio::task::JoinHandle<audit::Checker>>,
+}
+
+impl Check {
+    /// Starts the check of `shards` shards' records, describing at most
+    /// `max` violations.
+    fn start(shards: u32, max: usize) -> Self {
+        Self {
+            idle: Some(audit::Checker::new(shards, max)),
+            busy: None,
+        }
+    }
+
+    /// The checker once it is done with the page before.
+    async fn checker(&mut self) -> Result<audit::Checker, WireError> {
+        match (self.idle.take(), self.busy.take()) {
+            (Some(checker), _) => Ok(checker),
+            (None, Some(busy)) => busy
+                .await
+                .map_err(|e| WireError::internal(format!("the audit's check failed: {e}"))),
+            (None, None) => Err(WireError::internal("the audit's check failed before")),
+        }
+    }
+
+    /// Starts checking `page` once the page before is checked.
+    async fn add(&mut self, page: Vec<AuditRecord>) -> Result<(), WireError> {
+        let mut checker = self.checker().await?;
+        self.busy = Some(tokio::task::spawn_blocking(move || {
+            for record in page {
+                checker.add(record);
+            }
+            checker
+        }));
+        Ok(())
+    }
+
+    /// The report, once every page is checked.
+    async fn finish(mut self) -> Result<AuditReport, WireError> {
+        let checker = self.checker().await?;
+        tokio::task::spawn_blocking(move || checker.finish())
+            .await
+            .map_err(|e| WireError::internal(format!("the audit's check failed: {e}")))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reddit_shared::protocol::admin::Violation;
 
-    /// The shard's thread stays free while the work runs: here the work
-    /// waits for a task on that thread, and would wait forever (its 10 s)
-    /// if it ran there.
+    /// Page after page from a single-threaded runtime like a shard's: each
+    /// is checked off that thread, in turn, and every record of every page
+    /// counts.
     #[tokio::test]
-    async fn work_off_the_shard_leaves_its_thread_free() {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let work =
-            off_the_shard(move || rx.recv_timeout(std::time::Duration::from_secs(10)).is_ok());
-        let other_task = async move {
-            tokio::task::yield_now().await;
-            tx.send(()).unwrap();
-        };
-        let (freed, ()) = tokio::join!(work, other_task);
-        assert!(freed.unwrap(), "the work held the thread its waker needed");
+    async fn the_check_takes_every_page_off_the_shard() {
+        let mut check = Check::start(2, 3);
+        let pages = 12;
+        for page in 0..pages {
+            let records = (0..10)
+                .map(|i| AuditRecord::Member {
+                    subreddit: format!("sub{page}"),
+                    user: format!("user{i}"),
+                })
+                .collect();
+            check.add(records).await.unwrap();
+        }
+        let report = check.finish().await.unwrap();
+        assert_eq!(report.shards, 2);
+        assert_eq!(report.violation_count, (pages * 10) as u64);
+        assert_eq!(report.violations.len(), 3);
+        assert!(report
+            .violations
+            .iter()
+            .all(|v: &Violation| v.kind == "membership"));
     }
 }
