@@ -17,7 +17,9 @@
 //! export of the grown shard, its users members of 50 subreddits, the
 //! first with 10,000 posts, 20,000 comments and 30,000 votes: the
 //! cursor's start, then each page (`AUDIT_PAGES=1` prints every page's time,
-//! in ms, in order), and the check of the records exported.
+//! in ms, in order), and the check of the records exported, fed page by
+//! page as `audit.run` does, with the process's peak resident memory from
+//! the export's start.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use reddit_engine::auth::{TokenSigner, VerifiedTokens};
@@ -51,6 +53,26 @@ fn report(what: &str, took: &[Duration]) {
         "{what:>28}: {:.2} s in all; slowest {worst}",
         total.as_secs_f64()
     );
+}
+
+/// This process's resident memory, in MiB: (now, peak since the last
+/// [`reset_peak`]).
+fn resident_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+}
+
+/// Starts the peak of [`resident_mib`] again from now (Linux: `clear_refs` 5).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 fn main() {
@@ -160,25 +182,49 @@ fn main() {
                 .unwrap();
         }
     }
+    reset_peak();
+    let (before, _) = resident_mib();
     let started = Instant::now();
     let mut cursor = state.audit_cursor();
     let mut took = vec![started.elapsed()];
-    let mut records = Vec::new();
+    // Each page into the check as it is made, as `audit.run` does.
+    let mut checker = reddit_engine::state::audit::Checker::new(1, 100);
+    let mut count = 0;
+    let mut checking = Duration::ZERO;
     while !cursor.done() {
         let started = Instant::now();
         let page = state.audit_page(&mut cursor, 4_000, 4_000);
         took.push(started.elapsed());
-        records.extend(page);
+        count += page.len();
+        let started = Instant::now();
+        for record in page {
+            checker.add(record);
+        }
+        checking += started.elapsed();
     }
     report("audit export, pages", &took);
-    let count = records.len();
     let started = Instant::now();
-    let checked = reddit_engine::state::audit::check(1, records, 0, 100);
+    let checked = checker.finish();
+    checking += started.elapsed();
     println!(
         "{:>28}: {count} records in {:.2} s, {} violations",
         "audit check",
-        started.elapsed().as_secs_f64(),
+        checking.as_secs_f64(),
         checked.violation_count
+    );
+    if std::env::var("AUDIT_PAGES").is_ok() {
+        println!(
+            "{:?}",
+            took.iter()
+                .map(|d| (d.as_secs_f64() * 1e4).round() / 10.0)
+                .collect::<Vec<_>>()
+        );
+    }
+    let (_, peak) = resident_mib();
+    println!(
+        "{:>28}: {:.0} MiB above the {before:.0} MiB before the export",
+        "audit's peak memory",
+        peak - before
     );
     if std::env::var("AUDIT_PAGES").is_ok() {
         println!(
