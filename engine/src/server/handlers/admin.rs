@@ -137,13 +137,12 @@ impl Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reddit_shared::protocol::admin::Violation;
 
-    /// Page after page from a single-threaded runtime like a shard's: each
-    /// is checked off that thread, in turn, and every record of every page
-    /// counts.
+    /// Page after page from a single-threaded runtime like a shard's, each
+    /// checked in turn: facts of one page meet their counterparts in later
+    /// pages, and every record counts.
     #[tokio::test]
-    async fn the_check_takes_every_page_off_the_shard() {
+    async fn the_check_matches_records_across_pages() {
         let mut check = Check::start(2, 3);
         let pages = 12;
         for page in 0..pages {
@@ -155,13 +154,29 @@ mod tests {
                 .collect();
             check.add(records).await.unwrap();
         }
+        // Every membership but those of sub0 on the other side, in pages of
+        // their own.
+        for page in 1..pages {
+            let records = (0..10)
+                .map(|i| AuditRecord::Joined {
+                    user: format!("user{i}"),
+                    subreddit: format!("sub{page}"),
+                })
+                .collect();
+            check.add(records).await.unwrap();
+        }
         let report = check.finish().await.unwrap();
         assert_eq!(report.shards, 2);
-        assert_eq!(report.violation_count, (pages * 10) as u64);
+        assert_eq!(report.violation_count, 10, "{:#?}", report.violations);
         assert_eq!(report.violations.len(), 3);
-        assert!(report
-            .violations
-            .iter()
-            .all(|v: &Violation| v.kind == "membership"));
+        for (i, v) in report.violations.iter().enumerate() {
+            assert_eq!(v.kind, "membership");
+            assert!(
+                v.detail
+                    .starts_with(&format!("user{i} is a member of r/sub0 ")),
+                "{}",
+                v.detail
+            );
+        }
     }
 }
