@@ -216,14 +216,6 @@ fn main() {
         checking.as_secs_f64(),
         checked.violation_count
     );
-    if std::env::var("AUDIT_PAGES").is_ok() {
-        println!(
-            "{:?}",
-            took.iter()
-                .map(|d| (d.as_secs_f64() * 1e4).round() / 10.0)
-                .collect::<Vec<_>>()
-        );
-    }
     let (_, peak) = resident_mib();
     println!(
         "{:>28}: {:.0} MiB above the {before:.0} MiB before the export",

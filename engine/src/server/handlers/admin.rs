@@ -143,27 +143,28 @@ mod tests {
     /// pages, and every record counts.
     #[tokio::test]
     async fn the_check_matches_records_across_pages() {
+        // Ten users of one subreddit, as members or as joined.
+        let page = |sub: usize, members: bool| -> Vec<AuditRecord> {
+            (0..10)
+                .map(|i| {
+                    let (user, subreddit) = (format!("user{i}"), format!("sub{sub}"));
+                    if members {
+                        AuditRecord::Member { subreddit, user }
+                    } else {
+                        AuditRecord::Joined { user, subreddit }
+                    }
+                })
+                .collect()
+        };
         let mut check = Check::start(2, 3);
         let pages = 12;
-        for page in 0..pages {
-            let records = (0..10)
-                .map(|i| AuditRecord::Member {
-                    subreddit: format!("sub{page}"),
-                    user: format!("user{i}"),
-                })
-                .collect();
-            check.add(records).await.unwrap();
+        for sub in 0..pages {
+            check.add(page(sub, true)).await.unwrap();
         }
         // Every membership but those of sub0 on the other side, in pages of
         // their own.
-        for page in 1..pages {
-            let records = (0..10)
-                .map(|i| AuditRecord::Joined {
-                    user: format!("user{i}"),
-                    subreddit: format!("sub{page}"),
-                })
-                .collect();
-            check.add(records).await.unwrap();
+        for sub in 1..pages {
+            check.add(page(sub, false)).await.unwrap();
         }
         let report = check.finish().await.unwrap();
         assert_eq!(report.shards, 2);
