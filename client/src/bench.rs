@@ -383,15 +383,14 @@ pub async fn gateway(
     Ok(out)
 }
 
-/// What [`rest_loop`] sends: where, and the requests' parts made once.
+/// What [`rest_loop`] sends: where, and each request's bytes, made once.
 struct Rest {
     /// `host:port` to connect to.
     addr: String,
-    /// `Host` header.
-    host: hyper::header::HeaderValue,
-    read_path: String,
-    bearer: hyper::header::HeaderValue,
-    /// A vote up and a vote down, as JSON, taken in turn.
+    /// `GET` of the post, whole.
+    read: Bytes,
+    /// A vote up and a vote down, whole (`POST` with a bearer token and a
+    /// JSON body), taken in turn.
     votes: [Bytes; 2],
 }
 
@@ -410,67 +409,58 @@ impl Rest {
         votes: [VoteRequest; 2],
     ) -> Result<Self, ClientError> {
         let bad = |what: String| ClientError::new(ErrorKind::Invalid, what);
-        let uri: hyper::Uri = base
-            .parse()
-            .map_err(|e| bad(format!("gateway URL {base}: {e}")))?;
-        let authority = uri
-            .authority()
-            .ok_or_else(|| bad(format!("gateway URL {base} has no host")))?;
-        if uri.scheme_str() != Some("http") {
+        let url = reqwest::Url::parse(base).map_err(|e| bad(format!("gateway URL {base}: {e}")))?;
+        if url.scheme() != "http" {
             return Err(bad(format!(
                 "gateway URL {base}: the benchmark speaks plain http"
             )));
         }
-        let header = |v: String| {
-            hyper::header::HeaderValue::try_from(v)
-                .map_err(|e| bad(format!("not a header value: {e}")))
-        };
-        let json = |v: &VoteRequest| {
-            serde_json::to_vec(v)
-                .map(Bytes::from)
-                .map_err(|e| bad(e.to_string()))
+        let host = url
+            .host_str()
+            .ok_or_else(|| bad(format!("gateway URL {base} has no host")))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let authority = format!("{host}:{port}");
+        let vote = |v: &VoteRequest| {
+            let body = serde_json::to_string(v).map_err(|e| bad(e.to_string()))?;
+            Ok::<_, ClientError>(Bytes::from(format!(
+                "POST /api/v1/vote HTTP/1.1\r\nHost: {authority}\r\n\
+                 Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                session.token,
+                body.len()
+            )))
         };
         Ok(Self {
-            addr: format!(
-                "{}:{}",
-                authority.host(),
-                authority.port_u16().unwrap_or(80)
-            ),
-            host: header(authority.to_string())?,
-            read_path: format!("/api/v1/r/{}/posts/{}", read.subreddit, read.id),
-            bearer: header(format!("Bearer {}", session.token))?,
-            votes: [json(&votes[0])?, json(&votes[1])?],
+            addr: authority.clone(),
+            read: Bytes::from(format!(
+                "GET /api/v1/r/{}/posts/{} HTTP/1.1\r\nHost: {authority}\r\n\r\n",
+                read.subreddit, read.id
+            )),
+            votes: [vote(&votes[0])?, vote(&votes[1])?],
         })
     }
 
     /// Request number `i` of `op`.
-    fn request(
-        &self,
-        op: RestOp,
-        i: usize,
-    ) -> Result<hyper::Request<http_body_util::Full<Bytes>>, hyper::http::Error> {
-        use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
-        let builder = hyper::Request::builder().header(HOST, self.host.clone());
+    fn request(&self, op: RestOp, i: usize) -> &[u8] {
         match op {
-            RestOp::Read => builder
-                .uri(self.read_path.as_str())
-                .body(http_body_util::Full::default()),
-            RestOp::Vote => builder
-                .method(hyper::Method::POST)
-                .uri("/api/v1/vote")
-                .header(AUTHORIZATION, self.bearer.clone())
-                .header(CONTENT_TYPE, "application/json")
-                .body(http_body_util::Full::new(self.votes[i % 2].clone())),
+            RestOp::Read => &self.read,
+            RestOp::Vote => &self.votes[i % 2],
         }
     }
 }
+
+/// How long after the end of a measurement a reply may still come before
+/// its connection gives up on it (an error).
+const REST_GRACE: Duration = Duration::from_secs(5);
 
 /// A closed loop through the gateway's REST routes: `in_flight` HTTP/1.1
 /// connections, each sending its next request as soon as the reply is in
 /// and decoded (a post, or a vote's new score); a status other than 200, a
 /// reply that does not decode or a lost connection counts as an error (the
-/// connection is then made again). All on the calling task: a load generator
-/// of bare connections, so the box's cores go to what is measured.
+/// connection is then made again). All on the calling task, each request's
+/// bytes made once and each reply read straight off its socket, like wrk: on
+/// a box where the load generator shares the cores with what it measures,
+/// the cores it does not use go to what is measured.
 async fn rest_loop(
     rest: &Rest,
     op: RestOp,
@@ -490,82 +480,121 @@ async fn rest_loop(
     (count, errors, hist, start.elapsed().as_secs_f64())
 }
 
-/// One connection of [`rest_loop`] until `end`: (requests, errors, latencies).
+/// One connection of [`rest_loop`] until `end`: (requests, errors,
+/// latencies). A reply still missing [`REST_GRACE`] after `end` is an error.
 async fn rest_connection(
     rest: &Rest,
     op: RestOp,
     worker: usize,
     end: Instant,
 ) -> (u64, u64, hdrhistogram::Histogram<u64>) {
-    use std::cell::{Cell, RefCell};
-    let hist = RefCell::new(new_histogram());
-    let (count, errors) = (Cell::new(0u64), Cell::new(0u64));
-    let failed = || errors.set(errors.get() + 1);
-    let next = Cell::new(worker);
-    while Instant::now() < end {
-        // Connect (again, after a failure), then send on the connection until
-        // it fails or the time is up.
-        let connected = async {
-            let stream = tokio::net::TcpStream::connect(&rest.addr).await?;
-            stream.set_nodelay(true)?;
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(std::io::Error::other)
-        };
-        let Ok((mut sender, connection)) = connected.await else {
-            failed();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        let requests = async {
+    use tokio::io::AsyncWriteExt;
+    let mut hist = new_histogram();
+    let (mut count, mut errors) = (0u64, 0u64);
+    let mut next = worker;
+    let mut buf = Vec::with_capacity(4096);
+    let deadline = tokio::time::Instant::from_std(end + REST_GRACE);
+    let work = async {
+        while Instant::now() < end {
+            // Connect (again, after a failure), then send on the connection
+            // until it fails or the time is up.
+            let Ok(mut stream) = rest_connect(&rest.addr).await else {
+                errors += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
             while Instant::now() < end {
-                let i = next.get();
-                next.set(i + 1);
-                let Ok(request) = rest.request(op, i) else {
-                    failed();
-                    return;
-                };
+                let request = rest.request(op, next);
+                next += 1;
                 let sent = Instant::now();
-                let reply = sender.send_request(request).await;
-                count.set(count.get() + 1);
-                let Ok(reply) = reply else {
-                    failed();
-                    return;
+                count += 1;
+                let reply = match stream.write_all(request).await {
+                    Ok(()) => read_reply(&mut stream, &mut buf).await,
+                    Err(e) => Err(e),
                 };
-                if !rest_reply_ok(op, reply).await {
-                    failed();
+                let ok = match reply {
+                    Ok((status, body)) => status == 200 && rest_reply_ok(op, &buf[body]),
+                    Err(_) => false,
+                };
+                let _ = hist.record((sent.elapsed().as_micros() as u64).max(1));
+                if !ok {
+                    errors += 1;
+                    break; // a fresh connection: this one may be out of step
                 }
-                let _ = hist
-                    .borrow_mut()
-                    .record((sent.elapsed().as_micros() as u64).max(1));
             }
-        };
-        futures::pin_mut!(requests, connection);
-        // The connection's future drives its socket; if it ends first, the
-        // gateway closed it.
-        if let futures::future::Either::Right(_) =
-            futures::future::select(requests, connection).await
-        {
-            failed();
         }
+    };
+    if tokio::time::timeout_at(deadline, work).await.is_err() {
+        errors += 1;
     }
-    (count.get(), errors.get(), hist.into_inner())
+    (count, errors, hist)
 }
 
-/// Whether a reply of [`rest_loop`] is a success: status 200, and a body that
-/// decodes to what `op` answers.
-async fn rest_reply_ok(op: RestOp, reply: hyper::Response<hyper::body::Incoming>) -> bool {
-    use http_body_util::BodyExt;
-    let status = reply.status();
-    let Ok(body) = reply.into_body().collect().await else {
-        return false;
-    };
-    let body = body.to_bytes();
-    status == hyper::StatusCode::OK
-        && match op {
-            RestOp::Read => serde_json::from_slice::<PostView>(&body).is_ok(),
-            RestOp::Vote => serde_json::from_slice::<VoteReply>(&body).is_ok(),
+/// A connection to the gateway, without Nagle's delay.
+async fn rest_connect(addr: &str) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Reads one HTTP/1.1 reply off `stream` into `buf`: its status and where
+/// its body is in `buf`. The body must come with a `Content-Length` (the
+/// gateway's JSON replies do), and nothing may follow it (one request is in
+/// flight per connection).
+async fn read_reply(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<(u16, std::ops::Range<usize>)> {
+    use tokio::io::AsyncReadExt;
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    buf.clear();
+    loop {
+        if buf.capacity() == buf.len() {
+            buf.reserve(buf.len());
         }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut reply = httparse::Response::new(&mut headers);
+        let head = match reply.parse(buf) {
+            Ok(httparse::Status::Complete(head)) => head,
+            Ok(httparse::Status::Partial) => continue,
+            Err(e) => return Err(bad(&format!("not an HTTP reply: {e}"))),
+        };
+        let status = reply.code.unwrap_or(0);
+        let length = reply
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| {
+                std::str::from_utf8(h.value)
+                    .ok()?
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+            })
+            .ok_or_else(|| bad("a reply without Content-Length"))?;
+        let whole = head + length;
+        while buf.len() < whole {
+            buf.reserve(whole - buf.len());
+            if stream.read_buf(buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        if buf.len() > whole {
+            return Err(bad("more bytes than one reply"));
+        }
+        return Ok((status, head..whole));
+    }
+}
+
+/// Whether a reply body of [`rest_loop`] decodes to what `op` answers.
+fn rest_reply_ok(op: RestOp, body: &[u8]) -> bool {
+    match op {
+        RestOp::Read => serde_json::from_slice::<PostView>(body).is_ok(),
+        RestOp::Vote => serde_json::from_slice::<VoteReply>(body).is_ok(),
+    }
 }
 
 /// The gateway comparison table: one row per (in flight, op), each way
@@ -643,4 +672,102 @@ pub fn table(ms: &[Measurement]) -> String {
         rows,
         0,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_reply;
+    use std::io::ErrorKind;
+    use tokio::io::AsyncWriteExt;
+
+    /// What [`read_reply`] makes of `pieces`, written one at a time by a
+    /// peer (each flushed on its own, so a reply arrives split), after which
+    /// the peer closes: the status and the body, or the error's kind.
+    async fn read_pieces(pieces: &[&[u8]]) -> Result<(u16, Vec<u8>), ErrorKind> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.kind())?;
+        let addr = listener.local_addr().map_err(|e| e.kind())?;
+        let pieces: Vec<Vec<u8>> = pieces.iter().map(|p| p.to_vec()).collect();
+        let peer = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await?;
+            socket.set_nodelay(true)?;
+            for piece in pieces {
+                socket.write_all(&piece).await?;
+                socket.flush().await?;
+                tokio::task::yield_now().await;
+            }
+            socket.shutdown().await
+        });
+        let mut stream = super::rest_connect(&addr.to_string())
+            .await
+            .map_err(|e| e.kind())?;
+        let mut buf = Vec::with_capacity(8);
+        let read = read_reply(&mut stream, &mut buf).await;
+        drop(stream);
+        let _ = peer.await;
+        read.map(|(status, body)| (status, buf[body].to_vec()))
+            .map_err(|e| e.kind())
+    }
+
+    #[tokio::test]
+    async fn a_reply_is_read_whole_however_it_is_split() {
+        let reply: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+            content-length: 13\r\n\r\n{\"score\": 42}";
+        for split in [1, 10, 17, reply.len() - 13, reply.len() - 1] {
+            let (head, tail) = reply.split_at(split);
+            assert_eq!(
+                read_pieces(&[head, tail]).await,
+                Ok((200, b"{\"score\": 42}".to_vec())),
+                "split at {split}"
+            );
+        }
+        // An error status is read like any other, body and all.
+        assert_eq!(
+            read_pieces(&[b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 2\r\n\r\n{}"]).await,
+            Ok((429, b"{}".to_vec()))
+        );
+        // A buffer far smaller than the reply grows to hold it.
+        let body = vec![b'x'; 100_000];
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+        assert_eq!(
+            read_pieces(&[head.as_bytes(), &body]).await,
+            Ok((200, body.clone()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_is_not_one_whole_http_reply_is_an_error() {
+        // The connection closes before the head is complete, or mid-body.
+        assert_eq!(
+            read_pieces(&[b"HTTP/1.1 200 OK\r\nContent-Le"]).await,
+            Err(ErrorKind::UnexpectedEof)
+        );
+        assert_eq!(
+            read_pieces(&[b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}"]).await,
+            Err(ErrorKind::UnexpectedEof)
+        );
+        assert_eq!(read_pieces(&[]).await, Err(ErrorKind::UnexpectedEof));
+        // Not HTTP; no length to know where the body ends; more than one reply.
+        assert_eq!(
+            read_pieces(&[b"SSH-2.0-OpenSSH_9.6\r\n\r\n"]).await,
+            Err(ErrorKind::InvalidData)
+        );
+        assert_eq!(
+            read_pieces(&[
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+            ])
+            .await,
+            Err(ErrorKind::InvalidData)
+        );
+        assert_eq!(
+            read_pieces(&[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\n"])
+                .await,
+            Err(ErrorKind::InvalidData)
+        );
+        assert_eq!(
+            read_pieces(&[b"HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n{}"]).await,
+            Err(ErrorKind::InvalidData)
+        );
+    }
 }
