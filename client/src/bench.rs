@@ -456,11 +456,12 @@ const REST_GRACE: Duration = Duration::from_secs(5);
 /// A closed loop through the gateway's REST routes: `in_flight` HTTP/1.1
 /// connections, each sending its next request as soon as the reply is in
 /// and decoded (a post, or a vote's new score); a status other than 200, a
-/// reply that does not decode or a lost connection counts as an error (the
-/// connection is then made again). All on the calling task, each request's
-/// bytes made once and each reply read straight off its socket, like wrk: on
-/// a box where the load generator shares the cores with what it measures,
-/// the cores it does not use go to what is measured.
+/// body that does not decode, a reply that is not whole HTTP or a lost
+/// connection counts as an error (after the last two, the connection is
+/// made again). All on the calling task, each request's bytes made once and
+/// each reply read straight off its socket, like wrk: on a box where the
+/// load generator shares the cores with what it measures, the cores it does
+/// not use go to what is measured.
 async fn rest_loop(
     rest: &Rest,
     op: RestOp,
@@ -512,14 +513,20 @@ async fn rest_connection(
                     Ok(()) => read_reply(&mut stream, &mut buf).await,
                     Err(e) => Err(e),
                 };
-                let ok = match reply {
-                    Ok((status, body)) => status == 200 && rest_reply_ok(op, &buf[body]),
-                    Err(_) => false,
-                };
                 let _ = hist.record((sent.elapsed().as_micros() as u64).max(1));
-                if !ok {
-                    errors += 1;
-                    break; // a fresh connection: this one may be out of step
+                match reply {
+                    // A whole reply, even a refusal, leaves the connection
+                    // ready for the next request.
+                    Ok((status, body)) => {
+                        if status != 200 || !rest_reply_ok(op, &buf[body]) {
+                            errors += 1;
+                        }
+                    }
+                    // Anything else leaves it out of step: a fresh one.
+                    Err(_) => {
+                        errors += 1;
+                        break;
+                    }
                 }
             }
         }
@@ -734,6 +741,85 @@ mod tests {
             read_pieces(&[head.as_bytes(), &body]).await,
             Ok((200, body.clone()))
         );
+    }
+
+    /// A gateway stand-in: answers every request on every connection it
+    /// takes with the next of `replies`, in turn; counts the connections.
+    async fn answering(
+        replies: Vec<Vec<u8>>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let connections = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        let replies = std::sync::Arc::new(replies);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let replies = replies.clone();
+                tokio::spawn(async move {
+                    let (mut buf, mut next) = (Vec::new(), 0);
+                    loop {
+                        // Requests here are GETs: a head and no body.
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let reply = &replies[next % replies.len()];
+                            next += 1;
+                            if socket.write_all(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                        if matches!(socket.read_buf(&mut buf).await, Ok(0) | Err(_)) {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, connections)
+    }
+
+    #[tokio::test]
+    async fn a_refusal_counts_as_an_error_and_keeps_its_connection() {
+        use reddit_shared::protocol::post::PostView;
+        use std::sync::atomic::Ordering;
+        let post = serde_json::to_vec(&PostView {
+            subreddit: "rust".parse().unwrap(),
+            id: reddit_shared::ids::PostId::new(),
+            author: "Ann".into(),
+            title: "t".into(),
+            body: "b".into(),
+            repost_of: None,
+            score: 0,
+            ups: 0,
+            downs: 0,
+            comments: 0,
+            created_at: 0,
+            signature: None,
+        })
+        .unwrap();
+        let ok = [
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", post.len()).into_bytes(),
+            post,
+        ]
+        .concat();
+        let refused = b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 2\r\n\r\n{}".to_vec();
+        let (addr, connections) = answering(vec![ok, refused]).await;
+        let rest = super::Rest {
+            addr,
+            read: bytes::Bytes::from_static(b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n"),
+            votes: [bytes::Bytes::new(), bytes::Bytes::new()],
+        };
+        let end = std::time::Instant::now() + std::time::Duration::from_millis(300);
+        let (count, errors, hist) =
+            super::rest_connection(&rest, super::RestOp::Read, 0, end).await;
+        assert!(count >= 4, "{count} requests");
+        // Every other reply is a refusal, and the connection stays.
+        assert_eq!(errors, count / 2, "{errors} errors of {count}");
+        assert_eq!(hist.len(), count);
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
