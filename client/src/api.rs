@@ -141,7 +141,9 @@ pub struct RedditClient {
     shards: u32,
     timeout: Duration,
     retry_budget: Duration,
-    info: Vec<ShardInfo>,
+    /// Shared: a clone (one per simulated operation, or per gateway request)
+    /// copies a pointer, not every shard's strings.
+    info: std::sync::Arc<[ShardInfo]>,
     role: Role,
 }
 
@@ -229,7 +231,7 @@ impl RedditClient {
             http: Some(std::sync::Arc::new(http)),
             timeout: options.request_timeout,
             retry_budget: options.retry_budget,
-            info: Vec::new(),
+            info: std::sync::Arc::default(),
             role: Role::Gateway,
         })
     }
@@ -361,7 +363,7 @@ impl RedditClient {
             shards: n,
             timeout: options.request_timeout,
             retry_budget: options.retry_budget,
-            info: seen.into_values().collect(),
+            info: seen.into_values().collect::<Vec<_>>().into(),
             role: Role::Service,
         })
     }
@@ -375,7 +377,7 @@ impl RedditClient {
             shards: shards.max(1),
             timeout: request_timeout,
             retry_budget: Duration::ZERO,
-            info: Vec::new(),
+            info: std::sync::Arc::default(),
             role: Role::Service,
         }
     }
