@@ -783,23 +783,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_refusal_counts_as_an_error_and_keeps_its_connection() {
-        use reddit_shared::protocol::post::PostView;
         use std::sync::atomic::Ordering;
-        let post = serde_json::to_vec(&PostView {
-            subreddit: "rust".parse().unwrap(),
-            id: reddit_shared::ids::PostId::new(),
-            author: "Ann".into(),
-            title: "t".into(),
-            body: "b".into(),
-            repost_of: None,
-            score: 0,
-            ups: 0,
-            downs: 0,
-            comments: 0,
-            created_at: 0,
-            signature: None,
-        })
-        .unwrap();
+        let post = serde_json::to_vec(&crate::fixtures::post()).unwrap();
         let ok = [
             format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", post.len()).into_bytes(),
             post,

@@ -264,20 +264,7 @@ mod signing_tests {
     #[test]
     fn a_signed_post_verifies_and_a_changed_one_does_not() {
         let id = Identity::from_secret([1u8; 32]);
-        let mut post = PostView {
-            subreddit: "rust".parse().unwrap(),
-            id: reddit_shared::ids::PostId::new(),
-            author: "Ann".into(),
-            title: "t".into(),
-            body: "b".into(),
-            repost_of: None,
-            score: 0,
-            ups: 0,
-            downs: 0,
-            comments: 0,
-            created_at: 0,
-            signature: None,
-        };
+        let mut post = crate::fixtures::post();
         let sig = id.sign_hex(&signed_post(&post));
         assert!(verify_hex(&id.public_key_hex(), &signed_post(&post), &sig));
         post.body.push('!');

@@ -9,6 +9,9 @@ pub mod identity;
 pub mod sim;
 pub mod table;
 
+#[cfg(test)]
+mod fixtures;
+
 pub use api::{connect_nats, ClientOptions, EventStream, RedditClient, Role, Session};
 pub use error::{ClientError, ErrorKind};
 pub use identity::{Identity, KeyStore};
