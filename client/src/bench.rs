@@ -544,10 +544,15 @@ async fn rest_connect(addr: &str) -> std::io::Result<tokio::net::TcpStream> {
     Ok(stream)
 }
 
+/// The largest reply [`read_reply`] takes, head and body: a post or a vote's
+/// score is a few hundred bytes; a peer claiming more is refused, not
+/// allocated for.
+const MAX_REPLY_BYTES: usize = 4 << 20;
+
 /// Reads one HTTP/1.1 reply off `stream` into `buf`: its status and where
 /// its body is in `buf`. The body must come with a `Content-Length` (the
-/// gateway's JSON replies do), and nothing may follow it (one request is in
-/// flight per connection).
+/// gateway's JSON replies do), nothing may follow it (one request is in
+/// flight per connection), and the whole must fit in [`MAX_REPLY_BYTES`].
 async fn read_reply(
     stream: &mut tokio::net::TcpStream,
     buf: &mut Vec<u8>,
@@ -556,8 +561,8 @@ async fn read_reply(
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
     buf.clear();
     loop {
-        if buf.capacity() == buf.len() {
-            buf.reserve(buf.len());
+        if buf.len() > MAX_REPLY_BYTES {
+            return Err(bad("a reply head larger than the benchmark takes"));
         }
         if stream.read_buf(buf).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -582,6 +587,9 @@ async fn read_reply(
                     .ok()
             })
             .ok_or_else(|| bad("a reply without Content-Length"))?;
+        if length > MAX_REPLY_BYTES.saturating_sub(head) {
+            return Err(bad("a reply larger than the benchmark takes"));
+        }
         let whole = head + length;
         while buf.len() < whole {
             buf.reserve(whole - buf.len());
@@ -840,5 +848,18 @@ mod tests {
             read_pieces(&[b"HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n{}"]).await,
             Err(ErrorKind::InvalidData)
         );
+        // A claimed length or a head past the bound is refused, not
+        // allocated for (a length near usize::MAX would abort the process).
+        assert_eq!(
+            read_pieces(&[b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n{}"])
+                .await,
+            Err(ErrorKind::InvalidData)
+        );
+        let endless = [
+            b"HTTP/1.1 200 OK\r\nX-Pad: ".as_slice(),
+            &[b'a'; super::MAX_REPLY_BYTES],
+        ]
+        .concat();
+        assert_eq!(read_pieces(&[&endless]).await, Err(ErrorKind::InvalidData));
     }
 }
